@@ -1,0 +1,315 @@
+//! Reading a whole config tree from a [`TreeSource`].
+//!
+//! Layout (SPEC 3): `hero.yaml`, `actions/*.yaml`, `secrets/<context>.sops.yaml`,
+//! `migrations/*.rhai`, `hosts/<host>/actions/*.yaml`. Anything else at the root (README,
+//! `.sops.yaml`, `.forgejo/`) is not ours and is ignored.
+
+use std::sync::Arc;
+
+use crate::diag::{Diagnostics, Pos};
+use crate::migrations::{check_migration, check_order};
+use crate::model::{ConfigTree, ObjectSet};
+use crate::schema::{Decoder, NAME_HINT, is_valid_name};
+use crate::sops_meta::check_secrets_file;
+use crate::source::{EntryKind, TreeSource};
+use crate::yaml::{self, Mark, Node};
+
+/// Files beside config files that are documentation, not config.
+fn is_doc_file(name: &str) -> bool {
+    name.ends_with(".md") || name == ".gitkeep" || name == ".keep"
+}
+
+/// Read and parse every file of the tree. Problems go to `diags`; what could be read is
+/// returned so later checks can still run and report more.
+pub fn load(source: &dyn TreeSource, diags: &mut Diagnostics) -> ConfigTree {
+    let mut tree = ConfigTree::default();
+    let root = list(source, "", diags);
+
+    for entry in &root {
+        if entry.name == "hero.yml" {
+            let file: Arc<str> = "hero.yml".into();
+            diags
+                .warning(
+                    &Pos::file(&file),
+                    "layout.settings-name",
+                    "`hero.yml` is ignored",
+                )
+                .hint("rename it to `hero.yaml`");
+        }
+    }
+    if root
+        .iter()
+        .any(|e| e.name == "hero.yaml" && e.kind == EntryKind::File)
+    {
+        let file: Arc<str> = "hero.yaml".into();
+        if let Some(docs) = read_yaml(source, &file, diags) {
+            match docs.as_slice() {
+                [] => {}
+                [doc] => {
+                    let mut dec = Decoder::new(file.clone(), diags);
+                    if let Some(s) = dec.settings(doc) {
+                        tree.settings = s;
+                    }
+                }
+                [_, second, ..] => {
+                    diags.error(
+                        &Pos::new(&file, second.mark()),
+                        "yaml.multi-document",
+                        "hero.yaml must hold one YAML document",
+                    );
+                }
+            }
+        }
+    }
+
+    load_actions_dir(source, "actions", &mut tree.base, diags);
+
+    for host in list(source, "hosts", diags) {
+        let dir = format!("hosts/{}", host.name);
+        if host.kind != EntryKind::Dir {
+            continue;
+        }
+        if !is_valid_host(&host.name) {
+            let file: Arc<str> = dir.as_str().into();
+            diags
+                .error(&Pos::file(&file), "layout.host-name", format!("`{}` is not a valid host name", host.name))
+                .hint("host directories are named after the machine's host name: letters, digits, `-` and `.`");
+            continue;
+        }
+        for sub in list(source, &dir, diags) {
+            if sub.name != "actions" && !is_doc_file(&sub.name) {
+                let file: Arc<str> = format!("{dir}/{}", sub.name).into();
+                diags
+                    .warning(
+                        &Pos::file(&file),
+                        "layout.unknown",
+                        format!("`{file}` is ignored"),
+                    )
+                    .hint("a host overlay holds only `actions/`");
+            }
+        }
+        let set = tree.hosts.entry(host.name.clone()).or_default();
+        load_actions_dir(source, &format!("{dir}/actions"), set, diags);
+    }
+
+    for entry in list(source, "secrets", diags) {
+        let path = format!("secrets/{}", entry.name);
+        let file: Arc<str> = path.as_str().into();
+        if entry.kind == EntryKind::Symlink {
+            refuse_symlink(&file, diags);
+            continue;
+        }
+        if entry.kind != EntryKind::File || is_doc_file(&entry.name) {
+            continue;
+        }
+        let Some(context) = entry.name.strip_suffix(".sops.yaml") else {
+            diags
+                .error(&Pos::file(&file), "layout.secrets-name", format!("`{path}` is not a SOPS file name"))
+                .hint("secrets files are named `secrets/<context>.sops.yaml` and written with sops; never commit plaintext secrets");
+            continue;
+        };
+        if !is_valid_name(context) {
+            diags
+                .error(
+                    &Pos::file(&file),
+                    "name.invalid",
+                    format!("invalid context `{context}` in file name"),
+                )
+                .hint(NAME_HINT);
+            continue;
+        }
+        let Some(raw) = read(source, &file, diags) else {
+            continue;
+        };
+        let Some(docs) = parse_yaml(&file, &raw, diags) else {
+            continue;
+        };
+        if let Some(sf) = check_secrets_file(&file, context, &docs, raw, diags) {
+            tree.secrets.insert(context.to_owned(), sf);
+        }
+    }
+
+    for entry in list(source, "migrations", diags) {
+        let path = format!("migrations/{}", entry.name);
+        let file: Arc<str> = path.as_str().into();
+        match entry.kind {
+            EntryKind::Symlink => refuse_symlink(&file, diags),
+            EntryKind::File if entry.name.ends_with(".rhai") => {
+                let Some(raw) = read(source, &file, diags) else {
+                    continue;
+                };
+                let Some(text) = utf8(&file, raw, diags) else {
+                    continue;
+                };
+                if let Some(m) = check_migration(&file, &entry.name, text, diags) {
+                    tree.migrations.push(m);
+                }
+            }
+            _ if is_doc_file(&entry.name) => {}
+            _ => {
+                diags
+                    .warning(
+                        &Pos::file(&file),
+                        "layout.unknown",
+                        format!("`{path}` is ignored"),
+                    )
+                    .hint("migrations are `migrations/<version>_<description>.rhai`");
+            }
+        }
+    }
+    // `list` sorts by name: that is the application order.
+    check_order(&tree.migrations, diags);
+    tree
+}
+
+fn is_valid_host(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+}
+
+fn load_actions_dir(
+    source: &dyn TreeSource,
+    dir: &str,
+    set: &mut ObjectSet,
+    diags: &mut Diagnostics,
+) {
+    for entry in list(source, dir, diags) {
+        let path = format!("{dir}/{}", entry.name);
+        let file: Arc<str> = path.as_str().into();
+        match entry.kind {
+            EntryKind::Symlink => refuse_symlink(&file, diags),
+            EntryKind::File if entry.name.ends_with(".yaml") || entry.name.ends_with(".yml") => {
+                let Some(docs) = read_yaml(source, &file, diags) else {
+                    continue;
+                };
+                match docs.as_slice() {
+                    [] => {
+                        diags
+                            .warning(&Pos::file(&file), "layout.empty-file", "file is empty")
+                            .hint("delete it, or add `actions:` / `services:`");
+                    }
+                    [doc] => Decoder::new(file.clone(), diags).action_file(doc, set),
+                    [_, second, ..] => {
+                        diags
+                            .error(&Pos::new(&file, second.mark()), "yaml.multi-document", "an actions file holds one YAML document")
+                            .hint("put the objects of both documents in one mapping, or split the file");
+                    }
+                }
+            }
+            _ if is_doc_file(&entry.name) => {}
+            _ => {
+                diags
+                    .warning(
+                        &Pos::file(&file),
+                        "layout.unknown",
+                        format!("`{path}` is ignored"),
+                    )
+                    .hint(format!("only `{dir}/*.yaml` files are read"));
+            }
+        }
+    }
+}
+
+fn refuse_symlink(file: &Arc<str>, diags: &mut Diagnostics) {
+    diags
+        .error(
+            &Pos::file(file),
+            "layout.symlink",
+            "symbolic links are not allowed in a config tree",
+        )
+        .hint("a link could point outside the repository; commit the file itself");
+}
+
+fn list(source: &dyn TreeSource, dir: &str, diags: &mut Diagnostics) -> Vec<crate::source::Entry> {
+    match source.list(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            let file: Arc<str> = if dir.is_empty() {
+                ".".into()
+            } else {
+                dir.into()
+            };
+            diags.error(&Pos::file(&file), "io.read", e.to_string());
+            Vec::new()
+        }
+    }
+}
+
+fn read(source: &dyn TreeSource, file: &Arc<str>, diags: &mut Diagnostics) -> Option<Vec<u8>> {
+    match source.read(file) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            let d = diags.error(&Pos::file(file), "io.read", e.to_string());
+            if matches!(e, crate::source::SourceError::TooLarge { .. }) {
+                d.hint(
+                    "config files are small; split the file or remove what does not belong in it",
+                );
+            }
+            None
+        }
+    }
+}
+
+fn utf8(file: &Arc<str>, raw: Vec<u8>, diags: &mut Diagnostics) -> Option<String> {
+    match String::from_utf8(raw) {
+        Ok(mut s) => {
+            if s.starts_with('\u{feff}') {
+                s.drain(..3);
+            }
+            Some(s)
+        }
+        Err(e) => {
+            let bytes = e.as_bytes();
+            let at = e.utf8_error().valid_up_to();
+            let before = &bytes[..at];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let line_start = before
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
+            let col = String::from_utf8_lossy(&before[line_start..])
+                .chars()
+                .count()
+                + 1;
+            let mark = Mark {
+                line: line as u32,
+                col: col as u32,
+            };
+            diags
+                .error(
+                    &Pos::new(file, mark),
+                    "encoding.utf8",
+                    "file is not valid UTF-8",
+                )
+                .hint("save the file as UTF-8");
+            None
+        }
+    }
+}
+
+fn parse_yaml(file: &Arc<str>, raw: &[u8], diags: &mut Diagnostics) -> Option<Vec<Node>> {
+    let text = utf8(file, raw.to_vec(), diags)?;
+    match yaml::parse(&text) {
+        Ok(docs) => Some(docs),
+        Err(e) => {
+            let d = diags.error(&Pos::new(file, e.mark), "yaml.syntax", e.message);
+            if let Some(h) = e.hint {
+                d.hint(h);
+            }
+            None
+        }
+    }
+}
+
+fn read_yaml(
+    source: &dyn TreeSource,
+    file: &Arc<str>,
+    diags: &mut Diagnostics,
+) -> Option<Vec<Node>> {
+    let raw = read(source, file, diags)?;
+    parse_yaml(file, &raw, diags)
+}

@@ -1,0 +1,514 @@
+//! The desired-state model: what an operator writes in the config repository.
+//!
+//! Field order here is the canonical order: the reconciler prints diffs of these types
+//! serialised as YAML, so two equal objects always print the same text. Source
+//! positions ride along for error messages but never take part in equality or output.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use crate::diag::Pos;
+
+/// The context objects live in when the file does not say.
+pub const DEFAULT_CONTEXT: &str = "core";
+
+/// What kind of object a key names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Action,
+    Service,
+    Secret,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Action => "action",
+            Kind::Service => "service",
+            Kind::Secret => "secret",
+        })
+    }
+}
+
+/// The identity of an object: `(kind, context, name)`, unique across a tree.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub context: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.context, self.name)
+    }
+}
+
+/// A name written in a file, with where it was written. Equality ignores the place.
+#[derive(Clone, Debug, Default)]
+pub struct Named {
+    pub name: String,
+    pub pos: Pos,
+}
+
+impl Named {
+    pub fn new(name: impl Into<String>) -> Named {
+        Named {
+            name: name.into(),
+            pos: Pos::default(),
+        }
+    }
+    /// Split an optional `context/` prefix: `core/hero_db` -> (Some("core"), "hero_db").
+    pub fn split(&self) -> (Option<&str>, &str) {
+        match self.name.split_once('/') {
+            Some((ctx, name)) => (Some(ctx), name),
+            None => (None, &self.name),
+        }
+    }
+}
+
+impl PartialEq for Named {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+impl Eq for Named {}
+
+impl Serialize for Named {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name)
+    }
+}
+
+/// A duration as written (`500ms`, `10s`, `5m`, `1h`, `2d`), printed back canonically.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn secs(s: u64) -> Dur {
+        Dur(Duration::from_secs(s))
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Interpreter {
+    /// An argv split like a shell would, but run with no shell: no expansion, no injection.
+    #[default]
+    Exec,
+    Bash,
+    Sh,
+    Python3,
+}
+
+impl Interpreter {
+    pub const NAMES: [&'static str; 4] = ["exec", "bash", "sh", "python3"];
+    pub fn parse(s: &str) -> Option<Interpreter> {
+        Some(match s {
+            "exec" => Interpreter::Exec,
+            "bash" => Interpreter::Bash,
+            "sh" => Interpreter::Sh,
+            "python3" => Interpreter::Python3,
+            _ => return None,
+        })
+    }
+}
+
+/// An environment value: plain text, or a reference to a secret resolved at start time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnvValue {
+    Plain(String),
+    Secret(Named),
+}
+
+impl Serialize for EnvValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            EnvValue::Plain(v) => s.serialize_str(v),
+            EnvValue::Secret(n) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("secret", &n.name)?;
+                m.end()
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartMode {
+    Always,
+    #[default]
+    OnFailure,
+    Never,
+}
+
+impl RestartMode {
+    pub const NAMES: [&'static str; 3] = ["always", "on-failure", "never"];
+    pub fn parse(s: &str) -> Option<RestartMode> {
+        Some(match s {
+            "always" => RestartMode::Always,
+            "on-failure" => RestartMode::OnFailure,
+            "never" => RestartMode::Never,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Restart {
+    pub policy: RestartMode,
+    pub delay: Dur,
+    pub max_delay: Dur,
+    /// 0 = unlimited.
+    pub max_retries: u32,
+}
+
+impl Default for Restart {
+    fn default() -> Self {
+        Restart {
+            policy: RestartMode::OnFailure,
+            delay: Dur::secs(1),
+            max_delay: Dur::secs(60),
+            max_retries: 0,
+        }
+    }
+}
+
+/// The POSIX signals an operator may name. Numbers are not accepted: they differ by platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Signal {
+    Hup,
+    Int,
+    Quit,
+    Kill,
+    Usr1,
+    Usr2,
+    #[default]
+    Term,
+}
+
+impl Signal {
+    pub const NAMES: [&'static str; 7] = [
+        "SIGHUP", "SIGINT", "SIGQUIT", "SIGKILL", "SIGUSR1", "SIGUSR2", "SIGTERM",
+    ];
+    /// Accepts `SIGTERM` and `TERM`, any case.
+    pub fn parse(s: &str) -> Option<Signal> {
+        let up = s.to_ascii_uppercase();
+        let bare = up.strip_prefix("SIG").unwrap_or(&up);
+        Some(match bare {
+            "HUP" => Signal::Hup,
+            "INT" => Signal::Int,
+            "QUIT" => Signal::Quit,
+            "KILL" => Signal::Kill,
+            "USR1" => Signal::Usr1,
+            "USR2" => Signal::Usr2,
+            "TERM" => Signal::Term,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Hup => "SIGHUP",
+            Signal::Int => "SIGINT",
+            Signal::Quit => "SIGQUIT",
+            Signal::Kill => "SIGKILL",
+            Signal::Usr1 => "SIGUSR1",
+            Signal::Usr2 => "SIGUSR2",
+            Signal::Term => "SIGTERM",
+        }
+    }
+    /// The Linux signal number.
+    pub fn number(self) -> i32 {
+        match self {
+            Signal::Hup => 1,
+            Signal::Int => 2,
+            Signal::Quit => 3,
+            Signal::Kill => 9,
+            Signal::Usr1 => 10,
+            Signal::Usr2 => 12,
+            Signal::Term => 15,
+        }
+    }
+}
+
+impl Serialize for Signal {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Stop {
+    pub signal: Signal,
+    pub timeout: Dur,
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Stop {
+            signal: Signal::Term,
+            timeout: Dur::secs(10),
+        }
+    }
+}
+
+/// A health check; a service is healthy when all of its main action's checks pass.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheck {
+    /// The path exists and accepts a connection.
+    UnixSocket(String),
+    /// An HTTP GET answers 2xx, over a Unix socket or TCP.
+    Http(HttpCheck),
+    /// `host:port` accepts a TCP connection.
+    Tcp(String),
+    /// A command exits 0 (run by `sh -c`).
+    Exec(String),
+    /// The hero three-socket convention (SPEC 5.4).
+    HeroSockets(bool),
+}
+
+impl HealthCheck {
+    pub const KINDS: [&'static str; 5] = ["unix_socket", "http", "tcp", "exec", "hero_sockets"];
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HttpCheck {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub path: String,
+}
+
+/// An action: what to run and how.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Action {
+    pub name: String,
+    pub context: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub interpreter: Interpreter,
+    pub script: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, EnvValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    pub process: bool,
+    pub restart: Restart,
+    pub stop: Stop,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<HealthCheck>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Named>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(skip)]
+    pub pos: Pos,
+}
+
+impl Action {
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey {
+            kind: Kind::Action,
+            context: self.context.clone(),
+            name: self.name.clone(),
+        }
+    }
+    /// Names of the secrets this action's environment refers to.
+    pub fn secret_refs(&self) -> impl Iterator<Item = &Named> {
+        self.env.values().filter_map(|v| match v {
+            EnvValue::Secret(n) => Some(n),
+            EnvValue::Plain(_) => None,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceStatus {
+    /// Keep it running.
+    #[default]
+    Start,
+    /// Keep it stopped.
+    Stop,
+    /// Registered but neither started nor stopped by hero_proc.
+    Ignore,
+}
+
+impl ServiceStatus {
+    pub const NAMES: [&'static str; 3] = ["start", "stop", "ignore"];
+    pub fn parse(s: &str) -> Option<ServiceStatus> {
+        Some(match s {
+            "start" => ServiceStatus::Start,
+            "stop" => ServiceStatus::Stop,
+            "ignore" => ServiceStatus::Ignore,
+            _ => return None,
+        })
+    }
+}
+
+/// A service: actions run in order, the last one supervised.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub name: String,
+    pub context: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub status: ServiceStatus,
+    pub actions: Vec<Named>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<Named>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<Named>,
+    #[serde(skip)]
+    pub pos: Pos,
+}
+
+impl Service {
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey {
+            kind: Kind::Service,
+            context: self.context.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// Retention of job and run history (SPEC 5.5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Retention {
+    pub max_age_days: u64,
+    pub max_rows_per_table: u64,
+    pub compact_every: Dur,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_age_days: 30,
+            max_rows_per_table: 100_000,
+            compact_every: Dur::secs(3600),
+        }
+    }
+}
+
+/// `hero.yaml`: repository-wide settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Settings {
+    pub required_services: Vec<Named>,
+    pub self_heal: bool,
+    pub prune: bool,
+    pub interval: Dur,
+    pub retention: Retention,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            required_services: vec![Named::new("hero_db")],
+            self_heal: true,
+            prune: true,
+            interval: Dur::secs(60),
+            retention: Retention::default(),
+        }
+    }
+}
+
+/// What `secrets/<context>.sops.yaml` tells without its key: names and recipients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretsFile {
+    pub context: String,
+    pub path: String,
+    /// Top-level key names, in file order, with where each is written.
+    pub keys: Vec<Named>,
+    /// The age recipients the file is encrypted to.
+    pub age_recipients: Vec<String>,
+    /// The raw file, for the reconciler to decrypt at apply time.
+    pub raw: Vec<u8>,
+}
+
+/// A migration script: `<version>_<description>.rhai`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Migration {
+    pub name: String,
+    pub path: String,
+    /// SHA-256 of the file, hex; an applied migration must never change.
+    pub sha256: String,
+    pub source: String,
+}
+
+/// The actions and services of one layer (the base tree or one host overlay).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectSet {
+    pub actions: Vec<Action>,
+    pub services: Vec<Service>,
+    /// Objects whose name was read but which had errors: references to them are not
+    /// reported again as unknown.
+    pub broken: Vec<ObjectKey>,
+}
+
+/// Everything read from a config repository.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigTree {
+    pub settings: Settings,
+    pub base: ObjectSet,
+    /// Per-host overlays by host name.
+    pub hosts: BTreeMap<String, ObjectSet>,
+    /// Secrets files by context.
+    pub secrets: BTreeMap<String, SecretsFile>,
+    /// In application order.
+    pub migrations: Vec<Migration>,
+}
+
+/// The effective desired state on one host: base objects, replaced or extended by the
+/// host's overlay, keyed for lookup.
+#[derive(Clone, Debug, Default)]
+pub struct DesiredState {
+    pub actions: BTreeMap<(String, String), Action>,
+    pub services: BTreeMap<(String, String), Service>,
+    /// See [`ObjectSet::broken`].
+    pub broken: std::collections::BTreeSet<ObjectKey>,
+}
+
+impl ConfigTree {
+    /// Merge the base set with the overlay of `host` (if any): same key replaces, new adds.
+    pub fn desired_for(&self, host: Option<&str>) -> DesiredState {
+        let mut out = DesiredState::default();
+        let overlay = host.and_then(|h| self.hosts.get(h));
+        for set in std::iter::once(&self.base).chain(overlay) {
+            for a in &set.actions {
+                out.actions
+                    .insert((a.context.clone(), a.name.clone()), a.clone());
+            }
+            for s in &set.services {
+                out.services
+                    .insert((s.context.clone(), s.name.clone()), s.clone());
+            }
+            out.broken.extend(set.broken.iter().cloned());
+        }
+        out
+    }
+}

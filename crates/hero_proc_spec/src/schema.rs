@@ -1,0 +1,932 @@
+//! Decoding located YAML nodes into the model, reporting every problem found.
+//!
+//! Hand-written rather than serde-derived so that one pass reports all errors, each at
+//! the exact node, with a "did you mean" for misspelt fields and a hint for fixing it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::diag::{Diagnostics, Pos, did_you_mean};
+use crate::model::*;
+use crate::yaml::{Node, NodeKind};
+
+/// Object names: `[a-z0-9][a-z0-9_.-]{0,63}` (SPEC 3.1).
+pub fn is_valid_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-')
+        })
+}
+
+/// Environment variable names: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_valid_env_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+pub const NAME_HINT: &str =
+    "names are 1-64 characters of a-z, 0-9, `_`, `.`, `-`, starting with a letter or digit";
+
+/// Decodes nodes of one file, collecting diagnostics.
+pub struct Decoder<'d> {
+    pub file: Arc<str>,
+    pub diags: &'d mut Diagnostics,
+}
+
+const ACTION_FIELDS: [&str; 15] = [
+    "name",
+    "context",
+    "description",
+    "interpreter",
+    "script",
+    "env",
+    "cwd",
+    "process",
+    "restart",
+    "stop",
+    "timeout",
+    "health",
+    "depends_on",
+    "schedule",
+    "tags",
+];
+const SERVICE_FIELDS: [&str; 7] = [
+    "name",
+    "context",
+    "description",
+    "status",
+    "actions",
+    "requires",
+    "after",
+];
+const SETTINGS_FIELDS: [&str; 5] = [
+    "required_services",
+    "self_heal",
+    "prune",
+    "interval",
+    "retention",
+];
+
+impl<'d> Decoder<'d> {
+    pub fn new(file: Arc<str>, diags: &'d mut Diagnostics) -> Self {
+        Decoder { file, diags }
+    }
+
+    pub fn pos(&self, node: &Node) -> Pos {
+        Pos::new(&self.file, node.mark())
+    }
+
+    fn expected(&mut self, node: &Node, what: &str) {
+        let found = node.type_name();
+        let pos = self.pos(node);
+        self.diags.error(
+            &pos,
+            "schema.type",
+            format!("expected {what}, found a {found}"),
+        );
+    }
+
+    /// The entries of a mapping, with unknown keys reported (and skipped).
+    fn fields(&mut self, node: &Node, allowed: &[&str], what: &str) -> Option<Vec<(String, Node)>> {
+        let Some(entries) = node.as_map() else {
+            self.expected(node, &format!("a mapping ({what})"));
+            return None;
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            let key = k.as_scalar().unwrap_or_default();
+            if allowed.contains(&key) {
+                out.push((key.to_owned(), v.clone()));
+            } else {
+                let pos = self.pos(k);
+                let d = self.diags.error(
+                    &pos,
+                    "schema.unknown-field",
+                    format!("unknown field `{key}` in {what}"),
+                );
+                match did_you_mean(key, allowed.iter().copied()) {
+                    Some(s) => d.hint(format!("did you mean `{s}`?")),
+                    None => d.hint(format!("allowed fields: {}", allowed.join(", "))),
+                };
+            }
+        }
+        Some(out)
+    }
+
+    /// A scalar as text. Numbers and booleans are accepted as their text; null is not.
+    pub fn string(&mut self, node: &Node) -> Option<String> {
+        if node.is_null() {
+            let pos = self.pos(node);
+            self.diags
+                .error(&pos, "schema.type", "expected a string, found nothing")
+                .hint("write '' for an empty string, or remove the field");
+            return None;
+        }
+        match node.as_scalar() {
+            Some(s) => Some(s.to_owned()),
+            None => {
+                self.expected(node, "a string");
+                None
+            }
+        }
+    }
+
+    fn name(&mut self, node: &Node, what: &str) -> Option<Named> {
+        let s = self.string(node)?;
+        if !is_valid_name(&s) {
+            let pos = self.pos(node);
+            self.diags
+                .error(&pos, "name.invalid", format!("invalid {what} `{s}`"))
+                .hint(NAME_HINT);
+            return None;
+        }
+        Some(Named {
+            name: s,
+            pos: self.pos(node),
+        })
+    }
+
+    /// A reference: `name` or `context/name`.
+    fn reference(&mut self, node: &Node, what: &str) -> Option<Named> {
+        let s = self.string(node)?;
+        let ok = match s.split_once('/') {
+            Some((ctx, name)) => is_valid_name(ctx) && is_valid_name(name),
+            None => is_valid_name(&s),
+        };
+        if !ok {
+            let pos = self.pos(node);
+            self.diags
+                .error(
+                    &pos,
+                    "name.invalid",
+                    format!("invalid {what} reference `{s}`"),
+                )
+                .hint(format!("write `name` or `context/name`; {NAME_HINT}"));
+            return None;
+        }
+        Some(Named {
+            name: s,
+            pos: self.pos(node),
+        })
+    }
+
+    fn bool(&mut self, node: &Node) -> Option<bool> {
+        let b = node.as_bool();
+        if b.is_none() {
+            let pos = self.pos(node);
+            self.diags
+                .error(&pos, "schema.type", "expected true or false")
+                .hint("booleans are unquoted `true` or `false`");
+        }
+        b
+    }
+
+    fn u64(&mut self, node: &Node) -> Option<u64> {
+        let n = node.as_u64();
+        if n.is_none() {
+            let pos = self.pos(node);
+            self.diags
+                .error(&pos, "schema.type", "expected a whole number ≥ 0");
+        }
+        n
+    }
+
+    pub fn duration(&mut self, node: &Node) -> Option<Dur> {
+        let s = self.string(node)?;
+        match parse_duration(&s) {
+            Ok(d) => Some(Dur(d)),
+            Err(e) => {
+                let pos = self.pos(node);
+                self.diags
+                    .error(
+                        &pos,
+                        "duration.invalid",
+                        format!("invalid duration `{s}`: {e}"),
+                    )
+                    .hint("write a number and a unit: 500ms, 10s, 5m, 1h, 2d");
+                None
+            }
+        }
+    }
+
+    fn list(&mut self, node: &Node) -> Vec<Node> {
+        match node.kind() {
+            NodeKind::Seq(items) => items.clone(),
+            _ if node.is_null() => Vec::new(),
+            _ => {
+                self.expected(node, "a list");
+                Vec::new()
+            }
+        }
+    }
+
+    fn references(&mut self, node: &Node, what: &str) -> Vec<Named> {
+        let items = self.list(node);
+        items
+            .iter()
+            .filter_map(|n| self.reference(n, what))
+            .collect()
+    }
+
+    /// A top-level `actions/*.yaml` document.
+    pub fn action_file(&mut self, doc: &Node, set: &mut ObjectSet) {
+        let Some(fields) = self.fields(doc, &["actions", "services"], "an actions file") else {
+            return;
+        };
+        for (key, value) in fields {
+            let items = self.list(&value);
+            for item in &items {
+                let (kind, ok) = if key == "actions" {
+                    (
+                        Kind::Action,
+                        self.action(item).map(|a| set.actions.push(a)).is_some(),
+                    )
+                } else {
+                    (
+                        Kind::Service,
+                        self.service(item).map(|s| set.services.push(s)).is_some(),
+                    )
+                };
+                if !ok && let Some(name) = item.get("name").and_then(Node::as_scalar) {
+                    let context = item
+                        .get("context")
+                        .and_then(Node::as_scalar)
+                        .unwrap_or(DEFAULT_CONTEXT);
+                    set.broken.push(ObjectKey {
+                        kind,
+                        context: context.to_owned(),
+                        name: name.to_owned(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn context(&mut self, node: Option<&Node>) -> Option<String> {
+        match node {
+            None => Some(DEFAULT_CONTEXT.to_owned()),
+            Some(n) => self.name(n, "context").map(|n| n.name),
+        }
+    }
+
+    pub fn action(&mut self, node: &Node) -> Option<Action> {
+        let fields = self.fields(node, &ACTION_FIELDS, "an action")?;
+        let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v);
+        let start = self.pos(node);
+        let mut ok = true;
+
+        let name = match get("name") {
+            Some(n) => self.name(n, "action name"),
+            None => {
+                self.diags
+                    .error(&start, "schema.missing-field", "action has no `name`");
+                None
+            }
+        };
+        let script = match get("script") {
+            Some(n) => self.string(n),
+            None => {
+                let what = name
+                    .as_ref()
+                    .map(|n| format!("action `{}`", n.name))
+                    .unwrap_or("action".into());
+                self.diags
+                    .error(
+                        &start,
+                        "schema.missing-field",
+                        format!("{what} has no `script`"),
+                    )
+                    .hint("`script` is the command line (interpreter exec) or the script text");
+                None
+            }
+        };
+        let context = self.context(get("context"));
+        let description = get("description").and_then(|n| self.string(n));
+        let interpreter = match get("interpreter") {
+            None => Some(Interpreter::Exec),
+            Some(n) => {
+                let s = self.string(n);
+                let parsed = s.as_deref().and_then(Interpreter::parse);
+                if let (Some(s), None) = (&s, parsed) {
+                    self.unknown_word(
+                        n,
+                        "interpreter.unknown",
+                        "interpreter",
+                        s,
+                        &Interpreter::NAMES,
+                    );
+                }
+                parsed
+            }
+        };
+        let mut env = BTreeMap::new();
+        if let Some(n) = get("env") {
+            if let Some(entries) = n.as_map() {
+                for (k, v) in entries {
+                    let key = k.as_scalar().unwrap_or_default().to_owned();
+                    if !is_valid_env_name(&key) {
+                        let pos = self.pos(k);
+                        self.diags
+                            .error(
+                                &pos,
+                                "env.invalid-name",
+                                format!("invalid environment variable name `{key}`"),
+                            )
+                            .hint("use letters, digits and `_`, not starting with a digit");
+                        ok = false;
+                    }
+                    if let Some(val) = self.env_value(v) {
+                        env.insert(key, val);
+                    } else {
+                        ok = false;
+                    }
+                }
+            } else if !n.is_null() {
+                self.expected(n, "a mapping of variable names to values");
+                ok = false;
+            }
+        }
+        let cwd = get("cwd").and_then(|n| self.string(n));
+        let process = get("process").map(|n| self.bool(n)).unwrap_or(Some(false));
+        let restart = match get("restart") {
+            None => Some(Restart::default()),
+            Some(n) => self.restart(n),
+        };
+        let stop = match get("stop") {
+            None => Some(Stop::default()),
+            Some(n) => self.stop(n),
+        };
+        let timeout = get("timeout").map(|n| self.duration(n));
+        let mut health = Vec::new();
+        if let Some(n) = get("health") {
+            for item in self.list(n) {
+                match self.health(&item) {
+                    Some(h) => health.push(h),
+                    None => ok = false,
+                }
+            }
+        }
+        let depends_on = get("depends_on")
+            .map(|n| self.references(n, "action"))
+            .unwrap_or_default();
+        let schedule = get("schedule").and_then(|n| {
+            let s = self.string(n)?;
+            if let Err(e) = check_cron(&s) {
+                let pos = self.pos(n);
+                self.diags
+                    .error(&pos, "cron.invalid", format!("invalid cron expression `{s}`: {e}"))
+                    .hint("use 5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first, e.g. \"*/15 * * * *\"");
+                return None;
+            }
+            Some(s)
+        });
+        let tags = match get("tags") {
+            None => Vec::new(),
+            Some(n) => {
+                let items = self.list(n);
+                items
+                    .iter()
+                    .filter_map(|t| self.name(t, "tag"))
+                    .map(|n| n.name)
+                    .collect()
+            }
+        };
+
+        // Cross-field rules of one action.
+        if let (Some(true), Some(n)) = (process, get("schedule")) {
+            let pos = self.pos(n);
+            self.diags
+                .error(
+                    &pos,
+                    "action.schedule-on-process",
+                    "a scheduled action must be a one-shot job",
+                )
+                .hint("set `process: false`, or remove `schedule` and run it as a service");
+            ok = false;
+        }
+        if let (Some(true), Some(n)) = (process, get("timeout")) {
+            let pos = self.pos(n);
+            self.diags
+                .warning(&pos, "action.timeout-on-process", "`timeout` is ignored for a long-running process")
+                .hint("`timeout` bounds one-shot jobs; use `stop.timeout` for how long a stop may take");
+        }
+        if let (Some(false), Some(n)) = (process, get("health")) {
+            let pos = self.pos(n);
+            self.diags
+                .warning(
+                    &pos,
+                    "action.health-on-oneshot",
+                    "health checks are ignored for a one-shot job",
+                )
+                .hint("set `process: true` if this is a long-running service");
+        }
+        if let (Some(Interpreter::Exec), Some(s), Some(n)) = (interpreter, &script, get("script")) {
+            self.check_exec_script(n, s);
+        }
+
+        let timeout = match timeout {
+            Some(None) => return None,
+            Some(Some(d)) => Some(d),
+            None => None,
+        };
+        if !ok {
+            return None;
+        }
+        Some(Action {
+            name: name?.name,
+            context: context?,
+            description,
+            interpreter: interpreter?,
+            script: script?,
+            env,
+            cwd,
+            process: process?,
+            restart: restart?,
+            stop: stop?,
+            timeout,
+            health,
+            depends_on,
+            schedule: match get("schedule") {
+                Some(_) => Some(schedule?),
+                None => None,
+            },
+            tags,
+            pos: start,
+        })
+    }
+
+    /// `exec` runs no shell: an argv that cannot be split, or shell syntax that would be
+    /// passed as literal arguments, is almost always a mistake.
+    fn check_exec_script(&mut self, node: &Node, script: &str) {
+        let pos = self.pos(node);
+        match shell_words::split(script) {
+            Err(_) => {
+                self.diags
+                    .error(
+                        &pos,
+                        "exec.unbalanced-quotes",
+                        "the command line has an unclosed quote",
+                    )
+                    .hint("close the quote, or use `interpreter: bash` for a script");
+            }
+            Ok(argv) if argv.is_empty() => {
+                self.diags
+                    .error(&pos, "exec.empty", "the command line is empty")
+                    .hint("`script` names the program to run");
+            }
+            Ok(argv) => {
+                const SHELL: [&str; 10] = ["&&", "||", "|", ";", ">", ">>", "<", "2>&1", "&", "$("];
+                if let Some(op) = argv
+                    .iter()
+                    .find(|a| SHELL.contains(&a.as_str()) || a.starts_with("$("))
+                {
+                    self.diags
+                        .warning(&pos, "exec.shell-syntax", format!("`{op}` is passed to the program as an argument: `interpreter: exec` runs no shell"))
+                        .hint("set `interpreter: bash` (or sh) to run this as a shell script");
+                }
+            }
+        }
+    }
+
+    fn env_value(&mut self, node: &Node) -> Option<EnvValue> {
+        match node.kind() {
+            NodeKind::Scalar { .. } if node.is_null() => {
+                let pos = self.pos(node);
+                self.diags
+                    .error(&pos, "env.null", "environment value is empty")
+                    .hint("write '' for an empty string, or `{ secret: name }` for a secret");
+                None
+            }
+            NodeKind::Scalar { text, .. } => Some(EnvValue::Plain(text.clone())),
+            NodeKind::Map(_) => {
+                let fields = self.fields(node, &["secret"], "a secret reference")?;
+                match fields.first() {
+                    Some((_, n)) => self.name(n, "secret name").map(EnvValue::Secret),
+                    None => {
+                        let pos = self.pos(node);
+                        self.diags
+                            .error(&pos, "env.secret", "secret reference has no `secret`")
+                            .hint("write `{ secret: name }`");
+                        None
+                    }
+                }
+            }
+            NodeKind::Seq(_) => {
+                self.expected(node, "a string or `{ secret: name }`");
+                None
+            }
+        }
+    }
+
+    fn restart(&mut self, node: &Node) -> Option<Restart> {
+        let fields = self.fields(
+            node,
+            &["policy", "delay", "max_delay", "max_retries"],
+            "restart",
+        )?;
+        let mut r = Restart::default();
+        let mut ok = true;
+        for (k, v) in &fields {
+            match k.as_str() {
+                "policy" => match self.string(v) {
+                    Some(s) => match RestartMode::parse(&s) {
+                        Some(p) => r.policy = p,
+                        None => {
+                            self.unknown_word(
+                                v,
+                                "restart.policy",
+                                "restart policy",
+                                &s,
+                                &RestartMode::NAMES,
+                            );
+                            ok = false;
+                        }
+                    },
+                    None => ok = false,
+                },
+                "delay" => match self.duration(v) {
+                    Some(d) => r.delay = d,
+                    None => ok = false,
+                },
+                "max_delay" => match self.duration(v) {
+                    Some(d) => r.max_delay = d,
+                    None => ok = false,
+                },
+                _ => match self.u64(v).and_then(|n| u32::try_from(n).ok()) {
+                    Some(n) => r.max_retries = n,
+                    None => ok = false,
+                },
+            }
+        }
+        if ok && r.max_delay < r.delay {
+            let pos = self.pos(node);
+            self.diags
+                .error(
+                    &pos,
+                    "restart.delay",
+                    format!(
+                        "`max_delay` ({}) is shorter than `delay` ({})",
+                        r.max_delay, r.delay
+                    ),
+                )
+                .hint("backoff grows from `delay` up to `max_delay`");
+            ok = false;
+        }
+        ok.then_some(r)
+    }
+
+    fn stop(&mut self, node: &Node) -> Option<Stop> {
+        let fields = self.fields(node, &["signal", "timeout"], "stop")?;
+        let mut s = Stop::default();
+        let mut ok = true;
+        for (k, v) in &fields {
+            if k == "signal" {
+                let Some(text) = self.string(v) else {
+                    ok = false;
+                    continue;
+                };
+                match Signal::parse(&text) {
+                    Some(sig) => s.signal = sig,
+                    None => {
+                        self.unknown_word(v, "signal.unknown", "signal", &text, &Signal::NAMES);
+                        ok = false;
+                    }
+                }
+            } else {
+                match self.duration(v) {
+                    Some(d) => s.timeout = d,
+                    None => ok = false,
+                }
+            }
+        }
+        ok.then_some(s)
+    }
+
+    fn health(&mut self, node: &Node) -> Option<HealthCheck> {
+        let fields = self.fields(node, &HealthCheck::KINDS, "a health check")?;
+        if fields.len() != 1 {
+            let pos = self.pos(node);
+            self.diags
+                .error(
+                    &pos,
+                    "health.shape",
+                    "a health check names exactly one kind",
+                )
+                .hint("write one list item per check, e.g. `- tcp: 127.0.0.1:8080`");
+            return None;
+        }
+        let (kind, v) = &fields[0];
+        let pos = self.pos(v);
+        match kind.as_str() {
+            "unix_socket" => self.string(v).map(HealthCheck::UnixSocket),
+            "tcp" => {
+                let s = self.string(v)?;
+                let port_ok = s
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+                if !port_ok {
+                    self.diags
+                        .error(&pos, "health.tcp", format!("invalid TCP address `{s}`"))
+                        .hint("write host:port, e.g. 127.0.0.1:8080");
+                    return None;
+                }
+                Some(HealthCheck::Tcp(s))
+            }
+            "exec" => self.string(v).map(HealthCheck::Exec),
+            "hero_sockets" => {
+                let b = self.bool(v)?;
+                Some(HealthCheck::HeroSockets(b))
+            }
+            _ => {
+                if let Some(url) = v.as_scalar().filter(|_| !v.is_null()) {
+                    return self.http_url(v, url).map(|(url, path)| {
+                        HealthCheck::Http(HttpCheck {
+                            socket: None,
+                            url: Some(url),
+                            path,
+                        })
+                    });
+                }
+                let fields = self.fields(v, &["socket", "url", "path"], "an http check")?;
+                let mut check = HttpCheck {
+                    socket: None,
+                    url: None,
+                    path: "/".into(),
+                };
+                for (k, n) in &fields {
+                    let s = self.string(n)?;
+                    match k.as_str() {
+                        "socket" => check.socket = Some(s),
+                        "url" => {
+                            let (url, path) = self.http_url(n, &s)?;
+                            check.url = Some(url);
+                            if path != "/" {
+                                check.path = path;
+                            }
+                        }
+                        _ => {
+                            if !s.starts_with('/') {
+                                let p = self.pos(n);
+                                self.diags.error(
+                                    &p,
+                                    "health.http",
+                                    format!("HTTP path `{s}` must start with `/`"),
+                                );
+                                return None;
+                            }
+                            check.path = s;
+                        }
+                    }
+                }
+                if check.socket.is_some() == check.url.is_some() {
+                    self.diags
+                        .error(&pos, "health.http", "an http check needs exactly one of `socket` or `url`")
+                        .hint("e.g. `http: { socket: ~/hero/var/sockets/x.sock, path: /health }` or `http: http://127.0.0.1:8080/health`");
+                    return None;
+                }
+                Some(HealthCheck::Http(check))
+            }
+        }
+    }
+
+    /// Split `http://host:port/path` into (`http://host:port`, `/path`).
+    fn http_url(&mut self, node: &Node, url: &str) -> Option<(String, String)> {
+        let Some(rest) = url.strip_prefix("http://") else {
+            let pos = self.pos(node);
+            self.diags
+                .error(&pos, "health.http", format!("unsupported URL `{url}`"))
+                .hint(
+                    "health checks speak plain HTTP to local services: write http://host:port/path",
+                );
+            return None;
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.is_empty() {
+            let pos = self.pos(node);
+            self.diags
+                .error(&pos, "health.http", format!("URL `{url}` has no host"));
+            return None;
+        }
+        Some((format!("http://{authority}"), path.to_owned()))
+    }
+
+    fn unknown_word(
+        &mut self,
+        node: &Node,
+        code: &'static str,
+        what: &str,
+        word: &str,
+        known: &[&str],
+    ) {
+        let pos = self.pos(node);
+        let d = self
+            .diags
+            .error(&pos, code, format!("unknown {what} `{word}`"));
+        match did_you_mean(word, known.iter().copied()) {
+            Some(s) => d.hint(format!(
+                "did you mean `{s}`? (one of: {})",
+                known.join(", ")
+            )),
+            None => d.hint(format!("one of: {}", known.join(", "))),
+        };
+    }
+
+    pub fn service(&mut self, node: &Node) -> Option<Service> {
+        let fields = self.fields(node, &SERVICE_FIELDS, "a service")?;
+        let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v);
+        let start = self.pos(node);
+        let name = match get("name") {
+            Some(n) => self.name(n, "service name"),
+            None => {
+                self.diags
+                    .error(&start, "schema.missing-field", "service has no `name`");
+                None
+            }
+        };
+        let context = self.context(get("context"));
+        let description = get("description").and_then(|n| self.string(n));
+        let status = match get("status") {
+            None => Some(ServiceStatus::Start),
+            Some(n) => {
+                let s = self.string(n)?;
+                let parsed = ServiceStatus::parse(&s);
+                if parsed.is_none() {
+                    self.unknown_word(n, "service.status", "status", &s, &ServiceStatus::NAMES);
+                }
+                parsed
+            }
+        };
+        // A service with no `actions` runs the action of its own name: the common case.
+        let actions = match get("actions") {
+            Some(n) => {
+                let list = self.references(n, "action");
+                if list.is_empty() {
+                    let pos = self.pos(n);
+                    self.diags
+                        .error(
+                            &pos,
+                            "service.no-actions",
+                            "a service needs at least one action",
+                        )
+                        .hint("list the actions to run; the last one is the supervised process");
+                    return None;
+                }
+                list
+            }
+            None => vec![Named {
+                name: name.as_ref()?.name.clone(),
+                pos: start.clone(),
+            }],
+        };
+        let requires = get("requires")
+            .map(|n| self.references(n, "service"))
+            .unwrap_or_default();
+        let after = get("after")
+            .map(|n| self.references(n, "service"))
+            .unwrap_or_default();
+        Some(Service {
+            name: name?.name,
+            context: context?,
+            description,
+            status: status?,
+            actions,
+            requires,
+            after,
+            pos: start,
+        })
+    }
+
+    /// `hero.yaml`.
+    pub fn settings(&mut self, doc: &Node) -> Option<Settings> {
+        let fields = self.fields(doc, &SETTINGS_FIELDS, "hero.yaml")?;
+        let mut s = Settings::default();
+        let mut ok = true;
+        for (k, v) in &fields {
+            match k.as_str() {
+                "required_services" => s.required_services = self.references(v, "service"),
+                "self_heal" => match self.bool(v) {
+                    Some(b) => s.self_heal = b,
+                    None => ok = false,
+                },
+                "prune" => match self.bool(v) {
+                    Some(b) => s.prune = b,
+                    None => ok = false,
+                },
+                "interval" => match self.duration(v) {
+                    Some(d) if d.0.as_secs() >= 1 => s.interval = d,
+                    Some(_) => {
+                        let pos = self.pos(v);
+                        self.diags.error(&pos, "settings.interval", "`interval` must be at least 1s").hint("local repositories are also watched for commits, so a long interval costs nothing in latency");
+                        ok = false;
+                    }
+                    None => ok = false,
+                },
+                _ => match self.retention(v) {
+                    Some(r) => s.retention = r,
+                    None => ok = false,
+                },
+            }
+        }
+        ok.then_some(s)
+    }
+
+    fn retention(&mut self, node: &Node) -> Option<Retention> {
+        let fields = self.fields(
+            node,
+            &["max_age_days", "max_rows_per_table", "compact_every"],
+            "retention",
+        )?;
+        let mut r = Retention::default();
+        let mut ok = true;
+        for (k, v) in &fields {
+            match k.as_str() {
+                "compact_every" => match self.duration(v) {
+                    Some(d) => r.compact_every = d,
+                    None => ok = false,
+                },
+                _ => match self.u64(v) {
+                    Some(0) => {
+                        let pos = self.pos(v);
+                        self.diags.error(
+                            &pos,
+                            "settings.retention",
+                            format!("`{k}` must be at least 1"),
+                        );
+                        ok = false;
+                    }
+                    Some(n) if k == "max_age_days" => r.max_age_days = n,
+                    Some(n) => r.max_rows_per_table = n,
+                    None => ok = false,
+                },
+            }
+        }
+        ok.then_some(r)
+    }
+}
+
+/// Parse `500ms`, `10s`, `5m`, `1h`, `2d` (and combinations humantime accepts, like `1h 30m`).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    if t.chars().all(|c| c.is_ascii_digit()) && !t.is_empty() {
+        return Err("a unit is required".into());
+    }
+    humantime::parse_duration(t).map_err(|e| e.to_string())
+}
+
+/// Check a cron expression: 5 fields, or 6 with seconds first, or a `@nickname`.
+pub fn check_cron(expr: &str) -> Result<(), String> {
+    let fields = expr.split_whitespace().count();
+    if !expr.trim_start().starts_with('@') && !(fields == 5 || fields == 6) {
+        return Err(format!("{fields} fields; expected 5, or 6 with seconds"));
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .year(croner::parser::Year::Disallowed)
+        .build()
+        .parse(expr)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_valid_name("hero_db"));
+        assert!(is_valid_name("a.b-c_9"));
+        assert!(!is_valid_name("Hero"));
+        assert!(!is_valid_name("_x"));
+        assert!(!is_valid_name("a/b"));
+        assert!(!is_valid_name("../etc"));
+        assert!(!is_valid_name(&"a".repeat(65)));
+        assert!(is_valid_name(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
+        assert_eq!(parse_duration("2d").unwrap().as_secs(), 172_800);
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("ten seconds").is_err());
+    }
+
+    #[test]
+    fn cron() {
+        assert!(check_cron("*/15 * * * *").is_ok());
+        assert!(check_cron("0 */15 * * * *").is_ok());
+        assert!(check_cron("@hourly").is_ok());
+        assert!(check_cron("* * * *").is_err());
+        assert!(check_cron("61 * * * *").is_err());
+        assert!(check_cron("* * * * * * 2030").is_err());
+    }
+}

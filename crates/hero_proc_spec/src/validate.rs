@@ -1,0 +1,341 @@
+//! Checks across objects: unique keys, references, cycles, secrets, required services.
+//!
+//! Run once on the base set and once per host on its merged set, since an overlay can
+//! replace an object another one refers to. A problem that exists only on some host is
+//! reported with that host's name.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::diag::{Diagnostics, Pos, did_you_mean};
+use crate::model::*;
+
+/// All cross-object checks of a loaded tree.
+pub fn check_tree(tree: &ConfigTree, diags: &mut Diagnostics) {
+    check_unique(&tree.base, diags);
+    for set in tree.hosts.values() {
+        check_unique(set, diags);
+    }
+
+    let mut base = Diagnostics::new();
+    check_state(tree, &tree.desired_for(None), &mut base);
+    let seen: HashSet<(Pos, String)> = base.iter().map(|d| (d.pos(), d.message.clone())).collect();
+    diags.extend(base);
+    for host in tree.hosts.keys() {
+        let mut per_host = Diagnostics::new();
+        check_state(tree, &tree.desired_for(Some(host)), &mut per_host);
+        for d in per_host.iter() {
+            if !seen.contains(&(d.pos(), d.message.clone())) {
+                let mut d = d.clone();
+                d.message = format!("{} (on host `{host}`)", d.message);
+                let at = d.pos();
+                let new = match d.severity {
+                    crate::diag::Severity::Error => diags.error(&at, d.code, d.message),
+                    crate::diag::Severity::Warning => diags.warning(&at, d.code, d.message),
+                };
+                new.hint = d.hint;
+            }
+        }
+    }
+}
+
+/// Within one layer, `(kind, context, name)` is unique.
+fn check_unique(set: &ObjectSet, diags: &mut Diagnostics) {
+    let mut seen: HashMap<ObjectKey, Pos> = HashMap::new();
+    let items = set
+        .actions
+        .iter()
+        .map(|a| (a.key(), &a.pos))
+        .chain(set.services.iter().map(|s| (s.key(), &s.pos)));
+    for (key, pos) in items {
+        if let Some(first) = seen.get(&key) {
+            diags
+                .error(pos, "object.duplicate", format!("{key} is defined twice (first at {first})"))
+                .hint("each (kind, context, name) may be defined once; rename one or set another `context`");
+        } else {
+            seen.insert(key, pos.clone());
+        }
+    }
+}
+
+/// Resolve `name` or `context/name` from an object in `context`: an explicit context
+/// wins; otherwise the object's own context, then `core` (shared infrastructure).
+fn resolve<'m, T>(
+    map: &'m BTreeMap<(String, String), T>,
+    context: &str,
+    r: &Named,
+) -> Option<(&'m (String, String), &'m T)> {
+    match r.split() {
+        (Some(ctx), name) => map.get_key_value(&(ctx.to_owned(), name.to_owned())),
+        (None, name) => map
+            .get_key_value(&(context.to_owned(), name.to_owned()))
+            .or_else(|| map.get_key_value(&(DEFAULT_CONTEXT.to_owned(), name.to_owned()))),
+    }
+}
+
+fn suggest<T>(map: &BTreeMap<(String, String), T>, context: &str, r: &Named) -> Option<String> {
+    let names = map
+        .keys()
+        .filter(|(c, _)| c == context || c == DEFAULT_CONTEXT)
+        .map(|(_, n)| n.as_str());
+    did_you_mean(r.split().1, names).map(|s| format!("did you mean `{s}`?"))
+}
+
+/// Whether a failed reference names an object that exists but had errors of its own
+/// (already reported; saying "unknown" too would mislead).
+fn is_broken(state: &DesiredState, kind: Kind, context: &str, r: &Named) -> bool {
+    let (ctx, name) = r.split();
+    let key = |c: &str| ObjectKey {
+        kind,
+        context: c.to_owned(),
+        name: name.to_owned(),
+    };
+    match ctx {
+        Some(c) => state.broken.contains(&key(c)),
+        None => {
+            state.broken.contains(&key(context)) || state.broken.contains(&key(DEFAULT_CONTEXT))
+        }
+    }
+}
+
+fn check_state(tree: &ConfigTree, state: &DesiredState, diags: &mut Diagnostics) {
+    // Actions: depends_on and secret references.
+    for action in state.actions.values() {
+        for dep in &action.depends_on {
+            if resolve(&state.actions, &action.context, dep).is_none()
+                && !is_broken(state, Kind::Action, &action.context, dep)
+            {
+                let d = diags.error(
+                    &dep.pos,
+                    "ref.action",
+                    format!(
+                        "action `{}` depends on unknown action `{}`",
+                        action.name, dep.name
+                    ),
+                );
+                if let Some(h) = suggest(&state.actions, &action.context, dep) {
+                    d.hint(h);
+                }
+            }
+        }
+        for secret in action.secret_refs() {
+            check_secret_ref(tree, action, secret, diags);
+        }
+    }
+
+    // Services: actions, requires, after.
+    for svc in state.services.values() {
+        let n = svc.actions.len();
+        for (i, a) in svc.actions.iter().enumerate() {
+            match resolve(&state.actions, &svc.context, a) {
+                None if is_broken(state, Kind::Action, &svc.context, a) => {}
+                None => {
+                    let d = diags.error(
+                        &a.pos,
+                        "ref.action",
+                        format!("service `{}` runs unknown action `{}`", svc.name, a.name),
+                    );
+                    match suggest(&state.actions, &svc.context, a) {
+                        Some(h) => d.hint(h),
+                        None => d.hint(format!("define action `{}` under `actions:`", a.split().1)),
+                    };
+                }
+                Some((_, action)) if i + 1 < n && action.process => {
+                    diags
+                        .error(&a.pos, "service.process-before-main", format!("action `{}` is a long-running process but is not the last action of service `{}`", a.name, svc.name))
+                        .hint("a service runs its actions in order and supervises the last one; earlier actions must be one-shots (`process: false`)");
+                }
+                Some(_) => {}
+            }
+        }
+        for (field, list) in [("requires", &svc.requires), ("after", &svc.after)] {
+            for r in list {
+                if resolve(&state.services, &svc.context, r).is_none()
+                    && !is_broken(state, Kind::Service, &svc.context, r)
+                {
+                    let d = diags.error(
+                        &r.pos,
+                        "ref.service",
+                        format!(
+                            "service `{}` {field} unknown service `{}`",
+                            svc.name, r.name
+                        ),
+                    );
+                    if let Some(h) = suggest(&state.services, &svc.context, r) {
+                        d.hint(h);
+                    }
+                }
+            }
+        }
+    }
+
+    check_cycles(
+        "service",
+        state.services.iter().map(|(k, s)| {
+            (
+                k,
+                &s.context,
+                s.requires.iter().chain(&s.after).collect::<Vec<_>>(),
+            )
+        }),
+        &state.services,
+        diags,
+    );
+    check_cycles(
+        "action",
+        state
+            .actions
+            .iter()
+            .map(|(k, a)| (k, &a.context, a.depends_on.iter().collect::<Vec<_>>())),
+        &state.actions,
+        diags,
+    );
+
+    // Required services: present and wanted running.
+    let hero_yaml: Arc<str> = "hero.yaml".into();
+    for req in &tree.settings.required_services {
+        let at = if req.pos.file.is_empty() {
+            Pos::file(&hero_yaml)
+        } else {
+            req.pos.clone()
+        };
+        match resolve(&state.services, DEFAULT_CONTEXT, req) {
+            None if is_broken(state, Kind::Service, DEFAULT_CONTEXT, req) => {}
+            None => {
+                diags
+                    .error(&at, "required.missing", format!("required service `{}` is not defined", req.name))
+                    .hint(format!(
+                        "define service `{}` in actions/{}.yaml, or list the services this repository must keep running in `required_services` in hero.yaml",
+                        req.split().1,
+                        req.split().1
+                    ));
+            }
+            Some((_, svc)) if svc.status != ServiceStatus::Start => {
+                diags
+                    .error(&svc.pos, "required.not-started", format!("required service `{}` has `status: {}`", req.name, status_name(svc.status)))
+                    .hint("required services must have `status: start`; to stop one, first remove it from `required_services` in hero.yaml");
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+fn status_name(s: ServiceStatus) -> &'static str {
+    match s {
+        ServiceStatus::Start => "start",
+        ServiceStatus::Stop => "stop",
+        ServiceStatus::Ignore => "ignore",
+    }
+}
+
+fn check_secret_ref(tree: &ConfigTree, action: &Action, secret: &Named, diags: &mut Diagnostics) {
+    let path = format!("secrets/{}.sops.yaml", action.context);
+    match tree.secrets.get(&action.context) {
+        None => {
+            diags
+                .error(&secret.pos, "ref.secret", format!("secret `{}` is referenced but {path} does not exist (or could not be read)", secret.name))
+                .hint(format!("create it with `sops edit {path}` and add the key `{}`", secret.name));
+        }
+        Some(file) if !file.keys.iter().any(|k| k.name == secret.name) => {
+            let d = diags.error(
+                &secret.pos,
+                "ref.secret",
+                format!("secret `{}` is not a key of {path}", secret.name),
+            );
+            match did_you_mean(&secret.name, file.keys.iter().map(|k| k.name.as_str())) {
+                Some(s) => d.hint(format!("did you mean `{s}`?")),
+                None => d.hint(format!("add it with `sops edit {path}`")),
+            };
+        }
+        Some(_) => {}
+    }
+}
+
+/// Find dependency cycles (iteratively: a long chain must not overflow the stack) and
+/// report each once, with its path, at the edge that closes it.
+fn check_cycles<'a, T>(
+    kind: &str,
+    nodes: impl Iterator<Item = (&'a (String, String), &'a String, Vec<&'a Named>)>,
+    map: &'a BTreeMap<(String, String), T>,
+    diags: &mut Diagnostics,
+) {
+    let mut edges: BTreeMap<&(String, String), Vec<(&(String, String), &Named)>> = BTreeMap::new();
+    for (key, ctx, refs) in nodes {
+        let targets = refs
+            .into_iter()
+            .filter_map(|r| resolve(map, ctx, r).map(|(k, _)| (k, r)))
+            .collect();
+        edges.insert(key, targets);
+    }
+    #[derive(Clone, Copy, PartialEq)]
+    enum Color {
+        White,
+        Grey,
+        Black,
+    }
+    let mut color: HashMap<&(String, String), Color> =
+        edges.keys().map(|k| (*k, Color::White)).collect();
+    let mut reported: HashSet<Vec<&(String, String)>> = HashSet::new();
+    for start in edges.keys() {
+        if color[start] != Color::White {
+            continue;
+        }
+        // Stack of (node, next edge index); `path` mirrors it for reporting.
+        let mut stack: Vec<(&(String, String), usize)> = vec![(start, 0)];
+        color.insert(start, Color::Grey);
+        while let Some((node, idx)) = stack.last().copied() {
+            let out = &edges[node];
+            if idx == out.len() {
+                color.insert(node, Color::Black);
+                stack.pop();
+                continue;
+            }
+            stack.last_mut().expect("non-empty").1 += 1;
+            let (target, named) = out[idx];
+            match color.get(target).copied().unwrap_or(Color::Black) {
+                Color::White => {
+                    color.insert(target, Color::Grey);
+                    stack.push((target, 0));
+                }
+                Color::Grey => {
+                    let from = stack
+                        .iter()
+                        .position(|(n, _)| *n == target)
+                        .expect("grey node is on the stack");
+                    let mut cycle: Vec<&(String, String)> =
+                        stack[from..].iter().map(|(n, _)| *n).collect();
+                    // Report a cycle once, whichever node it was entered from.
+                    let mut canon = cycle.clone();
+                    let min = canon
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, k)| **k)
+                        .map(|(i, _)| i)
+                        .unwrap_or(0);
+                    canon.rotate_left(min);
+                    if reported.insert(canon) {
+                        cycle.push(target);
+                        let path: Vec<String> = cycle
+                            .iter()
+                            .map(|(c, n)| {
+                                if c == DEFAULT_CONTEXT {
+                                    n.clone()
+                                } else {
+                                    format!("{c}/{n}")
+                                }
+                            })
+                            .collect();
+                        diags
+                            .error(
+                                &named.pos,
+                                "cycle",
+                                format!("{kind} dependency cycle: {}", path.join(" -> ")),
+                            )
+                            .hint("break the cycle by removing one of these dependencies");
+                    }
+                }
+                Color::Black => {}
+            }
+        }
+    }
+}
