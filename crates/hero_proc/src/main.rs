@@ -9,11 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(
-    name = "hero_proc",
-    version,
-    about = "A process supervisor whose configuration lives in git"
-)]
+#[command(name = "hero_proc", version, about = "A process supervisor whose configuration lives in git")]
 struct Cli {
     /// Output format for results.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]

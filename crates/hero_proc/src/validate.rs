@@ -54,14 +54,9 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
             (load_tree(&src), args.dir.display().to_string())
         }
         Some(rev) => {
-            let repo = git2::Repository::open(&args.dir).with_context(|| {
-                format!(
-                    "{}: not a git repository (needed for --rev)",
-                    args.dir.display()
-                )
-            })?;
-            let src = GitSource::at_rev(&repo, rev)
-                .with_context(|| format!("cannot read revision `{rev}`"))?;
+            let repo = git2::Repository::open(&args.dir)
+                .with_context(|| format!("{}: not a git repository (needed for --rev)", args.dir.display()))?;
+            let src = GitSource::at_rev(&repo, rev).with_context(|| format!("cannot read revision `{rev}`"))?;
             let label = hero_proc_spec::TreeSource::describe(&src);
             (load_tree(&src), label)
         }
@@ -77,15 +72,9 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
     if failed {
         let (e, w) = (checked.errors(), checked.warnings());
         if e > 0 {
-            eprintln!(
-                "error: {label}: {e} error{} found; fix them and run `hero_proc validate` again",
-                plural(e)
-            );
+            eprintln!("error: {label}: {e} error{} found; fix them and run `hero_proc validate` again", plural(e));
         } else {
-            eprintln!(
-                "error: {label}: {w} warning{} found and --strict is set",
-                plural(w)
-            );
+            eprintln!("error: {label}: {w} warning{} found and --strict is set", plural(w));
         }
         return Ok(ExitCode::from(1));
     }
@@ -124,10 +113,7 @@ fn print_text(c: &Checked, label: &str, out: &Output) {
                 Severity::Error => ("\x1b[1;31m", "error"),
                 Severity::Warning => ("\x1b[1;33m", "warning"),
             };
-            println!(
-                "\x1b[1m{}:{}:{}:\x1b[0m {color}{word}:\x1b[0m {}",
-                d.file, d.line, d.col, d.message
-            );
+            println!("\x1b[1m{}:{}:{}:\x1b[0m {color}{word}:\x1b[0m {}", d.file, d.line, d.col, d.message);
             if let Some(h) = &d.hint {
                 println!("  \x1b[36mhint:\x1b[0m {h}");
             }

@@ -28,19 +28,11 @@ pub struct Pos {
 
 impl Pos {
     pub fn new(file: &Arc<str>, mark: Mark) -> Pos {
-        Pos {
-            file: file.clone(),
-            line: mark.line,
-            col: mark.col,
-        }
+        Pos { file: file.clone(), line: mark.line, col: mark.col }
     }
     /// The start of a file, for problems that concern the file as a whole.
     pub fn file(file: &Arc<str>) -> Pos {
-        Pos {
-            file: file.clone(),
-            line: 1,
-            col: 1,
-        }
+        Pos { file: file.clone(), line: 1, col: 1 }
     }
 }
 
@@ -65,11 +57,7 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn pos(&self) -> Pos {
-        Pos {
-            file: self.file.clone(),
-            line: self.line,
-            col: self.col,
-        }
+        Pos { file: self.file.clone(), line: self.line, col: self.col }
     }
 }
 
@@ -79,11 +67,7 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(
-            f,
-            "{}:{}:{}: {sev}: {}",
-            self.file, self.line, self.col, self.message
-        )?;
+        write!(f, "{}:{}:{}: {sev}: {}", self.file, self.line, self.col, self.message)?;
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
         }
@@ -102,31 +86,15 @@ impl Diagnostics {
         Self::default()
     }
 
-    pub fn error(
-        &mut self,
-        pos: &Pos,
-        code: &'static str,
-        message: impl Into<String>,
-    ) -> &mut Diagnostic {
+    pub fn error(&mut self, pos: &Pos, code: &'static str, message: impl Into<String>) -> &mut Diagnostic {
         self.push(Severity::Error, pos, code, message.into())
     }
 
-    pub fn warning(
-        &mut self,
-        pos: &Pos,
-        code: &'static str,
-        message: impl Into<String>,
-    ) -> &mut Diagnostic {
+    pub fn warning(&mut self, pos: &Pos, code: &'static str, message: impl Into<String>) -> &mut Diagnostic {
         self.push(Severity::Warning, pos, code, message.into())
     }
 
-    fn push(
-        &mut self,
-        severity: Severity,
-        pos: &Pos,
-        code: &'static str,
-        message: String,
-    ) -> &mut Diagnostic {
+    fn push(&mut self, severity: Severity, pos: &Pos, code: &'static str, message: String) -> &mut Diagnostic {
         self.items.push(Diagnostic {
             severity,
             code,
@@ -144,17 +112,11 @@ impl Diagnostics {
     }
 
     pub fn errors(&self) -> usize {
-        self.items
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .count()
+        self.items.iter().filter(|d| d.severity == Severity::Error).count()
     }
 
     pub fn warnings(&self) -> usize {
-        self.items
-            .iter()
-            .filter(|d| d.severity == Severity::Warning)
-            .count()
+        self.items.iter().filter(|d| d.severity == Severity::Warning).count()
     }
 
     pub fn has_errors(&self) -> bool {
@@ -173,8 +135,7 @@ impl Diagnostics {
     /// once per host overlay, and would otherwise be reported once per host).
     pub fn finish(mut self) -> Vec<Diagnostic> {
         self.items.sort_by(|a, b| {
-            (&a.file, a.line, a.col, a.severity, &a.message)
-                .cmp(&(&b.file, b.line, b.col, b.severity, &b.message))
+            (&a.file, a.line, a.col, a.severity, &a.message).cmp(&(&b.file, b.line, b.col, b.severity, &b.message))
         });
         self.items.dedup();
         self.items
@@ -207,16 +168,8 @@ mod tests {
     fn renders_compiler_style_with_hint() {
         let mut d = Diagnostics::new();
         let file: Arc<str> = "actions/web.yaml".into();
-        d.error(
-            &Pos {
-                file,
-                line: 3,
-                col: 5,
-            },
-            "schema.unknown-field",
-            "unknown field `scirpt`",
-        )
-        .hint("did you mean `script`?");
+        d.error(&Pos { file, line: 3, col: 5 }, "schema.unknown-field", "unknown field `scirpt`")
+            .hint("did you mean `script`?");
         let out = d.finish();
         assert_eq!(
             out[0].to_string(),
@@ -226,10 +179,7 @@ mod tests {
 
     #[test]
     fn suggests_close_words_only() {
-        assert_eq!(
-            did_you_mean("scirpt", ["script", "schedule", "cwd"]),
-            Some("script")
-        );
+        assert_eq!(did_you_mean("scirpt", ["script", "schedule", "cwd"]), Some("script"));
         assert_eq!(did_you_mean("zzz", ["script", "schedule"]), None);
     }
 }

@@ -28,16 +28,10 @@ pub struct Checked {
 
 impl Checked {
     pub fn errors(&self) -> usize {
-        self.diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Error)
-            .count()
+        self.diagnostics.iter().filter(|d| d.severity == Severity::Error).count()
     }
     pub fn warnings(&self) -> usize {
-        self.diagnostics
-            .iter()
-            .filter(|d| d.severity == Severity::Warning)
-            .count()
+        self.diagnostics.iter().filter(|d| d.severity == Severity::Warning).count()
     }
 }
 
@@ -46,8 +40,5 @@ pub fn load_tree(source: &dyn TreeSource) -> Checked {
     let mut diags = Diagnostics::new();
     let tree = load::load(source, &mut diags);
     validate::check_tree(&tree, &mut diags);
-    Checked {
-        tree,
-        diagnostics: diags.finish(),
-    }
+    Checked { tree, diagnostics: diags.finish() }
 }

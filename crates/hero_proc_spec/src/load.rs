@@ -29,18 +29,11 @@ pub fn load(source: &dyn TreeSource, diags: &mut Diagnostics) -> ConfigTree {
         if entry.name == "hero.yml" {
             let file: Arc<str> = "hero.yml".into();
             diags
-                .warning(
-                    &Pos::file(&file),
-                    "layout.settings-name",
-                    "`hero.yml` is ignored",
-                )
+                .warning(&Pos::file(&file), "layout.settings-name", "`hero.yml` is ignored")
                 .hint("rename it to `hero.yaml`");
         }
     }
-    if root
-        .iter()
-        .any(|e| e.name == "hero.yaml" && e.kind == EntryKind::File)
-    {
+    if root.iter().any(|e| e.name == "hero.yaml" && e.kind == EntryKind::File) {
         let file: Arc<str> = "hero.yaml".into();
         if let Some(docs) = read_yaml(source, &file, diags) {
             match docs.as_slice() {
@@ -80,11 +73,7 @@ pub fn load(source: &dyn TreeSource, diags: &mut Diagnostics) -> ConfigTree {
             if sub.name != "actions" && !is_doc_file(&sub.name) {
                 let file: Arc<str> = format!("{dir}/{}", sub.name).into();
                 diags
-                    .warning(
-                        &Pos::file(&file),
-                        "layout.unknown",
-                        format!("`{file}` is ignored"),
-                    )
+                    .warning(&Pos::file(&file), "layout.unknown", format!("`{file}` is ignored"))
                     .hint("a host overlay holds only `actions/`");
             }
         }
@@ -110,11 +99,7 @@ pub fn load(source: &dyn TreeSource, diags: &mut Diagnostics) -> ConfigTree {
         };
         if !is_valid_name(context) {
             diags
-                .error(
-                    &Pos::file(&file),
-                    "name.invalid",
-                    format!("invalid context `{context}` in file name"),
-                )
+                .error(&Pos::file(&file), "name.invalid", format!("invalid context `{context}` in file name"))
                 .hint(NAME_HINT);
             continue;
         }
@@ -148,11 +133,7 @@ pub fn load(source: &dyn TreeSource, diags: &mut Diagnostics) -> ConfigTree {
             _ if is_doc_file(&entry.name) => {}
             _ => {
                 diags
-                    .warning(
-                        &Pos::file(&file),
-                        "layout.unknown",
-                        format!("`{path}` is ignored"),
-                    )
+                    .warning(&Pos::file(&file), "layout.unknown", format!("`{path}` is ignored"))
                     .hint("migrations are `migrations/<version>_<description>.rhai`");
             }
         }
@@ -166,17 +147,10 @@ fn is_valid_host(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+        && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
 }
 
-fn load_actions_dir(
-    source: &dyn TreeSource,
-    dir: &str,
-    set: &mut ObjectSet,
-    diags: &mut Diagnostics,
-) {
+fn load_actions_dir(source: &dyn TreeSource, dir: &str, set: &mut ObjectSet, diags: &mut Diagnostics) {
     for entry in list(source, dir, diags) {
         let path = format!("{dir}/{}", entry.name);
         let file: Arc<str> = path.as_str().into();
@@ -195,7 +169,11 @@ fn load_actions_dir(
                     [doc] => Decoder::new(file.clone(), diags).action_file(doc, set),
                     [_, second, ..] => {
                         diags
-                            .error(&Pos::new(&file, second.mark()), "yaml.multi-document", "an actions file holds one YAML document")
+                            .error(
+                                &Pos::new(&file, second.mark()),
+                                "yaml.multi-document",
+                                "an actions file holds one YAML document",
+                            )
                             .hint("put the objects of both documents in one mapping, or split the file");
                     }
                 }
@@ -203,11 +181,7 @@ fn load_actions_dir(
             _ if is_doc_file(&entry.name) => {}
             _ => {
                 diags
-                    .warning(
-                        &Pos::file(&file),
-                        "layout.unknown",
-                        format!("`{path}` is ignored"),
-                    )
+                    .warning(&Pos::file(&file), "layout.unknown", format!("`{path}` is ignored"))
                     .hint(format!("only `{dir}/*.yaml` files are read"));
             }
         }
@@ -216,11 +190,7 @@ fn load_actions_dir(
 
 fn refuse_symlink(file: &Arc<str>, diags: &mut Diagnostics) {
     diags
-        .error(
-            &Pos::file(file),
-            "layout.symlink",
-            "symbolic links are not allowed in a config tree",
-        )
+        .error(&Pos::file(file), "layout.symlink", "symbolic links are not allowed in a config tree")
         .hint("a link could point outside the repository; commit the file itself");
 }
 
@@ -228,11 +198,7 @@ fn list(source: &dyn TreeSource, dir: &str, diags: &mut Diagnostics) -> Vec<crat
     match source.list(dir) {
         Ok(entries) => entries,
         Err(e) => {
-            let file: Arc<str> = if dir.is_empty() {
-                ".".into()
-            } else {
-                dir.into()
-            };
+            let file: Arc<str> = if dir.is_empty() { ".".into() } else { dir.into() };
             diags.error(&Pos::file(&file), "io.read", e.to_string());
             Vec::new()
         }
@@ -245,9 +211,7 @@ fn read(source: &dyn TreeSource, file: &Arc<str>, diags: &mut Diagnostics) -> Op
         Err(e) => {
             let d = diags.error(&Pos::file(file), "io.read", e.to_string());
             if matches!(e, crate::source::SourceError::TooLarge { .. }) {
-                d.hint(
-                    "config files are small; split the file or remove what does not belong in it",
-                );
+                d.hint("config files are small; split the file or remove what does not belong in it");
             }
             None
         }
@@ -267,24 +231,11 @@ fn utf8(file: &Arc<str>, raw: Vec<u8>, diags: &mut Diagnostics) -> Option<String
             let at = e.utf8_error().valid_up_to();
             let before = &bytes[..at];
             let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-            let line_start = before
-                .iter()
-                .rposition(|b| *b == b'\n')
-                .map_or(0, |i| i + 1);
-            let col = String::from_utf8_lossy(&before[line_start..])
-                .chars()
-                .count()
-                + 1;
-            let mark = Mark {
-                line: line as u32,
-                col: col as u32,
-            };
+            let line_start = before.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let col = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+            let mark = Mark { line: line as u32, col: col as u32 };
             diags
-                .error(
-                    &Pos::new(file, mark),
-                    "encoding.utf8",
-                    "file is not valid UTF-8",
-                )
+                .error(&Pos::new(file, mark), "encoding.utf8", "file is not valid UTF-8")
                 .hint("save the file as UTF-8");
             None
         }
@@ -305,11 +256,7 @@ fn parse_yaml(file: &Arc<str>, raw: &[u8], diags: &mut Diagnostics) -> Option<Ve
     }
 }
 
-fn read_yaml(
-    source: &dyn TreeSource,
-    file: &Arc<str>,
-    diags: &mut Diagnostics,
-) -> Option<Vec<Node>> {
+fn read_yaml(source: &dyn TreeSource, file: &Arc<str>, diags: &mut Diagnostics) -> Option<Vec<Node>> {
     let raw = read(source, file, diags)?;
     parse_yaml(file, &raw, diags)
 }

@@ -15,17 +15,12 @@ use crate::model::Migration;
 
 fn name_re() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| {
-        Regex::new(r"^([0-9][0-9.-]*)_([a-z0-9][a-z0-9_-]*)\.rhai$").expect("static regex")
-    })
+    RE.get_or_init(|| Regex::new(r"^([0-9][0-9.-]*)_([a-z0-9][a-z0-9_-]*)\.rhai$").expect("static regex"))
 }
 
 /// The version prefix of a migration file name, if the name is well formed.
 pub fn version_of(name: &str) -> Option<&str> {
-    name_re()
-        .captures(name)
-        .and_then(|c| c.get(1))
-        .map(|m| m.as_str())
+    name_re().captures(name).and_then(|c| c.get(1)).map(|m| m.as_str())
 }
 
 /// The engine every migration is compiled with: sandboxed and bounded. The runtime
@@ -56,12 +51,7 @@ pub fn migration_scope() -> rhai::Scope<'static> {
 }
 
 /// Check one migration file and build its model.
-pub fn check_migration(
-    file: &Arc<str>,
-    name: &str,
-    source: String,
-    diags: &mut Diagnostics,
-) -> Option<Migration> {
+pub fn check_migration(file: &Arc<str>, name: &str, source: String, diags: &mut Diagnostics) -> Option<Migration> {
     let at_file = Pos::file(file);
     if version_of(name).is_none() {
         diags
@@ -73,27 +63,14 @@ pub fn check_migration(
     let engine = ENGINE.get_or_init(sandboxed_engine);
     if let Err(err) = engine.compile_with_scope(&migration_scope(), &source) {
         let p = err.position();
-        let pos = Pos {
-            file: file.clone(),
-            line: p.line().unwrap_or(1) as u32,
-            col: p.position().unwrap_or(1) as u32,
-        };
+        let pos = Pos { file: file.clone(), line: p.line().unwrap_or(1) as u32, col: p.position().unwrap_or(1) as u32 };
         diags
-            .error(
-                &pos,
-                "migration.syntax",
-                format!("Rhai syntax error: {}", err.err_type()),
-            )
+            .error(&pos, "migration.syntax", format!("Rhai syntax error: {}", err.err_type()))
             .hint("migrations are Rhai scripts run with a `proc` module; see docs/MIGRATIONS.md");
         return None;
     }
     let sha256 = hex::encode(Sha256::digest(source.as_bytes()));
-    Some(Migration {
-        name: name.to_owned(),
-        path: file.to_string(),
-        sha256,
-        source,
-    })
+    Some(Migration { name: name.to_owned(), path: file.to_string(), sha256, source })
 }
 
 /// Versions must be unique, so the order is never ambiguous.
@@ -105,10 +82,7 @@ pub fn check_order(migrations: &[Migration], diags: &mut Diagnostics) {
                 .error(
                     &Pos::file(&file),
                     "migration.duplicate-version",
-                    format!(
-                        "migrations `{}` and `{}` share a version",
-                        pair[0].name, pair[1].name
-                    ),
+                    format!("migrations `{}` and `{}` share a version", pair[0].name, pair[1].name),
                 )
                 .hint("give each migration its own version prefix so the order is clear");
         }

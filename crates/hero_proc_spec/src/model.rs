@@ -57,10 +57,7 @@ pub struct Named {
 
 impl Named {
     pub fn new(name: impl Into<String>) -> Named {
-        Named {
-            name: name.into(),
-            pos: Pos::default(),
-        }
+        Named { name: name.into(), pos: Pos::default() }
     }
     /// Split an optional `context/` prefix: `core/hero_db` -> (Some("core"), "hero_db").
     pub fn split(&self) -> (Option<&str>, &str) {
@@ -183,12 +180,7 @@ pub struct Restart {
 
 impl Default for Restart {
     fn default() -> Self {
-        Restart {
-            policy: RestartMode::OnFailure,
-            delay: Dur::secs(1),
-            max_delay: Dur::secs(60),
-            max_retries: 0,
-        }
+        Restart { policy: RestartMode::OnFailure, delay: Dur::secs(1), max_delay: Dur::secs(60), max_retries: 0 }
     }
 }
 
@@ -206,9 +198,7 @@ pub enum Signal {
 }
 
 impl Signal {
-    pub const NAMES: [&'static str; 7] = [
-        "SIGHUP", "SIGINT", "SIGQUIT", "SIGKILL", "SIGUSR1", "SIGUSR2", "SIGTERM",
-    ];
+    pub const NAMES: [&'static str; 7] = ["SIGHUP", "SIGINT", "SIGQUIT", "SIGKILL", "SIGUSR1", "SIGUSR2", "SIGTERM"];
     /// Accepts `SIGTERM` and `TERM`, any case.
     pub fn parse(s: &str) -> Option<Signal> {
         let up = s.to_ascii_uppercase();
@@ -263,10 +253,7 @@ pub struct Stop {
 
 impl Default for Stop {
     fn default() -> Self {
-        Stop {
-            signal: Signal::Term,
-            timeout: Dur::secs(10),
-        }
+        Stop { signal: Signal::Term, timeout: Dur::secs(10) }
     }
 }
 
@@ -331,11 +318,7 @@ pub struct Action {
 
 impl Action {
     pub fn key(&self) -> ObjectKey {
-        ObjectKey {
-            kind: Kind::Action,
-            context: self.context.clone(),
-            name: self.name.clone(),
-        }
+        ObjectKey { kind: Kind::Action, context: self.context.clone(), name: self.name.clone() }
     }
     /// Names of the secrets this action's environment refers to.
     pub fn secret_refs(&self) -> impl Iterator<Item = &Named> {
@@ -389,11 +372,7 @@ pub struct Service {
 
 impl Service {
     pub fn key(&self) -> ObjectKey {
-        ObjectKey {
-            kind: Kind::Service,
-            context: self.context.clone(),
-            name: self.name.clone(),
-        }
+        ObjectKey { kind: Kind::Service, context: self.context.clone(), name: self.name.clone() }
     }
 }
 
@@ -407,11 +386,7 @@ pub struct Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention {
-            max_age_days: 30,
-            max_rows_per_table: 100_000,
-            compact_every: Dur::secs(3600),
-        }
+        Retention { max_age_days: 30, max_rows_per_table: 100_000, compact_every: Dur::secs(3600) }
     }
 }
 
@@ -500,12 +475,10 @@ impl ConfigTree {
         let overlay = host.and_then(|h| self.hosts.get(h));
         for set in std::iter::once(&self.base).chain(overlay) {
             for a in &set.actions {
-                out.actions
-                    .insert((a.context.clone(), a.name.clone()), a.clone());
+                out.actions.insert((a.context.clone(), a.name.clone()), a.clone());
             }
             for s in &set.services {
-                out.services
-                    .insert((s.context.clone(), s.name.clone()), s.clone());
+                out.services.insert((s.context.clone(), s.name.clone()), s.clone());
             }
             out.broken.extend(set.broken.iter().cloned());
         }

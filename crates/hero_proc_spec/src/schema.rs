@@ -16,9 +16,7 @@ pub fn is_valid_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-')
-        })
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 /// Environment variable names: `[A-Za-z_][A-Za-z0-9_]*`.
@@ -29,8 +27,7 @@ pub fn is_valid_env_name(s: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
-pub const NAME_HINT: &str =
-    "names are 1-64 characters of a-z, 0-9, `_`, `.`, `-`, starting with a letter or digit";
+pub const NAME_HINT: &str = "names are 1-64 characters of a-z, 0-9, `_`, `.`, `-`, starting with a letter or digit";
 
 /// Decodes nodes of one file, collecting diagnostics.
 pub struct Decoder<'d> {
@@ -55,22 +52,8 @@ const ACTION_FIELDS: [&str; 15] = [
     "schedule",
     "tags",
 ];
-const SERVICE_FIELDS: [&str; 7] = [
-    "name",
-    "context",
-    "description",
-    "status",
-    "actions",
-    "requires",
-    "after",
-];
-const SETTINGS_FIELDS: [&str; 5] = [
-    "required_services",
-    "self_heal",
-    "prune",
-    "interval",
-    "retention",
-];
+const SERVICE_FIELDS: [&str; 7] = ["name", "context", "description", "status", "actions", "requires", "after"];
+const SETTINGS_FIELDS: [&str; 5] = ["required_services", "self_heal", "prune", "interval", "retention"];
 
 impl<'d> Decoder<'d> {
     pub fn new(file: Arc<str>, diags: &'d mut Diagnostics) -> Self {
@@ -84,11 +67,7 @@ impl<'d> Decoder<'d> {
     fn expected(&mut self, node: &Node, what: &str) {
         let found = node.type_name();
         let pos = self.pos(node);
-        self.diags.error(
-            &pos,
-            "schema.type",
-            format!("expected {what}, found a {found}"),
-        );
+        self.diags.error(&pos, "schema.type", format!("expected {what}, found a {found}"));
     }
 
     /// The entries of a mapping, with unknown keys reported (and skipped).
@@ -104,11 +83,7 @@ impl<'d> Decoder<'d> {
                 out.push((key.to_owned(), v.clone()));
             } else {
                 let pos = self.pos(k);
-                let d = self.diags.error(
-                    &pos,
-                    "schema.unknown-field",
-                    format!("unknown field `{key}` in {what}"),
-                );
+                let d = self.diags.error(&pos, "schema.unknown-field", format!("unknown field `{key}` in {what}"));
                 match did_you_mean(key, allowed.iter().copied()) {
                     Some(s) => d.hint(format!("did you mean `{s}`?")),
                     None => d.hint(format!("allowed fields: {}", allowed.join(", "))),
@@ -140,15 +115,10 @@ impl<'d> Decoder<'d> {
         let s = self.string(node)?;
         if !is_valid_name(&s) {
             let pos = self.pos(node);
-            self.diags
-                .error(&pos, "name.invalid", format!("invalid {what} `{s}`"))
-                .hint(NAME_HINT);
+            self.diags.error(&pos, "name.invalid", format!("invalid {what} `{s}`")).hint(NAME_HINT);
             return None;
         }
-        Some(Named {
-            name: s,
-            pos: self.pos(node),
-        })
+        Some(Named { name: s, pos: self.pos(node) })
     }
 
     /// A reference: `name` or `context/name`.
@@ -161,18 +131,11 @@ impl<'d> Decoder<'d> {
         if !ok {
             let pos = self.pos(node);
             self.diags
-                .error(
-                    &pos,
-                    "name.invalid",
-                    format!("invalid {what} reference `{s}`"),
-                )
+                .error(&pos, "name.invalid", format!("invalid {what} reference `{s}`"))
                 .hint(format!("write `name` or `context/name`; {NAME_HINT}"));
             return None;
         }
-        Some(Named {
-            name: s,
-            pos: self.pos(node),
-        })
+        Some(Named { name: s, pos: self.pos(node) })
     }
 
     fn bool(&mut self, node: &Node) -> Option<bool> {
@@ -190,8 +153,7 @@ impl<'d> Decoder<'d> {
         let n = node.as_u64();
         if n.is_none() {
             let pos = self.pos(node);
-            self.diags
-                .error(&pos, "schema.type", "expected a whole number ≥ 0");
+            self.diags.error(&pos, "schema.type", "expected a whole number ≥ 0");
         }
         n
     }
@@ -203,11 +165,7 @@ impl<'d> Decoder<'d> {
             Err(e) => {
                 let pos = self.pos(node);
                 self.diags
-                    .error(
-                        &pos,
-                        "duration.invalid",
-                        format!("invalid duration `{s}`: {e}"),
-                    )
+                    .error(&pos, "duration.invalid", format!("invalid duration `{s}`: {e}"))
                     .hint("write a number and a unit: 500ms, 10s, 5m, 1h, 2d");
                 None
             }
@@ -227,10 +185,7 @@ impl<'d> Decoder<'d> {
 
     fn references(&mut self, node: &Node, what: &str) -> Vec<Named> {
         let items = self.list(node);
-        items
-            .iter()
-            .filter_map(|n| self.reference(n, what))
-            .collect()
+        items.iter().filter_map(|n| self.reference(n, what)).collect()
     }
 
     /// A top-level `actions/*.yaml` document.
@@ -242,26 +197,13 @@ impl<'d> Decoder<'d> {
             let items = self.list(&value);
             for item in &items {
                 let (kind, ok) = if key == "actions" {
-                    (
-                        Kind::Action,
-                        self.action(item).map(|a| set.actions.push(a)).is_some(),
-                    )
+                    (Kind::Action, self.action(item).map(|a| set.actions.push(a)).is_some())
                 } else {
-                    (
-                        Kind::Service,
-                        self.service(item).map(|s| set.services.push(s)).is_some(),
-                    )
+                    (Kind::Service, self.service(item).map(|s| set.services.push(s)).is_some())
                 };
                 if !ok && let Some(name) = item.get("name").and_then(Node::as_scalar) {
-                    let context = item
-                        .get("context")
-                        .and_then(Node::as_scalar)
-                        .unwrap_or(DEFAULT_CONTEXT);
-                    set.broken.push(ObjectKey {
-                        kind,
-                        context: context.to_owned(),
-                        name: name.to_owned(),
-                    });
+                    let context = item.get("context").and_then(Node::as_scalar).unwrap_or(DEFAULT_CONTEXT);
+                    set.broken.push(ObjectKey { kind, context: context.to_owned(), name: name.to_owned() });
                 }
             }
         }
@@ -283,24 +225,16 @@ impl<'d> Decoder<'d> {
         let name = match get("name") {
             Some(n) => self.name(n, "action name"),
             None => {
-                self.diags
-                    .error(&start, "schema.missing-field", "action has no `name`");
+                self.diags.error(&start, "schema.missing-field", "action has no `name`");
                 None
             }
         };
         let script = match get("script") {
             Some(n) => self.string(n),
             None => {
-                let what = name
-                    .as_ref()
-                    .map(|n| format!("action `{}`", n.name))
-                    .unwrap_or("action".into());
+                let what = name.as_ref().map(|n| format!("action `{}`", n.name)).unwrap_or("action".into());
                 self.diags
-                    .error(
-                        &start,
-                        "schema.missing-field",
-                        format!("{what} has no `script`"),
-                    )
+                    .error(&start, "schema.missing-field", format!("{what} has no `script`"))
                     .hint("`script` is the command line (interpreter exec) or the script text");
                 None
             }
@@ -313,13 +247,7 @@ impl<'d> Decoder<'d> {
                 let s = self.string(n);
                 let parsed = s.as_deref().and_then(Interpreter::parse);
                 if let (Some(s), None) = (&s, parsed) {
-                    self.unknown_word(
-                        n,
-                        "interpreter.unknown",
-                        "interpreter",
-                        s,
-                        &Interpreter::NAMES,
-                    );
+                    self.unknown_word(n, "interpreter.unknown", "interpreter", s, &Interpreter::NAMES);
                 }
                 parsed
             }
@@ -332,11 +260,7 @@ impl<'d> Decoder<'d> {
                     if !is_valid_env_name(&key) {
                         let pos = self.pos(k);
                         self.diags
-                            .error(
-                                &pos,
-                                "env.invalid-name",
-                                format!("invalid environment variable name `{key}`"),
-                            )
+                            .error(&pos, "env.invalid-name", format!("invalid environment variable name `{key}`"))
                             .hint("use letters, digits and `_`, not starting with a digit");
                         ok = false;
                     }
@@ -371,9 +295,7 @@ impl<'d> Decoder<'d> {
                 }
             }
         }
-        let depends_on = get("depends_on")
-            .map(|n| self.references(n, "action"))
-            .unwrap_or_default();
+        let depends_on = get("depends_on").map(|n| self.references(n, "action")).unwrap_or_default();
         let schedule = get("schedule").and_then(|n| {
             let s = self.string(n)?;
             if let Err(e) = check_cron(&s) {
@@ -389,11 +311,7 @@ impl<'d> Decoder<'d> {
             None => Vec::new(),
             Some(n) => {
                 let items = self.list(n);
-                items
-                    .iter()
-                    .filter_map(|t| self.name(t, "tag"))
-                    .map(|n| n.name)
-                    .collect()
+                items.iter().filter_map(|t| self.name(t, "tag")).map(|n| n.name).collect()
             }
         };
 
@@ -401,11 +319,7 @@ impl<'d> Decoder<'d> {
         if let (Some(true), Some(n)) = (process, get("schedule")) {
             let pos = self.pos(n);
             self.diags
-                .error(
-                    &pos,
-                    "action.schedule-on-process",
-                    "a scheduled action must be a one-shot job",
-                )
+                .error(&pos, "action.schedule-on-process", "a scheduled action must be a one-shot job")
                 .hint("set `process: false`, or remove `schedule` and run it as a service");
             ok = false;
         }
@@ -418,11 +332,7 @@ impl<'d> Decoder<'d> {
         if let (Some(false), Some(n)) = (process, get("health")) {
             let pos = self.pos(n);
             self.diags
-                .warning(
-                    &pos,
-                    "action.health-on-oneshot",
-                    "health checks are ignored for a one-shot job",
-                )
+                .warning(&pos, "action.health-on-oneshot", "health checks are ignored for a one-shot job")
                 .hint("set `process: true` if this is a long-running service");
         }
         if let (Some(Interpreter::Exec), Some(s), Some(n)) = (interpreter, &script, get("script")) {
@@ -467,11 +377,7 @@ impl<'d> Decoder<'d> {
         match shell_words::split(script) {
             Err(_) => {
                 self.diags
-                    .error(
-                        &pos,
-                        "exec.unbalanced-quotes",
-                        "the command line has an unclosed quote",
-                    )
+                    .error(&pos, "exec.unbalanced-quotes", "the command line has an unclosed quote")
                     .hint("close the quote, or use `interpreter: bash` for a script");
             }
             Ok(argv) if argv.is_empty() => {
@@ -481,12 +387,15 @@ impl<'d> Decoder<'d> {
             }
             Ok(argv) => {
                 const SHELL: [&str; 10] = ["&&", "||", "|", ";", ">", ">>", "<", "2>&1", "&", "$("];
-                if let Some(op) = argv
-                    .iter()
-                    .find(|a| SHELL.contains(&a.as_str()) || a.starts_with("$("))
-                {
+                if let Some(op) = argv.iter().find(|a| SHELL.contains(&a.as_str()) || a.starts_with("$(")) {
                     self.diags
-                        .warning(&pos, "exec.shell-syntax", format!("`{op}` is passed to the program as an argument: `interpreter: exec` runs no shell"))
+                        .warning(
+                            &pos,
+                            "exec.shell-syntax",
+                            format!(
+                                "`{op}` is passed to the program as an argument: `interpreter: exec` runs no shell"
+                            ),
+                        )
                         .hint("set `interpreter: bash` (or sh) to run this as a shell script");
                 }
             }
@@ -524,11 +433,7 @@ impl<'d> Decoder<'d> {
     }
 
     fn restart(&mut self, node: &Node) -> Option<Restart> {
-        let fields = self.fields(
-            node,
-            &["policy", "delay", "max_delay", "max_retries"],
-            "restart",
-        )?;
+        let fields = self.fields(node, &["policy", "delay", "max_delay", "max_retries"], "restart")?;
         let mut r = Restart::default();
         let mut ok = true;
         for (k, v) in &fields {
@@ -537,13 +442,7 @@ impl<'d> Decoder<'d> {
                     Some(s) => match RestartMode::parse(&s) {
                         Some(p) => r.policy = p,
                         None => {
-                            self.unknown_word(
-                                v,
-                                "restart.policy",
-                                "restart policy",
-                                &s,
-                                &RestartMode::NAMES,
-                            );
+                            self.unknown_word(v, "restart.policy", "restart policy", &s, &RestartMode::NAMES);
                             ok = false;
                         }
                     },
@@ -569,10 +468,7 @@ impl<'d> Decoder<'d> {
                 .error(
                     &pos,
                     "restart.delay",
-                    format!(
-                        "`max_delay` ({}) is shorter than `delay` ({})",
-                        r.max_delay, r.delay
-                    ),
+                    format!("`max_delay` ({}) is shorter than `delay` ({})", r.max_delay, r.delay),
                 )
                 .hint("backoff grows from `delay` up to `max_delay`");
             ok = false;
@@ -612,11 +508,7 @@ impl<'d> Decoder<'d> {
         if fields.len() != 1 {
             let pos = self.pos(node);
             self.diags
-                .error(
-                    &pos,
-                    "health.shape",
-                    "a health check names exactly one kind",
-                )
+                .error(&pos, "health.shape", "a health check names exactly one kind")
                 .hint("write one list item per check, e.g. `- tcp: 127.0.0.1:8080`");
             return None;
         }
@@ -626,9 +518,8 @@ impl<'d> Decoder<'d> {
             "unix_socket" => self.string(v).map(HealthCheck::UnixSocket),
             "tcp" => {
                 let s = self.string(v)?;
-                let port_ok = s
-                    .rsplit_once(':')
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+                let port_ok =
+                    s.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
                 if !port_ok {
                     self.diags
                         .error(&pos, "health.tcp", format!("invalid TCP address `{s}`"))
@@ -644,20 +535,12 @@ impl<'d> Decoder<'d> {
             }
             _ => {
                 if let Some(url) = v.as_scalar().filter(|_| !v.is_null()) {
-                    return self.http_url(v, url).map(|(url, path)| {
-                        HealthCheck::Http(HttpCheck {
-                            socket: None,
-                            url: Some(url),
-                            path,
-                        })
-                    });
+                    return self
+                        .http_url(v, url)
+                        .map(|(url, path)| HealthCheck::Http(HttpCheck { socket: None, url: Some(url), path }));
                 }
                 let fields = self.fields(v, &["socket", "url", "path"], "an http check")?;
-                let mut check = HttpCheck {
-                    socket: None,
-                    url: None,
-                    path: "/".into(),
-                };
+                let mut check = HttpCheck { socket: None, url: None, path: "/".into() };
                 for (k, n) in &fields {
                     let s = self.string(n)?;
                     match k.as_str() {
@@ -672,11 +555,7 @@ impl<'d> Decoder<'d> {
                         _ => {
                             if !s.starts_with('/') {
                                 let p = self.pos(n);
-                                self.diags.error(
-                                    &p,
-                                    "health.http",
-                                    format!("HTTP path `{s}` must start with `/`"),
-                                );
+                                self.diags.error(&p, "health.http", format!("HTTP path `{s}` must start with `/`"));
                                 return None;
                             }
                             check.path = s;
@@ -700,9 +579,7 @@ impl<'d> Decoder<'d> {
             let pos = self.pos(node);
             self.diags
                 .error(&pos, "health.http", format!("unsupported URL `{url}`"))
-                .hint(
-                    "health checks speak plain HTTP to local services: write http://host:port/path",
-                );
+                .hint("health checks speak plain HTTP to local services: write http://host:port/path");
             return None;
         };
         let (authority, path) = match rest.find('/') {
@@ -711,30 +588,17 @@ impl<'d> Decoder<'d> {
         };
         if authority.is_empty() {
             let pos = self.pos(node);
-            self.diags
-                .error(&pos, "health.http", format!("URL `{url}` has no host"));
+            self.diags.error(&pos, "health.http", format!("URL `{url}` has no host"));
             return None;
         }
         Some((format!("http://{authority}"), path.to_owned()))
     }
 
-    fn unknown_word(
-        &mut self,
-        node: &Node,
-        code: &'static str,
-        what: &str,
-        word: &str,
-        known: &[&str],
-    ) {
+    fn unknown_word(&mut self, node: &Node, code: &'static str, what: &str, word: &str, known: &[&str]) {
         let pos = self.pos(node);
-        let d = self
-            .diags
-            .error(&pos, code, format!("unknown {what} `{word}`"));
+        let d = self.diags.error(&pos, code, format!("unknown {what} `{word}`"));
         match did_you_mean(word, known.iter().copied()) {
-            Some(s) => d.hint(format!(
-                "did you mean `{s}`? (one of: {})",
-                known.join(", ")
-            )),
+            Some(s) => d.hint(format!("did you mean `{s}`? (one of: {})", known.join(", "))),
             None => d.hint(format!("one of: {}", known.join(", "))),
         };
     }
@@ -746,8 +610,7 @@ impl<'d> Decoder<'d> {
         let name = match get("name") {
             Some(n) => self.name(n, "service name"),
             None => {
-                self.diags
-                    .error(&start, "schema.missing-field", "service has no `name`");
+                self.diags.error(&start, "schema.missing-field", "service has no `name`");
                 None
             }
         };
@@ -771,27 +634,16 @@ impl<'d> Decoder<'d> {
                 if list.is_empty() {
                     let pos = self.pos(n);
                     self.diags
-                        .error(
-                            &pos,
-                            "service.no-actions",
-                            "a service needs at least one action",
-                        )
+                        .error(&pos, "service.no-actions", "a service needs at least one action")
                         .hint("list the actions to run; the last one is the supervised process");
                     return None;
                 }
                 list
             }
-            None => vec![Named {
-                name: name.as_ref()?.name.clone(),
-                pos: start.clone(),
-            }],
+            None => vec![Named { name: name.as_ref()?.name.clone(), pos: start.clone() }],
         };
-        let requires = get("requires")
-            .map(|n| self.references(n, "service"))
-            .unwrap_or_default();
-        let after = get("after")
-            .map(|n| self.references(n, "service"))
-            .unwrap_or_default();
+        let requires = get("requires").map(|n| self.references(n, "service")).unwrap_or_default();
+        let after = get("after").map(|n| self.references(n, "service")).unwrap_or_default();
         Some(Service {
             name: name?.name,
             context: context?,
@@ -839,11 +691,7 @@ impl<'d> Decoder<'d> {
     }
 
     fn retention(&mut self, node: &Node) -> Option<Retention> {
-        let fields = self.fields(
-            node,
-            &["max_age_days", "max_rows_per_table", "compact_every"],
-            "retention",
-        )?;
+        let fields = self.fields(node, &["max_age_days", "max_rows_per_table", "compact_every"], "retention")?;
         let mut r = Retention::default();
         let mut ok = true;
         for (k, v) in &fields {
@@ -855,11 +703,7 @@ impl<'d> Decoder<'d> {
                 _ => match self.u64(v) {
                     Some(0) => {
                         let pos = self.pos(v);
-                        self.diags.error(
-                            &pos,
-                            "settings.retention",
-                            format!("`{k}` must be at least 1"),
-                        );
+                        self.diags.error(&pos, "settings.retention", format!("`{k}` must be at least 1"));
                         ok = false;
                     }
                     Some(n) if k == "max_age_days" => r.max_age_days = n,

@@ -75,9 +75,7 @@ pub fn check_secrets_file(
     if docs.is_empty() {
         diags
             .error(&at_file, "sops.empty", "secrets file is empty")
-            .hint(
-                "create it with `sops` (e.g. `sops edit secrets/<context>.sops.yaml`) or delete it",
-            );
+            .hint("create it with `sops` (e.g. `sops edit secrets/<context>.sops.yaml`) or delete it");
         return None;
     }
     let mut out = SecretsFile {
@@ -93,18 +91,21 @@ pub fn check_secrets_file(
             diags.error(
                 &Pos::new(file, doc.mark()),
                 "sops.shape",
-                format!(
-                    "expected a mapping of secret names, found a {}",
-                    doc.type_name()
-                ),
+                format!("expected a mapping of secret names, found a {}", doc.type_name()),
             );
             ok = false;
             continue;
         };
         let Some(meta) = doc.get("sops") else {
             diags
-                .error(&Pos::new(file, doc.mark()), "sops.not-encrypted", "file is not encrypted by sops (no `sops:` metadata)")
-                .hint(format!("encrypt it now with `sops -e -i {file}`; if plaintext values were ever pushed, rotate them"));
+                .error(
+                    &Pos::new(file, doc.mark()),
+                    "sops.not-encrypted",
+                    "file is not encrypted by sops (no `sops:` metadata)",
+                )
+                .hint(format!(
+                    "encrypt it now with `sops -e -i {file}`; if plaintext values were ever pushed, rotate them"
+                ));
             ok = false;
             continue;
         };
@@ -120,59 +121,41 @@ pub fn check_secrets_file(
             let pos = Pos::new(file, k.mark());
             if !is_valid_name(key) {
                 diags
-                    .warning(
-                        &pos,
-                        "sops.key-name",
-                        format!("secret name `{key}` cannot be referenced"),
-                    )
+                    .warning(&pos, "sops.key-name", format!("secret name `{key}` cannot be referenced"))
                     .hint(NAME_HINT);
             }
             if out.keys.iter().any(|n| n.name == key) {
-                diags.error(
-                    &pos,
-                    "sops.duplicate-key",
-                    format!("secret `{key}` is defined in more than one document"),
-                );
+                diags.error(&pos, "sops.duplicate-key", format!("secret `{key}` is defined in more than one document"));
                 ok = false;
             }
-            out.keys.push(Named {
-                name: key.to_owned(),
-                pos,
-            });
+            out.keys.push(Named { name: key.to_owned(), pos });
             check_values(file, &rule, &mut vec![key], v, diags, &mut ok);
         }
     }
     ok.then_some(out)
 }
 
-fn check_metadata(
-    file: &Arc<str>,
-    meta: &Node,
-    recipients: &mut Vec<String>,
-    diags: &mut Diagnostics,
-) -> Option<Rule> {
+fn check_metadata(file: &Arc<str>, meta: &Node, recipients: &mut Vec<String>, diags: &mut Diagnostics) -> Option<Rule> {
     let pos = Pos::new(file, meta.mark());
     let Some(entries) = meta.as_map() else {
-        diags
-            .error(&pos, "sops.metadata", "`sops` metadata must be a mapping")
-            .hint("re-create the file with `sops`");
+        diags.error(&pos, "sops.metadata", "`sops` metadata must be a mapping").hint("re-create the file with `sops`");
         return None;
     };
     let mut ok = true;
     for (k, _) in entries {
         let key = k.as_scalar().unwrap_or_default();
         if !METADATA_FIELDS.contains(&key) {
-            diags.warning(
-                &Pos::new(file, k.mark()),
-                "sops.metadata",
-                format!("unknown sops metadata field `{key}`"),
-            );
+            diags.warning(&Pos::new(file, k.mark()), "sops.metadata", format!("unknown sops metadata field `{key}`"));
         }
     }
     for required in ["mac", "lastmodified"] {
         if meta.get(required).is_none() {
             diags
-                .error(&pos, "sops.metadata", format!("sops metadata has no `{required}`: the file was not written by sops or was damaged"))
+                .error(
+                    &pos,
+                    "sops.metadata",
+                    format!("sops metadata has no `{required}`: the file was not written by sops or was damaged"),
+                )
                 .hint("re-encrypt the file with `sops`");
             ok = false;
         }
@@ -181,24 +164,15 @@ fn check_metadata(
         && !mac.as_scalar().is_some_and(|m| enc_value().is_match(m))
     {
         diags
-            .error(
-                &Pos::new(file, mac.mark()),
-                "sops.metadata",
-                "sops `mac` is not an encrypted value",
-            )
+            .error(&Pos::new(file, mac.mark()), "sops.metadata", "sops `mac` is not an encrypted value")
             .hint("re-encrypt the file with `sops`");
         ok = false;
     }
     let mut stanzas = 0;
     if let Some(age) = meta.get("age").and_then(Node::as_seq) {
         for entry in age {
-            match (
-                entry.get("recipient").and_then(Node::as_scalar),
-                entry.get("enc").and_then(Node::as_scalar),
-            ) {
-                (Some(r), Some(enc))
-                    if r.starts_with("age1") && enc.contains("BEGIN AGE ENCRYPTED FILE") =>
-                {
+            match (entry.get("recipient").and_then(Node::as_scalar), entry.get("enc").and_then(Node::as_scalar)) {
+                (Some(r), Some(enc)) if r.starts_with("age1") && enc.contains("BEGIN AGE ENCRYPTED FILE") => {
                     recipients.push(r.to_owned());
                     stanzas += 1;
                 }
@@ -223,23 +197,14 @@ fn check_metadata(
             .hint("hero_proc decrypts with age: add the host's age recipient to .sops.yaml and run `sops updatekeys`");
         ok = false;
     }
-    let text = |k: &str| {
-        meta.get(k)
-            .and_then(Node::as_scalar)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-    };
+    let text = |k: &str| meta.get(k).and_then(Node::as_scalar).filter(|s| !s.is_empty()).map(str::to_owned);
     let regex = |k: &str, diags: &mut Diagnostics| -> Option<Option<Regex>> {
         match text(k) {
             None => Some(None),
             Some(r) => match Regex::new(&r) {
                 Ok(re) => Some(Some(re)),
                 Err(e) => {
-                    diags.error(
-                        &pos,
-                        "sops.metadata",
-                        format!("sops `{k}` is not a valid regular expression: {e}"),
-                    );
+                    diags.error(&pos, "sops.metadata", format!("sops `{k}` is not a valid regular expression: {e}"));
                     None
                 }
             },
@@ -284,11 +249,7 @@ fn check_values<'a>(
             let encrypted = enc_value().is_match(text);
             if text.starts_with("ENC[") && !encrypted {
                 diags
-                    .error(
-                        &pos,
-                        "sops.malformed-value",
-                        format!("value of `{key}` looks encrypted but is malformed"),
-                    )
+                    .error(&pos, "sops.malformed-value", format!("value of `{key}` looks encrypted but is malformed"))
                     .hint("re-encrypt the file with `sops`");
                 *ok = false;
             } else if !encrypted && !text.is_empty() && !node.is_null() {
@@ -301,9 +262,9 @@ fn check_values<'a>(
                 } else if !matches!(rule, Rule::UnencryptedSuffix(_)) {
                     // The SOPS MAC covers values, not key names: a plain value moved under
                     // another plain key goes unnoticed. The suffix convention makes it visible.
-                    diags
-                        .warning(&pos, "sops.plain-value", format!("value of `{key}` is stored in plaintext"))
-                        .hint("name plaintext keys with the `_unencrypted` suffix so reviewers see they are not secret");
+                    diags.warning(&pos, "sops.plain-value", format!("value of `{key}` is stored in plaintext")).hint(
+                        "name plaintext keys with the `_unencrypted` suffix so reviewers see they are not secret",
+                    );
                 }
             }
         }

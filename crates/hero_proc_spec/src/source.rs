@@ -29,10 +29,7 @@ pub struct Entry {
 #[derive(Debug, Error)]
 pub enum SourceError {
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{path} is {size} bytes, larger than the {limit}-byte limit for config files")]
     TooLarge { path: String, size: u64, limit: u64 },
     #[error("git: cannot read {path}: {message}")]
@@ -60,11 +57,7 @@ impl DirSource {
         DirSource { root: root.into() }
     }
     fn full(&self, rel: &str) -> PathBuf {
-        if rel.is_empty() {
-            self.root.clone()
-        } else {
-            self.root.join(rel)
-        }
+        if rel.is_empty() { self.root.clone() } else { self.root.join(rel) }
     }
 }
 
@@ -76,22 +69,13 @@ impl TreeSource for DirSource {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(Vec::new()),
             Err(source) => {
-                return Err(SourceError::Io {
-                    path: display(&path),
-                    source,
-                });
+                return Err(SourceError::Io { path: display(&path), source });
             }
         };
         let mut out = Vec::new();
         for entry in rd {
-            let entry = entry.map_err(|source| SourceError::Io {
-                path: display(&path),
-                source,
-            })?;
-            let ft = entry.file_type().map_err(|source| SourceError::Io {
-                path: display(&entry.path()),
-                source,
-            })?;
+            let entry = entry.map_err(|source| SourceError::Io { path: display(&path), source })?;
+            let ft = entry.file_type().map_err(|source| SourceError::Io { path: display(&entry.path()), source })?;
             let kind = if ft.is_symlink() {
                 EntryKind::Symlink
             } else if ft.is_dir() {
@@ -101,10 +85,7 @@ impl TreeSource for DirSource {
             } else {
                 EntryKind::Other
             };
-            out.push(Entry {
-                name: entry.file_name().to_string_lossy().into_owned(),
-                kind,
-            });
+            out.push(Entry { name: entry.file_name().to_string_lossy().into_owned(), kind });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -113,38 +94,18 @@ impl TreeSource for DirSource {
     fn read(&self, rel: &str) -> Result<Vec<u8>, SourceError> {
         use std::io::Read;
         let path = self.full(rel);
-        let file = std::fs::File::open(&path).map_err(|source| SourceError::Io {
-            path: rel.into(),
-            source,
-        })?;
-        let size = file
-            .metadata()
-            .map_err(|source| SourceError::Io {
-                path: rel.into(),
-                source,
-            })?
-            .len();
+        let file = std::fs::File::open(&path).map_err(|source| SourceError::Io { path: rel.into(), source })?;
+        let size = file.metadata().map_err(|source| SourceError::Io { path: rel.into(), source })?.len();
         if size > MAX_FILE_BYTES {
-            return Err(SourceError::TooLarge {
-                path: rel.into(),
-                size,
-                limit: MAX_FILE_BYTES,
-            });
+            return Err(SourceError::TooLarge { path: rel.into(), size, limit: MAX_FILE_BYTES });
         }
         let mut buf = Vec::with_capacity(size as usize);
         // `take` guards against a file that grows while we read it.
         file.take(MAX_FILE_BYTES + 1)
             .read_to_end(&mut buf)
-            .map_err(|source| SourceError::Io {
-                path: rel.into(),
-                source,
-            })?;
+            .map_err(|source| SourceError::Io { path: rel.into(), source })?;
         if buf.len() as u64 > MAX_FILE_BYTES {
-            return Err(SourceError::TooLarge {
-                path: rel.into(),
-                size: buf.len() as u64,
-                limit: MAX_FILE_BYTES,
-            });
+            return Err(SourceError::TooLarge { path: rel.into(), size: buf.len() as u64, limit: MAX_FILE_BYTES });
         }
         Ok(buf)
     }
@@ -168,21 +129,11 @@ pub struct GitSource<'r> {
 impl<'r> GitSource<'r> {
     /// The tree of the commit `rev` resolves to (a branch, tag, sha, or `HEAD`).
     pub fn at_rev(repo: &'r git2::Repository, rev: &str) -> Result<Self, SourceError> {
-        let git_err = |e: git2::Error| SourceError::Git {
-            path: rev.into(),
-            message: e.message().to_owned(),
-        };
-        let commit = repo
-            .revparse_single(rev)
-            .and_then(|o| o.peel_to_commit())
-            .map_err(git_err)?;
+        let git_err = |e: git2::Error| SourceError::Git { path: rev.into(), message: e.message().to_owned() };
+        let commit = repo.revparse_single(rev).and_then(|o| o.peel_to_commit()).map_err(git_err)?;
         let tree = commit.tree().map_err(git_err)?;
         let short = commit.id().to_string()[..12].to_owned();
-        Ok(GitSource {
-            repo,
-            tree,
-            label: format!("{rev}@{short}"),
-        })
+        Ok(GitSource { repo, tree, label: format!("{rev}@{short}") })
     }
 
     fn subtree(&self, dir: &str) -> Result<Option<git2::Tree<'r>>, SourceError> {
@@ -193,19 +144,15 @@ impl<'r> GitSource<'r> {
             Ok(e) => e,
             Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
             Err(e) => {
-                return Err(SourceError::Git {
-                    path: dir.into(),
-                    message: e.message().into(),
-                });
+                return Err(SourceError::Git { path: dir.into(), message: e.message().into() });
             }
         };
         if entry.kind() != Some(git2::ObjectType::Tree) {
             return Ok(None);
         }
-        let obj = entry.to_object(self.repo).map_err(|e| SourceError::Git {
-            path: dir.into(),
-            message: e.message().into(),
-        })?;
+        let obj = entry
+            .to_object(self.repo)
+            .map_err(|e| SourceError::Git { path: dir.into(), message: e.message().into() })?;
         Ok(obj.into_tree().ok())
     }
 }
@@ -224,10 +171,7 @@ impl TreeSource for GitSource<'_> {
                     (Some(git2::ObjectType::Blob), _) => EntryKind::File,
                     _ => EntryKind::Other,
                 };
-                Entry {
-                    name: String::from_utf8_lossy(e.name_bytes()).into_owned(),
-                    kind,
-                }
+                Entry { name: String::from_utf8_lossy(e.name_bytes()).into_owned(), kind }
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -235,24 +179,13 @@ impl TreeSource for GitSource<'_> {
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>, SourceError> {
-        let git_err = |e: git2::Error| SourceError::Git {
-            path: path.into(),
-            message: e.message().to_owned(),
-        };
+        let git_err = |e: git2::Error| SourceError::Git { path: path.into(), message: e.message().to_owned() };
         let entry = self.tree.get_path(Path::new(path)).map_err(git_err)?;
         // Check the size from the object header before inflating the blob.
-        let (size, _) = self
-            .repo
-            .odb()
-            .and_then(|odb| odb.read_header(entry.id()))
-            .map_err(git_err)?;
+        let (size, _) = self.repo.odb().and_then(|odb| odb.read_header(entry.id())).map_err(git_err)?;
         let size = size as u64;
         if size > MAX_FILE_BYTES {
-            return Err(SourceError::TooLarge {
-                path: path.into(),
-                size,
-                limit: MAX_FILE_BYTES,
-            });
+            return Err(SourceError::TooLarge { path: path.into(), size, limit: MAX_FILE_BYTES });
         }
         let blob = self.repo.find_blob(entry.id()).map_err(git_err)?;
         Ok(blob.content().to_vec())

@@ -42,11 +42,7 @@ pub fn check_tree(tree: &ConfigTree, diags: &mut Diagnostics) {
 /// Within one layer, `(kind, context, name)` is unique.
 fn check_unique(set: &ObjectSet, diags: &mut Diagnostics) {
     let mut seen: HashMap<ObjectKey, Pos> = HashMap::new();
-    let items = set
-        .actions
-        .iter()
-        .map(|a| (a.key(), &a.pos))
-        .chain(set.services.iter().map(|s| (s.key(), &s.pos)));
+    let items = set.actions.iter().map(|a| (a.key(), &a.pos)).chain(set.services.iter().map(|s| (s.key(), &s.pos)));
     for (key, pos) in items {
         if let Some(first) = seen.get(&key) {
             diags
@@ -74,10 +70,7 @@ fn resolve<'m, T>(
 }
 
 fn suggest<T>(map: &BTreeMap<(String, String), T>, context: &str, r: &Named) -> Option<String> {
-    let names = map
-        .keys()
-        .filter(|(c, _)| c == context || c == DEFAULT_CONTEXT)
-        .map(|(_, n)| n.as_str());
+    let names = map.keys().filter(|(c, _)| c == context || c == DEFAULT_CONTEXT).map(|(_, n)| n.as_str());
     did_you_mean(r.split().1, names).map(|s| format!("did you mean `{s}`?"))
 }
 
@@ -85,16 +78,10 @@ fn suggest<T>(map: &BTreeMap<(String, String), T>, context: &str, r: &Named) -> 
 /// (already reported; saying "unknown" too would mislead).
 fn is_broken(state: &DesiredState, kind: Kind, context: &str, r: &Named) -> bool {
     let (ctx, name) = r.split();
-    let key = |c: &str| ObjectKey {
-        kind,
-        context: c.to_owned(),
-        name: name.to_owned(),
-    };
+    let key = |c: &str| ObjectKey { kind, context: c.to_owned(), name: name.to_owned() };
     match ctx {
         Some(c) => state.broken.contains(&key(c)),
-        None => {
-            state.broken.contains(&key(context)) || state.broken.contains(&key(DEFAULT_CONTEXT))
-        }
+        None => state.broken.contains(&key(context)) || state.broken.contains(&key(DEFAULT_CONTEXT)),
     }
 }
 
@@ -108,10 +95,7 @@ fn check_state(tree: &ConfigTree, state: &DesiredState, diags: &mut Diagnostics)
                 let d = diags.error(
                     &dep.pos,
                     "ref.action",
-                    format!(
-                        "action `{}` depends on unknown action `{}`",
-                        action.name, dep.name
-                    ),
+                    format!("action `{}` depends on unknown action `{}`", action.name, dep.name),
                 );
                 if let Some(h) = suggest(&state.actions, &action.context, dep) {
                     d.hint(h);
@@ -156,10 +140,7 @@ fn check_state(tree: &ConfigTree, state: &DesiredState, diags: &mut Diagnostics)
                     let d = diags.error(
                         &r.pos,
                         "ref.service",
-                        format!(
-                            "service `{}` {field} unknown service `{}`",
-                            svc.name, r.name
-                        ),
+                        format!("service `{}` {field} unknown service `{}`", svc.name, r.name),
                     );
                     if let Some(h) = suggest(&state.services, &svc.context, r) {
                         d.hint(h);
@@ -171,22 +152,13 @@ fn check_state(tree: &ConfigTree, state: &DesiredState, diags: &mut Diagnostics)
 
     check_cycles(
         "service",
-        state.services.iter().map(|(k, s)| {
-            (
-                k,
-                &s.context,
-                s.requires.iter().chain(&s.after).collect::<Vec<_>>(),
-            )
-        }),
+        state.services.iter().map(|(k, s)| (k, &s.context, s.requires.iter().chain(&s.after).collect::<Vec<_>>())),
         &state.services,
         diags,
     );
     check_cycles(
         "action",
-        state
-            .actions
-            .iter()
-            .map(|(k, a)| (k, &a.context, a.depends_on.iter().collect::<Vec<_>>())),
+        state.actions.iter().map(|(k, a)| (k, &a.context, a.depends_on.iter().collect::<Vec<_>>())),
         &state.actions,
         diags,
     );
@@ -194,11 +166,7 @@ fn check_state(tree: &ConfigTree, state: &DesiredState, diags: &mut Diagnostics)
     // Required services: present and wanted running.
     let hero_yaml: Arc<str> = "hero.yaml".into();
     for req in &tree.settings.required_services {
-        let at = if req.pos.file.is_empty() {
-            Pos::file(&hero_yaml)
-        } else {
-            req.pos.clone()
-        };
+        let at = if req.pos.file.is_empty() { Pos::file(&hero_yaml) } else { req.pos.clone() };
         match resolve(&state.services, DEFAULT_CONTEXT, req) {
             None if is_broken(state, Kind::Service, DEFAULT_CONTEXT, req) => {}
             None => {
@@ -233,15 +201,15 @@ fn check_secret_ref(tree: &ConfigTree, action: &Action, secret: &Named, diags: &
     match tree.secrets.get(&action.context) {
         None => {
             diags
-                .error(&secret.pos, "ref.secret", format!("secret `{}` is referenced but {path} does not exist (or could not be read)", secret.name))
+                .error(
+                    &secret.pos,
+                    "ref.secret",
+                    format!("secret `{}` is referenced but {path} does not exist (or could not be read)", secret.name),
+                )
                 .hint(format!("create it with `sops edit {path}` and add the key `{}`", secret.name));
         }
         Some(file) if !file.keys.iter().any(|k| k.name == secret.name) => {
-            let d = diags.error(
-                &secret.pos,
-                "ref.secret",
-                format!("secret `{}` is not a key of {path}", secret.name),
-            );
+            let d = diags.error(&secret.pos, "ref.secret", format!("secret `{}` is not a key of {path}", secret.name));
             match did_you_mean(&secret.name, file.keys.iter().map(|k| k.name.as_str())) {
                 Some(s) => d.hint(format!("did you mean `{s}`?")),
                 None => d.hint(format!("add it with `sops edit {path}`")),
@@ -261,10 +229,7 @@ fn check_cycles<'a, T>(
 ) {
     let mut edges: BTreeMap<&(String, String), Vec<(&(String, String), &Named)>> = BTreeMap::new();
     for (key, ctx, refs) in nodes {
-        let targets = refs
-            .into_iter()
-            .filter_map(|r| resolve(map, ctx, r).map(|(k, _)| (k, r)))
-            .collect();
+        let targets = refs.into_iter().filter_map(|r| resolve(map, ctx, r).map(|(k, _)| (k, r))).collect();
         edges.insert(key, targets);
     }
     #[derive(Clone, Copy, PartialEq)]
@@ -273,8 +238,7 @@ fn check_cycles<'a, T>(
         Grey,
         Black,
     }
-    let mut color: HashMap<&(String, String), Color> =
-        edges.keys().map(|k| (*k, Color::White)).collect();
+    let mut color: HashMap<&(String, String), Color> = edges.keys().map(|k| (*k, Color::White)).collect();
     let mut reported: HashSet<Vec<&(String, String)>> = HashSet::new();
     for start in edges.keys() {
         if color[start] != Color::White {
@@ -298,39 +262,20 @@ fn check_cycles<'a, T>(
                     stack.push((target, 0));
                 }
                 Color::Grey => {
-                    let from = stack
-                        .iter()
-                        .position(|(n, _)| *n == target)
-                        .expect("grey node is on the stack");
-                    let mut cycle: Vec<&(String, String)> =
-                        stack[from..].iter().map(|(n, _)| *n).collect();
+                    let from = stack.iter().position(|(n, _)| *n == target).expect("grey node is on the stack");
+                    let mut cycle: Vec<&(String, String)> = stack[from..].iter().map(|(n, _)| *n).collect();
                     // Report a cycle once, whichever node it was entered from.
                     let mut canon = cycle.clone();
-                    let min = canon
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, k)| **k)
-                        .map(|(i, _)| i)
-                        .unwrap_or(0);
+                    let min = canon.iter().enumerate().min_by_key(|(_, k)| **k).map(|(i, _)| i).unwrap_or(0);
                     canon.rotate_left(min);
                     if reported.insert(canon) {
                         cycle.push(target);
                         let path: Vec<String> = cycle
                             .iter()
-                            .map(|(c, n)| {
-                                if c == DEFAULT_CONTEXT {
-                                    n.clone()
-                                } else {
-                                    format!("{c}/{n}")
-                                }
-                            })
+                            .map(|(c, n)| if c == DEFAULT_CONTEXT { n.clone() } else { format!("{c}/{n}") })
                             .collect();
                         diags
-                            .error(
-                                &named.pos,
-                                "cycle",
-                                format!("{kind} dependency cycle: {}", path.join(" -> ")),
-                            )
+                            .error(&named.pos, "cycle", format!("{kind} dependency cycle: {}", path.join(" -> ")))
                             .hint("break the cycle by removing one of these dependencies");
                     }
                 }

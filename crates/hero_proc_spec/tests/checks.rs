@@ -1,0 +1,591 @@
+//! One positive and one negative case per check of `hero_proc validate`, each asserting
+//! the error's code and exact `file:line:col`.
+
+mod support;
+
+use support::*;
+
+// ---- YAML ----------------------------------------------------------------------------
+
+#[test]
+fn yaml_syntax_error_is_located() {
+    let t = Tree::new();
+    t.file("actions/web.yaml", "actions:\n  - name: web\n    script: [unclosed\n");
+    let c = t.check();
+    let msg = expect(&c, "yaml.syntax", "actions/web.yaml:4:1");
+    assert!(msg.contains("YAML syntax error"), "{msg}");
+}
+
+#[test]
+fn duplicate_yaml_keys_are_errors() {
+    let t = Tree::new();
+    t.file("actions/web.yaml", "actions:\n  - name: web\n    script: a\n    script: b\n");
+    expect(&t.check(), "yaml.syntax", "actions/web.yaml:4:5");
+}
+
+#[test]
+fn one_document_per_actions_file() {
+    let t = Tree::new();
+    t.file("actions/web.yaml", "actions: []\n---\nservices: []\n");
+    expect(&t.check(), "yaml.multi-document", "actions/web.yaml:3:1");
+}
+
+#[test]
+fn empty_actions_file_is_a_warning_only() {
+    let t = Tree::new();
+    t.file("actions/empty.yaml", "# nothing yet\n");
+    let c = t.check();
+    clean(&c);
+    expect(&c, "layout.empty-file", "actions/empty.yaml:1:1");
+}
+
+#[test]
+fn merge_keys_are_supported() {
+    let t = Tree::new();
+    t.file(
+        "actions/web.yaml",
+        "x-common: &common\n  interpreter: sh\n  process: true\nactions:\n  - <<: *common\n    name: web\n    script: exec sleep 100\n",
+    );
+    // `x-common` is not a known top-level field: still an error, but merging worked.
+    let c = t.check();
+    expect(&c, "schema.unknown-field", "actions/web.yaml:1:1");
+    absent(&c, "schema.missing-field");
+}
+
+// ---- schema --------------------------------------------------------------------------
+
+#[test]
+fn unknown_field_suggests_the_right_one() {
+    let t = Tree::new();
+    t.file("actions/web.yaml", "actions:\n  - name: web\n    scirpt: run\n    script: run\n");
+    let msg = expect(&t.check(), "schema.unknown-field", "actions/web.yaml:3:5");
+    assert!(msg.contains("did you mean `script`?"), "{msg}");
+}
+
+#[test]
+fn unknown_nested_field_is_located() {
+    let t = Tree::new();
+    t.file("actions/web.yaml", "actions:\n  - name: web\n    script: run\n    restart: { polcy: always }\n");
+    let msg = expect(&t.check(), "schema.unknown-field", "actions/web.yaml:4:16");
+    assert!(msg.contains("did you mean `policy`?"), "{msg}");
+}
+
+#[test]
+fn missing_required_fields() {
+    let t = Tree::new();
+    t.file("actions/web.yaml", "actions:\n  - name: web\n  - script: run\n");
+    let c = t.check();
+    let msg = expect(&c, "schema.missing-field", "actions/web.yaml:2:5");
+    assert!(msg.contains("action `web` has no `script`"), "{msg}");
+    expect(&c, "schema.missing-field", "actions/web.yaml:3:5");
+}
+
+#[test]
+fn wrong_types_are_reported() {
+    let t = Tree::new();
+    t.file(
+        "actions/web.yaml",
+        "actions:\n  - name: web\n    script: [a, b]\n    process: 'yes'\n    env: [A]\n    tags: web\n",
+    );
+    let c = t.check();
+    expect(&c, "schema.type", "actions/web.yaml:3:13");
+    expect(&c, "schema.type", "actions/web.yaml:4:14");
+    expect(&c, "schema.type", "actions/web.yaml:5:10");
+    expect(&c, "schema.type", "actions/web.yaml:6:11");
+}
+
+#[test]
+fn every_error_in_one_pass() {
+    let t = Tree::new();
+    t.file("actions/a.yaml", "actions:\n  - name: a\n    script: x\n    interpreter: zsh\n");
+    t.file("actions/b.yaml", "actions:\n  - name: B\n    script: x\n");
+    t.file("actions/c.yaml", "actions:\n  - name: c\n    script: x\n    timeout: forever\n");
+    let c = t.check();
+    assert_eq!(c.errors(), 3, "{}", render(&c));
+}
+
+// ---- names ---------------------------------------------------------------------------
+
+#[test]
+fn names_follow_the_rule() {
+    let t = Tree::new();
+    t.file(
+        "actions/web.yaml",
+        "actions:\n  - name: Web_Server\n    script: x\n  - name: ../../etc\n    script: x\n  - name: ok.name-1_2\n    script: x\n",
+    );
+    let c = t.check();
+    expect(&c, "name.invalid", "actions/web.yaml:2:11");
+    expect(&c, "name.invalid", "actions/web.yaml:4:11");
+    assert_eq!(c.errors(), 2, "{}", render(&c));
+}
+
+#[test]
+fn context_names_follow_the_rule() {
+    let t = Tree::new();
+    t.file("actions/web.yaml", "actions:\n  - name: web\n    context: 'Bad Context'\n    script: x\n");
+    expect(&t.check(), "name.invalid", "actions/web.yaml:3:14");
+}
+
+// ---- uniqueness ----------------------------------------------------------------------
+
+#[test]
+fn duplicate_keys_across_files() {
+    let t = Tree::new();
+    t.file("actions/a.yaml", "actions:\n  - name: web\n    script: x\n");
+    t.file("actions/b.yaml", "actions:\n  - name: web\n    script: y\n");
+    let msg = expect(&t.check(), "object.duplicate", "actions/b.yaml:2:5");
+    assert!(msg.contains("first at actions/a.yaml:2:5"), "{msg}");
+}
+
+#[test]
+fn same_name_in_other_context_or_kind_is_fine() {
+    let t = Tree::new();
+    t.file("actions/a.yaml", "actions:\n  - name: web\n    script: x\n    process: true\nservices:\n  - name: web\n");
+    t.file("actions/b.yaml", "actions:\n  - name: web\n    context: shop\n    script: y\n");
+    clean(&t.check());
+}
+
+// ---- references ----------------------------------------------------------------------
+
+#[test]
+fn service_refers_to_unknown_action() {
+    let t = Tree::new();
+    t.file(
+        "actions/web.yaml",
+        "actions:\n  - name: web_server\n    script: x\nservices:\n  - name: web\n    actions: [web_srver]\n",
+    );
+    let msg = expect(&t.check(), "ref.action", "actions/web.yaml:6:15");
+    assert!(msg.contains("did you mean `web_server`?"), "{msg}");
+}
+
+#[test]
+fn service_defaults_to_the_action_of_its_name() {
+    let t = Tree::new();
+    t.file("actions/web.yaml", "services:\n  - name: web\n");
+    expect(&t.check(), "ref.action", "actions/web.yaml:2:5");
+    t.file("actions/web.yaml", "actions:\n  - name: web\n    script: x\n    process: true\nservices:\n  - name: web\n");
+    clean(&t.check());
+}
+
+#[test]
+fn requires_and_after_must_exist() {
+    let t = Tree::new();
+    t.file(
+        "actions/web.yaml",
+        "actions:\n  - name: web\n    script: x\n    process: true\nservices:\n  - name: web\n    requires: [hero_db, cache]\n    after: [queue]\n",
+    );
+    let c = t.check();
+    expect(&c, "ref.service", "actions/web.yaml:7:25");
+    expect(&c, "ref.service", "actions/web.yaml:8:13");
+    assert_eq!(c.errors(), 2, "{}", render(&c));
+}
+
+#[test]
+fn references_resolve_own_context_then_core_then_explicit() {
+    let t = Tree::new();
+    t.file(
+        "actions/shop.yaml",
+        "actions:\n  - name: web\n    context: shop\n    script: x\n    process: true\n    depends_on: [prep, core/hero_db]\n  - name: prep\n    context: shop\n    script: x\nservices:\n  - name: web\n    context: shop\n    requires: [hero_db]\n",
+    );
+    clean(&t.check());
+    // An explicit context that does not hold the object is an error.
+    t.file(
+        "actions/shop.yaml",
+        "actions:\n  - name: web\n    context: shop\n    script: x\n    process: true\nservices:\n  - name: web\n    context: shop\n    requires: [other/hero_db]\n",
+    );
+    expect(&t.check(), "ref.service", "actions/shop.yaml:9:16");
+}
+
+#[test]
+fn depends_on_must_exist() {
+    let t = Tree::new();
+    t.file("actions/a.yaml", "actions:\n  - name: a\n    script: x\n    depends_on: [b]\n");
+    expect(&t.check(), "ref.action", "actions/a.yaml:4:18");
+    t.file("actions/b.yaml", "actions:\n  - name: b\n    script: x\n");
+    clean(&t.check());
+}
+
+#[test]
+fn reference_to_an_invalid_object_is_not_called_unknown() {
+    let t = Tree::new();
+    t.file("actions/a.yaml", "actions:\n  - name: a\n    script: x\n    interpreter: zsh\nservices:\n  - name: a\n");
+    let c = t.check();
+    expect(&c, "interpreter.unknown", "actions/a.yaml:4:18");
+    absent(&c, "ref.action");
+}
+
+#[test]
+fn long_running_action_before_main_is_refused() {
+    let t = Tree::new();
+    t.file(
+        "actions/a.yaml",
+        "actions:\n  - name: a\n    script: x\n    process: true\n  - name: b\n    script: x\n    process: true\nservices:\n  - name: s\n    actions: [a, b]\n",
+    );
+    expect(&t.check(), "service.process-before-main", "actions/a.yaml:10:15");
+}
+
+// ---- cycles --------------------------------------------------------------------------
+
+#[test]
+fn service_cycle_is_reported_once_with_its_path() {
+    let t = Tree::new();
+    let svc = |n: &str, req: &str| {
+        format!(
+            "actions:\n  - name: {n}\n    script: x\n    process: true\nservices:\n  - name: {n}\n    requires: [{req}]\n"
+        )
+    };
+    t.file("actions/a.yaml", &svc("a", "b"));
+    t.file("actions/b.yaml", &svc("b", "c"));
+    t.file("actions/c.yaml", &svc("c", "a"));
+    let c = t.check();
+    let cycles: Vec<_> = c.diagnostics.iter().filter(|d| d.code == "cycle").collect();
+    assert_eq!(cycles.len(), 1, "{}", render(&c));
+    assert!(cycles[0].message.contains("a -> b -> c -> a"), "{}", cycles[0]);
+    expect(&c, "cycle", "actions/c.yaml:7:16");
+}
+
+#[test]
+fn after_edges_count_for_cycles_and_dags_pass() {
+    let t = Tree::new();
+    t.file(
+        "actions/a.yaml",
+        "actions:\n  - name: a\n    script: x\n    process: true\nservices:\n  - name: a\n    after: [a]\n",
+    );
+    let msg = expect(&t.check(), "cycle", "actions/a.yaml:7:13");
+    assert!(msg.contains("a -> a"), "{msg}");
+    // A diamond is not a cycle.
+    let t = Tree::new();
+    for (n, deps) in [("top", "[l, r]"), ("l", "[bottom]"), ("r", "[bottom]"), ("bottom", "[]")] {
+        t.file(
+            &format!("actions/{n}.yaml"),
+            &format!("actions:\n  - name: {n}\n    script: x\n    process: true\nservices:\n  - name: {n}\n    requires: {deps}\n"),
+        );
+    }
+    clean(&t.check());
+}
+
+#[test]
+fn action_depends_on_cycle() {
+    let t = Tree::new();
+    t.file(
+        "actions/a.yaml",
+        "actions:\n  - name: a\n    script: x\n    depends_on: [b]\n  - name: b\n    script: x\n    depends_on: [a]\n",
+    );
+    let c = t.check();
+    let msg = expect(&c, "cycle", "actions/a.yaml:7:18");
+    assert!(msg.contains("action dependency cycle: a -> b -> a"), "{msg}");
+}
+
+#[test]
+fn long_chain_does_not_overflow() {
+    let t = Tree::new();
+    let mut s = String::from("actions:\n");
+    for i in 0..5000 {
+        s.push_str(&format!("  - name: a{i}\n    script: x\n    depends_on: [a{}]\n", i + 1));
+    }
+    s.push_str("  - name: a5000\n    script: x\n    depends_on: [a0]\n");
+    t.file("actions/chain.yaml", &s);
+    let c = t.check();
+    assert_eq!(c.diagnostics.iter().filter(|d| d.code == "cycle").count(), 1);
+}
+
+// ---- cron, durations, signals, interpreters, health, env ------------------------------
+
+#[test]
+fn cron_expressions() {
+    let t = Tree::new();
+    t.file("actions/a.yaml", "actions:\n  - name: a\n    script: x\n    schedule: '*/15 * * * *'\n  - name: b\n    script: x\n    schedule: '0 0 */2 * * *'\n");
+    clean(&t.check());
+    t.file("actions/a.yaml", "actions:\n  - name: a\n    script: x\n    schedule: '*/15 * * 13 *'\n");
+    expect(&t.check(), "cron.invalid", "actions/a.yaml:4:15");
+}
+
+#[test]
+fn schedule_on_a_process_is_refused() {
+    let t = Tree::new();
+    t.file("actions/a.yaml", "actions:\n  - name: a\n    script: x\n    process: true\n    schedule: '@hourly'\n");
+    expect(&t.check(), "action.schedule-on-process", "actions/a.yaml:5:15");
+}
+
+#[test]
+fn durations() {
+    let t = Tree::new();
+    t.file(
+        "actions/a.yaml",
+        "actions:\n  - name: a\n    script: x\n    timeout: 2d\n    restart: { delay: 500ms, max_delay: 1h }\n    stop: { timeout: 10s }\n",
+    );
+    clean(&t.check());
+    t.file("actions/a.yaml", "actions:\n  - name: a\n    script: x\n    timeout: 10\n    stop: { timeout: soon }\n");
+    let c = t.check();
+    expect(&c, "duration.invalid", "actions/a.yaml:4:14");
+    expect(&c, "duration.invalid", "actions/a.yaml:5:22");
+}
+
+#[test]
+fn backoff_bounds_are_ordered() {
+    let t = Tree::new();
+    t.file("actions/a.yaml", "actions:\n  - name: a\n    script: x\n    restart: { delay: 1m, max_delay: 10s }\n");
+    expect(&t.check(), "restart.delay", "actions/a.yaml:4:14");
+}
+
+#[test]
+fn signals() {
+    let t = Tree::new();
+    t.file("actions/a.yaml", "actions:\n  - name: a\n    script: x\n    stop: { signal: INT }\n  - name: b\n    script: x\n    stop: { signal: SIGQUIT }\n");
+    clean(&t.check());
+    t.file("actions/a.yaml", "actions:\n  - name: a\n    script: x\n    stop: { signal: SIGTREM }\n");
+    let msg = expect(&t.check(), "signal.unknown", "actions/a.yaml:4:21");
+    assert!(msg.contains("did you mean `SIGTERM`?"), "{msg}");
+    t.file("actions/a.yaml", "actions:\n  - name: a\n    script: x\n    stop: { signal: 15 }\n");
+    expect(&t.check(), "signal.unknown", "actions/a.yaml:4:21");
+}
+
+#[test]
+fn interpreters() {
+    let t = Tree::new();
+    let mut s = String::from("actions:\n");
+    for i in ["exec", "bash", "sh", "python3"] {
+        s.push_str(&format!("  - name: a-{i}\n    interpreter: {i}\n    script: x\n"));
+    }
+    t.file("actions/a.yaml", &s);
+    clean(&t.check());
+    t.file("actions/a.yaml", "actions:\n  - name: a\n    interpreter: python\n    script: x\n");
+    let msg = expect(&t.check(), "interpreter.unknown", "actions/a.yaml:3:18");
+    assert!(msg.contains("python3"), "{msg}");
+}
+
+#[test]
+fn exec_scripts_are_argv_not_shell() {
+    let t = Tree::new();
+    t.file("actions/a.yaml", "actions:\n  - name: a\n    script: \"run --name 'unclosed\"\n");
+    expect(&t.check(), "exec.unbalanced-quotes", "actions/a.yaml:3:13");
+    t.file("actions/a.yaml", "actions:\n  - name: a\n    script: make && make install\n");
+    let c = t.check();
+    clean(&c);
+    expect(&c, "exec.shell-syntax", "actions/a.yaml:3:13");
+    t.file("actions/a.yaml", "actions:\n  - name: a\n    interpreter: bash\n    script: make && make install\n");
+    absent(&t.check(), "exec.shell-syntax");
+}
+
+#[test]
+fn health_check_kinds() {
+    let t = Tree::new();
+    t.file(
+        "actions/a.yaml",
+        "actions:\n  - name: a\n    script: x\n    process: true\n    health:\n      - unix_socket: /tmp/a.sock\n      - http: { socket: /tmp/a.sock, path: /health }\n      - http: http://127.0.0.1:8080/health\n      - tcp: 127.0.0.1:8080\n      - exec: test -S /tmp/a.sock\n      - hero_sockets: true\n",
+    );
+    clean(&t.check());
+    t.file(
+        "actions/a.yaml",
+        "actions:\n  - name: a\n    script: x\n    process: true\n    health:\n      - grpc: x\n      - tcp: 127.0.0.1:99999\n      - http: { path: /health }\n      - http: https://example.org/\n      - { tcp: 'a:1', exec: x }\n",
+    );
+    let c = t.check();
+    let msg = expect(&c, "schema.unknown-field", "actions/a.yaml:6:9");
+    assert!(msg.contains("unix_socket, http, tcp, exec, hero_sockets"), "{msg}");
+    expect(&c, "health.tcp", "actions/a.yaml:7:14");
+    expect(&c, "health.http", "actions/a.yaml:8:15");
+    expect(&c, "health.http", "actions/a.yaml:9:15");
+    expect(&c, "health.shape", "actions/a.yaml:10:9");
+}
+
+#[test]
+fn env_names_and_values() {
+    let t = Tree::new();
+    t.file("actions/a.yaml", "actions:\n  - name: a\n    script: x\n    env: { PORT: 8080, _X: '', DEBUG: true }\n");
+    clean(&t.check());
+    t.file(
+        "actions/a.yaml",
+        "actions:\n  - name: a\n    script: x\n    env:\n      MY-VAR: x\n      EMPTY:\n      LIST: [a]\n",
+    );
+    let c = t.check();
+    expect(&c, "env.invalid-name", "actions/a.yaml:5:7");
+    expect(&c, "env.null", "actions/a.yaml:6:12");
+    expect(&c, "schema.type", "actions/a.yaml:7:13");
+}
+
+// ---- required services ---------------------------------------------------------------
+
+#[test]
+fn hero_db_is_required_by_default() {
+    let t = Tree::bare();
+    t.file("actions/web.yaml", "actions:\n  - name: web\n    script: x\n");
+    let msg = expect(&t.check(), "required.missing", "hero.yaml:1:1");
+    assert!(msg.contains("required service `hero_db` is not defined"), "{msg}");
+}
+
+#[test]
+fn required_services_from_hero_yaml() {
+    let t = Tree::new();
+    t.file("hero.yaml", "required_services: [hero_db, hero_router]\n");
+    expect(&t.check(), "required.missing", "hero.yaml:1:30");
+    t.file("hero.yaml", "required_services: []\n");
+    t.remove("actions/hero_db.yaml");
+    clean(&t.check());
+}
+
+#[test]
+fn a_required_service_must_be_started() {
+    let t = Tree::new();
+    t.file(
+        "actions/hero_db.yaml",
+        "actions:\n  - name: hero_db\n    script: x\n    process: true\nservices:\n  - name: hero_db\n    status: stop\n",
+    );
+    let msg = expect(&t.check(), "required.not-started", "actions/hero_db.yaml:6:5");
+    assert!(msg.contains("status: stop"), "{msg}");
+}
+
+#[test]
+fn settings_schema() {
+    let t = Tree::new();
+    t.file("hero.yaml", "self_heal: false\nprune: true\ninterval: 30s\nretention: { max_age_days: 7, max_rows_per_table: 100, compact_every: 10m }\n");
+    let c = t.check();
+    clean(&c);
+    assert!(!c.tree.settings.self_heal);
+    assert_eq!(c.tree.settings.retention.max_rows_per_table, 100);
+    t.file("hero.yaml", "self_heal: maybe\nretention: { max_rows: 5 }\ninterval: 10ms\n");
+    let c = t.check();
+    expect(&c, "schema.type", "hero.yaml:1:12");
+    let msg = expect(&c, "schema.unknown-field", "hero.yaml:2:14");
+    assert!(msg.contains("max_rows_per_table"), "{msg}");
+    expect(&c, "settings.interval", "hero.yaml:3:11");
+}
+
+// ---- layout, overlays, hostile input -------------------------------------------------
+
+#[test]
+fn host_overlay_replaces_and_adds() {
+    let t = Tree::new();
+    t.file(
+        "actions/web.yaml",
+        "actions:\n  - name: web\n    script: web --port 1\n    process: true\nservices:\n  - name: web\n",
+    );
+    t.file(
+        "hosts/edge-1/actions/web.yaml",
+        "actions:\n  - name: web\n    script: web --port 2\n    process: true\n  - name: extra\n    script: x\n",
+    );
+    let c = t.check();
+    clean(&c);
+    let base = c.tree.desired_for(None);
+    let edge = c.tree.desired_for(Some("edge-1"));
+    let key = ("core".to_owned(), "web".to_owned());
+    assert_eq!(base.actions[&key].script, "web --port 1");
+    assert_eq!(edge.actions[&key].script, "web --port 2");
+    assert_eq!(edge.actions.len(), base.actions.len() + 1);
+    assert_eq!(c.tree.desired_for(Some("other")).actions.len(), base.actions.len());
+}
+
+#[test]
+fn error_only_on_one_host_names_the_host() {
+    let t = Tree::new();
+    t.file("actions/web.yaml", "actions:\n  - name: web\n    script: x\n    process: true\n    depends_on: [prep]\n  - name: prep\n    script: x\n");
+    t.file("hosts/edge-1/actions/prep.yaml", "actions:\n  - name: prep\n    script: y\n    depends_on: [web]\n");
+    let c = t.check();
+    let cycles: Vec<_> = c.diagnostics.iter().filter(|d| d.code == "cycle").collect();
+    assert_eq!(cycles.len(), 1, "{}", render(&c));
+    assert!(cycles[0].message.ends_with("(on host `edge-1`)"), "{}", cycles[0]);
+    // The base alone has no cycle.
+    t.remove("hosts/edge-1/actions/prep.yaml");
+    clean(&t.check());
+}
+
+#[test]
+fn non_utf8_file_is_located() {
+    let t = Tree::new();
+    t.bytes("actions/a.yaml", b"actions:\n  - name: a\n    script: \xff\xfe\n");
+    let msg = expect(&t.check(), "encoding.utf8", "actions/a.yaml:3:13");
+    assert!(msg.contains("not valid UTF-8"), "{msg}");
+}
+
+#[test]
+fn huge_file_is_refused_before_reading() {
+    let t = Tree::new();
+    let f = std::fs::File::create(t.path().join("actions/huge.yaml")).unwrap();
+    f.set_len(64 * 1024 * 1024).unwrap();
+    let start = std::time::Instant::now();
+    let msg = expect(&t.check(), "io.read", "actions/huge.yaml:1:1");
+    assert!(msg.contains("larger than"), "{msg}");
+    assert!(start.elapsed().as_secs() < 5);
+}
+
+#[test]
+fn alias_bomb_is_refused() {
+    let t = Tree::new();
+    let mut s = String::from("x0: &x0 [a, a, a, a, a, a, a, a, a, a]\n");
+    for i in 1..30 {
+        s.push_str(&format!(
+            "x{i}: &x{i} [*x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}]\n",
+            p = i - 1
+        ));
+    }
+    t.file("actions/bomb.yaml", &s);
+    let start = std::time::Instant::now();
+    let c = t.check();
+    assert!(
+        c.diagnostics.iter().any(|d| d.code == "yaml.syntax" && d.message.contains("expands to more than")),
+        "{}",
+        render(&c)
+    );
+    assert!(start.elapsed().as_secs() < 5);
+}
+
+#[test]
+fn deep_nesting_is_refused() {
+    let t = Tree::new();
+    t.file("actions/deep.yaml", &format!("a: {}", "[".repeat(100_000)));
+    let c = t.check();
+    assert!(
+        c.diagnostics.iter().any(|d| d.file.as_ref() == "actions/deep.yaml"
+            && (d.message.contains("nesting") || d.message.contains("recursion limit"))),
+        "{}",
+        render(&c)
+    );
+}
+
+#[test]
+fn symlinks_are_refused() {
+    let t = Tree::new();
+    std::os::unix::fs::symlink("/etc/passwd", t.path().join("actions/passwd.yaml")).unwrap();
+    expect(&t.check(), "layout.symlink", "actions/passwd.yaml:1:1");
+}
+
+#[test]
+fn plaintext_file_in_secrets_is_an_error() {
+    let t = Tree::new();
+    t.file("secrets/core.yaml", "token: hunter2\n");
+    let msg = expect(&t.check(), "layout.secrets-name", "secrets/core.yaml:1:1");
+    assert!(!msg.contains("hunter2"));
+}
+
+// ---- migrations ----------------------------------------------------------------------
+
+#[test]
+fn migration_names_order_and_syntax() {
+    let t = Tree::new();
+    t.file("migrations/2026-01-01-001_first.rhai", "proc.log(\"hello\");\n");
+    t.file("migrations/2026-01-02-001_second.rhai", "let x = 1;\nif x > 0 { proc.log(`x is ${x}`); }\n");
+    let c = t.check();
+    clean(&c);
+    let names: Vec<_> = c.tree.migrations.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["2026-01-01-001_first.rhai", "2026-01-02-001_second.rhai"]);
+    assert_eq!(c.tree.migrations[0].sha256.len(), 64);
+
+    t.file("migrations/2026-01-03-001_broken.rhai", "let x = 1;\nlet y = ;\n");
+    t.file("migrations/Seed.rhai", "proc.log(1);\n");
+    t.file("migrations/2026-01-01-001_again.rhai", "proc.log(1);\n");
+    let c = t.check();
+    expect(&c, "migration.syntax", "migrations/2026-01-03-001_broken.rhai:2:9");
+    expect(&c, "migration.name", "migrations/Seed.rhai:1:1");
+    expect(&c, "migration.duplicate-version", "migrations/2026-01-01-001_first.rhai:1:1");
+}
+
+#[test]
+fn migrations_cannot_eval_import_or_use_undefined_variables() {
+    let t = Tree::new();
+    t.file("migrations/1_eval.rhai", "eval(\"1\");\n");
+    t.file("migrations/2_import.rhai", "import \"os\" as os;\n");
+    t.file("migrations/3_strict.rhai", "proc.log(undefined_thing);\n");
+    let c = t.check();
+    expect(&c, "migration.syntax", "migrations/1_eval.rhai:1:1");
+    expect(&c, "migration.syntax", "migrations/2_import.rhai:1:1");
+    expect(&c, "migration.syntax", "migrations/3_strict.rhai:1:10");
+}
