@@ -728,7 +728,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 /// Check a cron expression: 5 fields, or 6 with seconds first, or a `@nickname`.
 pub fn check_cron(expr: &str) -> Result<(), String> {
     let fields = expr.split_whitespace().count();
-    if !expr.trim_start().starts_with('@') && !(fields == 5 || fields == 6) {
+    if !(expr.trim_start().starts_with('@') || fields == 5 || fields == 6) {
         return Err(format!("{fields} fields; expected 5, or 6 with seconds"));
     }
     croner::parser::CronParser::builder()

@@ -227,7 +227,8 @@ fn check_cycles<'a, T>(
     map: &'a BTreeMap<(String, String), T>,
     diags: &mut Diagnostics,
 ) {
-    let mut edges: BTreeMap<&(String, String), Vec<(&(String, String), &Named)>> = BTreeMap::new();
+    type Key = (String, String);
+    let mut edges: BTreeMap<&Key, Vec<(&Key, &Named)>> = BTreeMap::new();
     for (key, ctx, refs) in nodes {
         let targets = refs.into_iter().filter_map(|r| resolve(map, ctx, r).map(|(k, _)| (k, r))).collect();
         edges.insert(key, targets);

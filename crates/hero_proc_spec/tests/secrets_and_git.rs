@@ -75,7 +75,7 @@ fn plaintext_value_added_to_an_encrypted_file_is_refused() {
     text = text.replacen("sops:", "leaked: s3cr3t-marker\nsops:", 1);
     t.file("secrets/core.sops.yaml", &text);
     let c = t.check();
-    let d = c.diagnostics.iter().find(|d| d.code == "sops.plaintext-value").expect(&render(&c));
+    let d = c.diagnostics.iter().find(|d| d.code == "sops.plaintext-value").unwrap_or_else(|| panic!("{}", render(&c)));
     assert!(d.message.contains("`leaked`"));
     assert!(!render(&c).contains("s3cr3t-marker"));
 }
