@@ -98,7 +98,16 @@ fn main() {
     println!("validate benchmark — `cargo bench -p hero_proc_spec --bench validate`, median of {RUNS} runs");
     println!(
         "{:>8} {:>8} {:>6} | {:>8} {:>9} {:>11} | {:>14} {:>11} | {:>13} {:>8}",
-        "actions", "services", "files", "read ms", "parse ms", "validate ms", "validate/parse", "ms/1k acts", "cold-proc ms", "peak RSS"
+        "actions",
+        "services",
+        "files",
+        "read ms",
+        "parse ms",
+        "validate ms",
+        "validate/parse",
+        "ms/1k acts",
+        "cold-proc ms",
+        "peak RSS"
     );
     for n in SIZES {
         let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::diag::Pos;
 
@@ -16,7 +16,7 @@ use crate::diag::Pos;
 pub const DEFAULT_CONTEXT: &str = "core";
 
 /// What kind of object a key names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Action,
@@ -35,7 +35,7 @@ impl fmt::Display for Kind {
 }
 
 /// The identity of an object: `(kind, context, name)`, unique across a tree.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ObjectKey {
     pub kind: Kind,
     pub context: String,
@@ -75,6 +75,12 @@ impl PartialEq for Named {
 }
 impl Eq for Named {}
 
+impl<'de> Deserialize<'de> for Named {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Named::new)
+    }
+}
+
 impl Serialize for Named {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.name)
@@ -97,13 +103,20 @@ impl fmt::Display for Dur {
     }
 }
 
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::schema::parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
+    }
+}
+
 impl Serialize for Dur {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Interpreter {
     /// An argv split like a shell would, but run with no shell: no expansion, no injection.
@@ -134,6 +147,21 @@ pub enum EnvValue {
     Secret(Named),
 }
 
+impl<'de> Deserialize<'de> for EnvValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Plain(String),
+            Secret { secret: String },
+        }
+        Ok(match Wire::deserialize(d)? {
+            Wire::Plain(v) => EnvValue::Plain(v),
+            Wire::Secret { secret } => EnvValue::Secret(Named::new(secret)),
+        })
+    }
+}
+
 impl Serialize for EnvValue {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
@@ -148,7 +176,7 @@ impl Serialize for EnvValue {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum RestartMode {
     Always,
@@ -169,7 +197,7 @@ impl RestartMode {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Restart {
     pub policy: RestartMode,
     pub delay: Dur,
@@ -239,13 +267,20 @@ impl Signal {
     }
 }
 
+impl<'de> Deserialize<'de> for Signal {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Signal::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown signal `{s}`")))
+    }
+}
+
 impl Serialize for Signal {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.name())
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stop {
     pub signal: Signal,
     pub timeout: Dur,
@@ -258,7 +293,7 @@ impl Default for Stop {
 }
 
 /// A health check; a service is healthy when all of its main action's checks pass.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthCheck {
     /// The path exists and accepts a connection.
@@ -277,7 +312,7 @@ impl HealthCheck {
     pub const KINDS: [&'static str; 5] = ["unix_socket", "http", "tcp", "exec", "hero_sockets"];
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpCheck {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket: Option<String>,
@@ -287,7 +322,7 @@ pub struct HttpCheck {
 }
 
 /// An action: what to run and how.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Action {
     pub name: String,
     pub context: String,
@@ -295,7 +330,7 @@ pub struct Action {
     pub description: Option<String>,
     pub interpreter: Interpreter,
     pub script: String,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, EnvValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
@@ -304,13 +339,13 @@ pub struct Action {
     pub stop: Stop,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Dur>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<HealthCheck>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Named>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     #[serde(skip)]
     pub pos: Pos,
@@ -329,7 +364,7 @@ impl Action {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceStatus {
     /// Keep it running.
@@ -354,7 +389,7 @@ impl ServiceStatus {
 }
 
 /// A service: actions run in order, the last one supervised.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     pub name: String,
     pub context: String,
@@ -362,9 +397,9 @@ pub struct Service {
     pub description: Option<String>,
     pub status: ServiceStatus,
     pub actions: Vec<Named>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requires: Vec<Named>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub after: Vec<Named>,
     #[serde(skip)]
     pub pos: Pos,
@@ -377,7 +412,7 @@ impl Service {
 }
 
 /// Retention of job and run history (SPEC 5.5).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retention {
     pub max_age_days: u64,
     pub max_rows_per_table: u64,
@@ -391,7 +426,7 @@ impl Default for Retention {
 }
 
 /// `hero.yaml`: repository-wide settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
     pub required_services: Vec<Named>,
     pub self_heal: bool,
@@ -483,5 +518,66 @@ impl ConfigTree {
             out.broken.extend(set.broken.iter().cloned());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The store keeps objects as JSON of these types: what goes in must come back equal.
+    #[test]
+    fn objects_round_trip_through_json() {
+        let mut env = BTreeMap::new();
+        env.insert("A".to_owned(), EnvValue::Plain("1".into()));
+        env.insert("T".to_owned(), EnvValue::Secret(Named::new("tok")));
+        let a = Action {
+            name: "web".into(),
+            context: "core".into(),
+            description: Some("d".into()),
+            interpreter: Interpreter::Bash,
+            script: "echo hi".into(),
+            env,
+            cwd: Some("~/x".into()),
+            process: true,
+            restart: Restart {
+                policy: RestartMode::Always,
+                delay: Dur(Duration::from_millis(500)),
+                max_delay: Dur::secs(90),
+                max_retries: 3,
+            },
+            stop: Stop { signal: Signal::Int, timeout: Dur::secs(5) },
+            timeout: None,
+            health: vec![
+                HealthCheck::UnixSocket("/s".into()),
+                HealthCheck::Http(HttpCheck {
+                    socket: None,
+                    url: Some("http://127.0.0.1:1".into()),
+                    path: "/h".into(),
+                }),
+                HealthCheck::Tcp("127.0.0.1:1".into()),
+                HealthCheck::Exec("true".into()),
+                HealthCheck::HeroSockets(true),
+            ],
+            depends_on: vec![Named::new("prep")],
+            schedule: None,
+            tags: vec!["t".into()],
+            pos: Pos::default(),
+        };
+        let json = serde_json::to_string(&a).unwrap();
+        let back: Action = serde_json::from_str(&json).unwrap();
+        assert_eq!(a, back);
+        let s = Service {
+            name: "web".into(),
+            context: "core".into(),
+            description: None,
+            status: ServiceStatus::Stop,
+            actions: vec![Named::new("web")],
+            requires: vec![],
+            after: vec![Named::new("core/hero_db")],
+            pos: Pos::default(),
+        };
+        let back: Service = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(s, back);
     }
 }
