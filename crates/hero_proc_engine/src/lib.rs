@@ -1,0 +1,11 @@
+//! The process engine: how hero_proc starts, watches, stops and re-attaches processes,
+//! and how it decides a service is healthy.
+//!
+//! This crate knows nothing of SQLite, git or RPC: it turns an action into a running
+//! process group and tells its caller when it ends. The supervisor (which records jobs
+//! and applies restart policies) is built on it.
+
+pub mod backoff;
+pub mod health;
+pub mod paths;
+pub mod process;
