@@ -260,3 +260,24 @@ fn read_yaml(source: &dyn TreeSource, file: &Arc<str>, diags: &mut Diagnostics) 
     let raw = read(source, file, diags)?;
     parse_yaml(file, &raw, diags)
 }
+
+/// Decode one actions file given as text (for `hero_proc action set FILE`): the same
+/// rules and messages as a tree, without cross-file checks.
+pub fn parse_objects(file: &str, text: &str, diags: &mut Diagnostics) -> ObjectSet {
+    let file: Arc<str> = file.into();
+    let mut set = ObjectSet::default();
+    match yaml::parse(text) {
+        Ok(docs) => {
+            for doc in &docs {
+                Decoder::new(file.clone(), diags).action_file(doc, &mut set);
+            }
+        }
+        Err(e) => {
+            let d = diags.error(&Pos::new(&file, e.mark), "yaml.syntax", e.message);
+            if let Some(h) = e.hint {
+                d.hint(h);
+            }
+        }
+    }
+    set
+}

@@ -1,0 +1,302 @@
+//! Job output: one file per job that the child writes directly, copy-truncate rotation,
+//! and reads (forward pages, tails) that cost what they return.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Op, Result, io_err};
+use crate::lines::{Concat, RevLines, read_exact_at, split_lines};
+use crate::{FILE_MODE, LogStore, lock, open_append};
+
+/// How to read a job's output.
+///
+/// - `tail_lines: None`: read forward from `offset` (default the start), at most
+///   `max_bytes` (unbounded when `None`: the whole range is held in memory); a page ends
+///   at a line boundary when it can, and `next_offset` is where the next page (or a
+///   follower) continues.
+/// - `tail_lines: Some(n)`: the last `n` lines, read backwards from the end, never
+///   before `offset`, and at most `max_bytes` back from the end (set it: a child that
+///   prints one endless line would otherwise be read whole).
+///
+/// Offsets address the live file only. With `include_rotated` and no `offset`, the
+/// rotated generations (oldest first) come before the live file as one stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReadOpts {
+    pub tail_lines: Option<usize>,
+    pub max_bytes: Option<u64>,
+    pub offset: Option<u64>,
+    pub include_rotated: bool,
+}
+
+/// What [`LogStore::read_job_output`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOutput {
+    /// Lines without their `\n`, lossy UTF-8. A last line the child has not finished yet
+    /// is included as it is.
+    pub lines: Vec<String>,
+    /// Position in the live file after the last byte returned (0 if the read stopped
+    /// inside a rotated generation); pass it as `offset` to follow the output.
+    pub next_offset: u64,
+    /// Data exists beyond what was returned: after it when reading forward, before it
+    /// when tailing.
+    pub has_more: bool,
+    /// The requested `offset` was past the end of the live file, which was rotated or
+    /// truncated since; reading restarted from its beginning.
+    pub reset: bool,
+}
+
+/// What one rotation did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateReport {
+    /// The live file had data and is now empty.
+    pub rotated: bool,
+    /// Bytes copied to `.1`.
+    pub copied_bytes: u64,
+    /// Generations deleted to stay within `rotated_generations`.
+    pub files_deleted: u64,
+    /// Bytes gone for good: deleted generations, or the live data when no generation is
+    /// kept.
+    pub bytes_dropped: u64,
+}
+
+/// Copy passes before truncating: each pass copies what the child wrote during the
+/// previous one, shrinking the window in which output can be lost.
+const COPY_PASSES: usize = 8;
+
+impl LogStore {
+    /// The live output file of a job: `jobs/<job_id>.log`.
+    pub fn job_output_path(&self, job_id: i64) -> PathBuf {
+        self.jobs_dir.join(format!("{job_id}.log"))
+    }
+
+    /// A rotated generation: `jobs/<job_id>.log.<generation>`, 1 the newest.
+    pub fn rotated_output_path(&self, job_id: i64, generation: u32) -> PathBuf {
+        self.jobs_dir.join(format!("{job_id}.log.{generation}"))
+    }
+
+    fn rotation_tmp_path(&self, job_id: i64) -> PathBuf {
+        self.jobs_dir.join(format!("{job_id}.log.1.tmp"))
+    }
+
+    /// Opens (creating, 0600) the job's output file for appending. Give it to the child
+    /// as both stdout and stderr, e.g.
+    /// `cmd.stdout(f.try_clone()?).stderr(f)`: the child then writes to the file itself,
+    /// so its output outlives the daemon, and `O_APPEND` keeps its writes at the end
+    /// across copy-truncate rotations. A restarted job with the same id appends.
+    pub fn open_job_output(&self, job_id: i64) -> Result<File> {
+        let path = self.job_output_path(job_id);
+        open_append(&path).map_err(io_err(Op::OpenJobOutput, path))
+    }
+
+    /// Existing rotated generations, ascending. Generations past the configured count
+    /// (left by a larger earlier setting) are included so nothing is orphaned.
+    fn generations(&self, job_id: i64) -> Vec<(u32, PathBuf)> {
+        let mut out = Vec::new();
+        let mut g = 1;
+        loop {
+            let p = self.rotated_output_path(job_id, g);
+            let exists = p.exists();
+            if exists {
+                out.push((g, p));
+            } else if g >= self.config.rotated_generations {
+                return out;
+            }
+            g += 1;
+        }
+    }
+
+    /// Reads a job's output; see [`ReadOpts`]. `Error::NoOutput` if the job has neither
+    /// a live file nor a rotated generation.
+    pub fn read_job_output(&self, job_id: i64, opts: ReadOpts) -> Result<JobOutput> {
+        let live_path = self.job_output_path(job_id);
+        let mut stream = Concat::default();
+        if opts.include_rotated && opts.offset.is_none() {
+            for (_, path) in self.generations(job_id).into_iter().rev() {
+                if let Some((f, len)) = open_read(&path)? {
+                    stream.push(f, len);
+                }
+            }
+        }
+        let live_base = stream.len();
+        let mut live_len = 0;
+        match open_read(&live_path)? {
+            Some((f, len)) => {
+                live_len = len;
+                stream.push(f, len);
+            }
+            None if stream.is_empty() => return Err(Error::NoOutput { job_id, path: live_path }),
+            None => {}
+        }
+        let end = stream.len();
+        let (start, reset) = match opts.offset {
+            Some(o) if o > live_len => (live_base, true),
+            Some(o) => (live_base + o, false),
+            None => (0, false),
+        };
+        let read = match opts.tail_lines {
+            Some(n) => tail(&stream, start, end, n, opts.max_bytes),
+            None => forward(&stream, start, end, opts.max_bytes),
+        };
+        let (lines, pos, has_more) = read.map_err(io_err(Op::ReadJobOutput, &live_path))?;
+        Ok(JobOutput { lines, next_offset: pos.saturating_sub(live_base), has_more, reset })
+    }
+
+    /// Copy-truncates the job's live file now: `.N` is dropped, `.k` becomes `.k+1`,
+    /// the live data becomes `.1`, and the live file is emptied while the child keeps
+    /// writing to it. See the crate docs for what can be lost.
+    pub fn rotate_job_output(&self, job_id: i64) -> Result<RotateReport> {
+        let _g = lock(&self.maint);
+        self.rotate_locked(job_id)
+    }
+
+    pub(crate) fn rotate_locked(&self, job_id: i64) -> Result<RotateReport> {
+        let live_path = self.job_output_path(job_id);
+        let mut rep = RotateReport::default();
+        let live = match OpenOptions::new().read(true).write(true).open(&live_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(rep),
+            Err(e) => return Err(io_err(Op::Rotate, live_path)(e)),
+        };
+        let len = live.metadata().map_err(io_err(Op::Rotate, &live_path))?.len();
+        if len == 0 {
+            return Ok(rep);
+        }
+        let keep = self.config.rotated_generations;
+        for (g, path) in self.generations(job_id) {
+            if g >= keep {
+                rep.bytes_dropped += remove_file(&path, Op::Rotate)?;
+                rep.files_deleted += 1;
+            }
+        }
+        if keep == 0 {
+            live.set_len(0).map_err(io_err(Op::Truncate, &live_path))?;
+            rep.rotated = true;
+            rep.bytes_dropped += len;
+            return Ok(rep);
+        }
+        for g in (1..keep).rev() {
+            let (from, to) = (self.rotated_output_path(job_id, g), self.rotated_output_path(job_id, g + 1));
+            match fs::rename(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(Op::Rotate, from)(e)),
+            }
+        }
+        let tmp = self.rotation_tmp_path(job_id);
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(&tmp)
+            .map_err(io_err(Op::Rotate, &tmp))?;
+        let mut copied = 0u64;
+        for _ in 0..COPY_PASSES {
+            let now = live.metadata().map_err(io_err(Op::Rotate, &live_path))?.len();
+            if now <= copied {
+                break;
+            }
+            let mut src = &live;
+            src.seek(SeekFrom::Start(copied)).map_err(io_err(Op::Rotate, &live_path))?;
+            let want = now - copied;
+            let n = io::copy(&mut io::Read::take(src, want), &mut out).map_err(io_err(Op::Rotate, &tmp))?;
+            copied += n;
+            if n < want {
+                // The file shrank under us (someone else truncated it); keep what we got.
+                break;
+            }
+        }
+        drop(out);
+        // Rename before truncating: a crash in between duplicates data, never loses it.
+        let first = self.rotated_output_path(job_id, 1);
+        fs::rename(&tmp, &first).map_err(io_err(Op::Rotate, &tmp))?;
+        live.set_len(0).map_err(io_err(Op::Truncate, &live_path))?;
+        rep.rotated = true;
+        rep.copied_bytes = copied;
+        Ok(rep)
+    }
+
+    /// Deletes the job's live file and every rotated generation (for the compactor, when
+    /// the job's row goes). Returns the bytes freed; a job without files frees 0.
+    pub fn delete_job_output(&self, job_id: i64) -> Result<u64> {
+        let mut freed = remove_file(&self.job_output_path(job_id), Op::Delete)?;
+        freed += remove_file(&self.rotation_tmp_path(job_id), Op::Delete)?;
+        for (_, path) in self.generations(job_id) {
+            freed += remove_file(&path, Op::Delete)?;
+        }
+        Ok(freed)
+    }
+}
+
+/// Opens for reading with its current length; `None` if missing.
+fn open_read(path: &std::path::Path) -> Result<Option<(File, u64)>> {
+    match File::open(path) {
+        Ok(f) => {
+            let len = f.metadata().map_err(io_err(Op::ReadJobOutput, path))?.len();
+            Ok(Some((f, len)))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(Op::ReadJobOutput, path)(e)),
+    }
+}
+
+/// Removes a file, returning its size; a missing file is 0 bytes.
+pub(crate) fn remove_file(path: &std::path::Path, op: Op) -> Result<u64> {
+    let len = match fs::symlink_metadata(path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_err(op, path)(e)),
+    };
+    match fs::remove_file(path) {
+        Ok(()) => Ok(len),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io_err(op, path)(e)),
+    }
+}
+
+type Read = (Vec<String>, u64, bool);
+
+/// Forward page of `[start, end)`: returns (lines, position reached, more after it).
+fn forward(s: &Concat, start: u64, end: u64, max_bytes: Option<u64>) -> io::Result<Read> {
+    let stop = max_bytes.map_or(end, |m| end.min(start.saturating_add(m)));
+    let len = usize::try_from(stop - start).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+    let mut buf = vec![0u8; len];
+    read_exact_at(s, &mut buf, start)?;
+    if stop < end && buf.last() != Some(&b'\n') {
+        // End the page at a line boundary unless one line is larger than the page.
+        if let Some(i) = memchr::memrchr(b'\n', &buf) {
+            buf.truncate(i + 1);
+        }
+    }
+    let pos = start + buf.len() as u64;
+    Ok((split_lines(&buf), pos, pos < end))
+}
+
+/// The last `n` lines of `[start, end)`, reading at most `max_bytes` back from `end`.
+fn tail(s: &Concat, start: u64, end: u64, n: usize, max_bytes: Option<u64>) -> io::Result<Read> {
+    let from = max_bytes.map_or(start, |m| start.max(end.saturating_sub(m)));
+    let mut rev = RevLines::new(s, from, end)?;
+    let mut lines = Vec::new();
+    while lines.len() < n {
+        match rev.next_line()? {
+            Some(l) => lines.push(l),
+            None => break,
+        }
+    }
+    if rev.done() && from > start && lines.len() > 1 {
+        // The byte budget cut the first line; drop the fragment unless it is all we have.
+        let mut before = [0u8];
+        read_exact_at(s, &mut before, from - 1)?;
+        if before[0] != b'\n' {
+            lines.pop();
+        }
+    }
+    let has_more = !rev.done() || from > start;
+    let lines = lines.into_iter().rev().map(|l| String::from_utf8_lossy(&l).into_owned()).collect();
+    Ok((lines, end, has_more))
+}

@@ -1,0 +1,292 @@
+//! Parameters and results of the RPC methods. Field names are the JSON names.
+//!
+//! Params are JSON objects (by-name). `context` defaults to `core` everywhere.
+
+use hero_proc_spec::{Action, Service};
+use serde::{Deserialize, Serialize};
+
+fn core() -> String {
+    hero_proc_spec::DEFAULT_CONTEXT.to_owned()
+}
+
+/// Names one object: `{ "name": "web" }` or `{ "context": "shop", "name": "web" }`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRef {
+    #[serde(default = "core")]
+    pub context: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn new(context: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectRef { context: context.into(), name: name.into() }
+    }
+    /// Parse `name` or `context/name`.
+    pub fn parse(s: &str) -> Self {
+        match s.split_once('/') {
+            Some((c, n)) => ObjectRef::new(c, n),
+            None => ObjectRef::new(core(), s),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.context, self.name)
+    }
+}
+
+/// `action.set`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ActionSet {
+    pub action: Action,
+}
+
+/// `service.set`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServiceSet {
+    pub service: Service,
+}
+
+/// An action as stored, with where it came from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ActionView {
+    pub action: Action,
+    /// Managed from git (the reconciler owns it) or set by hand.
+    pub managed: bool,
+    pub revision: Option<String>,
+    pub updated_at_ms: i64,
+}
+
+/// The runtime state of a service: one explicit state machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    /// Not running and not wanted (or never started).
+    Inactive,
+    /// Waiting for the services it `requires` to become healthy.
+    Waiting,
+    /// Running its pre-actions, or its main process is up but not yet healthy.
+    Starting,
+    /// The main process is up and its health checks passed (or it has none).
+    Running,
+    /// It exited and a restart is scheduled (`crash_loop` says if it keeps failing fast).
+    Backoff,
+    /// A stop is in progress.
+    Stopping,
+    /// Its main action is a one-shot that finished successfully.
+    Exited,
+    /// It failed and will not be restarted (policy, retries used up, or a start error).
+    Failed,
+}
+
+impl ServiceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Inactive => "inactive",
+            ServiceState::Waiting => "waiting",
+            ServiceState::Starting => "starting",
+            ServiceState::Running => "running",
+            ServiceState::Backoff => "backoff",
+            ServiceState::Stopping => "stopping",
+            ServiceState::Exited => "exited",
+            ServiceState::Failed => "failed",
+        }
+    }
+    /// Counts as "up" for `requires`.
+    pub fn is_active(self) -> bool {
+        matches!(self, ServiceState::Running | ServiceState::Exited)
+    }
+}
+
+/// One health check's last result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckView {
+    /// e.g. `tcp 127.0.0.1:8080`, or a hero socket role (`service`, `ui`, `root/delivery`).
+    pub check: String,
+    pub healthy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub context: String,
+    pub name: String,
+    /// The wanted status from the spec: start | stop | ignore.
+    pub status: hero_proc_spec::ServiceStatus,
+    pub state: ServiceState,
+    pub pid: Option<u32>,
+    pub job_id: Option<i64>,
+    /// Restarts since the daemon started supervising it.
+    pub restarts: u32,
+    pub crash_loop: bool,
+    /// When the next restart happens, in a backoff.
+    pub backoff_until_ms: Option<i64>,
+    pub since_ms: i64,
+    pub last_exit: Option<String>,
+    /// Why it failed or is waiting.
+    pub reason: Option<String>,
+    pub health: Vec<CheckView>,
+    pub managed: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobPhase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobPhase::Pending => "pending",
+            JobPhase::Running => "running",
+            JobPhase::Succeeded => "succeeded",
+            JobPhase::Failed => "failed",
+            JobPhase::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<JobPhase> {
+        Some(match s {
+            "pending" => JobPhase::Pending,
+            "running" => JobPhase::Running,
+            "succeeded" => JobPhase::Succeeded,
+            "failed" => JobPhase::Failed,
+            "cancelled" => JobPhase::Cancelled,
+            _ => return None,
+        })
+    }
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobPhase::Succeeded | JobPhase::Failed | JobPhase::Cancelled)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobView {
+    pub id: i64,
+    pub run_id: Option<i64>,
+    /// `context/name` of the action.
+    pub action: String,
+    /// `context/name` of the service it runs for, if any.
+    pub service: Option<String>,
+    pub phase: JobPhase,
+    pub attempt: u32,
+    pub pid: Option<u32>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub error: Option<String>,
+    pub created_at_ms: i64,
+    pub started_at_ms: Option<i64>,
+    pub finished_at_ms: Option<i64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunView {
+    pub id: i64,
+    pub label: String,
+    pub phase: JobPhase,
+    pub created_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub jobs: Vec<JobView>,
+}
+
+/// `run.submit`: one job per action; `depends_on` between them orders the jobs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunSubmit {
+    /// `name` or `context/name` of each action.
+    pub actions: Vec<String>,
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// `job.list`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct JobQuery {
+    #[serde(default)]
+    pub phase: Option<JobPhase>,
+    /// `context/name` of a service.
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub run_id: Option<i64>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// `job.get`, `job.logs`, `run.get`, `run.cancel`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IdRef {
+    pub id: i64,
+}
+
+/// `job.logs`: output of a job, the last `tail` lines (all when absent).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobLogs {
+    pub id: i64,
+    #[serde(default)]
+    pub tail: Option<usize>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogLines {
+    pub lines: Vec<String>,
+}
+
+/// `log.query`: the daemon's structured events.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LogQuery {
+    /// Dotted prefix: `hero_proc.migration` matches `hero_proc.migration.x`.
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub min_level: Option<String>,
+    #[serde(default)]
+    pub since_ms: Option<i64>,
+    #[serde(default)]
+    pub contains: Option<String>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LogEventView {
+    pub ts_ms: i64,
+    pub source: String,
+    pub level: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<i64>,
+}
+
+/// `system.info`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SystemInfo {
+    pub version: String,
+    pub pid: u32,
+    pub started_at_ms: i64,
+    pub root: String,
+    pub socket: String,
+    pub db_path: String,
+    pub db_size_bytes: u64,
+    pub db_free_pages: u64,
+    pub log_dir: String,
+    pub log_bytes: u64,
+    pub services: usize,
+    pub services_running: usize,
+    pub actions: usize,
+    pub jobs_running: usize,
+}
+
+/// What a mutating call did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {
+    /// False when nothing had to change (e.g. starting a running service).
+    pub changed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
