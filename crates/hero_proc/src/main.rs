@@ -1,9 +1,13 @@
 //! `hero_proc`: the command-line interface. Parses flags and hands off to one module per
 //! command group; the work itself lives in the library crates.
 
+mod objects;
+mod ops;
+mod serve;
 mod validate;
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -20,6 +24,9 @@ struct Cli {
     /// Print more detail.
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// The daemon's RPC socket [default: $HERO_PROC_SOCKET, else $HERO_ROOTDIR/var/sockets/hero_proc.sock].
+    #[arg(long, global = true, env = "HERO_PROC_SOCKET")]
+    socket: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,6 +42,26 @@ enum Command {
     /// Check a config tree: YAML, schema, names, references, cycles, cron, durations,
     /// secrets, migrations and required services. Exit 1 on any error.
     Validate(validate::Args),
+    /// Run the daemon: supervise processes and serve the RPC socket.
+    Serve(serve::Args),
+    /// Actions: what to run (set, get, list, delete).
+    #[command(subcommand)]
+    Action(objects::ActionCmd),
+    /// Services: supervised actions (set, get, list, delete, start, stop, restart, status).
+    #[command(subcommand)]
+    Service(objects::ServiceCmd),
+    /// Jobs: single executions of an action (list, get, logs).
+    #[command(subcommand)]
+    Job(ops::JobCmd),
+    /// Runs: groups of jobs ordered by depends_on (submit, list, get, cancel).
+    #[command(subcommand)]
+    Run(ops::RunCmd),
+    /// The daemon's own event log (query).
+    #[command(subcommand)]
+    Log(ops::LogCmd),
+    /// The daemon itself (info).
+    #[command(subcommand)]
+    System(ops::SystemCmd),
 }
 
 /// Settings every command shares.
@@ -44,18 +71,39 @@ pub struct Output {
     pub verbose: bool,
     /// Colour only on a terminal, and never when NO_COLOR is set.
     pub color: bool,
+    pub socket: PathBuf,
+}
+
+impl Output {
+    pub fn json(&self) -> bool {
+        self.format == Format::Json
+    }
+    /// Print a value as JSON (for `--format json`).
+    pub fn print_json<T: serde::Serialize>(&self, v: &T) -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        Ok(())
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let socket = cli.socket.unwrap_or_else(|| hero_proc_rpc::default_socket(&hero_proc_daemon::Paths::default_root()));
     let out = Output {
         format: cli.format,
         quiet: cli.quiet,
         verbose: cli.verbose,
         color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        socket,
     };
     let result = match cli.command {
         Command::Validate(args) => validate::run(args, &out),
+        Command::Serve(args) => serve::run(args, &out),
+        Command::Action(cmd) => block_on(objects::action(cmd, &out)),
+        Command::Service(cmd) => block_on(objects::service(cmd, &out)),
+        Command::Job(cmd) => block_on(ops::job(cmd, &out)),
+        Command::Run(cmd) => block_on(ops::run(cmd, &out)),
+        Command::Log(cmd) => block_on(ops::log(cmd, &out)),
+        Command::System(cmd) => block_on(ops::system(cmd, &out)),
     };
     match result {
         Ok(code) => code,
@@ -64,4 +112,14 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Client commands are short: a current-thread runtime is enough.
+fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(f: F) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(f)
+}
+
+/// Connect to the daemon named by `--socket`.
+pub async fn connect(out: &Output) -> anyhow::Result<hero_proc_rpc::Client> {
+    Ok(hero_proc_rpc::Client::connect(&out.socket).await?)
 }

@@ -9,3 +9,6 @@ pub mod backoff;
 pub mod health;
 pub mod paths;
 pub mod process;
+pub mod supervisor;
+
+pub use supervisor::{Engine, EngineConfig, EngineError, NoSecrets, SecretSource};

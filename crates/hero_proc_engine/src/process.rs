@@ -60,7 +60,7 @@ impl std::fmt::Display for Exit {
         match self {
             Exit::Code(c) => write!(f, "exit code {c}"),
             Exit::Signal(s) => write!(f, "killed by signal {s}"),
-            Exit::Unknown => f.write_str("exited (status unknown: re-attached process)"),
+            Exit::Unknown => f.write_str("status unknown (re-attached process)"),
         }
     }
 }

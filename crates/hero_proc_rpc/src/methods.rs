@@ -112,7 +112,12 @@ pub const METHODS: &[MethodDoc] = &[
         params: &[("limit", "integer", false)],
         result: "RunView[]",
     },
-    MethodDoc { name: "run.get", summary: "One run with its jobs.", params: ID, result: "RunView" },
+    MethodDoc {
+        name: "run.get",
+        summary: "One run with its jobs (`jobs: false` leaves them out).",
+        params: &[("id", "integer", true), ("jobs", "boolean", false)],
+        result: "RunView",
+    },
     MethodDoc {
         name: "run.cancel",
         summary: "Cancel a run: pending jobs are cancelled, running ones stopped.",

@@ -218,10 +218,22 @@ pub struct JobQuery {
     pub limit: Option<u32>,
 }
 
-/// `job.get`, `job.logs`, `run.get`, `run.cancel`.
+/// `job.get`, `run.cancel`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IdRef {
     pub id: i64,
+}
+
+/// `run.get`: `jobs: false` leaves the job list out (cheap polling of a big run).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunGet {
+    pub id: i64,
+    #[serde(default = "yes")]
+    pub jobs: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `job.logs`: output of a job, the last `tail` lines (all when absent).

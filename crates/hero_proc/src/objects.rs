@@ -1,0 +1,249 @@
+//! `hero_proc action ...` and `hero_proc service ...`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use hero_proc_rpc::wire::*;
+use hero_proc_spec::{Diagnostics, ObjectSet, Service};
+use serde_json::json;
+
+use crate::{Output, connect};
+
+#[derive(Subcommand)]
+pub enum ActionCmd {
+    /// Create or replace the actions (and services) of a YAML file in the actions/*.yaml format.
+    Set { file: PathBuf },
+    /// Show one action: `name` or `context/name`.
+    Get { name: String },
+    /// List actions.
+    List,
+    /// Delete an action no service uses.
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum ServiceCmd {
+    /// Create or replace the services (and actions) of a YAML file in the actions/*.yaml format.
+    Set {
+        file: PathBuf,
+    },
+    /// Show one service's spec.
+    Get {
+        name: String,
+    },
+    /// List services with their state.
+    List,
+    /// Stop and delete a service.
+    Delete {
+        name: String,
+    },
+    Start {
+        name: String,
+    },
+    Stop {
+        name: String,
+    },
+    Restart {
+        name: String,
+    },
+    /// State, pid, restarts and health tree of one service.
+    Status {
+        name: String,
+    },
+}
+
+fn oref(name: &str) -> serde_json::Value {
+    let r = ObjectRef::parse(name);
+    json!({ "context": r.context, "name": r.name })
+}
+
+/// Read and check a YAML file with the validator's rules; print its problems.
+fn load_file(file: &PathBuf) -> anyhow::Result<ObjectSet> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut diags = Diagnostics::new();
+    let set = hero_proc_spec::load::parse_objects(&file.display().to_string(), &text, &mut diags);
+    let errors = diags.errors();
+    for d in diags.finish() {
+        eprintln!("{d}");
+    }
+    if errors > 0 {
+        bail!("{}: {errors} error(s); nothing was sent", file.display());
+    }
+    Ok(set)
+}
+
+/// Actions first, so services never refer to an action that is not there yet.
+async fn send_set(set: ObjectSet, out: &Output) -> anyhow::Result<ExitCode> {
+    let mut client = connect(out).await?;
+    let mut results = Vec::new();
+    for a in set.actions {
+        let key = format!("action {}/{}", a.context, a.name);
+        let d: Done = client.call("action.set", json!({ "action": a })).await.with_context(|| key.clone())?;
+        results.push((key, d.changed));
+    }
+    for s in set.services {
+        let key = format!("service {}/{}", s.context, s.name);
+        let d: Done = client.call("service.set", json!({ "service": s })).await.with_context(|| key.clone())?;
+        results.push((key, d.changed));
+    }
+    if out.json() {
+        let v: Vec<_> = results.iter().map(|(k, c)| json!({ "object": k, "changed": c })).collect();
+        out.print_json(&v)?;
+    } else if !out.quiet {
+        for (k, changed) in results {
+            println!("{k}: {}", if changed { "set" } else { "unchanged" });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn action(cmd: ActionCmd, out: &Output) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ActionCmd::Set { file } => send_set(load_file(&file)?, out).await,
+        ActionCmd::Get { name } => {
+            let v: ActionView = connect(out).await?.call("action.get", oref(&name)).await?;
+            if out.json() {
+                out.print_json(&v)?;
+            } else {
+                let origin = if v.managed {
+                    format!("managed from git at {}", v.revision.as_deref().unwrap_or("?"))
+                } else {
+                    "set by hand".into()
+                };
+                println!("# {}/{} ({origin})", v.action.context, v.action.name);
+                print!("{}", serde_yaml_ng::to_string(&v.action)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ActionCmd::List => {
+            let list: Vec<ActionView> = connect(out).await?.call("action.list", json!({})).await?;
+            if out.json() {
+                out.print_json(&list)?;
+            } else {
+                println!("{:<32} {:<9} {:<8} SCRIPT", "ACTION", "KIND", "ORIGIN");
+                for v in list {
+                    let kind = if v.action.process {
+                        "process"
+                    } else if v.action.schedule.is_some() {
+                        "cron"
+                    } else {
+                        "one-shot"
+                    };
+                    let script: String = v.action.script.lines().next().unwrap_or("").chars().take(60).collect();
+                    println!(
+                        "{:<32} {:<9} {:<8} {script}",
+                        format!("{}/{}", v.action.context, v.action.name),
+                        kind,
+                        if v.managed { "git" } else { "manual" }
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ActionCmd::Delete { name } => simple(out, "action.delete", &name, "deleted", "not found").await,
+    }
+}
+
+async fn simple(out: &Output, method: &str, name: &str, yes: &str, no: &str) -> anyhow::Result<ExitCode> {
+    let d: Done = connect(out).await?.call(method, oref(name)).await?;
+    if out.json() {
+        out.print_json(&d)?;
+    } else if !out.quiet {
+        let r = ObjectRef::parse(name);
+        println!("{r}: {}", if d.changed { yes } else { no });
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn service(cmd: ServiceCmd, out: &Output) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ServiceCmd::Set { file } => send_set(load_file(&file)?, out).await,
+        ServiceCmd::Get { name } => {
+            let s: Service = connect(out).await?.call("service.get", oref(&name)).await?;
+            if out.json() {
+                out.print_json(&s)?;
+            } else {
+                print!("{}", serde_yaml_ng::to_string(&s)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCmd::List => {
+            let list: Vec<ServiceView> = connect(out).await?.call("service.list", json!({})).await?;
+            if out.json() {
+                out.print_json(&list)?;
+            } else {
+                println!("{:<32} {:<7} {:<9} {:>8} {:>8}  REASON", "SERVICE", "WANT", "STATE", "PID", "RESTARTS");
+                for s in list {
+                    println!(
+                        "{:<32} {:<7} {:<9} {:>8} {:>8}  {}",
+                        format!("{}/{}", s.context, s.name),
+                        status_name(s.status),
+                        s.state.as_str(),
+                        s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+                        s.restarts,
+                        s.reason.unwrap_or_default()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ServiceCmd::Delete { name } => simple(out, "service.delete", &name, "deleted", "not found").await,
+        ServiceCmd::Start { name } => simple(out, "service.start", &name, "starting", "already running").await,
+        ServiceCmd::Stop { name } => simple(out, "service.stop", &name, "stopping", "not running").await,
+        ServiceCmd::Restart { name } => simple(out, "service.restart", &name, "restarting", "restarting").await,
+        ServiceCmd::Status { name } => {
+            let s: ServiceView = connect(out).await?.call("service.status", oref(&name)).await?;
+            if out.json() {
+                out.print_json(&s)?;
+            } else {
+                print_status(&s);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn status_name(s: hero_proc_spec::ServiceStatus) -> &'static str {
+    match s {
+        hero_proc_spec::ServiceStatus::Start => "start",
+        hero_proc_spec::ServiceStatus::Stop => "stop",
+        hero_proc_spec::ServiceStatus::Ignore => "ignore",
+    }
+}
+
+/// The SPEC 5.4 tree: `S: running (pid N)` then one line per check.
+fn print_status(s: &ServiceView) {
+    let pid = s.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    let crash = if s.crash_loop { ", crash loop" } else { "" };
+    println!("{}: {}{pid}{crash}", s.name, s.state.as_str());
+    println!("  context:  {}", s.context);
+    println!("  wanted:   {}", status_name(s.status));
+    println!("  restarts: {}", s.restarts);
+    if let Some(e) = &s.last_exit {
+        println!("  last exit: {e}");
+    }
+    if let Some(r) = &s.reason {
+        println!("  reason:   {r}");
+    }
+    let (domains, checks): (Vec<_>, Vec<_>) =
+        s.health.iter().partition(|c| c.check.contains('/') && !c.check.contains(' '));
+    for c in checks {
+        println!("  {}: {}", c.check, health_word(c));
+    }
+    if !domains.is_empty() {
+        println!("  domains:");
+        for c in domains {
+            println!("    {}: {}", c.check, health_word(c));
+        }
+    }
+}
+
+fn health_word(c: &CheckView) -> String {
+    match (&c.healthy, &c.detail) {
+        (true, _) => "healthy".into(),
+        (false, Some(d)) => format!("unhealthy ({d})"),
+        (false, None) => "unhealthy".into(),
+    }
+}

@@ -1,0 +1,248 @@
+//! `hero_proc job|run|log|system ...`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Subcommand;
+use hero_proc_rpc::wire::*;
+use serde_json::json;
+
+use crate::{Output, connect};
+
+#[derive(Subcommand)]
+pub enum JobCmd {
+    /// Jobs, newest first.
+    List {
+        #[arg(long)]
+        phase: Option<String>,
+        /// `name` or `context/name` of a service.
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        run: Option<i64>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    Get {
+        id: i64,
+    },
+    /// A job's output (stdout and stderr).
+    Logs {
+        id: i64,
+        /// Only the last N lines.
+        #[arg(long)]
+        tail: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RunCmd {
+    /// Create a run with one job per action (`name` or `context/name`).
+    Submit {
+        #[arg(required = true)]
+        actions: Vec<String>,
+        #[arg(long)]
+        label: Option<String>,
+        /// Wait for the run to finish; exit 1 if it did not succeed.
+        #[arg(long)]
+        wait: bool,
+    },
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    Get {
+        id: i64,
+    },
+    Cancel {
+        id: i64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LogCmd {
+    /// The daemon's structured events, newest first.
+    Query {
+        /// Dotted source prefix, e.g. hero_proc.auto_start_db.
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        level: Option<String>,
+        #[arg(long)]
+        contains: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SystemCmd {
+    /// Version, paths, database size and counts.
+    Info,
+}
+
+fn print_jobs(jobs: &[JobView]) {
+    println!("{:>7} {:>5} {:<10} {:<28} {:>8} {:<20} ERROR", "JOB", "RUN", "PHASE", "ACTION", "PID", "EXIT");
+    for j in jobs {
+        let exit = match (j.exit_code, j.signal) {
+            (Some(c), _) => format!("code {c}"),
+            (None, Some(s)) => format!("signal {s}"),
+            _ => "-".into(),
+        };
+        println!(
+            "{:>7} {:>5} {:<10} {:<28} {:>8} {:<20} {}",
+            j.id,
+            j.run_id.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+            j.phase.as_str(),
+            j.action,
+            j.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            exit,
+            j.error.clone().unwrap_or_default()
+        );
+    }
+}
+
+pub async fn job(cmd: JobCmd, out: &Output) -> anyhow::Result<ExitCode> {
+    let mut c = connect(out).await?;
+    match cmd {
+        JobCmd::List { phase, service, run, limit } => {
+            let phase = match phase.as_deref() {
+                None => None,
+                Some(p) => Some(JobPhase::parse(p).ok_or_else(|| {
+                    anyhow::anyhow!("unknown phase `{p}`: one of pending, running, succeeded, failed, cancelled")
+                })?),
+            };
+            let jobs: Vec<JobView> =
+                c.call("job.list", JobQuery { phase, service, run_id: run, limit: Some(limit) }).await?;
+            if out.json() { out.print_json(&jobs)? } else { print_jobs(&jobs) }
+        }
+        JobCmd::Get { id } => {
+            let j: JobView = c.call("job.get", json!({ "id": id })).await?;
+            if out.json() { out.print_json(&j)? } else { print_jobs(&[j]) }
+        }
+        JobCmd::Logs { id, tail } => {
+            let l: LogLines = c.call("job.logs", json!({ "id": id, "tail": tail })).await?;
+            if out.json() {
+                out.print_json(&l)?
+            } else {
+                for line in l.lines {
+                    println!("{line}");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn run(cmd: RunCmd, out: &Output) -> anyhow::Result<ExitCode> {
+    let mut c = connect(out).await?;
+    match cmd {
+        RunCmd::Submit { actions, label, wait } => {
+            let mut r: RunView = c.call("run.submit", RunSubmit { actions, label }).await?;
+            if wait {
+                // The run's jobs report through the store; poll the run, gently.
+                let mut delay = Duration::from_millis(5);
+                while !r.phase.is_terminal() {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(200));
+                    r = c.call("run.get", json!({ "id": r.id, "jobs": false })).await?;
+                }
+                r = c.call("run.get", json!({ "id": r.id })).await?;
+            }
+            if out.json() {
+                out.print_json(&r)?;
+            } else if !out.quiet {
+                println!("run {} ({}): {}", r.id, r.label, r.phase.as_str());
+                print_jobs(&r.jobs);
+            }
+            if wait && r.phase != JobPhase::Succeeded {
+                eprintln!(
+                    "error: run {} {}; see `hero_proc job logs <id>` for each job's output",
+                    r.id,
+                    r.phase.as_str()
+                );
+                return Ok(ExitCode::from(1));
+            }
+        }
+        RunCmd::List { limit } => {
+            let runs: Vec<RunView> = c.call("run.list", json!({ "limit": limit })).await?;
+            if out.json() {
+                out.print_json(&runs)?
+            } else {
+                println!("{:>6} {:<10} {:>5}  LABEL", "RUN", "PHASE", "JOBS");
+                for r in runs {
+                    println!("{:>6} {:<10} {:>5}  {}", r.id, r.phase.as_str(), r.jobs.len(), r.label);
+                }
+            }
+        }
+        RunCmd::Get { id } => {
+            let r: RunView = c.call("run.get", json!({ "id": id })).await?;
+            if out.json() {
+                out.print_json(&r)?
+            } else {
+                println!("run {} ({}): {}", r.id, r.label, r.phase.as_str());
+                print_jobs(&r.jobs);
+            }
+        }
+        RunCmd::Cancel { id } => {
+            let d: Done = c.call("run.cancel", json!({ "id": id })).await?;
+            if out.json() {
+                out.print_json(&d)?
+            } else {
+                println!("run {id}: {}", if d.changed { "cancelling" } else { "already finished" })
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn log(cmd: LogCmd, out: &Output) -> anyhow::Result<ExitCode> {
+    let LogCmd::Query { source, level, contains, limit } = cmd;
+    let events: Vec<LogEventView> = connect(out)
+        .await?
+        .call("log.query", LogQuery { source, min_level: level, since_ms: None, contains, limit: Some(limit) })
+        .await?;
+    if out.json() {
+        out.print_json(&events)?;
+    } else {
+        for e in events {
+            println!("{} {:<5} {} {}", fmt_ms(e.ts_ms), e.level, e.source, e.message);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn system(cmd: SystemCmd, out: &Output) -> anyhow::Result<ExitCode> {
+    let SystemCmd::Info = cmd;
+    let i: SystemInfo = connect(out).await?.call("system.info", json!({})).await?;
+    if out.json() {
+        out.print_json(&i)?;
+    } else {
+        println!("hero_proc {} (pid {})", i.version, i.pid);
+        println!("  root:      {}", i.root);
+        println!("  socket:    {}", i.socket);
+        println!("  database:  {} ({} bytes, {} free pages)", i.db_path, i.db_size_bytes, i.db_free_pages);
+        println!("  logs:      {} ({} bytes)", i.log_dir, i.log_bytes);
+        println!("  services:  {} ({} running)", i.services, i.services_running);
+        println!("  actions:   {}", i.actions);
+        println!("  jobs running: {}", i.jobs_running);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Milliseconds since the epoch as UTC `YYYY-MM-DDTHH:MM:SS.mmmZ`, without a date crate.
+fn fmt_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms.rem_euclid(1000))
+}

@@ -1,0 +1,81 @@
+//! `hero_proc serve` as a library function: the binary only parses flags, and tests
+//! boot the real daemon in-process (or as a process) against a temporary root.
+//!
+//! Start-up order (SPEC 5.1): state folders (0700), the root lock (one daemon per
+//! root), the store (schema migrations), the log store, the engine (re-attach, then
+//! autostart), then the RPC socket (0600). A stop leaves supervised processes running
+//! unless `stop_on_exit`; the next daemon re-attaches to them.
+
+pub mod lock;
+pub mod paths;
+pub mod rpc;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use hero_proc_engine::{Engine, EngineConfig, NoSecrets, SecretSource};
+use hero_proc_logstore::{LogStore, LogStoreConfig};
+use hero_proc_store::Store;
+use thiserror::Error;
+
+pub use paths::Paths;
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("cannot create {path}: {source}")]
+    Folder { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error("cannot open the database: {0}")]
+    Store(#[from] hero_proc_store::StoreError),
+    #[error("cannot open the log store: {0}")]
+    Logs(#[from] hero_proc_logstore::Error),
+    #[error("cannot listen on {path}: {source}")]
+    Socket { path: String, source: std::io::Error },
+}
+
+/// Everything `serve` needs besides a shutdown signal.
+pub struct ServeOptions {
+    pub paths: Paths,
+    pub stop_on_exit: bool,
+    pub secrets: Option<Arc<dyn SecretSource>>,
+}
+
+/// A running daemon: the engine handle and what the RPC server shares.
+pub struct Daemon {
+    pub engine: Engine,
+    pub paths: Paths,
+    _lock: lock::RootLock,
+}
+
+/// Run the daemon until `shutdown` resolves. Returns once the socket is closed and the
+/// engine has stopped (supervised processes keep running unless `stop_on_exit`).
+pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let daemon = start(opts)?;
+    let listener = rpc::bind(&daemon.paths.socket)?;
+    let ctx = Arc::new(rpc::Ctx::new(daemon.engine.clone(), daemon.paths.clone()));
+    tracing::info!(socket = %daemon.paths.socket.display(), root = %daemon.paths.root.display(), "hero_proc serving");
+    rpc::serve(listener, ctx, shutdown).await;
+    let _ = daemon.engine.shutdown().await;
+    let _ = std::fs::remove_file(&daemon.paths.socket);
+    Ok(())
+}
+
+/// Set up state, lock, store, logs and engine (no socket yet).
+pub fn start(opts: ServeOptions) -> Result<Daemon, DaemonError> {
+    let paths = opts.paths;
+    paths.create_folders()?;
+    let lock = lock::RootLock::acquire(&paths.lock_file(), &paths.root)?;
+    let store = Arc::new(Store::open(&paths.db)?);
+    let logs = Arc::new(LogStore::open(&paths.logs, LogStoreConfig::default())?);
+    let engine = Engine::start(
+        store,
+        logs,
+        EngineConfig {
+            expand: paths.expand(),
+            secrets: opts.secrets.unwrap_or_else(|| Arc::new(NoSecrets)),
+            stop_on_exit: opts.stop_on_exit,
+        },
+    );
+    Ok(Daemon { engine, paths, _lock: lock })
+}

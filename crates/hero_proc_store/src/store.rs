@@ -1,0 +1,363 @@
+//! Opening the database, the [`Store`] handle and the [`Tx`] transaction type.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::db::Db;
+use crate::error::{StoreError, classify, classify_io};
+use crate::schema::{self, APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
+use crate::types::OpenInfo;
+
+/// Knobs for opening a [`Store`].
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// How long a statement waits for another connection's lock before [`StoreError::Busy`].
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { busy_timeout: Duration::from_millis(5000) }
+    }
+}
+
+/// WAL files are truncated to this after a checkpoint, so one burst does not leave a huge
+/// WAL behind for the life of the daemon.
+const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+/// Rows per index `ANALYZE` samples: keeps `ANALYZE` cost independent of history size.
+const ANALYSIS_LIMIT: i64 = 1000;
+
+/// The daemon's SQLite store.
+///
+/// One connection behind a mutex: the API is synchronous and the engine calls it from
+/// `spawn_blocking`. `Store` is `Send + Sync`; share it in an `Arc`.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+    busy_timeout: Duration,
+    read_only: bool,
+    info: OpenInfo,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).field("read_only", &self.read_only).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` for reading and writing, with
+    /// default options. See [`Store::open_with`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        Store::open_with(path, &StoreOptions::default())
+    }
+
+    /// Opens (creating if needed) the database at `path` for reading and writing.
+    ///
+    /// Creates missing parent folders (0700) and the file (0600); an existing file readable
+    /// by group or others is narrowed to the owner. A new database gets
+    /// `auto_vacuum=INCREMENTAL` before its first table (the only time it can be set), so
+    /// compaction can shrink the file. Then WAL, `synchronous=NORMAL`, foreign keys, and
+    /// the internal schema migrations, all pending ones in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::ReadOnly`] when the file or folder is not writable (checked here, so
+    /// the daemon fails at start rather than on its first job), [`StoreError::Corrupt`] for
+    /// a file that is not a hero_proc database, [`StoreError::SchemaTooNew`] for a database
+    /// written by a newer hero_proc, [`StoreError::Busy`] when another process holds the
+    /// lock during migration.
+    pub fn open_with(path: impl AsRef<Path>, opts: &StoreOptions) -> Result<Store, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        prepare_file(&path)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn =
+            Connection::open_with_flags(&path, flags).map_err(|e| classify(&path, opts.busy_timeout, 0, e))?;
+        let created = {
+            let db = Db::new(&conn, &path, opts.busy_timeout);
+            conn.busy_timeout(opts.busy_timeout).map_err(|e| db.fail(e))?;
+            // SQLite falls back to read-only when the file is not writable; refuse here.
+            if conn.is_readonly(rusqlite::MAIN_DB).map_err(|e| db.fail(e))? {
+                return Err(StoreError::ReadOnly { path });
+            }
+            let found = check_header(&db)?;
+            let created = found.is_none();
+            if created {
+                // Must precede the first table; it is a no-op on existing databases.
+                conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(|e| db.fail(e))?;
+            }
+            let mode: String =
+                conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(|e| db.fail(e))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                tracing::warn!(path = %path.display(), mode, "database could not switch to WAL; readers will block writers");
+            }
+            for (name, value) in [
+                ("synchronous", "NORMAL"),
+                ("foreign_keys", "ON"),
+                ("journal_size_limit", &JOURNAL_SIZE_LIMIT.to_string()),
+                ("analysis_limit", &ANALYSIS_LIMIT.to_string()),
+            ] {
+                conn.pragma_update(None, name, value).map_err(|e| db.fail(e))?;
+            }
+            created
+        };
+        let (from, to) =
+            schema::migrate(&mut conn, MIGRATIONS).map_err(|e| Db::new(&conn, &path, opts.busy_timeout).fail(e))?;
+        // Another process may have migrated between check_header and migrate.
+        if from > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew { path, found: from, known: SCHEMA_VERSION });
+        }
+        if from < to {
+            tracing::info!(path = %path.display(), from, to, "database schema migrated");
+        }
+        {
+            let db = Db::new(&conn, &path, opts.busy_timeout);
+            let tx =
+                rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).map_err(|e| db.fail(e))?;
+            tx.execute_batch(schema::RECOUNT).map_err(|e| db.fail(e))?;
+            tx.commit().map_err(|e| db.fail(e))?;
+        }
+        let info = OpenInfo { created, schema_from: from, schema_to: to };
+        Ok(Store { conn: Mutex::new(conn), path, busy_timeout: opts.busy_timeout, read_only: false, info })
+    }
+
+    /// Opens an existing database without writing to it (`reconcile --db`, `validate --db`).
+    /// Runs no migration.
+    ///
+    /// # Errors
+    /// [`StoreError::NoDatabase`] if the file is missing, [`StoreError::SchemaTooOld`] /
+    /// [`StoreError::SchemaTooNew`] unless the schema is exactly this build's,
+    /// [`StoreError::Corrupt`] for a file that is not a hero_proc database.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        Store::open_read_only_with(path, &StoreOptions::default())
+    }
+
+    /// [`Store::open_read_only`] with options.
+    pub fn open_read_only_with(path: impl AsRef<Path>, opts: &StoreOptions) -> Result<Store, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if !path.is_file() {
+            return Err(StoreError::NoDatabase { path });
+        }
+        let (conn, version) = match open_read_only_conn(&path, opts, false) {
+            // A WAL database needs its -shm file, which cannot be created in a read-only
+            // folder (SQLITE_READONLY_CANTINIT). Without a WAL every committed row is in the
+            // main file, and no writer can be at work in a folder it cannot write to, so
+            // reading the file as immutable is exact.
+            Err(StoreError::ReadOnly { .. }) if crate::db::file_sizes(&path).1 == 0 => {
+                open_read_only_conn(&path, opts, true)?
+            }
+            other => other?,
+        };
+        if version < SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooOld { path, found: version, known: SCHEMA_VERSION });
+        }
+        let info = OpenInfo { created: false, schema_from: version, schema_to: version };
+        Ok(Store { conn: Mutex::new(conn), path, busy_timeout: opts.busy_timeout, read_only: true, info })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What opening found and did (created? migrated from which version?).
+    pub fn open_info(&self) -> OpenInfo {
+        self.info
+    }
+
+    /// Opened with [`Store::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Runs `f` in one write transaction and commits if it returns `Ok`.
+    ///
+    /// The reconciler applies config rows, secrets and its inventory through one call, so
+    /// a plan is applied entirely or not at all.
+    ///
+    /// # Guarantees
+    /// - Atomic: if `f` returns `Err` (or panics), every write made through `tx` is rolled
+    ///   back; nothing is half-applied. If the commit itself fails, likewise.
+    /// - Isolated: the transaction takes the write lock when it starts (`BEGIN IMMEDIATE`),
+    ///   so reads made through `tx` see exactly the state the writes apply to, and no other
+    ///   writer (thread or process) interleaves.
+    /// - Durable on commit against process crashes; against power loss, the last
+    ///   transactions may roll back (`synchronous=NORMAL` in WAL mode) but the file stays
+    ///   consistent.
+    ///
+    /// # Assumptions
+    /// `f` is short: the store's mutex and the database write lock are held while it runs,
+    /// so it must not wait on the network, on processes, or call back into this `Store`
+    /// (that would deadlock on the mutex).
+    ///
+    /// # Errors
+    /// [`StoreError::OpenedReadOnly`] on a read-only handle; [`StoreError::Busy`] if
+    /// another process holds the write lock past the busy timeout; otherwise the error
+    /// `f` returned or the commit's ([`StoreError::DiskFull`], [`StoreError::ReadOnly`]...).
+    pub fn transaction<T>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.transaction_with(f)
+    }
+
+    /// [`Store::transaction`] for closures with their own error type (anything a
+    /// [`StoreError`] converts into, e.g. `anyhow::Error`).
+    pub fn transaction_with<T, E: From<StoreError>>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E> {
+        self.ensure_writable()?;
+        let guard = self.lock();
+        // Holding the mutex rules out nesting, so the unchecked (shared-borrow) form is
+        // safe, and it leaves `guard` readable for error classification.
+        let tx = match rusqlite::Transaction::new_unchecked(&guard, TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => return Err(self.db(&guard).fail(e).into()),
+        };
+        let tx = Tx { tx, path: &self.path, busy_timeout: self.busy_timeout };
+        let out = f(&tx)?; // On Err the Transaction drops and rolls back.
+        if let Err(e) = tx.tx.commit() {
+            return Err(self.db(&guard).fail(e).into());
+        }
+        Ok(out)
+    }
+
+    /// Runs a read on the connection (single statements read a consistent snapshot).
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Db<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let guard = self.lock();
+        f(&self.db(&guard))
+    }
+
+    /// Runs `f` on the locked connection outside any transaction (pragmas that manage their
+    /// own, like `incremental_vacuum` and `wal_checkpoint`).
+    pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&Db<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.ensure_writable()?;
+        let guard = self.lock();
+        f(&self.db(&guard))
+    }
+
+    pub(crate) fn ensure_writable(&self) -> Result<(), StoreError> {
+        if self.read_only { Err(StoreError::OpenedReadOnly { path: self.path.clone() }) } else { Ok(()) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic inside a transaction rolled it back while unwinding: the connection is fine.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn db<'a>(&'a self, conn: &'a Connection) -> Db<'a> {
+        Db::new(conn, &self.path, self.busy_timeout)
+    }
+}
+
+/// A write transaction, see [`Store::transaction`]. Every write method of [`Store`] exists
+/// here too (the `Store` ones are one-call transactions), plus the reads a planner needs.
+pub struct Tx<'a> {
+    tx: rusqlite::Transaction<'a>,
+    path: &'a Path,
+    busy_timeout: Duration,
+}
+
+impl Tx<'_> {
+    pub(crate) fn db(&self) -> Db<'_> {
+        Db::new(&self.tx, self.path, self.busy_timeout)
+    }
+}
+
+/// Creates the parent folder (0700) and the file (0600) if missing; narrows an existing
+/// file that group or others can read.
+fn prepare_file(path: &Path) -> Result<(), StoreError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.is_dir()
+    {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(parent).map_err(|e| classify_io(path, "create folder", e))?;
+    }
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    match o.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            #[cfg(unix)]
+            narrow_permissions(path);
+            Ok(())
+        }
+        Err(e) => Err(classify_io(path, "create file", e)),
+    }
+}
+
+/// Only ever removes bits: a file an operator made read-only stays read-only.
+#[cfg(unix)]
+fn narrow_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else { return };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        let narrowed = mode & !0o077;
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(narrowed)) {
+            Ok(()) => tracing::warn!(path = %path.display(), from = format!("{mode:o}"), to = format!("{narrowed:o}"),
+                "database file was readable by others; narrowed its permissions"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "database file is readable by others and could not be narrowed")
+            }
+        }
+    }
+}
+
+fn open_read_only_conn(path: &Path, opts: &StoreOptions, immutable: bool) -> Result<(Connection, u32), StoreError> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = if immutable {
+        flags |= OpenFlags::SQLITE_OPEN_URI;
+        Connection::open_with_flags(format!("file:{}?immutable=1", uri_escape(path)), flags)
+    } else {
+        Connection::open_with_flags(path, flags)
+    }
+    .map_err(|e| classify(path, opts.busy_timeout, 0, e))?;
+    let version = {
+        let db = Db::new(&conn, path, opts.busy_timeout);
+        conn.busy_timeout(opts.busy_timeout).map_err(|e| db.fail(e))?;
+        check_header(&db)?.unwrap_or(0)
+    };
+    Ok((conn, version))
+}
+
+/// Percent-encodes a path for a `file:` URI.
+fn uri_escape(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reads the header fields that decide whether the file is ours. `None` means an empty
+/// database (new); `Some(v)` an existing hero_proc database at schema `v`.
+fn check_header(db: &Db<'_>) -> Result<Option<u32>, StoreError> {
+    let version = schema::user_version(db.conn).map_err(|e| db.fail(e))?;
+    let app: i32 = db.conn.query_row("PRAGMA application_id", [], |r| r.get(0)).map_err(|e| db.fail(e))?;
+    let objects: i64 =
+        db.conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(|e| db.fail(e))?;
+    let path = db.path.to_path_buf();
+    if version == 0 && app == 0 && objects == 0 {
+        return Ok(None);
+    }
+    if app != APPLICATION_ID {
+        let detail = if app == 0 {
+            "an SQLite database of another program".to_owned()
+        } else {
+            format!("an SQLite database with application_id {app:#x}")
+        };
+        return Err(StoreError::Corrupt { path, detail });
+    }
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew { path, found: version, known: SCHEMA_VERSION });
+    }
+    Ok(Some(version))
+}

@@ -1,0 +1,265 @@
+//! End to end: the real daemon and CLI, real processes, a real SQLite file, a real
+//! Unix socket. Each test has its own HERO_ROOTDIR.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const WEB: &str = "actions:\n  - name: web\n    interpreter: sh\n    script: echo web up; exec sleep 1000\n    process: true\n    restart: { policy: always, delay: 100ms, max_delay: 1s }\nservices:\n  - name: web\n";
+
+fn pid_of(s: &serde_json::Value) -> u32 {
+    s["pid"].as_u64().expect("has a pid") as u32
+}
+
+#[test]
+fn services_survive_a_daemon_kill_and_are_reattached_not_duplicated() {
+    let mut d = Daemon::start();
+    d.set(WEB);
+    d.set(&WEB.replace("web", "api"));
+    let web = pid_of(&d.wait_status("web", "running", |s| s["state"] == "running"));
+    let api = pid_of(&d.wait_status("api", "running", |s| s["state"] == "running"));
+    assert_eq!(d.children(), {
+        let mut v = vec![web, api];
+        v.sort();
+        v
+    });
+
+    d.kill9();
+    assert!(alive(web) && alive(api), "a daemon crash must not take its services with it");
+    d.spawn();
+    let s = d.wait_status("web", "running", |s| s["state"] == "running");
+    assert_eq!(pid_of(&s), web, "re-attached to the same process");
+    assert_eq!(pid_of(&d.status("api")), api);
+    // Give a buggy daemon the chance to start duplicates, then count.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.children().len(), 2, "no duplicates: {:?}", d.children());
+
+    // A re-attached process that dies is noticed (pidfd) and restarted.
+    unsafe { libc::kill(web as i32, libc::SIGKILL) };
+    let s = d.wait_status("web", "restarted", |s| s["state"] == "running" && s["pid"].as_u64() != Some(web as u64));
+    assert_eq!(s["restarts"], 1);
+    assert!(!alive(web));
+}
+
+#[test]
+fn a_killed_service_is_restarted_with_backoff_and_a_crash_loop_is_visible() {
+    let d = Daemon::start();
+    d.set(WEB);
+    let first = pid_of(&d.wait_status("web", "running", |s| s["state"] == "running"));
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    let s = d.wait_status("web", "restarted", |s| s["state"] == "running" && s["pid"].as_u64() != Some(first as u64));
+    assert_eq!(s["restarts"], 1);
+    assert_eq!(d.children().len(), 1);
+
+    d.set("actions:\n  - name: crashy\n    interpreter: sh\n    script: exit 3\n    process: true\n    restart: { policy: on-failure, delay: 50ms, max_delay: 200ms }\nservices:\n  - name: crashy\n");
+    let s = d.wait_status("crashy", "crash looping", |s| s["crash_loop"] == true);
+    assert!(s["reason"].as_str().unwrap().contains("crash loop"), "{s}");
+    assert!(s["last_exit"].as_str().unwrap().contains("exit code 3"), "{s}");
+}
+
+#[test]
+fn a_term_ignoring_service_is_killed_after_its_stop_timeout_with_its_children() {
+    let d = Daemon::start();
+    d.set("actions:\n  - name: stubborn\n    interpreter: sh\n    script: trap '' TERM; sleep 1000 & wait\n    process: true\n    stop: { signal: SIGTERM, timeout: 500ms }\nservices:\n  - name: stubborn\n");
+    d.wait_status("stubborn", "running", |s| s["state"] == "running");
+    wait_for("the grandchild", Duration::from_secs(5), || d.children().len() == 2);
+    let t = Instant::now();
+    assert!(d.cli(&["service", "stop", "stubborn"]).status.success());
+    d.wait_status("stubborn", "inactive", |s| s["state"] == "inactive");
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(450), "stopped before the timeout: {took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    wait_for("the whole group to be gone", Duration::from_secs(3), || d.children().is_empty());
+}
+
+#[test]
+fn concurrent_restarts_leave_exactly_one_process() {
+    let d = Daemon::start();
+    d.set(WEB);
+    let first = pid_of(&d.wait_status("web", "running", |s| s["state"] == "running"));
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            let root = d.root().to_owned();
+            std::thread::spawn(move || {
+                std::process::Command::new(bin())
+                    .args(["service", "restart", "web"])
+                    .env("HERO_ROOTDIR", root)
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for h in handles {
+        let out = h.join().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    d.wait_status("web", "running again", |s| s["state"] == "running" && s["pid"].as_u64() != Some(first as u64));
+    std::thread::sleep(Duration::from_millis(300));
+    let s = d.wait_status("web", "running", |s| s["state"] == "running");
+    assert_eq!(d.children(), vec![pid_of(&s)], "exactly one process");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_root_refuses_and_names_the_holder() {
+    let d = Daemon::start();
+    let out = std::process::Command::new(bin()).arg("serve").env("HERO_ROOTDIR", d.root()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let pid = d.child.as_ref().unwrap().id();
+    assert!(err.contains(&format!("another hero_proc daemon (pid {pid}) is already running")), "{err}");
+    // The first one still serves.
+    assert!(d.cli(&["system", "info"]).status.success());
+}
+
+#[test]
+fn a_spec_that_cannot_run_fails_its_job_not_the_daemon() {
+    let d = Daemon::start();
+    d.set("actions:\n  - name: ghost\n    script: /nonexistent/bin/ghost --serve\n  - name: lost\n    script: 'true'\n    cwd: /nonexistent/dir\n");
+    let out = d.cli(&["run", "submit", "ghost", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let jobs = d.json(&["job", "list"]);
+    let job = &jobs[0];
+    assert_eq!(job["phase"], "failed");
+    assert!(job["error"].as_str().unwrap().contains("cannot start `/nonexistent/bin/ghost`: No such file"), "{job}");
+    let out = d.cli(&["run", "submit", "lost", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let jobs = d.json(&["job", "list", "--limit", "1"]);
+    assert!(
+        jobs[0]["error"].as_str().unwrap().contains("working directory `/nonexistent/dir` does not exist"),
+        "{}",
+        jobs[0]
+    );
+    // The reason is in the log store too, and the daemon keeps serving.
+    let events = d.json(&["log", "query", "--source", "hero_proc.job"]);
+    assert!(
+        events.as_array().unwrap().iter().any(|e| e["message"].as_str().unwrap().contains("/nonexistent/bin/ghost"))
+    );
+    assert!(d.cli(&["system", "info"]).status.success());
+}
+
+#[test]
+fn runs_order_jobs_by_depends_on_and_capture_output() {
+    let d = Daemon::start();
+    let marker = d.root().join("order.txt");
+    let m = marker.display();
+    d.set(&format!(
+        "actions:\n  - name: build\n    interpreter: sh\n    script: sleep 0.2; echo build >> {m}\n  - name: test\n    interpreter: sh\n    script: echo test >> {m}; echo tested; echo warn >&2\n    depends_on: [build]\n  - name: broken\n    interpreter: sh\n    script: exit 7\n  - name: after_broken\n    interpreter: sh\n    script: echo never >> {m}\n    depends_on: [broken]\n"
+    ));
+    let out = d.cli(&["run", "submit", "test", "build", "--wait"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "build\ntest\n");
+    let run = d.json(&["run", "list"])[0].clone();
+    let test_job =
+        run["jobs"].as_array().unwrap().iter().find(|j| j["action"] == "core/test").unwrap()["id"].as_i64().unwrap();
+    let logs = d.json(&["job", "logs", &test_job.to_string()]);
+    assert_eq!(logs["lines"], serde_json::json!(["tested", "warn"]));
+
+    let out = d.cli(&["run", "submit", "after_broken", "broken", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    let run = d.json(&["run", "list"])[0].clone();
+    assert_eq!(run["phase"], "failed");
+    let phases: Vec<_> = run["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| (j["action"].as_str().unwrap().to_owned(), j["phase"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(phases.contains(&("core/broken".into(), "failed".into())), "{phases:?}");
+    assert!(phases.contains(&("core/after_broken".into(), "cancelled".into())), "{phases:?}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "build\ntest\n");
+}
+
+#[test]
+fn requires_waits_for_health_and_one_shot_timeout_is_enforced() {
+    let d = Daemon::start();
+    let sock = d.root().join("db.sock");
+    d.set(&format!(
+        "actions:\n  - name: db\n    interpreter: python3\n    script: |\n      import socket, time\n      time.sleep(0.3)\n      s = socket.socket(socket.AF_UNIX)\n      s.bind('{s}')\n      s.listen()\n      time.sleep(1000)\n    process: true\n    health:\n      - unix_socket: {s}\n  - name: app\n    interpreter: sh\n    script: exec sleep 1000\n    process: true\nservices:\n  - name: app\n    requires: [db]\n  - name: db\n",
+        s = sock.display()
+    ));
+    let app = d.wait_status("app", "running", |s| s["state"] == "running");
+    let db = d.status("db");
+    assert_eq!(db["state"], "running");
+    assert!(
+        db["since_ms"].as_i64() <= app["since_ms"].as_i64(),
+        "app started before db was healthy: db {db} app {app}"
+    );
+    assert_eq!(db["health"][0]["healthy"], true);
+
+    d.set("actions:\n  - name: slow\n    interpreter: sh\n    script: sleep 30\n    timeout: 300ms\n");
+    let t = Instant::now();
+    let out = d.cli(&["run", "submit", "slow", "--wait"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let job = &d.json(&["job", "list", "--limit", "1"])[0];
+    assert_eq!(job["error"], "timed out");
+}
+
+#[test]
+fn rpc_surface_discovery_health_and_permissions() {
+    let d = Daemon::start();
+    let sock = d.socket();
+    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o600);
+    for dir in ["var/hero_proc", "var/sockets", "var/hero_proc/logs"] {
+        let mode = std::fs::metadata(d.root().join(dir)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{dir}");
+    }
+    let db_mode = std::fs::metadata(d.root().join("var/hero_proc/hero_proc.db")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(db_mode, 0o600);
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut c = hero_proc_rpc::Client::connect(&sock).await.unwrap();
+        let (code, body) = c.get("/health").await.unwrap();
+        assert_eq!((code, body.trim()), (200, "ok"));
+        let (code, body) = c.get("/openrpc.json").await.unwrap();
+        assert_eq!(code, 200);
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let discovered: serde_json::Value = c.call_value("rpc.discover", serde_json::json!({})).await.unwrap();
+        assert_eq!(doc, discovered);
+        // Every documented method answers (possibly with a param error), none is "not found".
+        for m in doc["methods"].as_array().unwrap() {
+            let name = m["name"].as_str().unwrap();
+            match c.call_value(name, serde_json::json!({})).await {
+                Ok(_) => {}
+                Err(hero_proc_rpc::ClientError::Rpc { code, message }) => {
+                    assert_ne!(code, -32601, "{name} is documented but not served: {message}");
+                }
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+        // Stable error codes with actionable messages.
+        match c.call_value("service.start", serde_json::json!({ "name": "nope" })).await {
+            Err(e @ hero_proc_rpc::ClientError::Rpc { .. }) => {
+                assert_eq!(e.code(), Some(hero_proc_rpc::ErrorCode::NotFound));
+                assert!(e.to_string().contains("core/nope"));
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
+fn cron_schedule_creates_a_job_per_tick() {
+    let d = Daemon::start();
+    d.set("actions:\n  - name: tick\n    interpreter: sh\n    script: echo tick\n    schedule: '* * * * * *'\n");
+    wait_for("two scheduled runs", Duration::from_secs(10), || {
+        let runs = d.json(&["run", "list"]);
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["label"] == "schedule core/tick" && r["phase"] == "succeeded")
+            .count()
+            >= 2
+    });
+    // Deleting the action stops the schedule.
+    assert!(d.cli(&["action", "delete", "tick"]).status.success());
+    let count = |d: &Daemon| d.json(&["run", "list", "--limit", "1000"]).as_array().unwrap().len();
+    std::thread::sleep(Duration::from_millis(1200));
+    let before = count(&d);
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(count(&d), before, "no runs after the action is gone");
+}

@@ -1,0 +1,165 @@
+//! A harness that boots the real `hero_proc serve` in a temporary HERO_ROOTDIR and
+//! cleans up every process it started (found by the HERO_ROOTDIR the daemon gives each
+//! child), so tests run in parallel and leave nothing behind.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_hero_proc")
+}
+
+pub struct Daemon {
+    pub root: tempfile::TempDir,
+    pub child: Option<Child>,
+}
+
+impl Daemon {
+    /// A fresh root and a daemon serving on it.
+    pub fn start() -> Daemon {
+        let mut d = Daemon { root: tempfile::tempdir().unwrap(), child: None };
+        d.spawn();
+        d
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.root().join("var/sockets/hero_proc.sock")
+    }
+
+    /// Start (or restart) the daemon process and wait until it answers.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.root().join("daemon.log")).unwrap();
+        let child = Command::new(bin())
+            .arg("serve")
+            .env("HERO_ROOTDIR", self.root())
+            .env("HERO_PROC_NO_AUTOSTART_DB", "1")
+            .env_remove("HERO_PROC_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for("the daemon to answer", Duration::from_secs(20), || self.cli(&["system", "info"]).status.success());
+    }
+
+    /// `kill -9` the daemon (its children keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Run the CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .env("HERO_ROOTDIR", self.root())
+            .env_remove("HERO_PROC_SOCKET")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    }
+
+    /// Run the CLI with `--format json` and parse its output; panics with stderr on failure.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--format", "json"];
+        a.extend_from_slice(args);
+        let out = self.cli(&a);
+        assert!(out.status.success(), "hero_proc {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Write a YAML file under the root and `service set` it.
+    pub fn set(&self, yaml: &str) {
+        let p = self.root().join(format!("set-{}.yaml", nanos()));
+        std::fs::write(&p, yaml).unwrap();
+        let out = self.cli(&["service", "set", p.to_str().unwrap()]);
+        assert!(out.status.success(), "service set failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn status(&self, name: &str) -> serde_json::Value {
+        self.json(&["service", "status", name])
+    }
+
+    /// Wait until `service status NAME` satisfies `f`; returns that status.
+    pub fn wait_status(&self, name: &str, what: &str, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let s = self.status(name);
+            if f(&s) {
+                return s;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {name} to be {what}; last: {s}");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// PIDs of live processes started for this root (the daemon sets HERO_ROOTDIR).
+    pub fn children(&self) -> Vec<u32> {
+        let marker = format!("HERO_ROOTDIR={}", self.root().display());
+        let daemon = self.child.as_ref().map(|c| c.id());
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            if Some(pid) == daemon || is_zombie(pid) {
+                continue;
+            }
+            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+            if env.split(|b| *b == 0).any(|v| v == marker.as_bytes()) && !is_hero_proc(pid) {
+                out.push(pid);
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rfind(')').and_then(|i| s[i + 2..].chars().next()) == Some('Z'))
+        .unwrap_or(true)
+}
+
+fn is_hero_proc(pid: u32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p.ends_with("hero_proc"))
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        for pid in self.children() {
+            // SAFETY: signalling a process we started (it carries our unique root).
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+pub fn nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn alive(pid: u32) -> bool {
+    !is_zombie(pid)
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
