@@ -727,6 +727,12 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 /// Check a cron expression: 5 fields, or 6 with seconds first, or a `@nickname`.
 pub fn check_cron(expr: &str) -> Result<(), String> {
+    parse_cron(expr).map(|_| ())
+}
+
+/// Parse a cron expression with the rules `validate` enforces (the scheduler uses this
+/// same function, so what validates is what fires).
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
     let fields = expr.split_whitespace().count();
     if !(expr.trim_start().starts_with('@') || fields == 5 || fields == 6) {
         return Err(format!("{fields} fields; expected 5, or 6 with seconds"));
@@ -736,7 +742,6 @@ pub fn check_cron(expr: &str) -> Result<(), String> {
         .year(croner::parser::Year::Disallowed)
         .build()
         .parse(expr)
-        .map(|_| ())
         .map_err(|e| e.to_string())
 }
 
