@@ -14,12 +14,25 @@ pub fn bin() -> &'static str {
 pub struct Daemon {
     pub root: tempfile::TempDir,
     pub child: Option<Child>,
+    /// Extra `serve` flags.
+    pub args: Vec<String>,
+    /// Run the hero_db check (off by default: most tests do not define hero_db).
+    pub check_hero_db: bool,
 }
 
 impl Daemon {
     /// A fresh root and a daemon serving on it.
     pub fn start() -> Daemon {
-        let mut d = Daemon { root: tempfile::tempdir().unwrap(), child: None };
+        Daemon::start_with(&[], false)
+    }
+
+    pub fn start_with(args: &[&str], check_hero_db: bool) -> Daemon {
+        let mut d = Daemon {
+            root: tempfile::tempdir().unwrap(),
+            child: None,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            check_hero_db,
+        };
         d.spawn();
         d
     }
@@ -35,10 +48,15 @@ impl Daemon {
     /// Start (or restart) the daemon process and wait until it answers.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.root().join("daemon.log")).unwrap();
-        let child = Command::new(bin())
-            .arg("serve")
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve").args(&self.args);
+        if self.check_hero_db {
+            cmd.env_remove("HERO_PROC_NO_AUTOSTART_DB");
+        } else {
+            cmd.env("HERO_PROC_NO_AUTOSTART_DB", "1");
+        }
+        let child = cmd
             .env("HERO_ROOTDIR", self.root())
-            .env("HERO_PROC_NO_AUTOSTART_DB", "1")
             .env_remove("HERO_PROC_SOCKET")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

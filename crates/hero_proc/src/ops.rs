@@ -79,6 +79,10 @@ pub enum LogCmd {
 pub enum SystemCmd {
     /// Version, paths, database size and counts.
     Info,
+    /// Run the compactor now.
+    Compact,
+    /// The compactor's last results, next run, DB size and free pages.
+    CompactorStatus,
 }
 
 fn print_jobs(jobs: &[JobView]) {
@@ -212,8 +216,61 @@ pub async fn log(cmd: LogCmd, out: &Output) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn print_compact(c: &CompactView) {
+    println!(
+        "deleted {} jobs, {} runs, {} history rows; {} -> {} bytes ({} reclaimed) in {} ms{}; {} log files ({} bytes)",
+        c.jobs_deleted,
+        c.runs_deleted,
+        c.history_deleted,
+        c.bytes_before,
+        c.bytes_after,
+        c.bytes_reclaimed,
+        c.duration_ms,
+        if c.analyzed { ", ANALYZE ran" } else { "" },
+        c.log_files_deleted,
+        c.log_bytes_reclaimed
+    );
+}
+
 pub async fn system(cmd: SystemCmd, out: &Output) -> anyhow::Result<ExitCode> {
-    let SystemCmd::Info = cmd;
+    match cmd {
+        SystemCmd::Info => {}
+        SystemCmd::Compact => {
+            let c: CompactView = connect(out).await?.call("system.compact", json!({})).await?;
+            if out.json() {
+                out.print_json(&c)?
+            } else {
+                print_compact(&c)
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        SystemCmd::CompactorStatus => {
+            let s: CompactorStatusView = connect(out).await?.call("system.compactor_status", json!({})).await?;
+            if out.json() {
+                out.print_json(&s)?;
+            } else {
+                println!(
+                    "compactor: every {}s, keep {} days / {} rows per table; {} runs",
+                    s.every_secs, s.max_age_days, s.max_rows_per_table, s.runs
+                );
+                println!("  last run: {}", s.last_run_ms.map(fmt_ms).unwrap_or_else(|| "never".into()));
+                println!("  next run: {}", s.next_run_ms.map(fmt_ms).unwrap_or_else(|| "-".into()));
+                if let Some(c) = &s.last {
+                    print!("  last result: ");
+                    print_compact(c);
+                }
+                if let Some(e) = &s.last_error {
+                    println!("  last error: {e}");
+                }
+                println!(
+                    "  database: {} bytes ({} pages of {}; {} free), {} bytes on disk",
+                    s.db_size_bytes, s.page_count, s.page_size, s.free_pages, s.db_file_bytes
+                );
+                println!("  log store: {} bytes", s.log_bytes);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let i: SystemInfo = connect(out).await?.call("system.info", json!({})).await?;
     if out.json() {
         out.print_json(&i)?;

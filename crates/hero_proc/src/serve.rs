@@ -17,6 +17,15 @@ pub struct Args {
     /// the next daemon re-attaches to them).
     #[arg(long)]
     stop_on_exit: bool,
+    /// Delete finished jobs and runs older than this many days.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    max_age_days: u64,
+    /// Keep at most about this many finished rows per history table.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_rows_per_table: u64,
+    /// How often the compactor runs (e.g. 10m, 1h).
+    #[arg(long, default_value = "1h", value_parser = parse_every)]
+    compact_every: std::time::Duration,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -40,7 +49,19 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
     if let Some(db) = args.db {
         paths.db = db;
     }
-    let opts = ServeOptions { paths, stop_on_exit: args.stop_on_exit, secrets: None };
+    let opts = ServeOptions {
+        paths,
+        stop_on_exit: args.stop_on_exit,
+        secrets: None,
+        skip_hero_db_check: hero_proc_engine::hero_db::skip_from_env(
+            std::env::var("HERO_PROC_NO_AUTOSTART_DB").ok().as_deref(),
+        ),
+        retention: hero_proc_daemon::compactor::RetentionConfig {
+            max_age_days: args.max_age_days,
+            max_rows_per_table: args.max_rows_per_table,
+            every: args.compact_every,
+        },
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let shutdown = async {
@@ -56,4 +77,12 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
         hero_proc_daemon::serve(opts, shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_every(s: &str) -> Result<std::time::Duration, String> {
+    let d = hero_proc_spec::schema::parse_duration(s)?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(d)
 }

@@ -6,6 +6,7 @@
 //! autostart), then the RPC socket (0600). A stop leaves supervised processes running
 //! unless `stop_on_exit`; the next daemon re-attaches to them.
 
+pub mod compactor;
 pub mod lock;
 pub mod paths;
 pub mod rpc;
@@ -39,12 +40,17 @@ pub struct ServeOptions {
     pub paths: Paths,
     pub stop_on_exit: bool,
     pub secrets: Option<Arc<dyn SecretSource>>,
+    /// `HERO_PROC_NO_AUTOSTART_DB=1`: do not check that hero_db runs (SPEC 5.3).
+    pub skip_hero_db_check: bool,
+    /// History retention and the compactor's schedule (SPEC 5.5).
+    pub retention: compactor::RetentionConfig,
 }
 
 /// A running daemon: the engine handle and what the RPC server shares.
 pub struct Daemon {
     pub engine: Engine,
     pub paths: Paths,
+    pub retention: compactor::RetentionConfig,
     _lock: lock::RootLock,
 }
 
@@ -53,9 +59,12 @@ pub struct Daemon {
 pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let daemon = start(opts)?;
     let listener = rpc::bind(&daemon.paths.socket)?;
-    let ctx = Arc::new(rpc::Ctx::new(daemon.engine.clone(), daemon.paths.clone()));
+    let compactor = compactor::Compactor::new(daemon.engine.clone(), daemon.retention.clone());
+    let compactor_task = tokio::spawn(compactor.clone().run_on_schedule());
+    let ctx = Arc::new(rpc::Ctx::new(daemon.engine.clone(), daemon.paths.clone(), compactor));
     tracing::info!(socket = %daemon.paths.socket.display(), root = %daemon.paths.root.display(), "hero_proc serving");
     rpc::serve(listener, ctx, shutdown).await;
+    compactor_task.abort();
     let _ = daemon.engine.shutdown().await;
     let _ = std::fs::remove_file(&daemon.paths.socket);
     Ok(())
@@ -75,7 +84,8 @@ pub fn start(opts: ServeOptions) -> Result<Daemon, DaemonError> {
             expand: paths.expand(),
             secrets: opts.secrets.unwrap_or_else(|| Arc::new(NoSecrets)),
             stop_on_exit: opts.stop_on_exit,
+            ensure_hero_db_at_boot: !opts.skip_hero_db_check,
         },
     );
-    Ok(Daemon { engine, paths, _lock: lock })
+    Ok(Daemon { engine, paths, retention: opts.retention, _lock: lock })
 }

@@ -25,12 +25,13 @@ use crate::{DaemonError, Paths};
 pub struct Ctx {
     pub engine: Engine,
     pub paths: Paths,
+    pub compactor: crate::compactor::Compactor,
     pub started_at_ms: i64,
 }
 
 impl Ctx {
-    pub fn new(engine: Engine, paths: Paths) -> Self {
-        Ctx { engine, paths, started_at_ms: hero_proc_engine::supervisor::now_ms() }
+    pub fn new(engine: Engine, paths: Paths, compactor: crate::compactor::Compactor) -> Self {
+        Ctx { engine, paths, compactor, started_at_ms: hero_proc_engine::supervisor::now_ms() }
     }
 }
 
@@ -476,6 +477,13 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
             actions: c.engine.store.list_actions().map_err(store_err)?.len(),
             jobs_running: counts.running as usize,
         })
+    });
+
+    method!("system.compact", |_p, c| -> CompactView {
+        c.compactor.compact_now().await.map_err(|e| rpc_err(ErrorCode::Store, e))
+    });
+    method!("system.compactor_status", |_p, c| -> CompactorStatusView {
+        c.compactor.status().map_err(|e| rpc_err(ErrorCode::Store, e))
     });
 
     // Discovery.

@@ -7,6 +7,7 @@
 
 pub mod backoff;
 pub mod health;
+pub mod hero_db;
 pub mod paths;
 pub mod process;
 pub mod supervisor;

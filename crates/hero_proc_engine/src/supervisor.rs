@@ -78,6 +78,7 @@ enum Msg {
     Healthy { key: Ref, generation: u64, checks: Vec<CheckView>, healthy: bool },
     BackoffDone { key: Ref, generation: u64 },
     CronTick { generation: u64 },
+    EnsureHeroDb(Reply<crate::hero_db::Decision>),
 }
 
 /// A cheap, cloneable handle to the supervisor task.
@@ -95,6 +96,10 @@ pub struct EngineConfig {
     /// Stop supervised processes when the daemon exits (default: leave them running; the
     /// next daemon re-attaches).
     pub stop_on_exit: bool,
+    /// Check that hero_db runs right after autostart (SPEC 5.3). False when
+    /// `HERO_PROC_NO_AUTOSTART_DB=1`, or when a repository is configured (the daemon then
+    /// calls [`Engine::ensure_hero_db`] after the first reconcile).
+    pub ensure_hero_db_at_boot: bool,
 }
 
 macro_rules! ask {
@@ -111,6 +116,7 @@ impl Engine {
     pub fn start(store: Arc<Store>, logs: Arc<LogStore>, config: EngineConfig) -> Engine {
         let (tx, rx) = mpsc::unbounded_channel();
         let engine = Engine { tx: tx.clone(), store: store.clone(), logs: logs.clone() };
+        let ensure_db = config.ensure_hero_db_at_boot;
         let mut sup = Supervisor {
             tx,
             store,
@@ -125,6 +131,9 @@ impl Engine {
             cron_generation: 0,
         };
         sup.boot();
+        if ensure_db {
+            sup.ensure_hero_db();
+        }
         tokio::spawn(sup.run(rx));
         engine
     }
@@ -159,6 +168,10 @@ impl Engine {
     }
     pub async fn cancel_run(&self, id: RunId) -> Result<bool, EngineError> {
         ask!(self, CancelRun, id)
+    }
+    /// Ensure `core/hero_db` runs (SPEC 5.3); returns what was decided.
+    pub async fn ensure_hero_db(&self) -> Result<crate::hero_db::Decision, EngineError> {
+        ask!(self, EnsureHeroDb)
     }
     /// Stop the supervisor task. Processes keep running unless `stop_on_exit`.
     pub async fn shutdown(&self) -> Result<(), EngineError> {
@@ -542,6 +555,10 @@ impl Supervisor {
             Msg::Shutdown(_) => unreachable!("handled in run"),
             Msg::Exited { job, exit, timed_out } => self.on_exit(job, exit, timed_out),
             Msg::Healthy { key, generation, checks, healthy } => self.on_health(key, generation, checks, healthy),
+            Msg::EnsureHeroDb(reply) => {
+                let d = self.ensure_hero_db();
+                let _ = reply.send(Ok(d));
+            }
             Msg::CronTick { generation } => {
                 if generation == self.cron_generation {
                     self.fire_due();
@@ -1119,6 +1136,41 @@ impl Supervisor {
                 None => self.begin(&k),
             }
         }
+    }
+
+    /// SPEC 5.3: after autostart, hero_db must be active; say so loudly when it cannot be.
+    fn ensure_hero_db(&mut self) -> crate::hero_db::Decision {
+        use crate::hero_db::{self as db, Decision};
+        let key = Ref::new(db::CONTEXT, db::NAME);
+        let registered = self.services.get(&key).map(|s| (s.spec.status, s.state));
+        let decision = db::decide(registered, false);
+        match decision {
+            Decision::Skip | Decision::AlreadyActive | Decision::InProgress => {}
+            Decision::Start => {
+                self.event(
+                    Level::Info,
+                    db::SOURCE,
+                    "hero_db is registered with status start but idle; starting it".into(),
+                    None,
+                );
+                self.want_start(&key);
+            }
+            Decision::KeepStatus(status) => {
+                let word = match status {
+                    ServiceStatus::Start => "start",
+                    ServiceStatus::Stop => "stop",
+                    ServiceStatus::Ignore => "ignore",
+                };
+                self.event(
+                    Level::Warn,
+                    db::SOURCE,
+                    format!("hero_db has `status: {word}`; leaving it as the operator asked. Services that require it will wait. Set `status: start` to have hero_proc keep it running."),
+                    None,
+                );
+            }
+            Decision::Missing => self.event(Level::Error, db::SOURCE, db::MISSING_HINT.into(), None),
+        }
+        decision
     }
 
     /// Track (or stop tracking) an action's cron schedule.

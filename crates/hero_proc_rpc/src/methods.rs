@@ -137,6 +137,18 @@ pub const METHODS: &[MethodDoc] = &[
         result: "LogEventView[]",
     },
     MethodDoc {
+        name: "system.compact",
+        summary: "Run the compactor now: delete finished history past retention, shrink the file, cap the logs.",
+        params: &[],
+        result: "CompactView",
+    },
+    MethodDoc {
+        name: "system.compactor_status",
+        summary: "The compactor's last and next run, rows deleted, bytes reclaimed, DB size and free pages.",
+        params: &[],
+        result: "CompactorStatusView",
+    },
+    MethodDoc {
         name: "system.info",
         summary: "Version, paths, DB size and counts.",
         params: &[],

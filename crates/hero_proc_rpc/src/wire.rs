@@ -302,3 +302,39 @@ pub struct Done {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
+
+/// What one compaction did (`system.compact`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CompactView {
+    pub jobs_deleted: u64,
+    pub runs_deleted: u64,
+    pub history_deleted: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub bytes_reclaimed: u64,
+    pub duration_ms: u64,
+    pub analyzed: bool,
+    pub log_files_deleted: u64,
+    pub log_bytes_reclaimed: u64,
+}
+
+/// `system.compactor_status`: last and next run, what it deleted, DB size and free pages.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CompactorStatusView {
+    pub last_run_ms: Option<i64>,
+    pub next_run_ms: Option<i64>,
+    pub every_secs: u64,
+    pub runs: u64,
+    pub max_age_days: u64,
+    pub max_rows_per_table: u64,
+    pub last: Option<CompactView>,
+    pub last_error: Option<String>,
+    /// `page_count * page_size`.
+    pub db_size_bytes: u64,
+    /// On disk, with the WAL.
+    pub db_file_bytes: u64,
+    pub page_size: u64,
+    pub page_count: u64,
+    pub free_pages: u64,
+    pub log_bytes: u64,
+}
