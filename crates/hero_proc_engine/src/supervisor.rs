@@ -452,6 +452,33 @@ impl Supervisor {
                     shutting = Some(reply);
                     deadline = tokio::time::Instant::now() + Duration::from_secs(120);
                 }
+                Msg::Exited { job, exit, timed_out } => {
+                    // Exits come in bursts (a run of many short jobs): record every exit
+                    // already queued in one transaction, then react to each.
+                    let mut batch = vec![(job, exit, timed_out)];
+                    let mut next = None;
+                    while batch.len() < 1024 {
+                        match rx.try_recv() {
+                            Ok(Msg::Exited { job, exit, timed_out }) => batch.push((job, exit, timed_out)),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.on_exits(batch);
+                    if let Some(m) = next {
+                        match m {
+                            Msg::Shutdown(reply) => {
+                                // Rare: handle it on the next turn of the loop.
+                                let tx = self.tx.clone();
+                                let _ = tx.send(Msg::Shutdown(reply));
+                            }
+                            other => self.handle(other),
+                        }
+                    }
+                }
                 other => self.handle(other),
             }
             if shutting.is_some() && self.jobs.values().all(|j| matches!(j.purpose, Purpose::Run { .. })) {
@@ -915,35 +942,59 @@ impl Supervisor {
     }
 
     fn on_exit(&mut self, job: JobId, exit: Exit, timed_out: bool) {
-        let Some(live) = self.jobs.remove(&job) else { return };
-        let stopped = live.stop.is_none();
-        let phase = if exit.success() && !timed_out {
-            Phase::Succeeded
-        } else if stopped && !timed_out {
-            Phase::Cancelled
-        } else {
-            Phase::Failed
-        };
-        let (code, signal) = match exit {
-            Exit::Code(c) => (Some(c), None),
-            Exit::Signal(s) => (None, Some(s)),
-            Exit::Unknown => (None, None),
-        };
-        let error = if timed_out {
-            Some("timed out".to_owned())
-        } else if exit == Exit::Unknown {
-            Some(exit.to_string())
-        } else {
-            None
-        };
-        if let Err(e) =
-            self.store.finish_job(job, &JobExit { phase, exit_code: code, signal, error, finished_at_ms: now_ms() })
-        {
-            self.event(Level::Error, "hero_proc.job", format!("job {job}: cannot record exit: {e}"), Some(job));
+        self.on_exits(vec![(job, exit, timed_out)]);
+    }
+
+    /// Record a batch of exits in one transaction, then react to each in order.
+    fn on_exits(&mut self, batch: Vec<(JobId, Exit, bool)>) {
+        let now = now_ms();
+        let mut done = Vec::with_capacity(batch.len());
+        for (job, exit, timed_out) in batch {
+            let Some(live) = self.jobs.remove(&job) else { continue };
+            let stopped = live.stop.is_none();
+            let phase = if exit.success() && !timed_out {
+                Phase::Succeeded
+            } else if stopped && !timed_out {
+                Phase::Cancelled
+            } else {
+                Phase::Failed
+            };
+            let (code, signal) = match exit {
+                Exit::Code(c) => (Some(c), None),
+                Exit::Signal(s) => (None, Some(s)),
+                Exit::Unknown => (None, None),
+            };
+            let error = if timed_out {
+                Some("timed out".to_owned())
+            } else if exit == Exit::Unknown {
+                Some(exit.to_string())
+            } else {
+                None
+            };
+            done.push((
+                job,
+                live,
+                exit,
+                timed_out,
+                JobExit { phase, exit_code: code, signal, error, finished_at_ms: now },
+            ));
         }
-        match live.purpose {
-            Purpose::Service { key, generation, step } => self.on_service_exit(&key, generation, step, exit, timed_out),
-            Purpose::Run { run } => self.on_run_job_exit(run, job, phase == Phase::Succeeded),
+        let recorded = self.store.transaction(|tx| {
+            for (job, _, _, _, ex) in &done {
+                tx.finish_job(*job, ex)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = recorded {
+            self.event(Level::Error, "hero_proc.job", format!("cannot record {} job exits: {e}", done.len()), None);
+        }
+        for (job, live, exit, timed_out, ex) in done {
+            match live.purpose {
+                Purpose::Service { key, generation, step } => {
+                    self.on_service_exit(&key, generation, step, exit, timed_out)
+                }
+                Purpose::Run { run } => self.on_run_job_exit(run, job, ex.phase == Phase::Succeeded),
+            }
         }
     }
 
@@ -1309,8 +1360,35 @@ impl Supervisor {
                 },
             );
         }
+        let mut started = Vec::with_capacity(ready.len());
+        let mut start_failed = false;
         for (id, a) in ready {
-            self.start_run_job(run, id, &a);
+            match self.start_run_job(run, id, &a) {
+                Some(s) => started.push(s),
+                None => start_failed = true,
+            }
+        }
+        // One transaction for all the jobs started in this step.
+        if !started.is_empty() {
+            let now = now_ms();
+            let r = self.store.transaction(|tx| {
+                for (job, pid, ticks) in &started {
+                    tx.mark_job_running(*job, *pid, Some(*ticks), now)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = r {
+                self.event(
+                    Level::Error,
+                    "hero_proc.job",
+                    format!("cannot record {} job starts: {e}", started.len()),
+                    None,
+                );
+            }
+        }
+        if start_failed {
+            // Jobs that depend on one that could not start are cancelled now.
+            return self.advance_run(run);
         }
         let live = &self.runs[&run];
         if live.pending.is_empty() && live.running.is_empty() {
@@ -1328,7 +1406,9 @@ impl Supervisor {
     }
 
     /// Start a run's pending job (its row exists already).
-    fn start_run_job(&mut self, run: RunId, job: JobId, action: &Action) {
+    /// Returns what to record as started, or None when it could not start (already
+    /// recorded as failed).
+    fn start_run_job(&mut self, run: RunId, job: JobId, action: &Action) -> Option<(JobId, u32, u64)> {
         let fail = |this: &mut Self, why: String| {
             let _ = this.store.finish_job(
                 job,
@@ -1349,6 +1429,7 @@ impl Supervisor {
             if let Some(live) = this.runs.get_mut(&run) {
                 live.done.insert(job, false);
             }
+            None
         };
         let output = match self.logs.open_job_output(job.0) {
             Ok(f) => f,
@@ -1362,14 +1443,14 @@ impl Supervisor {
             Ok(r) => r,
             Err(e) => return fail(self, e.to_string()),
         };
-        let pid = running.pid;
-        let _ = self.store.mark_job_running(job, pid, Some(running.start_ticks), now_ms());
+        let started = (job, running.pid, running.start_ticks);
         let timeout = action.timeout.map(|d| (d.0, action.stop.signal, action.stop.timeout.0));
         let stop = self.watch(job, running, timeout);
         self.jobs.insert(job, LiveJob { purpose: Purpose::Run { run }, stop: Some(stop) });
         if let Some(live) = self.runs.get_mut(&run) {
             live.running.insert(job);
         }
+        Some(started)
     }
 
     fn on_run_job_exit(&mut self, run: RunId, job: JobId, ok: bool) {
