@@ -3,6 +3,7 @@
 
 mod objects;
 mod ops;
+mod secrets;
 mod serve;
 mod validate;
 
@@ -50,6 +51,9 @@ enum Command {
     /// Services: supervised actions (set, get, list, delete, start, stop, restart, status).
     #[command(subcommand)]
     Service(objects::ServiceCmd),
+    /// Secrets: set (value from stdin), get (metadata), list, delete. Values are never shown.
+    #[command(subcommand)]
+    Secret(secrets::SecretCmd),
     /// Jobs: single executions of an action (list, get, logs).
     #[command(subcommand)]
     Job(ops::JobCmd),
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args, &out),
         Command::Action(cmd) => block_on(objects::action(cmd, &out)),
         Command::Service(cmd) => block_on(objects::service(cmd, &out)),
+        Command::Secret(cmd) => block_on(secrets::secret(cmd, &out)),
         Command::Job(cmd) => block_on(ops::job(cmd, &out)),
         Command::Run(cmd) => block_on(ops::run(cmd, &out)),
         Command::Log(cmd) => block_on(ops::log(cmd, &out)),

@@ -38,7 +38,11 @@ enum LogFormat {
 }
 
 pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info".into())
+        // Request bodies (which may carry a `secret.set` value) are logged by jsonrpsee
+        // at trace level: never let them through.
+        .add_directive("jsonrpsee=info".parse().expect("static directive"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Json => builder.json().init(),
@@ -52,7 +56,6 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
     let opts = ServeOptions {
         paths,
         stop_on_exit: args.stop_on_exit,
-        secrets: None,
         skip_hero_db_check: hero_proc_engine::hero_db::skip_from_env(
             std::env::var("HERO_PROC_NO_AUTOSTART_DB").ok().as_deref(),
         ),

@@ -10,11 +10,12 @@ pub mod compactor;
 pub mod lock;
 pub mod paths;
 pub mod rpc;
+pub mod secrets;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use hero_proc_engine::{Engine, EngineConfig, NoSecrets, SecretSource};
+use hero_proc_engine::{Engine, EngineConfig};
 use hero_proc_logstore::{LogStore, LogStoreConfig};
 use hero_proc_store::Store;
 use thiserror::Error;
@@ -31,6 +32,8 @@ pub enum DaemonError {
     Store(#[from] hero_proc_store::StoreError),
     #[error("cannot open the log store: {0}")]
     Logs(#[from] hero_proc_logstore::Error),
+    #[error(transparent)]
+    Vault(#[from] secrets::VaultError),
     #[error("cannot listen on {path}: {source}")]
     Socket { path: String, source: std::io::Error },
 }
@@ -39,7 +42,6 @@ pub enum DaemonError {
 pub struct ServeOptions {
     pub paths: Paths,
     pub stop_on_exit: bool,
-    pub secrets: Option<Arc<dyn SecretSource>>,
     /// `HERO_PROC_NO_AUTOSTART_DB=1`: do not check that hero_db runs (SPEC 5.3).
     pub skip_hero_db_check: bool,
     /// History retention and the compactor's schedule (SPEC 5.5).
@@ -49,6 +51,7 @@ pub struct ServeOptions {
 /// A running daemon: the engine handle and what the RPC server shares.
 pub struct Daemon {
     pub engine: Engine,
+    pub vault: Arc<secrets::Vault>,
     pub paths: Paths,
     pub retention: compactor::RetentionConfig,
     _lock: lock::RootLock,
@@ -61,7 +64,7 @@ pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Re
     let listener = rpc::bind(&daemon.paths.socket)?;
     let compactor = compactor::Compactor::new(daemon.engine.clone(), daemon.retention.clone());
     let compactor_task = tokio::spawn(compactor.clone().run_on_schedule());
-    let ctx = Arc::new(rpc::Ctx::new(daemon.engine.clone(), daemon.paths.clone(), compactor));
+    let ctx = Arc::new(rpc::Ctx::new(daemon.engine.clone(), daemon.paths.clone(), compactor, daemon.vault.clone()));
     tracing::info!(socket = %daemon.paths.socket.display(), root = %daemon.paths.root.display(), "hero_proc serving");
     rpc::serve(listener, ctx, shutdown).await;
     compactor_task.abort();
@@ -77,15 +80,16 @@ pub fn start(opts: ServeOptions) -> Result<Daemon, DaemonError> {
     let lock = lock::RootLock::acquire(&paths.lock_file(), &paths.root)?;
     let store = Arc::new(Store::open(&paths.db)?);
     let logs = Arc::new(LogStore::open(&paths.logs, LogStoreConfig::default())?);
+    let vault = Arc::new(secrets::Vault::open(store.clone(), &paths.state.join("at_rest.agekey"))?);
     let engine = Engine::start(
         store,
         logs,
         EngineConfig {
             expand: paths.expand(),
-            secrets: opts.secrets.unwrap_or_else(|| Arc::new(NoSecrets)),
+            secrets: vault.clone(),
             stop_on_exit: opts.stop_on_exit,
             ensure_hero_db_at_boot: !opts.skip_hero_db_check,
         },
     );
-    Ok(Daemon { engine, paths, retention: opts.retention, _lock: lock })
+    Ok(Daemon { engine, vault, paths, retention: opts.retention, _lock: lock })
 }

@@ -26,12 +26,18 @@ pub struct Ctx {
     pub engine: Engine,
     pub paths: Paths,
     pub compactor: crate::compactor::Compactor,
+    pub vault: Arc<crate::secrets::Vault>,
     pub started_at_ms: i64,
 }
 
 impl Ctx {
-    pub fn new(engine: Engine, paths: Paths, compactor: crate::compactor::Compactor) -> Self {
-        Ctx { engine, paths, compactor, started_at_ms: hero_proc_engine::supervisor::now_ms() }
+    pub fn new(
+        engine: Engine,
+        paths: Paths,
+        compactor: crate::compactor::Compactor,
+        vault: Arc<crate::secrets::Vault>,
+    ) -> Self {
+        Ctx { engine, paths, compactor, vault, started_at_ms: hero_proc_engine::supervisor::now_ms() }
     }
 }
 
@@ -341,6 +347,49 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
             healthy: h.is_healthy(),
             detail: unhealthy_detail(&h),
         })
+    });
+
+    // secret.* (values go in, never come out)
+    method!("secret.set", |p, c| -> Done {
+        let q: SecretSet = parse(&p)?;
+        if !hero_proc_spec::schema::is_valid_name(&q.name) || !hero_proc_spec::schema::is_valid_name(&q.context) {
+            return Err(rpc_err(
+                ErrorCode::Invalid,
+                format!("invalid secret name `{}/{}`: {}", q.context, q.name, hero_proc_spec::schema::NAME_HINT),
+            ));
+        }
+        let changed = c
+            .vault
+            .set(&q.context, &q.name, q.value.expose(), "rpc", &Origin::manual())
+            .map_err(|e| rpc_err(ErrorCode::Store, e.to_string()))?;
+        let mut message = None;
+        if changed {
+            let restarted = c.engine.secret_changed(Ref::new(&q.context, &q.name)).await.map_err(engine_err)?;
+            if !restarted.is_empty() {
+                let names: Vec<String> = restarted.iter().map(|r| r.to_string()).collect();
+                message = Some(format!("restarting {}", names.join(", ")));
+            }
+        }
+        Ok(Done { changed, message })
+    });
+    method!("secret.list", |_p, c| -> Vec<SecretMetaView> {
+        let list = c.engine.store.list_secrets().map_err(store_err)?;
+        Ok(list
+            .into_iter()
+            .map(|s| SecretMetaView {
+                context: s.value.context,
+                name: s.value.name,
+                source: s.value.source,
+                fingerprint: s.value.fingerprint.chars().take(12).collect(),
+                managed: s.managed,
+                revision: s.revision,
+                updated_at_ms: s.updated_at_ms,
+            })
+            .collect())
+    });
+    method!("secret.delete", |p, c| -> Done {
+        let r: ObjectRef = parse(&p)?;
+        c.engine.store.delete_secret(&r.context, &r.name).map(done).map_err(store_err)
     });
 
     // job.*

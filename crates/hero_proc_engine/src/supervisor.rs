@@ -79,6 +79,7 @@ enum Msg {
     BackoffDone { key: Ref, generation: u64 },
     CronTick { generation: u64 },
     EnsureHeroDb(Reply<crate::hero_db::Decision>),
+    SecretChanged(Ref, Reply<Vec<Ref>>),
 }
 
 /// A cheap, cloneable handle to the supervisor task.
@@ -168,6 +169,11 @@ impl Engine {
     }
     pub async fn cancel_run(&self, id: RunId) -> Result<bool, EngineError> {
         ask!(self, CancelRun, id)
+    }
+    /// A secret's value changed: restart the running services whose actions use it.
+    /// Returns the services restarted.
+    pub async fn secret_changed(&self, secret: Ref) -> Result<Vec<Ref>, EngineError> {
+        ask!(self, SecretChanged, secret)
     }
     /// Ensure `core/hero_db` runs (SPEC 5.3); returns what was decided.
     pub async fn ensure_hero_db(&self) -> Result<crate::hero_db::Decision, EngineError> {
@@ -582,6 +588,31 @@ impl Supervisor {
             Msg::Shutdown(_) => unreachable!("handled in run"),
             Msg::Exited { job, exit, timed_out } => self.on_exit(job, exit, timed_out),
             Msg::Healthy { key, generation, checks, healthy } => self.on_health(key, generation, checks, healthy),
+            Msg::SecretChanged(secret, reply) => {
+                let users: Vec<Ref> = self
+                    .services
+                    .iter()
+                    .filter(|(_, svc)| svc.job.is_some())
+                    .filter(|(k, svc)| {
+                        (0..svc.spec.actions.len()).any(|step| {
+                            self.action_for(k, step).is_ok_and(|a| {
+                                a.context == secret.context && a.secret_refs().any(|n| n.name == secret.name)
+                            })
+                        })
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in &users {
+                    if let Some(svc) = self.services.get_mut(k)
+                        && !svc.restart_after_stop
+                    {
+                        svc.restart_after_stop = true;
+                        svc.wanted = true;
+                        self.stop_job_of(k);
+                    }
+                }
+                let _ = reply.send(Ok(users));
+            }
             Msg::EnsureHeroDb(reply) => {
                 let d = self.ensure_hero_db();
                 let _ = reply.send(Ok(d));

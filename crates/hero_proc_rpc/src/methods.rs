@@ -83,6 +83,19 @@ pub const METHODS: &[MethodDoc] = &[
         result: "CheckView",
     },
     MethodDoc {
+        name: "secret.set",
+        summary: "Set a secret (sealed at rest); restarts the running services that use it. The value is never returned.",
+        params: &[("context", "string", false), ("name", "string", true), ("value", "string", true)],
+        result: "Done",
+    },
+    MethodDoc {
+        name: "secret.list",
+        summary: "Secrets by name: context, source, fingerprint, age. Never values.",
+        params: &[],
+        result: "SecretMetaView[]",
+    },
+    MethodDoc { name: "secret.delete", summary: "Delete a secret.", params: OBJ, result: "Done" },
+    MethodDoc {
         name: "job.list",
         summary: "Jobs, newest first, filtered by phase, service or run.",
         params: &[

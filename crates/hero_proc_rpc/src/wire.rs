@@ -338,3 +338,47 @@ pub struct CompactorStatusView {
     pub free_pages: u64,
     pub log_bytes: u64,
 }
+
+/// A secret value on the wire: it travels only into the daemon (over the owner-only
+/// socket) and never prints itself.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(String);
+
+impl SecretText {
+    pub fn new(s: impl Into<String>) -> Self {
+        SecretText(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(sensitive)")
+    }
+}
+
+/// `secret.set`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SecretSet {
+    #[serde(default = "core")]
+    pub context: String,
+    pub name: String,
+    pub value: SecretText,
+}
+
+/// `secret.list`: metadata only, never a value.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SecretMetaView {
+    pub context: String,
+    pub name: String,
+    /// `secrets/<context>.sops.yaml` or `rpc`.
+    pub source: String,
+    /// The first 12 hex digits of the keyed fingerprint: changes when the value changes.
+    pub fingerprint: String,
+    pub managed: bool,
+    pub revision: Option<String>,
+    pub updated_at_ms: i64,
+}
