@@ -1319,12 +1319,21 @@ impl Supervisor {
         if actions.is_empty() {
             return Err(EngineError::Invalid("a run needs at least one action".into()));
         }
-        let mut specs = Vec::new();
+        // A run may name one action many times: read each once.
+        let mut specs = Vec::with_capacity(actions.len());
+        let mut seen: HashMap<&Ref, Action> = HashMap::new();
         for r in &actions {
-            match self.store.get_action(&r.context, &r.name)? {
-                Some(a) => specs.push(a.value),
-                None => return Err(EngineError::NotFound(format!("no action {r}"))),
+            if !seen.contains_key(r) {
+                match self.store.get_action(&r.context, &r.name)? {
+                    Some(a) => seen.insert(r, a.value),
+                    None => {
+                        return Err(EngineError::NotFound(format!(
+                            "no action {r}; `hero_proc action list` shows what exists"
+                        )));
+                    }
+                };
             }
+            specs.push(seen[r].clone());
         }
         let run = self.store.create_run(&label, now_ms())?;
         self.store.set_run_phase(run, Phase::Running, now_ms())?;
