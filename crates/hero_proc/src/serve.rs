@@ -26,6 +26,9 @@ pub struct Args {
     /// How often the compactor runs (e.g. 10m, 1h).
     #[arg(long, default_value = "1h", value_parser = parse_every)]
     compact_every: std::time::Duration,
+    /// Also serve `/metrics` on this TCP address (e.g. 127.0.0.1:9464) for Prometheus.
+    #[arg(long)]
+    metrics_addr: Option<String>,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -43,7 +46,11 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
         // Request bodies (which may carry a `secret.set` value) are logged by jsonrpsee
         // at trace level: never let them through.
         .add_directive("jsonrpsee=info".parse().expect("static directive"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match args.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -59,6 +66,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
         skip_hero_db_check: hero_proc_engine::hero_db::skip_from_env(
             std::env::var("HERO_PROC_NO_AUTOSTART_DB").ok().as_deref(),
         ),
+        metrics_addr: args.metrics_addr,
         retention: hero_proc_daemon::compactor::RetentionConfig {
             max_age_days: args.max_age_days,
             max_rows_per_table: args.max_rows_per_table,

@@ -8,6 +8,7 @@
 
 pub mod compactor;
 pub mod lock;
+pub mod metrics;
 pub mod paths;
 pub mod rpc;
 pub mod secrets;
@@ -34,6 +35,8 @@ pub enum DaemonError {
     Logs(#[from] hero_proc_logstore::Error),
     #[error(transparent)]
     Vault(#[from] secrets::VaultError),
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Metrics { addr: String, source: std::io::Error },
     #[error("cannot listen on {path}: {source}")]
     Socket { path: String, source: std::io::Error },
 }
@@ -46,6 +49,8 @@ pub struct ServeOptions {
     pub skip_hero_db_check: bool,
     /// History retention and the compactor's schedule (SPEC 5.5).
     pub retention: compactor::RetentionConfig,
+    /// Also serve `/metrics` (and only that) on this TCP address, for Prometheus.
+    pub metrics_addr: Option<String>,
 }
 
 /// A running daemon: the engine handle and what the RPC server shares.
@@ -54,6 +59,7 @@ pub struct Daemon {
     pub vault: Arc<secrets::Vault>,
     pub paths: Paths,
     pub retention: compactor::RetentionConfig,
+    pub metrics_addr: Option<String>,
     _lock: lock::RootLock,
 }
 
@@ -62,12 +68,29 @@ pub struct Daemon {
 pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let daemon = start(opts)?;
     let listener = rpc::bind(&daemon.paths.socket)?;
+    let metrics_listener = match &daemon.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| DaemonError::Metrics { addr: addr.clone(), source })?,
+        ),
+        None => None,
+    };
     let compactor = compactor::Compactor::new(daemon.engine.clone(), daemon.retention.clone());
     let compactor_task = tokio::spawn(compactor.clone().run_on_schedule());
     let ctx = Arc::new(rpc::Ctx::new(daemon.engine.clone(), daemon.paths.clone(), compactor, daemon.vault.clone()));
+    let metrics_task = metrics_listener.map(|l| {
+        if let Ok(addr) = l.local_addr() {
+            tracing::info!(%addr, "serving /metrics over TCP");
+        }
+        tokio::spawn(metrics::serve_tcp(l, ctx.clone()))
+    });
     tracing::info!(socket = %daemon.paths.socket.display(), root = %daemon.paths.root.display(), "hero_proc serving");
     rpc::serve(listener, ctx, shutdown).await;
     compactor_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     let _ = daemon.engine.shutdown().await;
     let _ = std::fs::remove_file(&daemon.paths.socket);
     Ok(())
@@ -91,5 +114,5 @@ pub fn start(opts: ServeOptions) -> Result<Daemon, DaemonError> {
             ensure_hero_db_at_boot: !opts.skip_hero_db_check,
         },
     );
-    Ok(Daemon { engine, vault, paths, retention: opts.retention, _lock: lock })
+    Ok(Daemon { engine, vault, paths, retention: opts.retention, metrics_addr: opts.metrics_addr, _lock: lock })
 }

@@ -110,17 +110,24 @@ where
         if req.method() == http::Method::GET {
             let ctx = self.ctx.clone();
             let path = req.uri().path().to_owned();
-            return Box::pin(async move { Ok(get_route(&ctx, &path)) });
+            let om = crate::metrics::wants_openmetrics(req.headers().get("accept").and_then(|v| v.to_str().ok()));
+            return Box::pin(async move { Ok(get_route(&ctx, &path, om).await) });
         }
         Box::pin(self.rpc.call(req))
     }
 }
 
-fn get_route(_ctx: &Ctx, path: &str) -> HttpResponse {
+async fn get_route(ctx: &Ctx, path: &str, openmetrics: bool) -> HttpResponse {
     let (status, ctype, body) = match path {
         "/health" => (200, "text/plain", "ok\n".to_owned()),
+        "/metrics" if openmetrics => (200, crate::metrics::CONTENT_TYPE, crate::metrics::render(ctx, true).await),
+        "/metrics" => (200, crate::metrics::PROMETHEUS_CONTENT_TYPE, crate::metrics::render(ctx, false).await),
         "/openrpc.json" => (200, "application/json", openrpc_document(env!("CARGO_PKG_VERSION")).to_string()),
-        _ => (404, "text/plain", format!("no route {path}; try POST /rpc, GET /health, GET /openrpc.json\n")),
+        _ => (
+            404,
+            "text/plain",
+            format!("no route {path}; try POST /rpc, GET /health, GET /metrics, GET /openrpc.json\n"),
+        ),
     };
     http::Response::builder()
         .status(status)

@@ -205,6 +205,7 @@ struct Svc {
     last_exit: Option<String>,
     reason: Option<String>,
     health: Vec<CheckView>,
+    health_failures: u64,
     /// Bumped on every start/stop: events of an older generation are stale.
     generation: u64,
     /// A stop is in progress and a start should follow it.
@@ -230,6 +231,7 @@ impl Svc {
             last_exit: None,
             reason: None,
             health: Vec::new(),
+            health_failures: 0,
             generation: 0,
             restart_after_stop: false,
             main_started: None,
@@ -652,6 +654,7 @@ impl Supervisor {
             last_exit: s.last_exit.clone(),
             reason: s.reason.clone(),
             health: s.health.clone(),
+            health_failures: s.health_failures,
             managed: s.managed,
         }
     }
@@ -1185,6 +1188,7 @@ impl Supervisor {
             svc.reason = None;
             self.wake_waiters();
         } else if !healthy {
+            svc.health_failures += 1;
             let failing: Vec<String> = svc
                 .health
                 .iter()

@@ -128,6 +128,8 @@ pub struct ServiceView {
     /// Why it failed or is waiting.
     pub reason: Option<String>,
     pub health: Vec<CheckView>,
+    /// Failed health probes since the daemon started supervising it.
+    pub health_failures: u64,
     pub managed: bool,
 }
 

@@ -1,0 +1,167 @@
+//! `/metrics` in OpenMetrics text (on the RPC socket, and on `--metrics-addr` for
+//! Prometheus). Built on request from the live state: nothing is sampled in the
+//! background, so an idle daemon stays idle.
+
+use std::fmt::Write;
+
+use hero_proc_rpc::wire::ServiceState;
+
+use crate::rpc::Ctx;
+
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The classic Prometheus text format, for clients that do not ask for OpenMetrics
+/// (promtool, curl).
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Which exposition format a request asked for (its `Accept` header).
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("application/openmetrics-text"))
+}
+
+/// Label values escaped as OpenMetrics requires.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+struct Out(String, bool);
+
+impl Out {
+    /// OpenMetrics names a counter family without `_total`; the classic format names it
+    /// as its samples are named.
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let name = if kind == "counter" && !self.1 { format!("{name}_total") } else { name.to_owned() };
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+    }
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {value}");
+        } else {
+            let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", esc(v))).collect();
+            let _ = writeln!(self.0, "{name}{{{}}} {value}", l.join(","));
+        }
+    }
+}
+
+/// Render every metric; `openmetrics` picks the exposition format.
+pub async fn render(ctx: &Ctx, openmetrics: bool) -> String {
+    let mut o = Out(String::new(), openmetrics);
+    o.family("hero_proc_build_info", "gauge", "hero_proc version (always 1).");
+    o.sample("hero_proc_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
+
+    let services = ctx.engine.status(None).await.unwrap_or_default();
+    const STATES: [ServiceState; 8] = [
+        ServiceState::Inactive,
+        ServiceState::Waiting,
+        ServiceState::Starting,
+        ServiceState::Running,
+        ServiceState::Backoff,
+        ServiceState::Stopping,
+        ServiceState::Exited,
+        ServiceState::Failed,
+    ];
+    o.family("hero_proc_services", "gauge", "Services by state.");
+    for st in STATES {
+        let n = services.iter().filter(|s| s.state == st).count();
+        o.sample("hero_proc_services", &[("state", st.as_str())], n);
+    }
+    o.family("hero_proc_service_up", "gauge", "1 when the service is running (and healthy, if it has checks).");
+    for s in &services {
+        let key = format!("{}/{}", s.context, s.name);
+        o.sample("hero_proc_service_up", &[("service", &key)], u8::from(s.state == ServiceState::Running));
+    }
+    o.family("hero_proc_service_crash_loop", "gauge", "1 while the service is crash-looping.");
+    for s in &services {
+        let key = format!("{}/{}", s.context, s.name);
+        o.sample("hero_proc_service_crash_loop", &[("service", &key)], u8::from(s.crash_loop));
+    }
+    o.family("hero_proc_service_restarts", "counter", "Process restarts per service since the daemon started.");
+    for s in &services {
+        let key = format!("{}/{}", s.context, s.name);
+        o.sample("hero_proc_service_restarts_total", &[("service", &key)], s.restarts);
+    }
+    o.family(
+        "hero_proc_health_check_failures",
+        "counter",
+        "Failed health probes per service since the daemon started.",
+    );
+    for s in &services {
+        let key = format!("{}/{}", s.context, s.name);
+        o.sample("hero_proc_health_check_failures_total", &[("service", &key)], s.health_failures);
+    }
+
+    if let Ok(counts) = ctx.engine.store.job_counts_by_phase() {
+        o.family("hero_proc_jobs", "gauge", "Jobs in the store by phase.");
+        for (phase, n) in [
+            ("pending", counts.pending),
+            ("running", counts.running),
+            ("succeeded", counts.succeeded),
+            ("failed", counts.failed),
+            ("cancelled", counts.cancelled),
+        ] {
+            o.sample("hero_proc_jobs", &[("phase", phase)], n);
+        }
+    }
+    if let Ok(stats) = ctx.engine.store.db_stats() {
+        o.family("hero_proc_db_size_bytes", "gauge", "Database size: page_count * page_size.");
+        o.sample("hero_proc_db_size_bytes", &[], stats.size_bytes);
+        o.family("hero_proc_db_file_bytes", "gauge", "Database file plus WAL on disk.");
+        o.sample("hero_proc_db_file_bytes", &[], stats.file_bytes);
+        o.family("hero_proc_db_free_pages", "gauge", "Free pages inside the database file.");
+        o.sample("hero_proc_db_free_pages", &[], stats.freelist_count);
+    }
+    o.family("hero_proc_log_store_bytes", "gauge", "Bytes in the log store.");
+    o.sample("hero_proc_log_store_bytes", &[], ctx.engine.logs.total_bytes().unwrap_or(0));
+
+    if let Ok(c) = ctx.compactor.status() {
+        o.family("hero_proc_compactions", "counter", "Compactor runs since the daemon started.");
+        o.sample("hero_proc_compactions_total", &[], c.runs);
+        o.family("hero_proc_compactor_last_run_timestamp_seconds", "gauge", "When the compactor last ran (0: never).");
+        o.sample("hero_proc_compactor_last_run_timestamp_seconds", &[], c.last_run_ms.unwrap_or(0) as f64 / 1000.0);
+        if let Some(last) = &c.last {
+            o.family("hero_proc_compactor_last_deleted_rows", "gauge", "Rows the last compaction deleted, by table.");
+            o.sample("hero_proc_compactor_last_deleted_rows", &[("table", "jobs")], last.jobs_deleted);
+            o.sample("hero_proc_compactor_last_deleted_rows", &[("table", "runs")], last.runs_deleted);
+            o.sample("hero_proc_compactor_last_deleted_rows", &[("table", "sync_history")], last.history_deleted);
+            o.family("hero_proc_compactor_last_reclaimed_bytes", "gauge", "Bytes the last compaction reclaimed.");
+            o.sample("hero_proc_compactor_last_reclaimed_bytes", &[], last.bytes_reclaimed);
+        }
+    }
+    if openmetrics {
+        o.0.push_str("# EOF\n");
+    }
+    o.0
+}
+
+/// Serve `GET /metrics` (and nothing else: the RPC stays on the owner-only socket) on a
+/// TCP listener.
+pub async fn serve_tcp(listener: tokio::net::TcpListener, ctx: std::sync::Arc<Ctx>) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let ctx = ctx.clone();
+                async move {
+                    let resp = if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
+                        let om = wants_openmetrics(req.headers().get("accept").and_then(|v| v.to_str().ok()));
+                        let ctype = if om { CONTENT_TYPE } else { PROMETHEUS_CONTENT_TYPE };
+                        hyper::Response::builder()
+                            .header("content-type", ctype)
+                            .body(Full::new(Bytes::from(render(&ctx, om).await)))
+                    } else {
+                        hyper::Response::builder()
+                            .status(404)
+                            .body(Full::new(Bytes::from_static(b"only GET /metrics is served here\n")))
+                    };
+                    Ok::<_, std::convert::Infallible>(resp.unwrap_or_default())
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,104 @@
+//! `/metrics`: Prometheus text by default (checked with the real `promtool`), OpenMetrics
+//! when asked, on the RPC socket and on `--metrics-addr` (where nothing else is served).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+fn http_get_unix(sock: &std::path::Path, path: &str, accept: &str) -> String {
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn http_tcp(addr: &str, req: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn body(resp: &str) -> &str {
+    resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+}
+
+/// Strip chunked transfer framing if present.
+fn dechunk(resp: &str) -> String {
+    if !resp.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return body(resp).to_owned();
+    }
+    let mut rest = body(resp);
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = &after[n + 2..];
+    }
+    out
+}
+
+#[test]
+fn metrics_pass_promtool_and_expose_the_fleet_view() {
+    let d = Daemon::start_with(&["--metrics-addr", "127.0.0.1:0"], false);
+    d.set("actions:\n  - name: web\n    interpreter: sh\n    script: exec sleep 1000\n    process: true\n    restart: { policy: always, delay: 50ms }\nservices:\n  - name: web\n");
+    let pid = d.wait_status("web", "running", |s| s["state"] == "running")["pid"].as_u64().unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    d.wait_status("web", "restarted", |s| s["restarts"] == 1 && s["state"] == "running");
+
+    let text = dechunk(&http_get_unix(&d.socket(), "/metrics", "text/plain"));
+    assert!(text.contains("hero_proc_service_up{service=\"core/web\"} 1"), "{text}");
+    assert!(text.contains("hero_proc_service_restarts_total{service=\"core/web\"} 1"), "{text}");
+    assert!(text.contains("hero_proc_services{state=\"running\"} 1"), "{text}");
+    assert!(text.contains("hero_proc_db_size_bytes "), "{text}");
+    assert!(!text.contains("# EOF"));
+
+    // The real promtool must accept it (CI installs Debian's `prometheus`).
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (apt-get install prometheus)");
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let om = dechunk(&http_get_unix(&d.socket(), "/metrics", "application/openmetrics-text; version=1.0.0"));
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE hero_proc_service_restarts counter"), "{om}");
+
+    // TCP for Prometheus: metrics only.
+    let log = std::fs::read_to_string(d.root().join("daemon.log")).unwrap();
+    let addr = log
+        .lines()
+        .find_map(|l| l.split("addr=").nth(1))
+        .expect("the daemon logs its metrics address")
+        .trim()
+        .to_owned();
+    let resp = http_tcp(&addr, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(dechunk(&resp).contains("hero_proc_service_up{service=\"core/web\"} 1"));
+    let rpc = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"service.list\",\"params\":{}}";
+    let resp = http_tcp(
+        &addr,
+        &format!("POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{rpc}", rpc.len()),
+    );
+    assert!(resp.starts_with("HTTP/1.1 404"), "the RPC must not be reachable over TCP: {resp}");
+    std::thread::sleep(Duration::from_millis(10));
+}
