@@ -63,9 +63,13 @@ enum Command {
     /// The daemon's own event log (query).
     #[command(subcommand)]
     Log(ops::LogCmd),
-    /// The daemon itself (info).
+    /// The daemon itself (info, compact, compactor-status).
     #[command(subcommand)]
     System(ops::SystemCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout: `hero_proc man | man -l -`.
+    Man,
 }
 
 /// Settings every command shares.
@@ -91,6 +95,14 @@ impl Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // A client piped into `head` should end quietly, as Unix tools do. (Not the
+        // daemon: a closed client socket must never kill it.)
+        // SAFETY: resetting a signal disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let socket = cli.socket.unwrap_or_else(|| hero_proc_rpc::default_socket(&hero_proc_daemon::Paths::default_root()));
     let out = Output {
         format: cli.format,
@@ -109,6 +121,18 @@ fn main() -> ExitCode {
         Command::Run(cmd) => block_on(ops::run(cmd, &out)),
         Command::Log(cmd) => block_on(ops::log(cmd, &out)),
         Command::System(cmd) => block_on(ops::system(cmd, &out)),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "hero_proc", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e) => Err(e.into()),
+            }
+        }
     };
     match result {
         Ok(code) => code,
