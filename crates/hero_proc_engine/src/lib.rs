@@ -12,4 +12,4 @@ pub mod paths;
 pub mod process;
 pub mod supervisor;
 
-pub use supervisor::{Engine, EngineConfig, EngineError, NoSecrets, SecretSource};
+pub use supervisor::{ConfigChange, Engine, EngineConfig, EngineError, NoSecrets, SecretSource};

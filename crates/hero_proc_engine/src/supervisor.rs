@@ -80,6 +80,22 @@ enum Msg {
     CronTick { generation: u64 },
     EnsureHeroDb(Reply<crate::hero_db::Decision>),
     SecretChanged(Ref, Reply<Vec<Ref>>),
+    ConfigApplied(Box<ConfigChange>, Reply<()>),
+}
+
+/// What the reconciler changed in the store (in one transaction), for the engine to
+/// act on: reload the rows, stop what was deleted, apply statuses, restart what the plan
+/// says. Restarts of services that are not running are ignored; starts of running ones
+/// are no-ops.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigChange {
+    pub actions_changed: Vec<Ref>,
+    pub actions_deleted: Vec<Ref>,
+    pub services_changed: Vec<Ref>,
+    pub services_deleted: Vec<Ref>,
+    pub restarts: Vec<Ref>,
+    pub starts: Vec<Ref>,
+    pub stops: Vec<Ref>,
 }
 
 /// A cheap, cloneable handle to the supervisor task.
@@ -174,6 +190,10 @@ impl Engine {
     /// Returns the services restarted.
     pub async fn secret_changed(&self, secret: Ref) -> Result<Vec<Ref>, EngineError> {
         ask!(self, SecretChanged, secret)
+    }
+    /// Act on config rows the reconciler wrote to the store (see [`ConfigChange`]).
+    pub async fn config_applied(&self, change: ConfigChange) -> Result<(), EngineError> {
+        ask!(self, ConfigApplied, Box::new(change))
     }
     /// Ensure `core/hero_db` runs (SPEC 5.3); returns what was decided.
     pub async fn ensure_hero_db(&self) -> Result<crate::hero_db::Decision, EngineError> {
@@ -614,6 +634,10 @@ impl Supervisor {
                     }
                 }
                 let _ = reply.send(Ok(users));
+            }
+            Msg::ConfigApplied(change, reply) => {
+                self.config_applied(*change);
+                let _ = reply.send(Ok(()));
             }
             Msg::EnsureHeroDb(reply) => {
                 let d = self.ensure_hero_db();
@@ -1222,6 +1246,63 @@ impl Supervisor {
                 None => self.begin(&k),
             }
         }
+    }
+
+    fn config_applied(&mut self, c: ConfigChange) {
+        for r in &c.services_deleted {
+            self.want_stop(r);
+            self.services.remove(r);
+        }
+        for r in &c.actions_deleted {
+            self.schedules.remove(r);
+        }
+        for r in &c.actions_changed {
+            if let Ok(Some(a)) = self.store.get_action(&r.context, &r.name) {
+                self.update_schedule(&a.value);
+            }
+        }
+        self.arm_cron();
+        for r in &c.services_changed {
+            match self.store.get_service(&r.context, &r.name) {
+                Ok(Some(stored)) => match self.services.get_mut(r) {
+                    Some(svc) => {
+                        svc.spec = stored.value;
+                        svc.managed = stored.managed;
+                    }
+                    None => {
+                        self.services.insert(r.clone(), Svc::new(stored.value, stored.managed));
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => self.event(Level::Error, "hero_proc.reconcile", format!("cannot reload {r}: {e}"), None),
+            }
+        }
+        for r in &c.stops {
+            self.want_stop(r);
+        }
+        for r in &c.restarts {
+            if let Some(svc) = self.services.get_mut(r)
+                && svc.job.is_some()
+                && !svc.restart_after_stop
+            {
+                svc.restart_after_stop = true;
+                svc.wanted = true;
+                self.stop_job_of(r);
+            }
+        }
+        for r in &c.starts {
+            self.want_start(r);
+        }
+        // Services whose status became start (or that are new) and are not running.
+        for r in &c.services_changed {
+            if self.services.get(r).is_some_and(|s| s.spec.status == ServiceStatus::Start && !s.wanted) {
+                self.want_start(r);
+            }
+            if self.services.get(r).is_some_and(|s| s.spec.status == ServiceStatus::Stop && s.wanted) {
+                self.want_stop(r);
+            }
+        }
+        self.wake_waiters();
     }
 
     /// SPEC 5.3: after autostart, hero_db must be active; say so loudly when it cannot be.
