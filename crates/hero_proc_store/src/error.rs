@@ -20,7 +20,7 @@ pub enum StoreError {
     /// The file, its folder or the file system refuses writes.
     #[error(
         "cannot write {path}: the database file or its folder is read-only: check permissions of {path} \
-         and its folder (and that the file system is mounted read-write)"
+         and its folder, that neither is immutable (`lsattr`), and that the file system is mounted read-write"
     )]
     ReadOnly { path: PathBuf },
 
@@ -136,6 +136,10 @@ pub(crate) fn classify(path: &Path, busy_timeout: Duration, sys_errno: i32, err:
         ffi::SQLITE_FULL => StoreError::DiskFull { path },
         ffi::SQLITE_CORRUPT | ffi::SQLITE_NOTADB => StoreError::Corrupt { path, detail: err.to_string() },
         ffi::SQLITE_IOERR if is_disk_full_errno(sys_errno) => StoreError::DiskFull { path },
+        // A write refused by the OS (immutable file, read-only mount, lost permission).
+        ffi::SQLITE_IOERR if matches!(sys_errno, libc::EPERM | libc::EACCES | libc::EROFS) => {
+            StoreError::ReadOnly { path }
+        }
         ffi::SQLITE_CANTOPEN if sys_errno == libc::EACCES || sys_errno == libc::EROFS => StoreError::ReadOnly { path },
         _ => StoreError::Sqlite { path, source: err },
     }
