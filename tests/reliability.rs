@@ -19,7 +19,11 @@ fn stop_racing_a_crash_leaves_no_process_and_start_racing_a_crash_leaves_one() {
         // Crash and stop at the same moment.
         let root = d.root().to_owned();
         let stopper = std::thread::spawn(move || {
-            std::process::Command::new(bin()).args(["service", "stop", "web"]).env("HERO_ROOTDIR", root).output().unwrap()
+            std::process::Command::new(bin())
+                .args(["service", "stop", "web"])
+                .env("HERO_ROOTDIR", root)
+                .output()
+                .unwrap()
         });
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         assert!(stopper.join().unwrap().status.success());
@@ -56,7 +60,11 @@ fn a_read_only_database_gives_a_clear_error_and_the_daemon_keeps_serving() {
     let db = state.join("hero_proc.db");
     let chattr = |flag: &str| {
         std::process::Command::new("chattr").arg(flag).arg(&db).status().is_ok_and(|s| s.success())
-            && std::process::Command::new("chattr").arg(flag).arg(state.join("hero_proc.db-wal")).status().is_ok_and(|s| s.success())
+            && std::process::Command::new("chattr")
+                .arg(flag)
+                .arg(state.join("hero_proc.db-wal"))
+                .status()
+                .is_ok_and(|s| s.success())
     };
     let immutable = chattr("+i");
     if !immutable {
@@ -74,7 +82,10 @@ fn a_read_only_database_gives_a_clear_error_and_the_daemon_keeps_serving() {
         return;
     }
     assert!(!out.status.success());
-    assert!(text_out.contains("read-only") || text_out.contains("readonly") || text_out.contains("permission"), "{text_out}");
+    assert!(
+        text_out.contains("read-only") || text_out.contains("readonly") || text_out.contains("permission"),
+        "{text_out}"
+    );
     // Still serving, and once writable again, working.
     assert!(d.cli(&["system", "info"]).status.success());
     assert!(d.cli(&["run", "submit", "t", "--wait"]).status.success());
