@@ -265,6 +265,19 @@ async fn main() {
         unit: "ms",
         base_name,
     });
+    if let Some(p) = pueue() {
+        for (what, ours, base, unit) in [
+            (format!("{SERVICES} long tasks added and running"), ms(ours_start), p.start, "ms"),
+            (format!("idle {}s: CPU ticks", IDLE.as_secs()), ours_idle.0 as f64, p.ticks as f64, "ticks"),
+            (format!("idle {}s: context switches", IDLE.as_secs()), ours_idle.1 as f64, p.switches as f64, ""),
+            (format!("RSS with {SERVICES} tasks"), ours_idle.2 as f64 / 1024.0, p.rss_kb as f64 / 1024.0, "MB"),
+            (format!("stop {SERVICES} tasks (kill --all)"), ms(ours_stop), p.stop, "ms"),
+        ] {
+            rows.push(Row { what, ours, base, unit, base_name: "pueue".into() });
+        }
+    } else {
+        eprintln!("pueue not found: `cargo install pueue` (or set PUEUE_BIN_DIR) to include it");
+    }
 
     println!(
         "engine benchmark — `cargo bench -p hero_proc --bench engine` ({} cores)",
@@ -329,6 +342,80 @@ fn supervisord() -> Option<Peer> {
     let t = Instant::now();
     ctl(&["stop", "all"]);
     let stop = ms(t.elapsed());
+    let _ = child.kill();
+    let _ = child.wait();
+    Some(Peer { start, ticks: t1 - t0, switches: s1 - s0, rss_kb, stop })
+}
+
+/// pueue (a task queue, not a supervisor): 50 long tasks added and running, idle cost,
+/// `kill --all`. Found on PATH or in $PUEUE_BIN_DIR.
+fn pueue() -> Option<Peer> {
+    let dir_bin = std::env::var("PUEUE_BIN_DIR").ok();
+    let tool = |name: &str| dir_bin.as_ref().map(|d| format!("{d}/{name}")).unwrap_or_else(|| name.to_owned());
+    Command::new(tool("pueue")).arg("--version").output().ok()?;
+    let dir = tempfile::tempdir().unwrap();
+    let envs = [
+        ("HOME", dir.path().to_owned()),
+        ("XDG_CONFIG_HOME", dir.path().join("config")),
+        ("XDG_DATA_HOME", dir.path().join("data")),
+        ("XDG_RUNTIME_DIR", dir.path().join("run")),
+    ];
+    for (_, p) in &envs {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    let client = |args: &[&str]| {
+        let mut c = Command::new(tool("pueue"));
+        c.args(args);
+        for (k, v) in &envs {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let mut d = Command::new(tool("pueued"));
+    for (k, v) in &envs {
+        d.env(k, v);
+    }
+    let mut child = d.stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+    let up = Instant::now();
+    while !client(&["status"]).status.success() {
+        if up.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    client(&["parallel", &SERVICES.to_string()]);
+    let t = Instant::now();
+    for _ in 0..SERVICES {
+        client(&["add", "--", "sleep", "100000"]);
+    }
+    loop {
+        let out = String::from_utf8_lossy(&client(&["status", "--json"]).stdout).into_owned();
+        if out.matches("\"Running\"").count() >= SERVICES || out.matches("Running").count() >= SERVICES {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let start = ms(t.elapsed());
+    std::thread::sleep(Duration::from_millis(500));
+    let (t0, s0, _) = proc_cost(child.id());
+    std::thread::sleep(IDLE);
+    let (t1, s1, rss_kb) = proc_cost(child.id());
+    let t = Instant::now();
+    client(&["kill", "--all"]);
+    loop {
+        let out = String::from_utf8_lossy(&client(&["status", "--json"]).stdout).into_owned();
+        if !out.contains("Running") || t.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let stop = ms(t.elapsed());
+    client(&["shutdown"]);
     let _ = child.kill();
     let _ = child.wait();
     Some(Peer { start, ticks: t1 - t0, switches: s1 - s0, rss_kb, stop })

@@ -908,42 +908,40 @@ impl Supervisor {
             .store
             .create_job(&NewJob { run_id: run, action, service, attempt, created_at_ms: now_ms() })
             .map_err(|e| e.to_string())?;
-        let fail = |this: &mut Self, why: String| {
-            let _ = this.store.finish_job(
-                job,
-                &JobExit {
+        let (pid, ticks) = self.launch(job, action, purpose)?;
+        if let Err(e) = self.store.mark_job_running(job, pid, Some(ticks), now_ms()) {
+            self.event(Level::Error, "hero_proc.job", format!("job {job}: cannot record start: {e}"), Some(job));
+        }
+        Ok((job, pid))
+    }
+
+    /// Open the job's output file, resolve its environment, spawn it and watch it. On
+    /// failure the job row is finished as failed with the reason (and the reason logged).
+    /// The caller records the start (so a burst can share one transaction).
+    fn launch(&mut self, job: JobId, action: &Action, purpose: Purpose) -> Result<(u32, u64), String> {
+        let spawned = self
+            .logs
+            .open_job_output(job.0)
+            .map_err(|e| format!("cannot open the output file: {e}"))
+            .and_then(|output| Ok((output, self.resolve_env(action)?)))
+            .and_then(|(output, env)| process::spawn(action, &env, &self.expand, &output).map_err(|e| e.to_string()));
+        let running = match spawned {
+            Ok(r) => r,
+            Err(why) => {
+                let exit = JobExit {
                     phase: Phase::Failed,
                     exit_code: None,
                     signal: None,
                     error: Some(why.clone()),
                     finished_at_ms: now_ms(),
-                },
-            );
-            this.event(
-                Level::Error,
-                "hero_proc.job",
-                format!("job {job} ({}/{}) could not start: {why}", action.context, action.name),
-                Some(job),
-            );
-            Err(why)
+                };
+                let _ = self.store.finish_job(job, &exit);
+                let msg = format!("job {job} ({}/{}) could not start: {why}", action.context, action.name);
+                self.event(Level::Error, "hero_proc.job", msg, Some(job));
+                return Err(why);
+            }
         };
-        let output = match self.logs.open_job_output(job.0) {
-            Ok(f) => f,
-            Err(e) => return fail(self, format!("cannot open the output file: {e}")),
-        };
-        let env = match self.resolve_env(action) {
-            Ok(env) => env,
-            Err(e) => return fail(self, e),
-        };
-        let running = match process::spawn(action, &env, &self.expand, &output) {
-            Ok(r) => r,
-            Err(e) => return fail(self, e.to_string()),
-        };
-        drop(env);
-        let pid = running.pid;
-        if let Err(e) = self.store.mark_job_running(job, pid, Some(running.start_ticks), now_ms()) {
-            self.event(Level::Error, "hero_proc.job", format!("job {job}: cannot record start: {e}"), Some(job));
-        }
+        let started = (running.pid, running.start_ticks);
         let timeout = if action.process {
             None
         } else {
@@ -951,7 +949,7 @@ impl Supervisor {
         };
         let stop = self.watch(job, running, timeout);
         self.jobs.insert(job, LiveJob { purpose, stop: Some(stop) });
-        Ok((job, pid))
+        Ok(started)
     }
 
     fn resolve_env(&self, action: &Action) -> Result<Vec<(String, String)>, String> {
@@ -1530,52 +1528,23 @@ impl Supervisor {
         }
     }
 
-    /// Start a run's pending job (its row exists already).
-    /// Returns what to record as started, or None when it could not start (already
-    /// recorded as failed).
+    /// Start a run's pending job (its row exists already). Returns what to record as
+    /// started, or None when it could not start (already recorded as failed).
     fn start_run_job(&mut self, run: RunId, job: JobId, action: &Action) -> Option<(JobId, u32, u64)> {
-        let fail = |this: &mut Self, why: String| {
-            let _ = this.store.finish_job(
-                job,
-                &JobExit {
-                    phase: Phase::Failed,
-                    exit_code: None,
-                    signal: None,
-                    error: Some(why.clone()),
-                    finished_at_ms: now_ms(),
-                },
-            );
-            this.event(
-                Level::Error,
-                "hero_proc.job",
-                format!("job {job} ({}/{}) could not start: {why}", action.context, action.name),
-                Some(job),
-            );
-            if let Some(live) = this.runs.get_mut(&run) {
-                live.done.insert(job, false);
+        match self.launch(job, action, Purpose::Run { run }) {
+            Ok((pid, ticks)) => {
+                if let Some(live) = self.runs.get_mut(&run) {
+                    live.running.insert(job);
+                }
+                Some((job, pid, ticks))
             }
-            None
-        };
-        let output = match self.logs.open_job_output(job.0) {
-            Ok(f) => f,
-            Err(e) => return fail(self, format!("cannot open the output file: {e}")),
-        };
-        let env = match self.resolve_env(action) {
-            Ok(env) => env,
-            Err(e) => return fail(self, e),
-        };
-        let running = match process::spawn(action, &env, &self.expand, &output) {
-            Ok(r) => r,
-            Err(e) => return fail(self, e.to_string()),
-        };
-        let started = (job, running.pid, running.start_ticks);
-        let timeout = action.timeout.map(|d| (d.0, action.stop.signal, action.stop.timeout.0));
-        let stop = self.watch(job, running, timeout);
-        self.jobs.insert(job, LiveJob { purpose: Purpose::Run { run }, stop: Some(stop) });
-        if let Some(live) = self.runs.get_mut(&run) {
-            live.running.insert(job);
+            Err(_) => {
+                if let Some(live) = self.runs.get_mut(&run) {
+                    live.done.insert(job, false);
+                }
+                None
+            }
         }
-        Some(started)
     }
 
     fn on_run_job_exit(&mut self, run: RunId, job: JobId, ok: bool) {

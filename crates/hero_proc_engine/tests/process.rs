@@ -200,7 +200,12 @@ async fn health_checks_against_real_sockets() {
     let addr = tcp.local_addr().unwrap().to_string();
     assert!(health::check(&HealthCheck::Tcp(addr.clone()), "svc", &e.expand).await.is_healthy());
     drop(tcp);
-    assert!(!health::check(&HealthCheck::Tcp(addr), "svc", &e.expand).await.is_healthy());
+    // A bound socket that does not listen refuses connections and keeps its port
+    // reserved (a freed port could be taken by a parallel test).
+    let closed = tokio::net::TcpSocket::new_v4().unwrap();
+    closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let closed_addr = closed.local_addr().unwrap().to_string();
+    assert!(!health::check(&HealthCheck::Tcp(closed_addr), "svc", &e.expand).await.is_healthy());
 
     assert!(health::check(&HealthCheck::Exec("test -d $HERO_ROOTDIR".into()), "svc", &e.expand).await.is_healthy());
     assert!(!health::check(&HealthCheck::Exec("false".into()), "svc", &e.expand).await.is_healthy());
