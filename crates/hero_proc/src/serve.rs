@@ -55,7 +55,13 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-    let mut paths = Paths::under(Paths::default_root());
+    let root = Paths::default_root();
+    // Children inherit the daemon's environment as it is (the fast spawn path), so make
+    // it right once: HERO_ROOTDIR set, key material removed. (A reconciler that needs the
+    // age key must read it before this point.)
+    // SAFETY: no thread has been started yet (the runtime is built below).
+    unsafe { hero_proc_engine::process::scrub_daemon_env(&root) };
+    let mut paths = Paths::under(root);
     paths.socket = out.socket.clone();
     if let Some(db) = args.db {
         paths.db = db;

@@ -24,7 +24,7 @@ use tokio::io::unix::AsyncFd;
 use crate::paths::Expand;
 
 /// Environment variables that carry key material: never passed on to children.
-const WITHHELD_ENV: [&str; 5] =
+pub const WITHHELD_ENV: [&str; 5] =
     ["SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY_CMD", "HERO_PROC_AGE_KEY_FILE", "HERO_PROC_WEBHOOK_SECRET"];
 
 #[derive(Debug, Error)]
@@ -123,11 +123,18 @@ pub fn spawn(
         .stdin(Stdio::null())
         .stdout(Stdio::from(output.try_clone().map_err(io_err)?))
         .stderr(Stdio::from(output.try_clone().map_err(io_err)?))
-        .env("HERO_ROOTDIR", expand.root())
         // The daemon going away must not take its children with it.
         .kill_on_drop(false);
+    // Touching the environment makes std copy all of it into a map for every spawn, so
+    // only do it when needed: the daemon scrubs its own environment at start
+    // ([`scrub_daemon_env`]), and children then inherit it as it is.
+    if std::env::var_os("HERO_ROOTDIR").as_deref() != Some(expand.root().as_os_str()) {
+        cmd.env("HERO_ROOTDIR", expand.root());
+    }
     for k in WITHHELD_ENV {
-        cmd.env_remove(k);
+        if std::env::var_os(k).is_some() {
+            cmd.env_remove(k);
+        }
     }
     for (k, v) in env {
         cmd.env(k, v);
@@ -139,6 +146,22 @@ pub fn spawn(
     let pid = child.id().unwrap_or(0);
     let start_ticks = proc_start_ticks(pid).unwrap_or(0);
     Ok(Running { pid, start_ticks, waiter: Waiter::Child(child) })
+}
+
+/// Make the daemon's own environment the one its children should inherit: set
+/// `HERO_ROOTDIR`, remove key material. Call once at start, before any thread exists,
+/// after reading whatever key material the daemon itself needs.
+///
+/// # Safety
+/// Mutates the process environment: no other thread may be running.
+pub unsafe fn scrub_daemon_env(root: &std::path::Path) {
+    // SAFETY: the caller guarantees no other thread reads the environment.
+    unsafe {
+        std::env::set_var("HERO_ROOTDIR", root);
+        for k in WITHHELD_ENV {
+            std::env::remove_var(k);
+        }
+    }
 }
 
 /// Re-attach to a process a previous daemon started. `None` if it is gone or the PID now
