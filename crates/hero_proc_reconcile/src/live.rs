@@ -1,0 +1,91 @@
+//! The live state the plan compares against: config rows with their inventory marks,
+//! stored secret fingerprints, applied migrations, and (from the engine) whether each
+//! service is up.
+
+use std::collections::BTreeMap;
+
+use hero_proc_migrate::{Applied, AppliedResult};
+use hero_proc_spec::{Action, Service};
+use hero_proc_store::{MigrationResult, Ref, Store, StoreError, Stored};
+use serde::{Deserialize, Serialize};
+
+/// Whether a service's process is up, as far as drift is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Running, starting, waiting for its requirements, or backing off to restart.
+    Up,
+    /// Not running and not wanted: stopped (by hand, or never started).
+    Down,
+    /// Failed, exited one-shot, stopping: not drift either way.
+    Settled,
+    /// Not known (a preview read from a database file, without the engine).
+    Unknown,
+}
+
+/// A stored secret, without its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveSecret {
+    pub fingerprint: String,
+    pub source: String,
+    pub managed: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Live {
+    pub actions: BTreeMap<Ref, Stored<Action>>,
+    pub services: BTreeMap<Ref, Stored<Service>>,
+    pub secrets: BTreeMap<Ref, LiveSecret>,
+    /// Missing entries count as [`RunState::Unknown`].
+    pub states: BTreeMap<Ref, RunState>,
+    pub applied_migrations: Vec<Applied>,
+}
+
+impl Live {
+    /// Nothing live: the `--empty` preview (what a fresh machine would do).
+    pub fn empty() -> Live {
+        Live::default()
+    }
+
+    /// Config rows, secrets and migrations from the store; service states are the
+    /// caller's to fill (the engine knows them).
+    pub fn read(store: &Store) -> Result<Live, StoreError> {
+        let actions = store
+            .list_actions()?
+            .into_iter()
+            .map(|s| (Ref::new(&s.value.context, &s.value.name), s))
+            .collect();
+        let services = store
+            .list_services()?
+            .into_iter()
+            .map(|s| (Ref::new(&s.value.context, &s.value.name), s))
+            .collect();
+        let secrets = store
+            .list_secrets()?
+            .into_iter()
+            .map(|s| {
+                (
+                    Ref::new(&s.value.context, &s.value.name),
+                    LiveSecret { fingerprint: s.value.fingerprint, source: s.value.source, managed: s.managed },
+                )
+            })
+            .collect();
+        let applied_migrations = store
+            .applied_migrations()?
+            .into_iter()
+            .map(|m| Applied {
+                name: m.name,
+                sha256: m.sha256,
+                result: match m.result {
+                    MigrationResult::Ok => AppliedResult::Ok,
+                    MigrationResult::Failed => AppliedResult::Failed,
+                },
+            })
+            .collect();
+        Ok(Live { actions, services, secrets, states: BTreeMap::new(), applied_migrations })
+    }
+
+    pub fn state(&self, r: &Ref) -> RunState {
+        self.states.get(r).copied().unwrap_or(RunState::Unknown)
+    }
+}

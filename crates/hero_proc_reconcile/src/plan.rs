@@ -1,0 +1,517 @@
+//! The plan: a pure function of (desired state at a revision, live state, the desired
+//! state of the revision applied last). Dry-run and apply both call [`plan`]; apply then
+//! writes exactly `plan.changes`, so the preview cannot disagree with what happens.
+//!
+//! - Only rows the inventory marks as managed from git are pruned; rows set by hand are
+//!   listed as unmanaged and left alone. A desired object that exists unmanaged is
+//!   adopted (it becomes managed).
+//! - A change is *drift* when git did not change the object since the applied revision
+//!   but the live object differs (edited, deleted or stopped by hand). With
+//!   `self_heal: false` drift is reported and not reverted.
+//! - A changed action (other than its description or tags) restarts the running
+//!   services that run it; so does a changed secret value for services whose actions
+//!   reference it; so does a change to a service's own action list.
+//! - A plan that deletes or stops a required service (in `required_services` of the
+//!   new or of the applied revision) is refused: dropping one takes two commits.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hero_proc_spec::{Action, DEFAULT_CONTEXT, Kind, Named, Service, ServiceStatus};
+use hero_proc_store::Ref;
+use serde::{Deserialize, Serialize};
+
+use crate::desired::Desired;
+use crate::live::{Live, RunState};
+use crate::repo::CommitInfo;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Op {
+    pub fn sign(self) -> char {
+        match self {
+            Op::Create => '+',
+            Op::Update => '~',
+            Op::Delete => '-',
+        }
+    }
+}
+
+/// One object the apply writes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub kind: Kind,
+    pub context: String,
+    pub name: String,
+    pub op: Op,
+    /// Git did not change it: the live object was changed by hand.
+    pub drift: bool,
+    /// The live object was set by hand and becomes managed from git.
+    pub adopt: bool,
+    /// Unified diff of the canonical YAML (secrets: a note, never a value).
+    pub diff: String,
+}
+
+impl Change {
+    pub fn object(&self) -> String {
+        format!("{} {}/{}", self.kind, self.context, self.name)
+    }
+    pub fn r(&self) -> Ref {
+        Ref::new(&self.context, &self.name)
+    }
+}
+
+/// A service restart the plan implies, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restart {
+    pub service: String,
+    pub because: String,
+    #[serde(default)]
+    pub drift: bool,
+}
+
+/// A start or stop the plan implies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateChange {
+    pub service: String,
+    pub because: String,
+    #[serde(default)]
+    pub drift: bool,
+}
+
+/// Live state that differs from git although git did not change it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftItem {
+    pub object: String,
+    pub what: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub delete: usize,
+    pub restart: usize,
+    pub start: usize,
+    pub stop: usize,
+    pub migrations: usize,
+    pub drift: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The revision planned.
+    pub target: CommitInfo,
+    /// The revision live now (`None` on a fresh system or with `--empty`).
+    pub applied_revision: Option<String>,
+    pub host: Option<String>,
+    pub self_heal: bool,
+    pub prune: bool,
+    pub summary: Summary,
+    /// What apply writes, in order: creates and updates (secrets, actions, services),
+    /// then deletes in reverse dependency order (services, actions, secrets).
+    pub changes: Vec<Change>,
+    pub restarts: Vec<Restart>,
+    pub starts: Vec<StateChange>,
+    pub stops: Vec<StateChange>,
+    /// Pending `migrations/*.rhai`, in run order.
+    pub migrations: Vec<String>,
+    /// Every drift found, reverted or not (`self_heal`).
+    pub drift: Vec<DriftItem>,
+    /// Live objects set by hand that git does not have: left alone.
+    pub unmanaged: Vec<String>,
+    /// Managed objects git no longer has, kept because `prune: false`.
+    pub not_pruned: Vec<String>,
+    /// Secrets whose value this preview could not compare (no key here).
+    pub unverified_secrets: Vec<String>,
+    /// Why this plan must not be applied. A refused plan applies nothing.
+    pub refusals: Vec<String>,
+}
+
+impl Plan {
+    /// True when applying would do nothing.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+            && self.restarts.is_empty()
+            && self.starts.is_empty()
+            && self.stops.is_empty()
+            && self.migrations.is_empty()
+    }
+    pub fn is_refused(&self) -> bool {
+        !self.refusals.is_empty()
+    }
+}
+
+/// Compute the plan. Pure: same inputs, same plan (everything is sorted).
+pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_revision: Option<&str>) -> Plan {
+    let settings = &desired.settings;
+    let mut changes: Vec<Change> = Vec::new();
+    let mut deletes: Vec<Change> = Vec::new();
+    let mut unmanaged = Vec::new();
+    let mut not_pruned = Vec::new();
+    let mut unverified = Vec::new();
+
+    // ---- secrets ----------------------------------------------------------------------
+    let mut secret_value_changed: BTreeMap<Ref, bool> = BTreeMap::new();
+    for (r, ds) in &desired.secrets {
+        let drift = previous.is_some_and(|p| p.secrets.get(r) == Some(ds));
+        match live.secrets.get(r) {
+            None => changes.push(change(Kind::Secret, r, Op::Create, drift, false, "(sensitive value)\n".into())),
+            Some(ls) => {
+                let differs = ds.fingerprint.as_ref().is_some_and(|f| *f != ls.fingerprint);
+                if ds.fingerprint.is_none() {
+                    unverified.push(format!("secret {r}"));
+                }
+                if differs || !ls.managed || ls.source != ds.source {
+                    let note = if differs {
+                        "(sensitive value changed)\n".to_owned()
+                    } else if !ls.managed {
+                        "(sensitive value unchanged; set by hand, now managed from git)\n".to_owned()
+                    } else {
+                        format!("(source changed: {} -> {})\n", ls.source, ds.source)
+                    };
+                    if differs {
+                        secret_value_changed.insert(r.clone(), drift);
+                    }
+                    changes.push(change(Kind::Secret, r, Op::Update, drift, !ls.managed, note));
+                }
+            }
+        }
+    }
+    for (r, ls) in &live.secrets {
+        if desired.secrets.contains_key(r) {
+            continue;
+        }
+        let key = format!("secret {r}");
+        match (ls.managed, settings.prune) {
+            (false, _) => unmanaged.push(key),
+            (true, false) => not_pruned.push(key),
+            (true, true) => {
+                let drift = previous.is_some_and(|p| !p.secrets.contains_key(r));
+                deletes.push(change(Kind::Secret, r, Op::Delete, drift, false, "(sensitive value)\n".into()));
+            }
+        }
+    }
+
+    // ---- actions ----------------------------------------------------------------------
+    let mut action_changed: BTreeMap<Ref, bool> = BTreeMap::new();
+    for ((ctx, name), a) in &desired.state.actions {
+        let r = Ref::new(ctx, name);
+        let drift = previous.is_some_and(|p| p.state.actions.get(&(ctx.clone(), name.clone())) == Some(a));
+        match live.actions.get(&r) {
+            None => changes.push(change(Kind::Action, &r, Op::Create, drift, false, yaml_diff(&r, Kind::Action, "", &yaml(a)))),
+            Some(s) if s.value != *a => {
+                if runs_differently(&s.value, a) {
+                    action_changed.insert(r.clone(), drift);
+                }
+                let diff = yaml_diff(&r, Kind::Action, &yaml(&s.value), &yaml(a));
+                changes.push(change(Kind::Action, &r, Op::Update, drift, !s.managed, diff));
+            }
+            Some(s) if !s.managed => changes.push(change(Kind::Action, &r, Op::Update, drift, true, String::new())),
+            Some(_) => {}
+        }
+    }
+    let mut action_deletes = Vec::new();
+    for (r, s) in &live.actions {
+        if desired.state.actions.contains_key(&(r.context.clone(), r.name.clone())) {
+            continue;
+        }
+        let key = format!("action {r}");
+        match (s.managed, settings.prune) {
+            (false, _) => unmanaged.push(key),
+            (true, false) => not_pruned.push(key),
+            (true, true) => {
+                let drift = previous.is_some_and(|p| !p.state.actions.contains_key(&(r.context.clone(), r.name.clone())));
+                let deps: Vec<Ref> =
+                    s.value.depends_on.iter().map(|d| resolve(d, &s.value.context, |x| live.actions.contains_key(x))).collect();
+                action_deletes.push((
+                    r.clone(),
+                    deps,
+                    change(Kind::Action, r, Op::Delete, drift, false, yaml_diff(r, Kind::Action, &yaml(&s.value), "")),
+                ));
+            }
+        }
+    }
+
+    // ---- services ---------------------------------------------------------------------
+    let mut restarts = Vec::new();
+    let mut starts = Vec::new();
+    let mut stops = Vec::new();
+    for ((ctx, name), s) in &desired.state.services {
+        let r = Ref::new(ctx, name);
+        let prev = previous.map(|p| p.state.services.get(&(ctx.clone(), name.clone())));
+        let drift = prev.is_some_and(|p| p == Some(s));
+        let state = live.state(&r);
+        let Some(stored) = live.services.get(&r) else {
+            changes.push(change(Kind::Service, &r, Op::Create, drift, false, yaml_diff(&r, Kind::Service, "", &yaml(s))));
+            if s.status == ServiceStatus::Start {
+                starts.push(StateChange { service: r.to_string(), because: "new service".into(), drift });
+            }
+            continue;
+        };
+        let old = &stored.value;
+        if old != s {
+            let diff = yaml_diff(&r, Kind::Service, &yaml(old), &yaml(s));
+            changes.push(change(Kind::Service, &r, Op::Update, drift, !stored.managed, diff));
+        } else if !stored.managed {
+            changes.push(change(Kind::Service, &r, Op::Update, drift, true, String::new()));
+        }
+        let up = matches!(state, RunState::Up | RunState::Unknown);
+        match s.status {
+            ServiceStatus::Start if old.status != ServiceStatus::Start => {
+                starts.push(StateChange { service: r.to_string(), because: "status set to start".into(), drift });
+            }
+            ServiceStatus::Start if state == RunState::Down => {
+                // Stopped by hand (git wants it running). Drift unless git just changed it.
+                let drift = prev.is_some_and(|p| p.is_some_and(|p| p.status == ServiceStatus::Start));
+                starts.push(StateChange { service: r.to_string(), because: "stopped by hand".into(), drift });
+            }
+            ServiceStatus::Start if up => {
+                if let Some((because, drift)) = restart_cause(s, old, desired, &action_changed, &secret_value_changed, drift) {
+                    restarts.push(Restart { service: r.to_string(), because, drift });
+                }
+            }
+            ServiceStatus::Stop if old.status != ServiceStatus::Stop && up => {
+                stops.push(StateChange { service: r.to_string(), because: "status set to stop".into(), drift });
+            }
+            ServiceStatus::Stop if state == RunState::Up => {
+                let drift = prev.is_some_and(|p| p.is_some_and(|p| p.status == ServiceStatus::Stop));
+                stops.push(StateChange { service: r.to_string(), because: "started by hand".into(), drift });
+            }
+            _ => {}
+        }
+    }
+    let mut service_deletes = Vec::new();
+    for (r, s) in &live.services {
+        if desired.state.services.contains_key(&(r.context.clone(), r.name.clone())) {
+            continue;
+        }
+        let key = format!("service {r}");
+        match (s.managed, settings.prune) {
+            (false, _) => unmanaged.push(key),
+            (true, false) => not_pruned.push(key),
+            (true, true) => {
+                let drift =
+                    previous.is_some_and(|p| !p.state.services.contains_key(&(r.context.clone(), r.name.clone())));
+                if matches!(live.state(r), RunState::Up | RunState::Unknown) {
+                    stops.push(StateChange { service: r.to_string(), because: "deleted".into(), drift });
+                }
+                let deps: Vec<Ref> = s
+                    .value
+                    .requires
+                    .iter()
+                    .chain(&s.value.after)
+                    .map(|d| resolve(d, &s.value.context, |x| live.services.contains_key(x)))
+                    .collect();
+                service_deletes.push((
+                    r.clone(),
+                    deps,
+                    change(Kind::Service, r, Op::Delete, drift, false, yaml_diff(r, Kind::Service, &yaml(&s.value), "")),
+                ));
+            }
+        }
+    }
+    // Deletes: dependents before what they depend on; services, then actions, then secrets.
+    let mut ordered = reverse_dependency_order(service_deletes);
+    ordered.extend(reverse_dependency_order(action_deletes));
+    ordered.extend(deletes);
+
+    // Creates and updates: secrets, actions, services (each sorted by key already).
+    changes.sort_by_key(|c| match c.kind {
+        Kind::Secret => 0,
+        Kind::Action => 1,
+        Kind::Service => 2,
+    });
+    changes.extend(ordered);
+
+    // ---- migrations -------------------------------------------------------------------
+    let mut refusals = Vec::new();
+    let migrations = match hero_proc_migrate::check_history(&desired.migrations, &live.applied_migrations) {
+        Ok(pending) => pending.iter().map(|m| m.name.clone()).collect(),
+        Err(errors) => {
+            refusals.extend(errors.0.iter().map(|e| e.to_string()));
+            Vec::new()
+        }
+    };
+
+    // ---- drift and self_heal ----------------------------------------------------------
+    let mut drift = Vec::new();
+    for c in changes.iter().filter(|c| c.drift) {
+        let what = match (c.op, c.adopt) {
+            (Op::Create, _) => "deleted by hand",
+            (Op::Update, true) => "set by hand",
+            (Op::Update, false) => "changed by hand",
+            (Op::Delete, _) => "not in git",
+        };
+        drift.push(DriftItem { object: c.object(), what: what.into() });
+    }
+    for s in starts.iter().chain(&stops).filter(|s| s.drift) {
+        drift.push(DriftItem { object: format!("service {}", s.service), what: s.because.clone() });
+    }
+    if !settings.self_heal {
+        changes.retain(|c| !c.drift);
+        restarts.retain(|c| !c.drift);
+        starts.retain(|c| !c.drift);
+        stops.retain(|c| !c.drift);
+    }
+
+    // ---- required services ------------------------------------------------------------
+    let mut required: BTreeSet<Ref> = BTreeSet::new();
+    for list in std::iter::once(&settings.required_services).chain(previous.map(|p| &p.settings.required_services)) {
+        for n in list {
+            required.insert(resolve(n, DEFAULT_CONTEXT, |_| false));
+        }
+    }
+    for c in &changes {
+        if c.kind == Kind::Service && c.op == Op::Delete && required.contains(&c.r()) {
+            refusals.push(format!(
+                "this revision deletes required service {}; a required service (hero.yaml `required_services`) must keep running: restore it, or first remove it from `required_services` in one commit and delete it in the next",
+                c.r()
+            ));
+        }
+    }
+    for s in &stops {
+        if s.because != "deleted" && required.iter().any(|r| r.to_string() == s.service) {
+            refusals.push(format!(
+                "this revision stops required service {}; a required service (hero.yaml `required_services`) must keep running: set `status: start`, or first remove it from `required_services`",
+                s.service
+            ));
+        }
+    }
+
+    unmanaged.sort();
+    not_pruned.sort();
+    unverified.sort();
+    let summary = Summary {
+        create: changes.iter().filter(|c| c.op == Op::Create).count(),
+        update: changes.iter().filter(|c| c.op == Op::Update).count(),
+        delete: changes.iter().filter(|c| c.op == Op::Delete).count(),
+        restart: restarts.len(),
+        start: starts.len(),
+        stop: stops.len(),
+        migrations: migrations.len(),
+        drift: drift.len(),
+    };
+    Plan {
+        target: desired.commit.clone(),
+        applied_revision: applied_revision.map(str::to_owned),
+        host: desired.host.clone(),
+        self_heal: settings.self_heal,
+        prune: settings.prune,
+        summary,
+        changes,
+        restarts,
+        starts,
+        stops,
+        migrations,
+        drift,
+        unmanaged,
+        not_pruned,
+        unverified_secrets: unverified,
+        refusals,
+    }
+}
+
+fn change(kind: Kind, r: &Ref, op: Op, drift: bool, adopt: bool, diff: String) -> Change {
+    Change { kind, context: r.context.clone(), name: r.name.clone(), op, drift, adopt, diff }
+}
+
+/// Canonical YAML: the model's field order, so equal objects print the same text.
+pub fn yaml<T: Serialize>(v: &T) -> String {
+    serde_yaml_ng::to_string(v).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+}
+
+fn yaml_diff(r: &Ref, kind: Kind, before: &str, after: &str) -> String {
+    let from = if before.is_empty() { "/dev/null".to_owned() } else { format!("live/{kind}/{r}") };
+    let to = if after.is_empty() { "/dev/null".to_owned() } else { format!("git/{kind}/{r}") };
+    similar::TextDiff::from_lines(before, after).unified_diff().context_radius(3).header(&from, &to).to_string()
+}
+
+/// Whether a change to an action changes what runs (description and tags do not).
+fn runs_differently(a: &Action, b: &Action) -> bool {
+    let strip = |x: &Action| {
+        let mut x = x.clone();
+        x.description = None;
+        x.tags.clear();
+        x
+    };
+    strip(a) != strip(b)
+}
+
+/// The engine's reference rule: `ctx/name` is explicit; a bare name is the object's own
+/// context when that exists, else `core`.
+fn resolve(n: &Named, context: &str, exists: impl Fn(&Ref) -> bool) -> Ref {
+    match n.split() {
+        (Some(c), name) => Ref::new(c, name),
+        (None, name) => {
+            let own = Ref::new(context, name);
+            if exists(&own) {
+                return own;
+            }
+            let core = Ref::new(DEFAULT_CONTEXT, name);
+            if exists(&core) { core } else { own }
+        }
+    }
+}
+
+/// Why a running service must restart, if it must; and whether that is drift only.
+fn restart_cause(
+    s: &Service,
+    old: &Service,
+    desired: &Desired,
+    action_changed: &BTreeMap<Ref, bool>,
+    secret_changed: &BTreeMap<Ref, bool>,
+    service_drift: bool,
+) -> Option<(String, bool)> {
+    if s.actions != old.actions {
+        return Some(("its action list changed".into(), service_drift));
+    }
+    let exists = |r: &Ref| desired.state.actions.contains_key(&(r.context.clone(), r.name.clone()));
+    for n in &s.actions {
+        let ar = resolve(n, &s.context, exists);
+        if let Some(drift) = action_changed.get(&ar) {
+            return Some((format!("action {ar} changed"), *drift));
+        }
+        if let Some(a) = desired.state.actions.get(&(ar.context.clone(), ar.name.clone())) {
+            for sec in a.secret_refs() {
+                let sr = Ref::new(&a.context, &sec.name);
+                if let Some(drift) = secret_changed.get(&sr) {
+                    return Some((format!("secret {sr} changed"), *drift));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Order deletions so that an object goes before the objects it depends on (a service
+/// is stopped before what it requires). Ties and cycles fall back to key order.
+fn reverse_dependency_order(mut items: Vec<(Ref, Vec<Ref>, Change)>) -> Vec<Change> {
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    let keys: BTreeSet<Ref> = items.iter().map(|i| i.0.clone()).collect();
+    // How many remaining items depend on each key.
+    let mut dependents: BTreeMap<Ref, usize> = keys.iter().map(|k| (k.clone(), 0)).collect();
+    for (_, deps, _) in &items {
+        for d in deps.iter().filter(|d| keys.contains(*d)) {
+            *dependents.entry(d.clone()).or_default() += 1;
+        }
+    }
+    let mut out = Vec::with_capacity(items.len());
+    let mut remaining = items;
+    while !remaining.is_empty() {
+        let pos = remaining.iter().position(|i| dependents.get(&i.0).copied().unwrap_or(0) == 0).unwrap_or(0);
+        let (_, deps, c) = remaining.remove(pos);
+        for d in deps.iter().filter(|d| keys.contains(*d)) {
+            if let Some(n) = dependents.get_mut(d) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,253 @@
+//! The git side: open a local repository or keep a bare mirror of a remote one, fetch,
+//! and resolve a branch or revision to a commit. Only committed trees are ever read.
+//!
+//! Local paths are read in place (no copy: a local commit is visible at once).
+//! `file://` remotes are fetched with git2's own transport; `https://`, `ssh://` and
+//! `user@host:path` remotes are fetched with the `git` command, so the operator's SSH
+//! config, known_hosts, credential helpers and proxies apply exactly as for `git fetch`
+//! (and the daemon needs no TLS or SSH stack of its own).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Where the desired state comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoConfig {
+    /// A local path, or a URL (`file://`, `https://`, `ssh://`, `user@host:path`).
+    pub location: String,
+    /// The branch to follow. Local default: the repository's `HEAD`; remote: `main`.
+    pub branch: Option<String>,
+}
+
+/// A commit the reconciler can apply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitInfo {
+    pub id: String,
+    pub author: Option<String>,
+    pub committed_at_ms: Option<i64>,
+    pub summary: Option<String>,
+}
+
+impl CommitInfo {
+    pub fn short(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("cannot open repository {location}: {message}\n  hint: {hint}")]
+    Open { location: String, message: String, hint: String },
+    #[error("cannot fetch {location}: {message}\n  hint: the last applied revision keeps running; the fetch is retried with backoff")]
+    Fetch { location: String, message: String },
+    #[error(
+        "branch `{branch}` not found in {location}\n  hint: was it deleted or renamed? the last applied revision keeps running; pass --branch to follow another one"
+    )]
+    BranchMissing { location: String, branch: String },
+    #[error("revision `{rev}` not found in {location}: {message}\n  hint: give a commit id, tag or branch that exists in the repository (`git log` shows them)")]
+    Revision { location: String, rev: String, message: String },
+    #[error("cannot read commit {rev} in {location}: {message}\n  hint: the repository may be corrupt; `git fsck` checks it")]
+    Corrupt { location: String, rev: String, message: String },
+}
+
+/// An opened source repository.
+pub struct Repo {
+    config: RepoConfig,
+    /// The repository git2 reads: the local one, or the bare mirror of a remote.
+    path: PathBuf,
+    remote: Option<String>,
+    repo: git2::Repository,
+}
+
+/// Whether a location is a URL (fetched into a mirror) rather than a local path.
+pub fn is_remote(location: &str) -> bool {
+    if location.contains("://") {
+        return true;
+    }
+    // scp-like `user@host:path`, but not a local path that happens to hold a colon.
+    match location.split_once(':') {
+        Some((host, _)) => host.contains('@') && !host.contains('/'),
+        None => false,
+    }
+}
+
+impl Repo {
+    /// Open a local repository, or create (once) the bare mirror of a remote under
+    /// `cache_root` (SPEC 2: `var/hero_proc/source/`). Does not fetch.
+    pub fn open(config: &RepoConfig, cache_root: &Path) -> Result<Repo, RepoError> {
+        let location = config.location.clone();
+        if is_remote(&location) {
+            let digest = hex::encode(Sha256::digest(location.as_bytes()));
+            let path = cache_root.join(&digest[..16]);
+            let open_err = |e: git2::Error| RepoError::Open {
+                location: location.clone(),
+                message: e.message().to_owned(),
+                hint: format!("the mirror lives in {}; delete it to start afresh", path.display()),
+            };
+            let repo = match git2::Repository::open_bare(&path) {
+                Ok(r) => r,
+                Err(_) => {
+                    std::fs::create_dir_all(&path).map_err(|e| RepoError::Open {
+                        location: location.clone(),
+                        message: e.to_string(),
+                        hint: format!("check that {} is writable", cache_root.display()),
+                    })?;
+                    git2::Repository::init_bare(&path).map_err(open_err)?
+                }
+            };
+            match repo.find_remote("origin") {
+                Ok(r) if r.url().ok() == Some(location.as_str()) => {}
+                Ok(_) => repo.remote_set_url("origin", &location).map_err(open_err)?,
+                Err(_) => {
+                    repo.remote("origin", &location).map_err(open_err)?;
+                }
+            }
+            Ok(Repo { config: config.clone(), path, remote: Some(location), repo })
+        } else {
+            let path = PathBuf::from(&location);
+            let repo = git2::Repository::open(&path).map_err(|e| RepoError::Open {
+                location: location.clone(),
+                message: e.message().to_owned(),
+                hint: "give the path of a git repository (a work tree or a bare one), or a URL".into(),
+            })?;
+            Ok(Repo { config: config.clone(), path, remote: None, repo })
+        }
+    }
+
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+
+    pub fn repository(&self) -> &git2::Repository {
+        &self.repo
+    }
+
+    pub fn is_local(&self) -> bool {
+        self.remote.is_none()
+    }
+
+    /// The git directory, for a file watcher on a local repository.
+    pub fn git_dir(&self) -> PathBuf {
+        self.repo.path().to_path_buf()
+    }
+
+    /// Fetch every branch of a remote (forced and pruned, so a force-push or a deleted
+    /// branch is seen as such). A local repository needs no fetch.
+    pub fn fetch(&self) -> Result<(), RepoError> {
+        let Some(url) = &self.remote else { return Ok(()) };
+        let refspec = "+refs/heads/*:refs/remotes/origin/*";
+        let fetch_err = |message: String| RepoError::Fetch { location: url.clone(), message };
+        if url.starts_with("file://") {
+            let mut remote = self.repo.find_remote("origin").map_err(|e| fetch_err(e.message().to_owned()))?;
+            let mut opts = git2::FetchOptions::new();
+            opts.prune(git2::FetchPrune::On);
+            remote.fetch(&[refspec], Some(&mut opts), None).map_err(|e| fetch_err(e.message().to_owned()))?;
+            return Ok(());
+        }
+        let out = Command::new("git")
+            .arg("--git-dir")
+            .arg(&self.path)
+            .args(["fetch", "--prune", "--force", "--quiet", "origin", refspec])
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .map_err(|e| fetch_err(format!("cannot run `git fetch`: {e}")))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(fetch_err(stderr.trim().lines().last().unwrap_or("git fetch failed").to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The branch's tip (after [`Repo::fetch`] for a remote).
+    pub fn head(&self) -> Result<CommitInfo, RepoError> {
+        let (refname, branch) = match (&self.remote, &self.config.branch) {
+            (None, None) => ("HEAD".to_owned(), "HEAD".to_owned()),
+            (None, Some(b)) => (format!("refs/heads/{b}"), b.clone()),
+            (Some(_), b) => {
+                let b = b.clone().unwrap_or_else(|| "main".into());
+                (format!("refs/remotes/origin/{b}"), b)
+            }
+        };
+        let oid = match self.repo.refname_to_id(&refname) {
+            Ok(oid) => oid,
+            Err(e) if e.code() == git2::ErrorCode::NotFound || e.code() == git2::ErrorCode::UnbornBranch => {
+                return Err(RepoError::BranchMissing { location: self.config.location.clone(), branch });
+            }
+            Err(e) => {
+                return Err(RepoError::Corrupt {
+                    location: self.config.location.clone(),
+                    rev: refname,
+                    message: e.message().to_owned(),
+                });
+            }
+        };
+        self.commit(oid, &branch)
+    }
+
+    /// Resolve a revision (commit id, tag, branch; for a remote also `origin/<branch>`).
+    pub fn resolve(&self, rev: &str) -> Result<CommitInfo, RepoError> {
+        let obj = self
+            .repo
+            .revparse_single(rev)
+            .or_else(|e| match &self.remote {
+                Some(_) => self.repo.revparse_single(&format!("refs/remotes/origin/{rev}")),
+                None => Err(e),
+            })
+            .map_err(|e| RepoError::Revision {
+                location: self.config.location.clone(),
+                rev: rev.into(),
+                message: e.message().to_owned(),
+            })?;
+        let commit = obj.peel_to_commit().map_err(|e| RepoError::Revision {
+            location: self.config.location.clone(),
+            rev: rev.into(),
+            message: e.message().to_owned(),
+        })?;
+        self.commit(commit.id(), rev)
+    }
+
+    fn commit(&self, oid: git2::Oid, rev: &str) -> Result<CommitInfo, RepoError> {
+        let commit = self.repo.find_commit(oid).map_err(|e| RepoError::Corrupt {
+            location: self.config.location.clone(),
+            rev: rev.into(),
+            message: e.message().to_owned(),
+        })?;
+        // Reading the tree proves the objects are there before anything is planned.
+        commit.tree().map_err(|e| RepoError::Corrupt {
+            location: self.config.location.clone(),
+            rev: rev.into(),
+            message: e.message().to_owned(),
+        })?;
+        let author = commit.author();
+        let who = match (author.name().ok(), author.email().ok()) {
+            (Some(n), Some(e)) => Some(format!("{n} <{e}>")),
+            (Some(n), None) => Some(n.to_owned()),
+            (None, Some(e)) => Some(e.to_owned()),
+            (None, None) => None,
+        };
+        Ok(CommitInfo {
+            id: oid.to_string(),
+            author: who,
+            committed_at_ms: Some(commit.time().seconds() * 1000),
+            summary: commit.summary().ok().flatten().map(str::to_owned),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_or_local() {
+        assert!(is_remote("https://forge.example/org/cfg.git"));
+        assert!(is_remote("file:///srv/cfg.git"));
+        assert!(is_remote("git@forge.example:org/cfg.git"));
+        assert!(!is_remote("/srv/cfg"));
+        assert!(!is_remote("./cfg"));
+        assert!(!is_remote("dir:with/colon"));
+    }
+}
