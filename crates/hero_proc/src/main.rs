@@ -3,6 +3,7 @@
 
 mod objects;
 mod ops;
+mod reconcile;
 mod secrets;
 mod serve;
 mod validate;
@@ -45,6 +46,11 @@ enum Command {
     Validate(validate::Args),
     /// Run the daemon: supervise processes and serve the RPC socket.
     Serve(serve::Args),
+    /// Plan and apply the config repository once through the daemon (`--dry-run` to
+    /// preview); `status`, `suspend`, `resume`, `now`.
+    Reconcile(reconcile::Args),
+    /// Revisions applied (or refused), newest first: time, commit, result, author, summary.
+    History(reconcile::HistoryArgs),
     /// Actions: what to run (set, get, list, delete).
     #[command(subcommand)]
     Action(objects::ActionCmd),
@@ -114,6 +120,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(args, &out),
         Command::Serve(args) => serve::run(args, &out),
+        Command::Reconcile(args) => block_on(reconcile::run(args, &out)),
+        Command::History(args) => block_on(reconcile::history(args, &out)),
         Command::Action(cmd) => block_on(objects::action(cmd, &out)),
         Command::Service(cmd) => block_on(objects::service(cmd, &out)),
         Command::Secret(cmd) => block_on(secrets::secret(cmd, &out)),

@@ -29,6 +29,23 @@ pub struct Args {
     /// Also serve `/metrics` on this TCP address (e.g. 127.0.0.1:9464) for Prometheus.
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// Follow this config repository: a local path (watched: a commit applies at once)
+    /// or a URL (file://, https://, ssh://, user@host:path; polled every --interval).
+    #[arg(long)]
+    repo: Option<String>,
+    /// The branch to follow [default: the repository's HEAD; `main` for a URL].
+    #[arg(long, requires = "repo")]
+    branch: Option<String>,
+    /// Which `hosts/<host>/` overlay applies [default: this machine's host name].
+    #[arg(long)]
+    host: Option<String>,
+    /// How often to fetch and reconcile (also reverts drift) [default: hero.yaml `interval`, 1m].
+    #[arg(long, requires = "repo", value_parser = parse_every)]
+    interval: Option<std::time::Duration>,
+    /// Serve the push webhook (Forgejo/Gitea/GitHub) on this TCP address; requests must be
+    /// signed with HERO_PROC_WEBHOOK_SECRET.
+    #[arg(long, requires = "repo")]
+    webhook_addr: Option<String>,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -56,6 +73,28 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
         LogFormat::Text => builder.init(),
     }
     let root = Paths::default_root();
+    // Key material is read now, before the environment is scrubbed for the children.
+    let age_keys = hero_proc_sops::KeyEnv::from_process_env();
+    let webhook_secret = std::env::var("HERO_PROC_WEBHOOK_SECRET").ok().filter(|s| !s.is_empty());
+    let reconcile = match args.repo {
+        None => None,
+        Some(location) => {
+            let location = if hero_proc_reconcile::repo::is_remote(&location) {
+                location
+            } else {
+                std::fs::canonicalize(&location)
+                    .map_err(|e| anyhow::anyhow!("--repo {location}: {e}"))?
+                    .display()
+                    .to_string()
+            };
+            Some(hero_proc_daemon::reconciler::ReconcileOptions {
+                repo: hero_proc_reconcile::RepoConfig { location, branch: args.branch },
+                interval: args.interval,
+                webhook_addr: args.webhook_addr,
+                webhook_secret,
+            })
+        }
+    };
     // Children inherit the daemon's environment as it is (the fast spawn path), so make
     // it right once: HERO_ROOTDIR set, key material removed. (A reconciler that needs the
     // age key must read it before this point.)
@@ -73,6 +112,9 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
             std::env::var("HERO_PROC_NO_AUTOSTART_DB").ok().as_deref(),
         ),
         metrics_addr: args.metrics_addr,
+        reconcile,
+        host: args.host,
+        age_keys,
         retention: hero_proc_daemon::compactor::RetentionConfig {
             max_age_days: args.max_age_days,
             max_rows_per_table: args.max_rows_per_table,

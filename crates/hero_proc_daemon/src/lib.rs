@@ -10,8 +10,10 @@ pub mod compactor;
 pub mod lock;
 pub mod metrics;
 pub mod paths;
+pub mod reconciler;
 pub mod rpc;
 pub mod secrets;
+pub mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +39,8 @@ pub enum DaemonError {
     Vault(#[from] secrets::VaultError),
     #[error("cannot listen for metrics on {addr}: {source}")]
     Metrics { addr: String, source: std::io::Error },
+    #[error("cannot serve the webhook on {addr}: {message}")]
+    Webhook { addr: String, message: String },
     #[error("cannot listen on {path}: {source}")]
     Socket { path: String, source: std::io::Error },
 }
@@ -51,6 +55,12 @@ pub struct ServeOptions {
     pub retention: compactor::RetentionConfig,
     /// Also serve `/metrics` (and only that) on this TCP address, for Prometheus.
     pub metrics_addr: Option<String>,
+    /// `--repo` and friends: follow a config repository (SPEC 1, 3).
+    pub reconcile: Option<reconciler::ReconcileOptions>,
+    /// `--host`: which `hosts/<host>/` overlay applies (default: the system host name).
+    pub host: Option<String>,
+    /// Where the age identities are, read before the daemon's environment is scrubbed.
+    pub age_keys: hero_proc_sops::KeyEnv,
 }
 
 /// A running daemon: the engine handle and what the RPC server shares.
@@ -60,6 +70,7 @@ pub struct Daemon {
     pub paths: Paths,
     pub retention: compactor::RetentionConfig,
     pub metrics_addr: Option<String>,
+    pub reconciler: Arc<reconciler::Reconciler>,
     _lock: lock::RootLock,
 }
 
@@ -78,7 +89,30 @@ pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Re
     };
     let compactor = compactor::Compactor::new(daemon.engine.clone(), daemon.retention.clone());
     let compactor_task = tokio::spawn(compactor.clone().run_on_schedule());
-    let ctx = Arc::new(rpc::Ctx::new(daemon.engine.clone(), daemon.paths.clone(), compactor, daemon.vault.clone()));
+    let webhook_task = match daemon.reconciler.options().and_then(|o| o.webhook_addr.clone()) {
+        Some(addr) => {
+            let secret = daemon.reconciler.options().and_then(|o| o.webhook_secret.clone()).ok_or_else(|| {
+                DaemonError::Webhook {
+                    addr: addr.clone(),
+                    message: "no secret: set HERO_PROC_WEBHOOK_SECRET (the secret configured in the forge's webhook); unsigned pushes are never accepted".into(),
+                }
+            })?;
+            let l = tokio::net::TcpListener::bind(&addr)
+                .await
+                .map_err(|e| DaemonError::Webhook { addr: addr.clone(), message: e.to_string() })?;
+            Some(tokio::spawn(webhook::serve(l, secret, daemon.reconciler.clone())))
+        }
+        None => None,
+    };
+    let _watcher = daemon.reconciler.watch_local();
+    let sync_task = tokio::spawn(daemon.reconciler.clone().run());
+    let ctx = Arc::new(rpc::Ctx::new(
+        daemon.engine.clone(),
+        daemon.paths.clone(),
+        compactor,
+        daemon.vault.clone(),
+        daemon.reconciler.clone(),
+    ));
     let metrics_task = metrics_listener.map(|l| {
         if let Ok(addr) = l.local_addr() {
             tracing::info!(%addr, "serving /metrics over TCP");
@@ -88,6 +122,10 @@ pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Re
     tracing::info!(socket = %daemon.paths.socket.display(), root = %daemon.paths.root.display(), "hero_proc serving");
     rpc::serve(listener, ctx, shutdown).await;
     compactor_task.abort();
+    sync_task.abort();
+    if let Some(t) = webhook_task {
+        t.abort();
+    }
     if let Some(t) = metrics_task {
         t.abort();
     }
@@ -111,8 +149,27 @@ pub fn start(opts: ServeOptions) -> Result<Daemon, DaemonError> {
             expand: paths.expand(),
             secrets: vault.clone(),
             stop_on_exit: opts.stop_on_exit,
-            ensure_hero_db_at_boot: !opts.skip_hero_db_check,
+            // With a repository, hero_db is checked after the first reconcile instead.
+            ensure_hero_db_at_boot: !opts.skip_hero_db_check && opts.reconcile.is_none(),
         },
     );
-    Ok(Daemon { engine, vault, paths, retention: opts.retention, metrics_addr: opts.metrics_addr, _lock: lock })
+    let host = opts.host.or_else(reconciler::system_host_name);
+    let reconciler = Arc::new(reconciler::Reconciler::new(
+        engine.clone(),
+        vault.clone(),
+        paths.state.join("source"),
+        opts.age_keys,
+        host,
+        opts.reconcile,
+        !opts.skip_hero_db_check,
+    ));
+    Ok(Daemon {
+        engine,
+        vault,
+        paths,
+        retention: opts.retention,
+        metrics_addr: opts.metrics_addr,
+        reconciler,
+        _lock: lock,
+    })
 }

@@ -27,6 +27,7 @@ pub struct Ctx {
     pub paths: Paths,
     pub compactor: crate::compactor::Compactor,
     pub vault: Arc<crate::secrets::Vault>,
+    pub reconciler: Arc<crate::reconciler::Reconciler>,
     pub started_at_ms: i64,
 }
 
@@ -36,8 +37,9 @@ impl Ctx {
         paths: Paths,
         compactor: crate::compactor::Compactor,
         vault: Arc<crate::secrets::Vault>,
+        reconciler: Arc<crate::reconciler::Reconciler>,
     ) -> Self {
-        Ctx { engine, paths, compactor, vault, started_at_ms: hero_proc_engine::supervisor::now_ms() }
+        Ctx { engine, paths, compactor, vault, reconciler, started_at_ms: hero_proc_engine::supervisor::now_ms() }
     }
 }
 
@@ -154,6 +156,18 @@ fn engine_err(e: EngineError) -> ErrorObjectOwned {
             rpc_err(ErrorCode::Unavailable, "hero_proc is shutting down; retry when it is back")
         }
     }
+}
+
+fn reconcile_err(e: crate::reconciler::ReconcileError) -> ErrorObjectOwned {
+    use crate::reconciler::ReconcileError as E;
+    let code = match &e {
+        E::NoRepo | E::Load(_) => ErrorCode::Invalid,
+        E::Repo(_) => ErrorCode::Unavailable,
+        E::Refused { .. } => ErrorCode::Refused,
+        E::Apply(_) | E::Store(_) => ErrorCode::Store,
+        E::Engine(_) | E::Internal(_) => ErrorCode::Internal,
+    };
+    rpc_err(code, e.to_string())
 }
 
 fn store_err(e: StoreError) -> ErrorObjectOwned {
@@ -540,6 +554,34 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
     });
     method!("system.compactor_status", |_p, c| -> CompactorStatusView {
         c.compactor.status().map_err(|e| rpc_err(ErrorCode::Store, e))
+    });
+
+    // reconcile.*
+    method!("reconcile.plan", |p, c| -> hero_proc_reconcile::Plan {
+        let q: crate::reconciler::PlanRequest = if p.as_str().is_some() { parse(&p)? } else { Default::default() };
+        c.reconciler.plan(q).await.map_err(reconcile_err)
+    });
+    method!("reconcile.apply", |p, c| -> hero_proc_reconcile::ApplyOutcome {
+        let q: crate::reconciler::PlanRequest = if p.as_str().is_some() { parse(&p)? } else { Default::default() };
+        c.reconciler.apply(q).await.map_err(reconcile_err)
+    });
+    method!("reconcile.status", |_p, c| -> hero_proc_reconcile::SyncStatus {
+        c.reconciler.status().await.map_err(reconcile_err)
+    });
+    method!("reconcile.suspend", |_p, c| -> hero_proc_reconcile::SyncStatus {
+        c.reconciler.suspend().await.map_err(reconcile_err)
+    });
+    method!("reconcile.resume", |_p, c| -> hero_proc_reconcile::SyncStatus {
+        c.reconciler.resume().await.map_err(reconcile_err)
+    });
+    method!("reconcile.history", |p, c| -> Vec<hero_proc_store::SyncEntry> {
+        #[derive(serde::Deserialize, Default)]
+        struct P {
+            #[serde(default)]
+            limit: Option<u32>,
+        }
+        let q: P = if p.as_str().is_some() { parse(&p)? } else { P::default() };
+        c.engine.store.history(q.limit.unwrap_or(50)).map_err(store_err)
     });
 
     // Discovery.

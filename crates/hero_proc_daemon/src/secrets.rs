@@ -72,22 +72,13 @@ impl Vault {
             Err(e) => return Err(err(e.to_string())),
         };
         let recipient = identity.to_public();
-        let mut h = Sha256::new();
-        h.update(b"hero_proc secret fingerprint v1\0");
-        h.update(identity.to_string().expose_secret().as_bytes());
-        let fingerprint_key = h.finalize().into();
+        let fingerprint_key = fingerprint_key(&identity);
         Ok(Vault { store, identity, recipient, fingerprint_key })
     }
 
     /// The keyed fingerprint of a value (hex).
     pub fn fingerprint(&self, context: &str, name: &str, value: &str) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.fingerprint_key).expect("any key length");
-        mac.update(context.as_bytes());
-        mac.update(&[0]);
-        mac.update(name.as_bytes());
-        mac.update(&[0]);
-        mac.update(value.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        keyed_fingerprint(&self.fingerprint_key, context, name, value)
     }
 
     /// Store a value sealed; returns false when the stored value was the same.
@@ -123,6 +114,41 @@ impl Vault {
         let plain = age::decrypt(&self.identity, &rec.value.ciphertext).map_err(|e| open_err(e.to_string()))?;
         String::from_utf8(plain).map(Some).map_err(|_| open_err("not UTF-8".into()))
     }
+}
+
+impl hero_proc_reconcile::SecretSealer for Vault {
+    fn seal(&self, context: &str, name: &str, value: &str, source: &str) -> Result<SecretRecord, String> {
+        let fingerprint = self.fingerprint(context, name, value);
+        let ciphertext = age::encrypt(&self.recipient, value.as_bytes()).map_err(|e| e.to_string())?;
+        Ok(SecretRecord { context: context.into(), name: name.into(), ciphertext, fingerprint, source: source.into() })
+    }
+}
+
+/// The keyed fingerprint function of the daemon whose at-rest key is `key_path`, for a
+/// preview that reads the database file directly (`reconcile --dry-run --db`).
+pub fn fingerprinter(key_path: &Path) -> Option<impl Fn(&str, &str, &str) -> String + use<>> {
+    let text = std::fs::read_to_string(key_path).ok()?;
+    let line = text.lines().find(|l| l.starts_with("AGE-SECRET-KEY-"))?;
+    let identity = age::x25519::Identity::from_str(line.trim()).ok()?;
+    let key = fingerprint_key(&identity);
+    Some(move |c: &str, n: &str, v: &str| keyed_fingerprint(&key, c, n, v))
+}
+
+fn fingerprint_key(identity: &age::x25519::Identity) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"hero_proc secret fingerprint v1\0");
+    h.update(identity.to_string().expose_secret().as_bytes());
+    h.finalize().into()
+}
+
+fn keyed_fingerprint(key: &[u8; 32], context: &str, name: &str, value: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    mac.update(context.as_bytes());
+    mac.update(&[0]);
+    mac.update(name.as_bytes());
+    mac.update(&[0]);
+    mac.update(value.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 impl SecretSource for Vault {

@@ -167,6 +167,49 @@ pub const METHODS: &[MethodDoc] = &[
         params: &[],
         result: "SystemInfo",
     },
+    MethodDoc {
+        name: "reconcile.plan",
+        summary: "The plan (dry-run) of a revision against the live state; applies nothing.",
+        params: RECONCILE,
+        result: "Plan",
+    },
+    MethodDoc {
+        name: "reconcile.apply",
+        summary: "Plan and apply once; with `rev`, pin that revision until reconcile.resume.",
+        params: RECONCILE,
+        result: "ApplyOutcome",
+    },
+    MethodDoc {
+        name: "reconcile.status",
+        summary: "Applied, attempted, head and pinned revisions, drift, last error, suspension.",
+        params: &[],
+        result: "SyncStatus",
+    },
+    MethodDoc {
+        name: "reconcile.suspend",
+        summary: "Pause automatic sync (an incident); status says so.",
+        params: &[],
+        result: "SyncStatus",
+    },
+    MethodDoc {
+        name: "reconcile.resume",
+        summary: "Resume automatic sync, unpin any pinned revision, and sync now.",
+        params: &[],
+        result: "SyncStatus",
+    },
+    MethodDoc {
+        name: "reconcile.history",
+        summary: "Revisions tried, newest first: commit, author, time, summary, result.",
+        params: &[("limit", "integer", false)],
+        result: "SyncEntry[]",
+    },
+];
+
+const RECONCILE: &[Param] = &[
+    ("repo", "string", false),
+    ("branch", "string", false),
+    ("rev", "string", false),
+    ("host", "string", false),
 ];
 
 /// The OpenRPC document for the methods the daemon serves.

@@ -1,0 +1,354 @@
+//! `hero_proc reconcile` and `hero_proc history`.
+//!
+//! With a daemon: the plan and the apply happen inside it (`reconcile.plan` /
+//! `reconcile.apply`), so the preview is computed by the same code, against the same
+//! live state, as the apply. Without one (`--empty`, `--db FILE`): the plan is computed
+//! here, read-only, for CI previews and post-mortems.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use hero_proc_reconcile::{ApplyOutcome, Desired, Live, Plan, Repo, RepoConfig, SopsOpener, SyncStatus};
+use hero_proc_store::{Store, SyncEntry};
+use serde_json::json;
+
+use crate::{Output, connect};
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Args {
+    #[command(subcommand)]
+    cmd: Option<ReconcileCmd>,
+    /// The config repository: a local path or a URL [default: the daemon's --repo;
+    /// with --empty or --db, the current directory].
+    #[arg(long)]
+    repo: Option<String>,
+    /// The branch to follow [default: the repository's HEAD; `main` for a URL].
+    #[arg(long)]
+    branch: Option<String>,
+    /// Plan or apply this commit, tag or branch instead of the head. Applying pins it:
+    /// automatic sync holds it until `hero_proc reconcile resume`.
+    #[arg(long)]
+    rev: Option<String>,
+    /// Plan for this host's overlay (`hosts/<host>/`) [default: the daemon's host].
+    #[arg(long)]
+    host: Option<String>,
+    /// Print the plan, apply nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
+    #[arg(long)]
+    detailed_exitcode: bool,
+    /// Plan against an empty state (what a fresh machine would do); no daemon needed.
+    /// Implies --dry-run.
+    #[arg(long, conflicts_with = "db")]
+    empty: bool,
+    /// Plan against this database file, opened read-only; no daemon needed. Implies
+    /// --dry-run.
+    #[arg(long)]
+    db: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ReconcileCmd {
+    /// Applied, attempted, head and pinned revisions; drift; last error; suspension.
+    Status,
+    /// Pause automatic sync (during an incident). Imperative changes stay as they are.
+    Suspend,
+    /// Resume automatic sync: unpin any pinned revision and sync now.
+    Resume,
+    /// Sync now (fetch, plan, apply) and print what was applied.
+    Now,
+}
+
+#[derive(clap::Args)]
+pub struct HistoryArgs {
+    /// How many revisions to show, newest first.
+    #[arg(long, default_value_t = 20)]
+    limit: u32,
+}
+
+pub async fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
+    match args.cmd {
+        Some(ReconcileCmd::Status) => {
+            let s: SyncStatus = connect(out).await?.call("reconcile.status", json!({})).await?;
+            print_status(&s, out)
+        }
+        Some(ReconcileCmd::Suspend) => {
+            let s: SyncStatus = connect(out).await?.call("reconcile.suspend", json!({})).await?;
+            print_status(&s, out)
+        }
+        Some(ReconcileCmd::Resume) => {
+            let s: SyncStatus = connect(out).await?.call("reconcile.resume", json!({})).await?;
+            print_status(&s, out)
+        }
+        Some(ReconcileCmd::Now) => {
+            let o: ApplyOutcome = connect(out).await?.call("reconcile.apply", json!({})).await?;
+            print_applied(&o, out, false)
+        }
+        None if args.empty || args.db.is_some() => {
+            let plan = offline_plan(&args)?;
+            print_plan(&plan, out, args.detailed_exitcode)
+        }
+        None => {
+            let repo = match &args.repo {
+                Some(r) if !hero_proc_reconcile::repo::is_remote(r) => Some(
+                    std::fs::canonicalize(r)
+                        .with_context(|| format!("--repo {r}: no such directory"))?
+                        .display()
+                        .to_string(),
+                ),
+                other => other.clone(),
+            };
+            let params = json!({ "repo": repo, "branch": args.branch, "rev": args.rev, "host": args.host });
+            let mut client = connect(out).await?;
+            if args.dry_run {
+                let plan: Plan = client.call("reconcile.plan", params).await?;
+                print_plan(&plan, out, args.detailed_exitcode)
+            } else {
+                let o: ApplyOutcome = client.call("reconcile.apply", params).await?;
+                print_applied(&o, out, args.detailed_exitcode)
+            }
+        }
+    }
+}
+
+/// `--empty` / `--db`: plan here, touching nothing.
+fn offline_plan(args: &Args) -> anyhow::Result<Plan> {
+    let location = args.repo.clone().unwrap_or_else(|| ".".into());
+    let location = if hero_proc_reconcile::repo::is_remote(&location) {
+        location
+    } else {
+        std::fs::canonicalize(&location)
+            .with_context(|| format!("repository {location}: no such directory"))?
+            .display()
+            .to_string()
+    };
+    let cache = tempfile::tempdir()?;
+    let repo = Repo::open(&RepoConfig { location, branch: args.branch.clone() }, cache.path())?;
+    repo.fetch()?;
+    let target = match &args.rev {
+        Some(r) => repo.resolve(r)?,
+        None => repo.head()?,
+    };
+    let host = args.host.clone().or_else(hero_proc_daemon::reconciler::system_host_name);
+    let keys = hero_proc_sops::load_identities(&hero_proc_sops::KeyEnv::from_process_env()).map_err(|e| e.to_string());
+    let (live, applied) = match &args.db {
+        None => (Live::empty(), None),
+        Some(db) => {
+            let store = Store::open_read_only(db).with_context(|| format!("cannot open {} read-only", db.display()))?;
+            let applied = store.sync_state()?.applied_revision;
+            (Live::read(&store)?, applied)
+        }
+    };
+    // Secret fingerprints are keyed by the daemon's at-rest key (next to its database);
+    // without it a preview cannot compare values and says so.
+    let key_path = args.db.as_deref().and_then(Path::parent).map(|d| d.join("at_rest.agekey"));
+    let fp = key_path.as_deref().and_then(hero_proc_daemon::secrets::fingerprinter);
+    let plan = match fp {
+        Some(f) => plan_with(&repo, target, host.as_deref(), SopsOpener::new(keys, false, f), &live, applied)?,
+        None => {
+            let keys = if args.db.is_some() { Err("no at-rest key to compare values with".into()) } else { keys };
+            let opener = SopsOpener::new(keys, false, |_: &str, _: &str, _: &str| String::new());
+            plan_with(&repo, target, host.as_deref(), opener, &live, applied)?
+        }
+    };
+    Ok(plan)
+}
+
+fn plan_with<F: Fn(&str, &str, &str) -> String>(
+    repo: &Repo,
+    target: hero_proc_reconcile::CommitInfo,
+    host: Option<&str>,
+    opener: SopsOpener<F>,
+    live: &Live,
+    applied: Option<String>,
+) -> anyhow::Result<Plan> {
+    let desired = Desired::load(repo.repository(), target, host, &opener)?;
+    let previous = match &applied {
+        Some(a) if *a == desired.commit.id => None,
+        Some(a) => repo.resolve(a).ok().and_then(|c| Desired::load(repo.repository(), c, host, &opener).ok()),
+        None => None,
+    };
+    let previous = match &applied {
+        Some(a) if *a == desired.commit.id => Some(&desired),
+        _ => previous.as_ref(),
+    };
+    Ok(hero_proc_reconcile::plan(&desired, live, previous, applied.as_deref()))
+}
+
+fn exit_for(plan: &Plan, detailed: bool) -> ExitCode {
+    if plan.is_refused() {
+        ExitCode::from(1)
+    } else if detailed && !plan.is_empty() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_plan(plan: &Plan, out: &Output, detailed: bool) -> anyhow::Result<ExitCode> {
+    if out.json() {
+        out.print_json(plan)?;
+    } else if !out.quiet || plan.is_refused() {
+        print!("{}", hero_proc_reconcile::render::render_text(plan, out.color));
+    }
+    if plan.is_refused() {
+        eprintln!("error: the plan for {} is refused (see above); nothing would be applied", plan.target.short());
+    }
+    Ok(exit_for(plan, detailed))
+}
+
+fn print_applied(o: &ApplyOutcome, out: &Output, detailed: bool) -> anyhow::Result<ExitCode> {
+    if out.json() {
+        out.print_json(o)?;
+    } else if !out.quiet {
+        if !o.plan.is_empty() {
+            print!("{}", hero_proc_reconcile::render::render_text(&o.plan, out.color));
+            println!();
+        }
+        println!(
+            "Applied {}{}: {}",
+            o.plan.target.short(),
+            o.plan.target.summary.as_deref().map(|s| format!(" \"{s}\"")).unwrap_or_default(),
+            if o.plan.is_empty() { "no changes".into() } else { hero_proc_reconcile::render::summary_line(&o.plan) }
+        );
+        if o.pinned {
+            println!(
+                "Pinned: automatic sync holds {} until `hero_proc reconcile resume`.",
+                o.plan.target.short()
+            );
+        }
+    }
+    Ok(exit_for(&o.plan, detailed))
+}
+
+fn short(r: &Option<String>) -> String {
+    r.as_deref().map(|r| r[..r.len().min(12)].to_owned()).unwrap_or_else(|| "-".into())
+}
+
+fn ago(ms: Option<i64>) -> String {
+    match ms {
+        None => String::new(),
+        Some(t) => {
+            let secs = ((hero_proc_store::now_ms() - t) / 1000).max(0) as u64;
+            format!(" ({} ago)", humanize(secs))
+        }
+    }
+}
+
+fn humanize(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+fn print_status(s: &SyncStatus, out: &Output) -> anyhow::Result<ExitCode> {
+    if out.json() {
+        out.print_json(s)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &s.repo {
+        Some(r) => println!(
+            "repository: {r}{}{}",
+            s.branch.as_deref().map(|b| format!(" (branch {b})")).unwrap_or_default(),
+            s.host.as_deref().map(|h| format!(", host {h}")).unwrap_or_default()
+        ),
+        None => println!("repository: none (the daemon runs without --repo; `hero_proc reconcile --repo` applies once)"),
+    }
+    println!("applied:    {}{}", short(&s.applied_revision), ago(s.applied_at_ms));
+    if let Some(h) = &s.head_revision {
+        println!("head:       {}", &h[..h.len().min(12)]);
+    }
+    if let Some(p) = &s.pinned_revision {
+        println!(
+            "pinned:     {} (automatic sync holds it; `hero_proc reconcile resume` follows the branch again)",
+            &p[..p.len().min(12)]
+        );
+    }
+    if s.suspended {
+        println!("sync:       SUSPENDED (`hero_proc reconcile resume` to resume)");
+    } else if s.repo.is_some() {
+        println!("sync:       automatic{}", s.next_sync_at_ms.map(|t| format!(", next in {}", humanize(((t - hero_proc_store::now_ms()).max(0) / 1000) as u64))).unwrap_or_default());
+    }
+    if let Some(r) = &s.last_result {
+        println!("last:       {r}{}", s.last_duration_ms.map(|d| format!(" in {d} ms")).unwrap_or_default());
+    }
+    if s.attempted_revision != s.applied_revision || s.last_error.is_some() {
+        println!("attempted:  {}{}", short(&s.attempted_revision), ago(s.attempted_at_ms));
+    }
+    if let Some(e) = &s.last_error {
+        println!("error:      {}", e.lines().next().unwrap_or(""));
+        for l in e.lines().skip(1) {
+            println!("            {l}");
+        }
+        if s.consecutive_failures > 0 {
+            println!("            ({} failure(s) in a row; retrying with backoff)", s.consecutive_failures);
+        }
+    }
+    if s.drift.is_empty() {
+        println!("drift:      none");
+    } else {
+        let mode = if s.self_heal == Some(false) { "reported only (self_heal: false)" } else { "reverted on the next sync" };
+        println!("drift:      {} object(s), {mode}", s.drift.len());
+        for d in &s.drift {
+            println!("  {}: {}", d.object, d.what);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn history(args: HistoryArgs, out: &Output) -> anyhow::Result<ExitCode> {
+    let entries: Vec<SyncEntry> = connect(out).await?.call("reconcile.history", json!({ "limit": args.limit })).await?;
+    if out.json() {
+        out.print_json(&entries)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if entries.is_empty() {
+        println!("no revisions applied yet");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<20} {:<12} {:<8} {:<24} SUMMARY", "TIME", "COMMIT", "RESULT", "AUTHOR");
+    for e in entries {
+        let r = &e.record;
+        let s = &r.summary;
+        let n = |k: &str| s.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        let counts = format!("+{} ~{} -{}", n("create"), n("update"), n("delete"));
+        let subject = s.get("commit").and_then(|v| v.as_str()).unwrap_or("");
+        let mut summary = format!("{counts} {subject}");
+        if let Some(err) = &r.error {
+            summary = format!("{subject}: {}", err.lines().next().unwrap_or(""));
+        }
+        let author = r.author.as_deref().unwrap_or("-");
+        let author: String = author.split(" <").next().unwrap_or(author).chars().take(24).collect();
+        println!(
+            "{:<20} {:<12} {:<8} {:<24} {}",
+            utc(r.applied_at_ms),
+            &r.revision[..r.revision.len().min(12)],
+            r.result.as_str(),
+            author,
+            summary.trim()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// RFC 3339 in UTC, to the second.
+fn utc(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::utc(951_782_400_000 + 3_723_000), "2000-02-29T01:02:03Z");
+    }
+}

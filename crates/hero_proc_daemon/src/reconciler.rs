@@ -1,0 +1,528 @@
+//! The reconciler inside the daemon: when to sync (poll interval, a watcher on a local
+//! repository, the push webhook, `reconcile now`), one sync at a time, and handing what
+//! was applied to the engine. Planning and applying are `hero_proc_reconcile`'s; this
+//! module is scheduling, caching and bookkeeping.
+//!
+//! A failing revision (fetch, validation, decryption, refusal) applies nothing: the last
+//! applied revision keeps running, status and history say why, and the next attempt
+//! comes after an exponential backoff (1 s doubling up to the interval).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hero_proc_engine::{ConfigChange, Engine, EngineError};
+use hero_proc_reconcile::{
+    ApplyError, ApplyOutcome, CommitInfo, Desired, LoadError, Live, Plan, Repo, RepoConfig, RepoError, RunState,
+    SopsOpener, SyncStatus,
+};
+use hero_proc_rpc::wire::ServiceState;
+use hero_proc_sops::KeyEnv;
+use hero_proc_store::{Ref, StoreError, SyncResult};
+use serde::{Deserialize, Serialize};
+
+use crate::secrets::Vault;
+
+/// `serve --repo ...`: what the daemon follows.
+#[derive(Clone, Debug)]
+pub struct ReconcileOptions {
+    pub repo: RepoConfig,
+    /// Overrides hero.yaml `interval`.
+    pub interval: Option<Duration>,
+    /// Serve the push webhook here (needs `webhook_secret`).
+    pub webhook_addr: Option<String>,
+    pub webhook_secret: Option<String>,
+}
+
+/// Parameters of `reconcile.plan` and `reconcile.apply`. Empty: the daemon's repository
+/// at its branch head (or pinned revision).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct PlanRequest {
+    #[serde(default)]
+    pub repo: Option<String>,
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// A commit, tag or branch; on apply it pins the revision until `reconcile resume`.
+    #[serde(default)]
+    pub rev: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(
+        "no repository: this daemon was started without --repo\n  hint: pass --repo PATH|URL to `hero_proc reconcile`, or restart the daemon with `hero_proc serve --repo ...`"
+    )]
+    NoRepo,
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("the plan for {rev} is refused; nothing was applied:\n{}", .reasons.join("\n"))]
+    Refused { rev: String, reasons: Vec<String> },
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("cannot read the live state: {0}")]
+    Store(#[from] StoreError),
+    #[error("the engine did not take the change: {0}")]
+    Engine(#[from] EngineError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Reconcile metrics (rendered by `crate::metrics`).
+#[derive(Clone, Debug, Default)]
+pub struct SyncMetrics {
+    /// By result: applied, noop, failed, refused.
+    pub results: BTreeMap<&'static str, u64>,
+    /// Duration histogram: cumulative counts for [`DURATION_BUCKETS`], then +Inf.
+    pub buckets: Vec<u64>,
+    pub duration_sum_s: f64,
+    pub duration_count: u64,
+    pub drifted: usize,
+    pub managed: BTreeMap<&'static str, usize>,
+}
+
+pub const DURATION_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+#[derive(Default)]
+struct Runtime {
+    head: Option<CommitInfo>,
+    last_result: Option<&'static str>,
+    last_duration_ms: Option<u64>,
+    next_sync_at_ms: Option<i64>,
+    failures: u32,
+    self_heal: Option<bool>,
+    drift: Vec<hero_proc_reconcile::DriftItem>,
+    metrics: SyncMetrics,
+}
+
+/// Desired states already loaded, by (location, commit, host): loading and decrypting a
+/// 10k-object tree costs ~0.2 s, a cache hit nothing.
+#[derive(Default)]
+struct Cache {
+    entries: Vec<(String, Arc<Desired>)>,
+}
+
+impl Cache {
+    const KEEP: usize = 4;
+    fn key(location: &str, commit: &str, host: Option<&str>) -> String {
+        format!("{location}\0{commit}\0{}", host.unwrap_or(""))
+    }
+    fn get(&self, key: &str) -> Option<Arc<Desired>> {
+        self.entries.iter().find(|(k, _)| k == key).map(|(_, d)| d.clone())
+    }
+    fn put(&mut self, key: String, d: Arc<Desired>) {
+        self.entries.retain(|(k, _)| *k != key);
+        self.entries.insert(0, (key, d));
+        self.entries.truncate(Self::KEEP);
+    }
+}
+
+pub struct Reconciler {
+    engine: Engine,
+    vault: Arc<Vault>,
+    cache_root: PathBuf,
+    keys: KeyEnv,
+    host: Option<String>,
+    options: Option<ReconcileOptions>,
+    /// One sync at a time (plan and apply hold it).
+    one_writer: tokio::sync::Mutex<()>,
+    cache: Mutex<Cache>,
+    wake: tokio::sync::Notify,
+    runtime: Mutex<Runtime>,
+    check_hero_db: bool,
+}
+
+/// The host name overlays are chosen by (`--host` overrides).
+pub fn system_host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+fn run_state(s: ServiceState) -> RunState {
+    match s {
+        ServiceState::Running | ServiceState::Starting | ServiceState::Waiting | ServiceState::Backoff => RunState::Up,
+        ServiceState::Inactive => RunState::Down,
+        _ => RunState::Settled,
+    }
+}
+
+fn now_ms() -> i64 {
+    hero_proc_store::now_ms()
+}
+
+struct Prepared {
+    desired: Arc<Desired>,
+    plan: Plan,
+}
+
+impl Reconciler {
+    pub fn new(
+        engine: Engine,
+        vault: Arc<Vault>,
+        cache_root: PathBuf,
+        keys: KeyEnv,
+        host: Option<String>,
+        options: Option<ReconcileOptions>,
+        check_hero_db: bool,
+    ) -> Reconciler {
+        Reconciler {
+            engine,
+            vault,
+            cache_root,
+            keys,
+            host,
+            options,
+            one_writer: tokio::sync::Mutex::new(()),
+            cache: Mutex::new(Cache::default()),
+            wake: tokio::sync::Notify::new(),
+            runtime: Mutex::new(Runtime::default()),
+            check_hero_db,
+        }
+    }
+
+    pub fn options(&self) -> Option<&ReconcileOptions> {
+        self.options.as_ref()
+    }
+
+    /// Ask the background loop to sync now (watcher, webhook).
+    pub fn trigger(&self) {
+        self.wake.notify_one();
+    }
+
+    fn repo_config(&self, req: &PlanRequest) -> Result<RepoConfig, ReconcileError> {
+        match (&req.repo, &self.options) {
+            (Some(location), _) => Ok(RepoConfig { location: location.clone(), branch: req.branch.clone() }),
+            (None, Some(o)) => {
+                Ok(RepoConfig { location: o.repo.location.clone(), branch: req.branch.clone().or(o.repo.branch.clone()) })
+            }
+            (None, None) => Err(ReconcileError::NoRepo),
+        }
+    }
+
+    /// Plan against the live state (the dry-run). Holds the one-writer lock, so the
+    /// answer is what an apply started now would do.
+    pub async fn plan(&self, req: PlanRequest) -> Result<Plan, ReconcileError> {
+        let _guard = self.one_writer.lock().await;
+        Ok(self.prepare(&req).await?.plan)
+    }
+
+    async fn live_states(&self) -> Result<BTreeMap<Ref, RunState>, ReconcileError> {
+        let views = self.engine.status(None).await?;
+        Ok(views.into_iter().map(|v| (Ref::new(v.context, v.name), run_state(v.state))).collect())
+    }
+
+    async fn prepare(&self, req: &PlanRequest) -> Result<Prepared, ReconcileError> {
+        let config = self.repo_config(req)?;
+        let states = self.live_states().await?;
+        let host = req.host.clone().or(self.host.clone());
+        let store = self.engine.store.clone();
+        let vault = self.vault.clone();
+        let keys = self.keys.clone();
+        let cache_root = self.cache_root.clone();
+        let rev = req.rev.clone();
+        let cache: Vec<(String, Arc<Desired>)> = self.cache.lock().expect("cache lock").entries.clone();
+        let job = tokio::task::spawn_blocking(move || -> Result<(Prepared, Vec<(String, Arc<Desired>)>, Option<CommitInfo>), ReconcileError> {
+            let repo = Repo::open(&config, &cache_root)?;
+            repo.fetch()?;
+            let sync = store.sync_state()?;
+            // An explicit revision, else the pinned one, else the branch head.
+            let (target, head) = match (&rev, &sync.pinned_revision) {
+                (Some(r), _) => (repo.resolve(r)?, repo.head().ok()),
+                (None, Some(pinned)) => (repo.resolve(pinned)?, repo.head().ok()),
+                (None, None) => {
+                    let h = repo.head()?;
+                    (h.clone(), Some(h))
+                }
+            };
+            let mut loaded = Vec::new();
+            let cache = Cache { entries: cache };
+            let mut load = |commit: CommitInfo| -> Result<Arc<Desired>, LoadError> {
+                let key = Cache::key(&config.location, &commit.id, host.as_deref());
+                if let Some(d) = cache.get(&key) {
+                    return Ok(d);
+                }
+                let identities = hero_proc_sops::load_identities(&keys).map_err(|e| e.to_string());
+                let v = vault.clone();
+                let opener = SopsOpener::new(identities, true, move |c: &str, n: &str, val: &str| v.fingerprint(c, n, val));
+                let d = Arc::new(Desired::load(repo.repository(), commit, host.as_deref(), &opener)?);
+                loaded.push((key, d.clone()));
+                Ok(d)
+            };
+            let desired = load(target)?;
+            // The applied revision's desired state tells drift from git changes. It may be
+            // gone from the repository (force-push); then nothing is called drift.
+            let previous = match &sync.applied_revision {
+                Some(a) if *a == desired.commit.id => Some(desired.clone()),
+                Some(a) => repo.resolve(a).ok().and_then(|c| load(c).ok()),
+                None => None,
+            };
+            let mut live = Live::read(&store)?;
+            live.states = states;
+            let plan = hero_proc_reconcile::plan(&desired, &live, previous.as_deref(), sync.applied_revision.as_deref());
+            Ok((Prepared { desired, plan }, loaded, head))
+        });
+        let (prepared, loaded, head) = job.await.map_err(|e| ReconcileError::Internal(e.to_string()))??;
+        {
+            let mut cache = self.cache.lock().expect("cache lock");
+            for (k, d) in loaded {
+                cache.put(k, d);
+            }
+        }
+        let mut rt = self.runtime.lock().expect("runtime lock");
+        if head.is_some() {
+            rt.head = head;
+        }
+        rt.self_heal = Some(prepared.desired.settings.self_heal);
+        rt.drift = prepared.plan.drift.clone();
+        Ok(prepared)
+    }
+
+    /// Plan and apply once. `req.rev` pins the revision (until `resume`).
+    pub async fn apply(&self, req: PlanRequest) -> Result<ApplyOutcome, ReconcileError> {
+        let _guard = self.one_writer.lock().await;
+        self.apply_locked(req).await
+    }
+
+    async fn apply_locked(&self, req: PlanRequest) -> Result<ApplyOutcome, ReconcileError> {
+        let started = Instant::now();
+        let result = self.apply_inner(&req).await;
+        let elapsed = started.elapsed();
+        let label: &'static str = match &result {
+            Ok(o) if o.plan.is_empty() => "noop",
+            Ok(_) => "applied",
+            Err(ReconcileError::Refused { .. }) => "refused",
+            Err(_) => "failed",
+        };
+        {
+            let mut rt = self.runtime.lock().expect("runtime lock");
+            rt.last_result = Some(label);
+            rt.last_duration_ms = Some(elapsed.as_millis() as u64);
+            if result.is_ok() {
+                rt.failures = 0;
+            } else {
+                rt.failures += 1;
+            }
+            let m = &mut rt.metrics;
+            *m.results.entry(label).or_default() += 1;
+            if m.buckets.is_empty() {
+                m.buckets = vec![0; DURATION_BUCKETS.len()];
+            }
+            let secs = elapsed.as_secs_f64();
+            for (i, b) in DURATION_BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    m.buckets[i] += 1;
+                }
+            }
+            m.duration_sum_s += secs;
+            m.duration_count += 1;
+        }
+        if let Err(e) = &result {
+            tracing::warn!("reconcile failed: {e}");
+        }
+        result
+    }
+
+    async fn apply_inner(&self, req: &PlanRequest) -> Result<ApplyOutcome, ReconcileError> {
+        let prepared = match self.prepare(req).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.record_failure(None, SyncResult::Failed, &e).await;
+                return Err(e);
+            }
+        };
+        let Prepared { desired, plan } = prepared;
+        if plan.is_refused() {
+            let e = ReconcileError::Refused { rev: desired.commit.short().to_owned(), reasons: plan.refusals.clone() };
+            self.record_failure(Some(desired.commit.clone()), SyncResult::Refused, &e).await;
+            return Err(e);
+        }
+        let store = self.engine.store.clone();
+        let vault = self.vault.clone();
+        let d = desired.clone();
+        let p = plan.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            hero_proc_reconcile::apply(&store, &p, &d, vault.as_ref(), now_ms())
+        })
+        .await
+        .map_err(|e| ReconcileError::Internal(e.to_string()))?;
+        let applied = match applied {
+            Ok(a) => a,
+            Err(e) => {
+                let e = ReconcileError::Apply(e);
+                self.record_failure(Some(desired.commit.clone()), SyncResult::Failed, &e).await;
+                return Err(e);
+            }
+        };
+        self.engine
+            .config_applied(ConfigChange {
+                actions_changed: applied.actions_changed,
+                actions_deleted: applied.actions_deleted,
+                services_changed: applied.services_changed,
+                services_deleted: applied.services_deleted,
+                restarts: applied.restarts,
+                starts: applied.starts,
+                stops: applied.stops,
+            })
+            .await?;
+        let pinned = req.rev.is_some();
+        if pinned {
+            let id = desired.commit.id.clone();
+            self.engine.store.update_sync_state(|s| s.pinned_revision = Some(id))?;
+        }
+        if !plan.is_empty() {
+            tracing::info!(
+                revision = %desired.commit.short(),
+                summary = %hero_proc_reconcile::render::summary_line(&plan),
+                "applied"
+            );
+        }
+        {
+            let mut rt = self.runtime.lock().expect("runtime lock");
+            // Whatever was drift is now reverted (or reported only, without self_heal).
+            if plan.self_heal {
+                rt.drift.clear();
+            }
+        }
+        Ok(ApplyOutcome { plan, pinned, migrations: Vec::new() })
+    }
+
+    async fn record_failure(&self, commit: Option<CommitInfo>, result: SyncResult, e: &ReconcileError) {
+        let store = self.engine.store.clone();
+        let msg = e.to_string();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(err) = hero_proc_reconcile::record_failure(&store, commit.as_ref(), result, &msg, now_ms()) {
+                tracing::error!("cannot record the failed reconcile: {err}");
+            }
+        })
+        .await;
+    }
+
+    pub async fn suspend(&self) -> Result<SyncStatus, ReconcileError> {
+        self.engine.store.update_sync_state(|s| s.suspended = true)?;
+        tracing::info!("automatic sync suspended");
+        self.status().await
+    }
+
+    /// Resume automatic sync: clear the suspension and any pinned revision, sync now.
+    pub async fn resume(&self) -> Result<SyncStatus, ReconcileError> {
+        self.engine.store.update_sync_state(|s| {
+            s.suspended = false;
+            s.pinned_revision = None;
+        })?;
+        tracing::info!("automatic sync resumed");
+        self.trigger();
+        self.status().await
+    }
+
+    pub async fn status(&self) -> Result<SyncStatus, ReconcileError> {
+        let s = self.engine.store.sync_state()?;
+        let rt = self.runtime.lock().expect("runtime lock");
+        Ok(SyncStatus {
+            repo: self.options.as_ref().map(|o| o.repo.location.clone()),
+            branch: self.options.as_ref().and_then(|o| o.repo.branch.clone()),
+            host: self.host.clone(),
+            applied_revision: s.applied_revision,
+            applied_at_ms: s.applied_at_ms,
+            attempted_revision: s.attempted_revision,
+            attempted_at_ms: s.attempted_at_ms,
+            last_error: s.last_error,
+            suspended: s.suspended,
+            pinned_revision: s.pinned_revision,
+            head_revision: rt.head.as_ref().map(|h| h.id.clone()),
+            last_result: rt.last_result.map(str::to_owned),
+            last_duration_ms: rt.last_duration_ms,
+            next_sync_at_ms: rt.next_sync_at_ms,
+            consecutive_failures: rt.failures,
+            self_heal: rt.self_heal,
+            drift: rt.drift.clone(),
+        })
+    }
+
+    pub fn metrics(&self) -> SyncMetrics {
+        let rt = self.runtime.lock().expect("runtime lock");
+        let mut m = rt.metrics.clone();
+        m.drifted = rt.drift.len();
+        m
+    }
+
+    fn interval(&self) -> Duration {
+        if let Some(i) = self.options.as_ref().and_then(|o| o.interval) {
+            return i;
+        }
+        let cache = self.cache.lock().expect("cache lock");
+        cache.entries.first().map(|(_, d)| d.settings.interval.0).unwrap_or(Duration::from_secs(60))
+    }
+
+    /// The automatic sync loop: at start, on every trigger and every interval; after a
+    /// failure, again after a backoff. Suspended: nothing is applied (status says so).
+    pub async fn run(self: Arc<Self>) {
+        if self.options.is_none() {
+            return;
+        }
+        let mut first = true;
+        loop {
+            let suspended = self.engine.store.sync_state().map(|s| s.suspended).unwrap_or(false);
+            if !suspended {
+                let _ = self.apply(PlanRequest::default()).await;
+            }
+            if first {
+                first = false;
+                if self.check_hero_db {
+                    // SPEC 5.3: with a repository, hero_db is checked after the first reconcile.
+                    let _ = self.engine.ensure_hero_db().await;
+                }
+            }
+            let failures = self.runtime.lock().expect("runtime lock").failures;
+            let interval = self.interval();
+            let wait = if failures > 0 && !suspended {
+                let backoff = Duration::from_secs(1) * 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+                backoff.min(interval)
+            } else {
+                interval
+            };
+            self.runtime.lock().expect("runtime lock").next_sync_at_ms = Some(now_ms() + wait.as_millis() as i64);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {
+                    // Coalesce a burst (a commit touches several refs and the reflog).
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+            }
+        }
+    }
+
+    /// Watch a local repository's refs: a commit triggers a sync at once.
+    pub fn watch_local(self: &Arc<Self>) -> Option<notify::RecommendedWatcher> {
+        use notify::{RecursiveMode, Watcher};
+        let o = self.options.as_ref()?;
+        if hero_proc_reconcile::repo::is_remote(&o.repo.location) {
+            return None;
+        }
+        let repo = Repo::open(&o.repo, &self.cache_root).ok()?;
+        let git_dir = repo.git_dir();
+        let me = Arc::downgrade(self);
+        let handle = tokio::runtime::Handle::current();
+        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            let Ok(ev) = ev else { return };
+            let relevant = ev.paths.iter().any(|p| {
+                let s = p.to_string_lossy();
+                !s.ends_with(".lock") && (s.contains("/refs/") || s.ends_with("HEAD") || s.ends_with("packed-refs"))
+            });
+            if relevant && let Some(me) = me.upgrade() {
+                let _g = handle.enter();
+                me.trigger();
+            }
+        })
+        .ok()?;
+        watcher.watch(&git_dir, RecursiveMode::NonRecursive).ok()?;
+        let refs = git_dir.join("refs");
+        if refs.exists() {
+            watcher.watch(&refs, RecursiveMode::Recursive).ok()?;
+        }
+        tracing::info!(git_dir = %git_dir.display(), "watching the local repository for commits");
+        Some(watcher)
+    }
+}
