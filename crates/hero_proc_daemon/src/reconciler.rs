@@ -206,7 +206,7 @@ impl Reconciler {
     /// answer is what an apply started now would do.
     pub async fn plan(&self, req: PlanRequest) -> Result<Plan, ReconcileError> {
         let _guard = self.one_writer.lock().await;
-        Ok(self.prepare(&req).await?.plan)
+        self.prepare(&req).await.map(|p| p.plan).map_err(|(e, _)| e)
     }
 
     async fn live_states(&self) -> Result<BTreeMap<Ref, RunState>, ReconcileError> {
@@ -214,9 +214,11 @@ impl Reconciler {
         Ok(views.into_iter().map(|v| (Ref::new(v.context, v.name), run_state(v.state))).collect())
     }
 
-    async fn prepare(&self, req: &PlanRequest) -> Result<Prepared, ReconcileError> {
-        let config = self.repo_config(req)?;
-        let states = self.live_states().await?;
+    /// Fetch, load the target revision (cached), read the live state, plan. On error the
+    /// target commit, when it was resolved, comes back with it (status and history name it).
+    async fn prepare(&self, req: &PlanRequest) -> Result<Prepared, (ReconcileError, Option<CommitInfo>)> {
+        let config = self.repo_config(req).map_err(|e| (e, None))?;
+        let states = self.live_states().await.map_err(|e| (e, None))?;
         let host = req.host.clone().or(self.host.clone());
         let store = self.engine.store.clone();
         let vault = self.vault.clone();
@@ -224,19 +226,23 @@ impl Reconciler {
         let cache_root = self.cache_root.clone();
         let rev = req.rev.clone();
         let cache: Vec<(String, Arc<Desired>)> = self.cache.lock().expect("cache lock").entries.clone();
-        let job = tokio::task::spawn_blocking(move || -> Result<(Prepared, Vec<(String, Arc<Desired>)>, Option<CommitInfo>), ReconcileError> {
+        // (target, head) as soon as they are known, for the error path too.
+        let seen: Arc<Mutex<(Option<CommitInfo>, Option<CommitInfo>)>> = Arc::default();
+        let seen_in = seen.clone();
+        type Loaded = Vec<(String, Arc<Desired>)>;
+        let job = tokio::task::spawn_blocking(move || -> Result<(Prepared, Loaded), ReconcileError> {
             let repo = Repo::open(&config, &cache_root)?;
             repo.fetch()?;
             let sync = store.sync_state()?;
+            let head = repo.head();
+            seen_in.lock().expect("seen lock").1 = head.as_ref().ok().cloned();
             // An explicit revision, else the pinned one, else the branch head.
-            let (target, head) = match (&rev, &sync.pinned_revision) {
-                (Some(r), _) => (repo.resolve(r)?, repo.head().ok()),
-                (None, Some(pinned)) => (repo.resolve(pinned)?, repo.head().ok()),
-                (None, None) => {
-                    let h = repo.head()?;
-                    (h.clone(), Some(h))
-                }
+            let target = match (&rev, &sync.pinned_revision) {
+                (Some(r), _) => repo.resolve(r)?,
+                (None, Some(pinned)) => repo.resolve(pinned)?,
+                (None, None) => head?,
             };
+            seen_in.lock().expect("seen lock").0 = Some(target.clone());
             let mut loaded = Vec::new();
             let cache = Cache { entries: cache };
             let mut load = |commit: CommitInfo| -> Result<Arc<Desired>, LoadError> {
@@ -262,9 +268,14 @@ impl Reconciler {
             let mut live = Live::read(&store)?;
             live.states = states;
             let plan = hero_proc_reconcile::plan(&desired, &live, previous.as_deref(), sync.applied_revision.as_deref());
-            Ok((Prepared { desired, plan }, loaded, head))
+            Ok((Prepared { desired, plan }, loaded))
         });
-        let (prepared, loaded, head) = job.await.map_err(|e| ReconcileError::Internal(e.to_string()))??;
+        let result = job.await.map_err(|e| ReconcileError::Internal(e.to_string())).and_then(|r| r);
+        let (target, head) = seen.lock().expect("seen lock").clone();
+        if head.is_some() {
+            self.runtime.lock().expect("runtime lock").head = head;
+        }
+        let (prepared, loaded) = result.map_err(|e| (e, target))?;
         {
             let mut cache = self.cache.lock().expect("cache lock");
             for (k, d) in loaded {
@@ -272,9 +283,6 @@ impl Reconciler {
             }
         }
         let mut rt = self.runtime.lock().expect("runtime lock");
-        if head.is_some() {
-            rt.head = head;
-        }
         rt.self_heal = Some(prepared.desired.settings.self_heal);
         rt.drift = prepared.plan.drift.clone();
         Ok(prepared)
@@ -328,8 +336,8 @@ impl Reconciler {
     async fn apply_inner(&self, req: &PlanRequest) -> Result<ApplyOutcome, ReconcileError> {
         let prepared = match self.prepare(req).await {
             Ok(p) => p,
-            Err(e) => {
-                self.record_failure(None, SyncResult::Failed, &e).await;
+            Err((e, target)) => {
+                self.record_failure(target, SyncResult::Failed, &e).await;
                 return Err(e);
             }
         };
@@ -417,9 +425,33 @@ impl Reconciler {
         self.status().await
     }
 
+    /// Drift now: the live state against the applied revision (loaded and cached by the
+    /// last sync). `None` before the first sync of this daemon.
+    async fn drift_now(&self, applied: Option<&str>) -> Option<Vec<hero_proc_reconcile::DriftItem>> {
+        let applied = applied?;
+        let desired = {
+            let cache = self.cache.lock().expect("cache lock");
+            cache.entries.iter().find(|(_, d)| d.commit.id == applied).map(|(_, d)| d.clone())?
+        };
+        let states = self.live_states().await.ok()?;
+        let store = self.engine.store.clone();
+        let applied = applied.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut live = Live::read(&store).ok()?;
+            live.states = states;
+            Some(hero_proc_reconcile::plan(&desired, &live, Some(&desired), Some(&applied)).drift)
+        })
+        .await
+        .ok()?
+    }
+
     pub async fn status(&self) -> Result<SyncStatus, ReconcileError> {
         let s = self.engine.store.sync_state()?;
-        let rt = self.runtime.lock().expect("runtime lock");
+        let drift = self.drift_now(s.applied_revision.as_deref()).await;
+        let mut rt = self.runtime.lock().expect("runtime lock");
+        if let Some(d) = drift {
+            rt.drift = d;
+        }
         Ok(SyncStatus {
             repo: self.options.as_ref().map(|o| o.repo.location.clone()),
             branch: self.options.as_ref().and_then(|o| o.repo.branch.clone()),
@@ -507,6 +539,10 @@ impl Reconciler {
         let handle = tokio::runtime::Handle::current();
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             let Ok(ev) = ev else { return };
+            // Reads (ours included) raise access events; only writes move a ref.
+            if !(ev.kind.is_create() || ev.kind.is_modify() || ev.kind.is_remove()) {
+                return;
+            }
             let relevant = ev.paths.iter().any(|p| {
                 let s = p.to_string_lossy();
                 !s.ends_with(".lock") && (s.contains("/refs/") || s.ends_with("HEAD") || s.ends_with("packed-refs"))

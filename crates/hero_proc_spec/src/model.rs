@@ -321,8 +321,8 @@ pub struct HttpCheck {
     pub path: String,
 }
 
-/// An action: what to run and how.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// An action: what to run and how. Equality ignores `pos` (see [`PartialEq`] below).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Action {
     pub name: String,
     pub context: String,
@@ -350,6 +350,61 @@ pub struct Action {
     #[serde(skip)]
     pub pos: Pos,
 }
+
+// Equality is what the reconciler diffs on: the same object written on another line is
+// the same object. Destructuring (no `..`) makes a new field a compile error here.
+impl PartialEq for Action {
+    fn eq(&self, o: &Self) -> bool {
+        let Action {
+            name,
+            context,
+            description,
+            interpreter,
+            script,
+            env,
+            cwd,
+            process,
+            restart,
+            stop,
+            timeout,
+            health,
+            depends_on,
+            schedule,
+            tags,
+            pos: _,
+        } = self;
+        *name == o.name
+            && *context == o.context
+            && *description == o.description
+            && *interpreter == o.interpreter
+            && *script == o.script
+            && *env == o.env
+            && *cwd == o.cwd
+            && *process == o.process
+            && *restart == o.restart
+            && *stop == o.stop
+            && *timeout == o.timeout
+            && *health == o.health
+            && *depends_on == o.depends_on
+            && *schedule == o.schedule
+            && *tags == o.tags
+    }
+}
+impl Eq for Action {}
+
+impl PartialEq for Service {
+    fn eq(&self, o: &Self) -> bool {
+        let Service { name, context, description, status, actions, requires, after, pos: _ } = self;
+        *name == o.name
+            && *context == o.context
+            && *description == o.description
+            && *status == o.status
+            && *actions == o.actions
+            && *requires == o.requires
+            && *after == o.after
+    }
+}
+impl Eq for Service {}
 
 impl Action {
     pub fn key(&self) -> ObjectKey {
@@ -388,8 +443,8 @@ impl ServiceStatus {
     }
 }
 
-/// A service: actions run in order, the last one supervised.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A service: actions run in order, the last one supervised. Equality ignores `pos`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Service {
     pub name: String,
     pub context: String,
@@ -579,5 +634,9 @@ mod tests {
         };
         let back: Service = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(s, back);
+        // Where an object is written is not part of what it is.
+        let mut moved = a.clone();
+        moved.pos = Pos { file: "actions/other.yaml".into(), line: 9, col: 3 };
+        assert_eq!(a, moved);
     }
 }
