@@ -18,6 +18,8 @@ pub struct Daemon {
     pub args: Vec<String>,
     /// Run the hero_db check (off by default: most tests do not define hero_db).
     pub check_hero_db: bool,
+    /// Extra environment for the daemon (e.g. an age key file, a webhook secret).
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -27,11 +29,16 @@ impl Daemon {
     }
 
     pub fn start_with(args: &[&str], check_hero_db: bool) -> Daemon {
+        Daemon::start_env(args, check_hero_db, &[])
+    }
+
+    pub fn start_env(args: &[&str], check_hero_db: bool, env: &[(&str, &str)]) -> Daemon {
         let mut d = Daemon {
             root: tempfile::tempdir().unwrap(),
             child: None,
             args: args.iter().map(|s| s.to_string()).collect(),
             check_hero_db,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         d.spawn();
         d
@@ -54,6 +61,9 @@ impl Daemon {
             cmd.env_remove("HERO_PROC_NO_AUTOSTART_DB");
         } else {
             cmd.env("HERO_PROC_NO_AUTOSTART_DB", "1");
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
         }
         let child = cmd
             .env("HERO_ROOTDIR", self.root())

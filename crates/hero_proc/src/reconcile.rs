@@ -216,10 +216,7 @@ fn print_applied(o: &ApplyOutcome, out: &Output, detailed: bool) -> anyhow::Resu
             if o.plan.is_empty() { "no changes".into() } else { hero_proc_reconcile::render::summary_line(&o.plan) }
         );
         if o.pinned {
-            println!(
-                "Pinned: automatic sync holds {} until `hero_proc reconcile resume`.",
-                o.plan.target.short()
-            );
+            println!("Pinned: automatic sync holds {} until `hero_proc reconcile resume`.", o.plan.target.short());
         }
     }
     Ok(exit_for(&o.plan, detailed))
@@ -259,7 +256,9 @@ fn print_status(s: &SyncStatus, out: &Output) -> anyhow::Result<ExitCode> {
             s.branch.as_deref().map(|b| format!(" (branch {b})")).unwrap_or_default(),
             s.host.as_deref().map(|h| format!(", host {h}")).unwrap_or_default()
         ),
-        None => println!("repository: none (the daemon runs without --repo; `hero_proc reconcile --repo` applies once)"),
+        None => {
+            println!("repository: none (the daemon runs without --repo; `hero_proc reconcile --repo` applies once)")
+        }
     }
     println!("applied:    {}{}", short(&s.applied_revision), ago(s.applied_at_ms));
     if let Some(h) = &s.head_revision {
@@ -274,7 +273,12 @@ fn print_status(s: &SyncStatus, out: &Output) -> anyhow::Result<ExitCode> {
     if s.suspended {
         println!("sync:       SUSPENDED (`hero_proc reconcile resume` to resume)");
     } else if s.repo.is_some() {
-        println!("sync:       automatic{}", s.next_sync_at_ms.map(|t| format!(", next in {}", humanize(((t - hero_proc_store::now_ms()).max(0) / 1000) as u64))).unwrap_or_default());
+        println!(
+            "sync:       automatic{}",
+            s.next_sync_at_ms
+                .map(|t| format!(", next in {}", humanize(((t - hero_proc_store::now_ms()).max(0) / 1000) as u64)))
+                .unwrap_or_default()
+        );
     }
     if let Some(r) = &s.last_result {
         println!("last:       {r}{}", s.last_duration_ms.map(|d| format!(" in {d} ms")).unwrap_or_default());
@@ -294,7 +298,8 @@ fn print_status(s: &SyncStatus, out: &Output) -> anyhow::Result<ExitCode> {
     if s.drift.is_empty() {
         println!("drift:      none");
     } else {
-        let mode = if s.self_heal == Some(false) { "reported only (self_heal: false)" } else { "reverted on the next sync" };
+        let mode =
+            if s.self_heal == Some(false) { "reported only (self_heal: false)" } else { "reverted on the next sync" };
         println!("drift:      {} object(s), {mode}", s.drift.len());
         for d in &s.drift {
             println!("  {}: {}", d.object, d.what);

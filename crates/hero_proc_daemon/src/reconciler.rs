@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use hero_proc_engine::{ConfigChange, Engine, EngineError};
 use hero_proc_reconcile::{
-    ApplyError, ApplyOutcome, CommitInfo, Desired, LoadError, Live, Plan, Repo, RepoConfig, RepoError, RunState,
+    ApplyError, ApplyOutcome, CommitInfo, Desired, Live, LoadError, Plan, Repo, RepoConfig, RepoError, RunState,
     SopsOpener, SyncStatus,
 };
 use hero_proc_rpc::wire::ServiceState;
@@ -195,9 +195,10 @@ impl Reconciler {
     fn repo_config(&self, req: &PlanRequest) -> Result<RepoConfig, ReconcileError> {
         match (&req.repo, &self.options) {
             (Some(location), _) => Ok(RepoConfig { location: location.clone(), branch: req.branch.clone() }),
-            (None, Some(o)) => {
-                Ok(RepoConfig { location: o.repo.location.clone(), branch: req.branch.clone().or(o.repo.branch.clone()) })
-            }
+            (None, Some(o)) => Ok(RepoConfig {
+                location: o.repo.location.clone(),
+                branch: req.branch.clone().or(o.repo.branch.clone()),
+            }),
             (None, None) => Err(ReconcileError::NoRepo),
         }
     }
@@ -252,7 +253,8 @@ impl Reconciler {
                 }
                 let identities = hero_proc_sops::load_identities(&keys).map_err(|e| e.to_string());
                 let v = vault.clone();
-                let opener = SopsOpener::new(identities, true, move |c: &str, n: &str, val: &str| v.fingerprint(c, n, val));
+                let opener =
+                    SopsOpener::new(identities, true, move |c: &str, n: &str, val: &str| v.fingerprint(c, n, val));
                 let d = Arc::new(Desired::load(repo.repository(), commit, host.as_deref(), &opener)?);
                 loaded.push((key, d.clone()));
                 Ok(d)
@@ -267,7 +269,8 @@ impl Reconciler {
             };
             let mut live = Live::read(&store)?;
             live.states = states;
-            let plan = hero_proc_reconcile::plan(&desired, &live, previous.as_deref(), sync.applied_revision.as_deref());
+            let plan =
+                hero_proc_reconcile::plan(&desired, &live, previous.as_deref(), sync.applied_revision.as_deref());
             Ok((Prepared { desired, plan }, loaded))
         });
         let result = job.await.map_err(|e| ReconcileError::Internal(e.to_string())).and_then(|r| r);
@@ -351,11 +354,10 @@ impl Reconciler {
         let vault = self.vault.clone();
         let d = desired.clone();
         let p = plan.clone();
-        let applied = tokio::task::spawn_blocking(move || {
-            hero_proc_reconcile::apply(&store, &p, &d, vault.as_ref(), now_ms())
-        })
-        .await
-        .map_err(|e| ReconcileError::Internal(e.to_string()))?;
+        let applied =
+            tokio::task::spawn_blocking(move || hero_proc_reconcile::apply(&store, &p, &d, vault.as_ref(), now_ms()))
+                .await
+                .map_err(|e| ReconcileError::Internal(e.to_string()))?;
         let applied = match applied {
             Ok(a) => a,
             Err(e) => {

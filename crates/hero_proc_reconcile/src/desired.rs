@@ -93,7 +93,10 @@ impl Desired {
             const SHOWN: usize = 20;
             let mut report = errors.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("\n");
             if errors.len() > SHOWN {
-                report.push_str(&format!("\n... and {} more (`hero_proc validate` lists them all)", errors.len() - SHOWN));
+                report.push_str(&format!(
+                    "\n... and {} more (`hero_proc validate` lists them all)",
+                    errors.len() - SHOWN
+                ));
             }
             return Err(LoadError::Invalid { rev: short, count: errors.len(), report });
         }
@@ -116,7 +119,10 @@ impl Desired {
                     for (name, value) in list {
                         let fingerprint = opener.fingerprint(&file.context, &name, value.expose());
                         let r = Ref::new(&file.context, &name);
-                        secrets.insert(r.clone(), DesiredSecret { source: file.path.clone(), fingerprint: Some(fingerprint) });
+                        secrets.insert(
+                            r.clone(),
+                            DesiredSecret { source: file.path.clone(), fingerprint: Some(fingerprint) },
+                        );
                         values.insert(r, value);
                     }
                 }

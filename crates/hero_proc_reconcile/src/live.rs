@@ -50,16 +50,10 @@ impl Live {
     /// Config rows, secrets and migrations from the store; service states are the
     /// caller's to fill (the engine knows them).
     pub fn read(store: &Store) -> Result<Live, StoreError> {
-        let actions = store
-            .list_actions()?
-            .into_iter()
-            .map(|s| (Ref::new(&s.value.context, &s.value.name), s))
-            .collect();
-        let services = store
-            .list_services()?
-            .into_iter()
-            .map(|s| (Ref::new(&s.value.context, &s.value.name), s))
-            .collect();
+        let actions =
+            store.list_actions()?.into_iter().map(|s| (Ref::new(&s.value.context, &s.value.name), s)).collect();
+        let services =
+            store.list_services()?.into_iter().map(|s| (Ref::new(&s.value.context, &s.value.name), s)).collect();
         let secrets = store
             .list_secrets()?
             .into_iter()

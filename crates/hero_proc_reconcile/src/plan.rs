@@ -204,7 +204,14 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
         let r = Ref::new(ctx, name);
         let drift = previous.is_some_and(|p| p.state.actions.get(&(ctx.clone(), name.clone())) == Some(a));
         match live.actions.get(&r) {
-            None => changes.push(change(Kind::Action, &r, Op::Create, drift, false, yaml_diff(&r, Kind::Action, "", &yaml(a)))),
+            None => changes.push(change(
+                Kind::Action,
+                &r,
+                Op::Create,
+                drift,
+                false,
+                yaml_diff(&r, Kind::Action, "", &yaml(a)),
+            )),
             Some(s) if s.value != *a => {
                 if runs_differently(&s.value, a) {
                     action_changed.insert(r.clone(), drift);
@@ -226,9 +233,14 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
             (false, _) => unmanaged.push(key),
             (true, false) => not_pruned.push(key),
             (true, true) => {
-                let drift = previous.is_some_and(|p| !p.state.actions.contains_key(&(r.context.clone(), r.name.clone())));
-                let deps: Vec<Ref> =
-                    s.value.depends_on.iter().map(|d| resolve(d, &s.value.context, |x| live.actions.contains_key(x))).collect();
+                let drift =
+                    previous.is_some_and(|p| !p.state.actions.contains_key(&(r.context.clone(), r.name.clone())));
+                let deps: Vec<Ref> = s
+                    .value
+                    .depends_on
+                    .iter()
+                    .map(|d| resolve(d, &s.value.context, |x| live.actions.contains_key(x)))
+                    .collect();
                 action_deletes.push((
                     r.clone(),
                     deps,
@@ -248,7 +260,14 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
         let drift = prev.is_some_and(|p| p == Some(s));
         let state = live.state(&r);
         let Some(stored) = live.services.get(&r) else {
-            changes.push(change(Kind::Service, &r, Op::Create, drift, false, yaml_diff(&r, Kind::Service, "", &yaml(s))));
+            changes.push(change(
+                Kind::Service,
+                &r,
+                Op::Create,
+                drift,
+                false,
+                yaml_diff(&r, Kind::Service, "", &yaml(s)),
+            ));
             if s.status == ServiceStatus::Start {
                 starts.push(StateChange { service: r.to_string(), because: "new service".into(), drift });
             }
@@ -272,7 +291,9 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
                 starts.push(StateChange { service: r.to_string(), because: "stopped by hand".into(), drift });
             }
             ServiceStatus::Start if up => {
-                if let Some((because, drift)) = restart_cause(s, old, desired, &action_changed, &secret_value_changed, drift) {
+                if let Some((because, drift)) =
+                    restart_cause(s, old, desired, &action_changed, &secret_value_changed, drift)
+                {
                     restarts.push(Restart { service: r.to_string(), because, drift });
                 }
             }
@@ -311,7 +332,14 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
                 service_deletes.push((
                     r.clone(),
                     deps,
-                    change(Kind::Service, r, Op::Delete, drift, false, yaml_diff(r, Kind::Service, &yaml(&s.value), "")),
+                    change(
+                        Kind::Service,
+                        r,
+                        Op::Delete,
+                        drift,
+                        false,
+                        yaml_diff(r, Kind::Service, &yaml(&s.value), ""),
+                    ),
                 ));
             }
         }

@@ -41,15 +41,21 @@ impl CommitInfo {
 pub enum RepoError {
     #[error("cannot open repository {location}: {message}\n  hint: {hint}")]
     Open { location: String, message: String, hint: String },
-    #[error("cannot fetch {location}: {message}\n  hint: the last applied revision keeps running; the fetch is retried with backoff")]
+    #[error(
+        "cannot fetch {location}: {message}\n  hint: the last applied revision keeps running; the fetch is retried with backoff"
+    )]
     Fetch { location: String, message: String },
     #[error(
         "branch `{branch}` not found in {location}\n  hint: was it deleted or renamed? the last applied revision keeps running; pass --branch to follow another one"
     )]
     BranchMissing { location: String, branch: String },
-    #[error("revision `{rev}` not found in {location}: {message}\n  hint: give a commit id, tag or branch that exists in the repository (`git log` shows them)")]
+    #[error(
+        "revision `{rev}` not found in {location}: {message}\n  hint: give a commit id, tag or branch that exists in the repository (`git log` shows them)"
+    )]
     Revision { location: String, rev: String, message: String },
-    #[error("cannot read commit {rev} in {location}: {message}\n  hint: the repository may be corrupt; `git fsck` checks it")]
+    #[error(
+        "cannot read commit {rev} in {location}: {message}\n  hint: the repository may be corrupt; `git fsck` checks it"
+    )]
     Corrupt { location: String, rev: String, message: String },
 }
 

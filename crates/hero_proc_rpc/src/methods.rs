@@ -205,12 +205,8 @@ pub const METHODS: &[MethodDoc] = &[
     },
 ];
 
-const RECONCILE: &[Param] = &[
-    ("repo", "string", false),
-    ("branch", "string", false),
-    ("rev", "string", false),
-    ("host", "string", false),
-];
+const RECONCILE: &[Param] =
+    &[("repo", "string", false), ("branch", "string", false), ("rev", "string", false), ("host", "string", false)];
 
 /// The OpenRPC document for the methods the daemon serves.
 pub fn openrpc_document(version: &str) -> Value {

@@ -1,0 +1,520 @@
+//! The reconciler end to end: real git repositories (made here), the real daemon
+//! following them, real processes whose environment shows which revision they run.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Daemon, bin, text, wait_for};
+
+/// A config repository in a temporary folder, committed with a fixed author.
+struct ConfigRepo {
+    dir: tempfile::TempDir,
+}
+
+impl ConfigRepo {
+    fn new() -> ConfigRepo {
+        let r = ConfigRepo { dir: tempfile::tempdir().unwrap() };
+        r.git(&["init", "-q", "-b", "main"]);
+        r.write("hero.yaml", "required_services: []\n");
+        r
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(self.path())
+            .env("GIT_AUTHOR_NAME", "Ada Operator")
+            .env("GIT_AUTHOR_EMAIL", "ada@example.org")
+            .env("GIT_COMMITTER_NAME", "Ada Operator")
+            .env("GIT_COMMITTER_EMAIL", "ada@example.org")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_owned()
+    }
+    fn write(&self, rel: &str, content: &str) {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    fn rm(&self, rel: &str) {
+        self.git(&["rm", "-q", "-r", rel]);
+    }
+    /// Commit everything; returns the new commit id.
+    fn commit(&self, msg: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", msg]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+    fn location(&self) -> String {
+        self.path().display().to_string()
+    }
+}
+
+/// A long-running service that writes `$GREETING` to `<root>/<name>.out` at start.
+fn service(name: &str, greeting: &str) -> String {
+    format!(
+        r#"actions:
+  - name: {name}
+    interpreter: bash
+    script: 'echo "$GREETING" > "$HERO_ROOTDIR/{name}.out"; exec sleep 600'
+    process: true
+    env:
+      GREETING: {greeting}
+    stop: {{ signal: SIGTERM, timeout: 2s }}
+services:
+  - name: {name}
+    actions: [{name}]
+"#
+    )
+}
+
+fn out_file(d: &Daemon, name: &str) -> PathBuf {
+    d.root().join(format!("{name}.out"))
+}
+
+fn greeting(d: &Daemon, name: &str) -> Option<String> {
+    std::fs::read_to_string(out_file(d, name)).ok().map(|s| s.trim().to_owned())
+}
+
+fn wait_greeting(d: &Daemon, name: &str, want: &str) {
+    wait_for(&format!("{name} to run with GREETING={want}"), Duration::from_secs(20), || {
+        greeting(d, name).as_deref() == Some(want) && state(d, name).as_deref() == Some("running")
+    });
+}
+
+/// `running`, `inactive`, ... or None when the service does not exist.
+fn state(d: &Daemon, name: &str) -> Option<String> {
+    let out = d.cli(&["--format", "json", "service", "status", name]);
+    if !out.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["state"].as_str().map(str::to_owned)
+}
+
+fn pid(d: &Daemon, name: &str) -> Option<u64> {
+    d.status(name)["pid"].as_u64()
+}
+
+fn follow(repo: &ConfigRepo) -> Daemon {
+    Daemon::start_with(&["--repo", &repo.location(), "--branch", "main", "--interval", "1h"], false)
+}
+
+fn status(d: &Daemon) -> Value {
+    d.json(&["reconcile", "status"])
+}
+
+fn wait_applied(d: &Daemon, rev: &str) {
+    wait_for(&format!("revision {rev} to be applied"), Duration::from_secs(20), || {
+        status(d)["applied_revision"].as_str() == Some(rev)
+    });
+}
+
+#[test]
+fn pr_preview_apply_drift_and_revert() {
+    let repo = ConfigRepo::new();
+    repo.write("actions/web.yaml", &service("web", "hello"));
+    repo.write("actions/old.yaml", &service("old", "legacy"));
+    let first = repo.commit("web and old");
+    let d = follow(&repo);
+    wait_applied(&d, &first);
+    wait_greeting(&d, "web", "hello");
+    wait_greeting(&d, "old", "legacy");
+
+    // A pull request on a branch: env change, a service added, a service removed.
+    repo.git(&["checkout", "-q", "-b", "pr"]);
+    repo.write("actions/web.yaml", &service("web", "bye"));
+    repo.write("actions/new.yaml", &service("new", "fresh"));
+    repo.rm("actions/old.yaml");
+    let pr = repo.commit("PR: bye, add new, drop old");
+    let web_pid = pid(&d, "web");
+
+    let out = d.cli(&["reconcile", "--dry-run", "--rev", "pr", "--detailed-exitcode"]);
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "changes present: {shown}{}", text(&out.stderr));
+    assert!(shown.contains("-  GREETING: hello") && shown.contains("+  GREETING: bye"), "{shown}");
+    assert!(shown.contains("+ service core/new") && shown.contains("- service core/old"), "{shown}");
+    assert!(shown.contains("core/web (action core/web changed)"), "restart shown: {shown}");
+    // The preview touched nothing.
+    assert_eq!(greeting(&d, "web").as_deref(), Some("hello"));
+    assert_eq!(pid(&d, "web"), web_pid);
+    assert_eq!(state(&d, "old").as_deref(), Some("running"));
+    assert_eq!(status(&d)["applied_revision"].as_str(), Some(first.as_str()));
+
+    // The same preview as JSON is the same plan twice.
+    let a = d.json(&["reconcile", "--dry-run", "--rev", "pr"]);
+    let b = d.json(&["reconcile", "--dry-run", "--rev", "pr"]);
+    assert_eq!(a, b);
+    assert_eq!(a["summary"]["create"], 2);
+    assert_eq!(a["summary"]["delete"], 2);
+
+    // Merge: the watcher applies it.
+    repo.git(&["checkout", "-q", "main"]);
+    repo.git(&["merge", "-q", "--ff-only", "pr"]);
+    wait_applied(&d, &pr);
+    wait_greeting(&d, "web", "bye");
+    wait_greeting(&d, "new", "fresh");
+    wait_for("old to be pruned", Duration::from_secs(10), || state(&d, "old").is_none());
+    assert_ne!(pid(&d, "web"), web_pid, "web restarted");
+
+    // Right after an apply the dry-run is empty.
+    let out = d.cli(&["reconcile", "--dry-run", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+
+    // Stopped by hand: status shows the drift, the next sync brings it back.
+    assert!(d.cli(&["service", "stop", "web"]).status.success());
+    wait_for("web to stop", Duration::from_secs(10), || state(&d, "web").as_deref() == Some("inactive"));
+    let s = status(&d);
+    let drift = s["drift"].as_array().unwrap();
+    assert!(
+        drift.iter().any(|x| x["object"] == "service core/web" && x["what"] == "stopped by hand"),
+        "drift in status: {s}"
+    );
+    let out = d.cli(&["reconcile", "--dry-run", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stdout).contains("core/web (stopped by hand)"));
+    assert!(d.cli(&["reconcile", "now"]).status.success());
+    wait_for("web to be back", Duration::from_secs(10), || state(&d, "web").as_deref() == Some("running"));
+    assert!(status(&d)["drift"].as_array().unwrap().is_empty());
+
+    // A revert is a new revision that restores the previous state.
+    repo.git(&["revert", "--no-edit", "HEAD"]);
+    let reverted = repo.git(&["rev-parse", "HEAD"]);
+    wait_applied(&d, &reverted);
+    wait_greeting(&d, "web", "hello");
+    wait_greeting(&d, "old", "legacy");
+    wait_for("new to be pruned", Duration::from_secs(10), || state(&d, "new").is_none());
+
+    // History has each revision with author and summary.
+    let h = d.json(&["history"]);
+    let revs: Vec<&str> = h.as_array().unwrap().iter().map(|e| e["record"]["revision"].as_str().unwrap()).collect();
+    assert!(revs.contains(&first.as_str()) && revs.contains(&pr.as_str()) && revs.contains(&reverted.as_str()));
+    let pr_entry = h
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["record"]["revision"] == pr.as_str() && e["record"]["summary"]["create"] == 2)
+        .unwrap_or_else(|| panic!("the PR's apply in history: {h}"));
+    assert_eq!(pr_entry["record"]["author"], "Ada Operator <ada@example.org>");
+    assert_eq!(pr_entry["record"]["result"], "applied");
+    assert_eq!(pr_entry["record"]["summary"]["create"], 2);
+}
+
+#[test]
+fn a_bad_commit_keeps_the_last_good_revision_running() {
+    let repo = ConfigRepo::new();
+    repo.write("actions/web.yaml", &service("web", "v1"));
+    let good = repo.commit("good");
+    let d = follow(&repo);
+    wait_applied(&d, &good);
+    wait_greeting(&d, "web", "v1");
+    let web_pid = pid(&d, "web");
+
+    // Changes web and adds a typo elsewhere: nothing of it may be applied.
+    repo.write("actions/web.yaml", &service("web", "v2"));
+    repo.write("actions/typo.yaml", "actions:\n  - name: x\n    scirpt: true\n");
+    let bad = repo.commit("typo");
+    wait_for("the bad revision to be attempted", Duration::from_secs(20), || {
+        status(&d)["attempted_revision"].as_str() == Some(bad.as_str())
+    });
+    let s = status(&d);
+    assert_eq!(s["applied_revision"].as_str(), Some(good.as_str()));
+    let err = s["last_error"].as_str().unwrap();
+    assert!(err.contains("actions/typo.yaml:3:5") && err.contains("did you mean `script`"), "{err}");
+    assert_eq!(greeting(&d, "web").as_deref(), Some("v1"));
+    assert_eq!(pid(&d, "web"), web_pid, "web untouched");
+    let h = d.json(&["history"]);
+    let failed = h.as_array().unwrap().iter().filter(|e| e["record"]["revision"] == bad.as_str()).count();
+    assert_eq!(failed, 1, "one history line per failed revision, not one per retry: {h}");
+    // The CLI apply says the same, with exit 1.
+    let out = d.cli(&["reconcile"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("actions/typo.yaml:3:5"), "{}", text(&out.stderr));
+
+    // The next good commit converges.
+    repo.rm("actions/typo.yaml");
+    let fixed = repo.commit("fix typo");
+    wait_applied(&d, &fixed);
+    wait_greeting(&d, "web", "v2");
+    assert!(status(&d)["last_error"].is_null());
+}
+
+#[test]
+fn deleting_a_required_service_is_refused() {
+    let repo = ConfigRepo::new();
+    repo.write("hero.yaml", "required_services: [hero_db]\n");
+    repo.write("actions/hero_db.yaml", &service("hero_db", "db"));
+    repo.write("actions/web.yaml", &service("web", "w"));
+    let first = repo.commit("db and web");
+    let d = follow(&repo);
+    wait_applied(&d, &first);
+    wait_greeting(&d, "hero_db", "db");
+
+    // Dropping it from required_services and deleting it in one commit is refused: the
+    // applied revision still requires it.
+    repo.write("hero.yaml", "required_services: []\n");
+    repo.rm("actions/hero_db.yaml");
+    repo.write("actions/web.yaml", &service("web", "w2"));
+    let both = repo.commit("drop hero_db");
+    let out = d.cli(&["reconcile", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("deletes required service core/hero_db"), "{}", text(&out.stdout));
+    wait_for("the refusal", Duration::from_secs(20), || status(&d)["attempted_revision"].as_str() == Some(&both));
+    let s = status(&d);
+    assert!(s["last_error"].as_str().unwrap().contains("required service core/hero_db"), "{s}");
+    assert_eq!(s["applied_revision"].as_str(), Some(first.as_str()));
+    assert_eq!(state(&d, "hero_db").as_deref(), Some("running"));
+    assert_eq!(greeting(&d, "web").as_deref(), Some("w"), "a refused plan applies nothing");
+    let h = d.json(&["history"]);
+    assert!(
+        h.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["record"]["revision"] == both.as_str() && e["record"]["result"] == "refused")
+    );
+}
+
+#[test]
+fn objects_set_by_hand_are_left_alone_and_self_heal_off_only_reports() {
+    let repo = ConfigRepo::new();
+    repo.write("hero.yaml", "required_services: []\nself_heal: false\n");
+    repo.write("actions/web.yaml", &service("web", "git"));
+    let first = repo.commit("web");
+    let d = follow(&repo);
+    wait_applied(&d, &first);
+    wait_greeting(&d, "web", "git");
+
+    // A service set by hand is not in git: listed as unmanaged, never pruned.
+    let manual = d.root().join("manual.yaml");
+    std::fs::write(&manual, service("manual", "by-hand")).unwrap();
+    assert!(d.cli(&["service", "set", manual.to_str().unwrap()]).status.success());
+    wait_greeting(&d, "manual", "by-hand");
+
+    // Stopped by hand with self_heal off: reported, not reverted.
+    assert!(d.cli(&["service", "stop", "web"]).status.success());
+    wait_for("web to stop", Duration::from_secs(10), || state(&d, "web").as_deref() == Some("inactive"));
+    let plan = d.json(&["reconcile", "--dry-run"]);
+    assert!(plan["unmanaged"].as_array().unwrap().iter().any(|u| u == "service core/manual"), "{plan}");
+    assert!(plan["changes"].as_array().unwrap().is_empty(), "{plan}");
+    assert!(plan["drift"].as_array().unwrap().iter().any(|x| x["object"] == "service core/web"), "{plan}");
+    let out = d.cli(&["reconcile", "--dry-run", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "drift is reported only: {}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("reported only"), "{}", text(&out.stdout));
+    assert!(d.cli(&["reconcile", "now"]).status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(state(&d, "web").as_deref(), Some("inactive"));
+    assert_eq!(state(&d, "manual").as_deref(), Some("running"));
+    let s = status(&d);
+    assert_eq!(s["self_heal"], false);
+    assert!(s["drift"].as_array().unwrap().iter().any(|x| x["what"] == "stopped by hand"), "{s}");
+
+    // A new commit applies its own change but still not the drift.
+    repo.write("actions/other.yaml", &service("other", "o"));
+    let second = repo.commit("other");
+    wait_applied(&d, &second);
+    wait_greeting(&d, "other", "o");
+    assert_eq!(state(&d, "web").as_deref(), Some("inactive"));
+    assert_eq!(state(&d, "manual").as_deref(), Some("running"));
+}
+
+#[test]
+fn rev_pins_until_resume_and_suspend_freezes_sync() {
+    let repo = ConfigRepo::new();
+    repo.write("actions/web.yaml", &service("web", "one"));
+    let one = repo.commit("one");
+    let d = follow(&repo);
+    wait_applied(&d, &one);
+    repo.write("actions/web.yaml", &service("web", "two"));
+    let two = repo.commit("two");
+    wait_applied(&d, &two);
+    wait_greeting(&d, "web", "two");
+
+    // Emergency rollback without a revert: pinned.
+    let out = d.cli(&["reconcile", "--rev", &one]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("Pinned"), "{}", text(&out.stdout));
+    wait_greeting(&d, "web", "one");
+    // New commits do not fight the pin.
+    repo.write("actions/web.yaml", &service("web", "three"));
+    let three = repo.commit("three");
+    std::thread::sleep(Duration::from_millis(500));
+    let s = status(&d);
+    assert_eq!(s["pinned_revision"].as_str(), Some(one.as_str()));
+    assert_eq!(s["head_revision"].as_str(), Some(three.as_str()), "status names the head too: {s}");
+    assert_eq!(s["applied_revision"].as_str(), Some(one.as_str()));
+    assert_eq!(greeting(&d, "web").as_deref(), Some("one"));
+    let shown = text(&d.cli(&["reconcile", "status"]).stdout);
+    assert!(shown.contains("pinned:") && shown.contains(&three[..12]), "{shown}");
+
+    // Resume: follows the branch again.
+    d.json(&["reconcile", "resume"]);
+    wait_applied(&d, &three);
+    wait_greeting(&d, "web", "three");
+
+    // Suspend: commits wait until resume.
+    let s = d.json(&["reconcile", "suspend"]);
+    assert_eq!(s["suspended"], true);
+    repo.write("actions/web.yaml", &service("web", "four"));
+    let four = repo.commit("four");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(status(&d)["applied_revision"].as_str(), Some(three.as_str()));
+    assert!(text(&d.cli(&["reconcile", "status"]).stdout).contains("SUSPENDED"));
+    d.json(&["reconcile", "resume"]);
+    wait_applied(&d, &four);
+    wait_greeting(&d, "web", "four");
+}
+
+#[test]
+fn offline_previews_need_no_daemon_and_write_nothing() {
+    let repo = ConfigRepo::new();
+    repo.write("actions/web.yaml", &service("web", "x"));
+    repo.commit("web");
+    let root = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(bin())
+            .args(args)
+            .env("HERO_ROOTDIR", root.path())
+            .env("NO_COLOR", "1")
+            .current_dir(repo.path())
+            .output()
+            .unwrap()
+    };
+    // --empty: what a fresh machine would do; from the repository in the current folder.
+    let out = run(&["reconcile", "--dry-run", "--empty", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(2), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("+ service core/web"));
+    // A commit that fails validation fails the preview with file:line:col.
+    repo.write("actions/bad.yaml", "services:\n  - name: y\n    actions: [nope]\n");
+    repo.commit("bad ref");
+    let out = run(&["reconcile", "--dry-run", "--empty"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("actions/bad.yaml:3:15"), "{}", text(&out.stderr));
+    repo.rm("actions/bad.yaml");
+    let head = repo.commit("fix");
+
+    // --db: against a real daemon's database, read-only.
+    let mut d = follow(&repo);
+    wait_applied(&d, &head);
+    wait_greeting(&d, "web", "x");
+    d.kill9();
+    let db = d.root().join("var/hero_proc/hero_proc.db");
+    let snapshot = || ["", "-wal"].map(|s| std::fs::read(format!("{}{s}", db.display())).unwrap_or_default());
+    let before = snapshot();
+    let out = run(&["reconcile", "--dry-run", "--db", db.to_str().unwrap(), "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    repo.write("actions/web.yaml", &service("web", "y"));
+    repo.commit("y");
+    let out = run(&["--format", "json", "reconcile", "--dry-run", "--db", db.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["summary"]["update"], 1, "{plan}");
+    assert_eq!(plan["restarts"][0]["service"], "core/web", "{plan}");
+    assert_eq!(snapshot(), before, "a preview never writes the database");
+}
+
+#[test]
+fn removing_many_files_and_contexts_in_one_commit_prunes_cleanly() {
+    let repo = ConfigRepo::new();
+    // A context with services that depend on each other, and a job action.
+    repo.write(
+        "actions/team_api.yaml",
+        r#"actions:
+  - name: prep
+    context: team
+    script: "true"
+  - name: api
+    context: team
+    interpreter: bash
+    script: 'exec sleep 600'
+    process: true
+services:
+  - name: api
+    context: team
+    actions: [api]
+"#,
+    );
+    repo.write(
+        "actions/team_worker.yaml",
+        r#"actions:
+  - name: worker
+    context: team
+    interpreter: bash
+    script: 'exec sleep 600'
+    process: true
+    depends_on: [prep]
+services:
+  - name: worker
+    context: team
+    actions: [worker]
+    requires: [api]
+"#,
+    );
+    repo.write("actions/web.yaml", &service("web", "stay"));
+    let first = repo.commit("stack");
+    let d = follow(&repo);
+    wait_applied(&d, &first);
+    wait_for("the stack to run", Duration::from_secs(20), || state(&d, "team/worker").as_deref() == Some("running"));
+    let worker_pid = pid(&d, "team/worker").unwrap();
+    let api_pid = pid(&d, "team/api").unwrap();
+
+    repo.rm("actions/team_api.yaml");
+    repo.rm("actions/team_worker.yaml");
+    let second = repo.commit("remove both files of the team at once");
+    let plan = d.json(&["reconcile", "--dry-run"]);
+    let order: Vec<String> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}/{}",
+                c["kind"].as_str().unwrap(),
+                c["context"].as_str().unwrap(),
+                c["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let pos = |k: &str| order.iter().position(|o| o == k).unwrap_or_else(|| panic!("{k} not in {order:?}"));
+    assert!(pos("service team/worker") < pos("service team/api"), "dependents first: {order:?}");
+    assert!(pos("service team/api") < pos("action team/api"), "services before actions: {order:?}");
+    assert!(pos("action team/worker") < pos("action team/prep"), "{order:?}");
+    wait_applied(&d, &second);
+    wait_for("the stack to be gone", Duration::from_secs(20), || {
+        state(&d, "team/api").is_none() && state(&d, "team/worker").is_none()
+    });
+    wait_for("the processes to exit", Duration::from_secs(20), || {
+        !support::alive(worker_pid as u32) && !support::alive(api_pid as u32)
+    });
+    let actions = d.json(&["action", "list"]);
+    assert!(actions.as_array().unwrap().iter().all(|a| a["action"]["context"] != "team"), "{actions}");
+    assert_eq!(state(&d, "web").as_deref(), Some("running"));
+    let out = d.cli(&["reconcile", "--dry-run", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+}
+
+#[test]
+fn dry_run_and_apply_agree() {
+    let repo = ConfigRepo::new();
+    repo.write("actions/a.yaml", &service("a", "1"));
+    repo.write("actions/b.yaml", &service("b", "1"));
+    let first = repo.commit("a b");
+    let d = Daemon::start_with(&["--repo", &repo.location(), "--branch", "main", "--interval", "1h"], false);
+    wait_applied(&d, &first);
+    d.json(&["reconcile", "suspend"]);
+    repo.write("actions/a.yaml", &service("a", "2"));
+    repo.rm("actions/b.yaml");
+    repo.write("actions/c.yaml", &service("c", "1"));
+    repo.commit("change a, drop b, add c");
+    let preview = d.json(&["reconcile", "--dry-run"]);
+    let applied = d.json(&["reconcile"]);
+    assert_eq!(preview, applied["plan"], "the preview is exactly what was applied");
+    let after = d.json(&["reconcile", "--dry-run"]);
+    assert!(after["changes"].as_array().unwrap().is_empty(), "{after}");
+}
