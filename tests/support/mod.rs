@@ -3,6 +3,8 @@
 //! child), so tests run in parallel and leave nothing behind.
 #![allow(dead_code)]
 
+pub mod config_repo;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
