@@ -51,6 +51,9 @@ enum Command {
     Reconcile(reconcile::Args),
     /// Revisions applied (or refused), newest first: time, commit, result, author, summary.
     History(reconcile::HistoryArgs),
+    /// Migrations (`migrations/*.rhai`): status, baseline.
+    #[command(subcommand)]
+    Migrate(reconcile::MigrateCmd),
     /// Actions: what to run (set, get, list, delete).
     #[command(subcommand)]
     Action(objects::ActionCmd),
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args, &out),
         Command::Reconcile(args) => block_on(reconcile::run(args, &out)),
         Command::History(args) => block_on(reconcile::history(args, &out)),
+        Command::Migrate(cmd) => block_on(reconcile::migrate(cmd, &out)),
         Command::Action(cmd) => block_on(objects::action(cmd, &out)),
         Command::Service(cmd) => block_on(objects::service(cmd, &out)),
         Command::Secret(cmd) => block_on(secrets::secret(cmd, &out)),

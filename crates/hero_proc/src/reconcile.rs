@@ -357,3 +357,47 @@ mod tests {
         assert_eq!(super::utc(951_782_400_000 + 3_723_000), "2000-02-29T01:02:03Z");
     }
 }
+
+#[derive(Subcommand)]
+pub enum MigrateCmd {
+    /// The migrations of the revision the daemon follows against its record.
+    Status,
+    /// Record every migration up to NAME (inclusive) as applied without running it: for
+    /// systems whose state predates migrations, or an effect already in place.
+    Baseline { name: String },
+}
+
+pub async fn migrate(cmd: MigrateCmd, out: &Output) -> anyhow::Result<ExitCode> {
+    let mut client = connect(out).await?;
+    let status: hero_proc_reconcile::MigrateStatus = match &cmd {
+        MigrateCmd::Status => client.call("migrate.status", json!({})).await?,
+        MigrateCmd::Baseline { name } => client.call("migrate.baseline", json!({ "name": name })).await?,
+    };
+    if out.json() {
+        out.print_json(&status)?;
+    } else {
+        for p in &status.problems {
+            eprintln!("warning: {p}");
+        }
+        if status.migrations.is_empty() {
+            println!("no migrations");
+        } else {
+            println!("{:<48} {:<8} {:<12} {:>8} WHEN", "MIGRATION", "STATE", "REVISION", "TOOK");
+            for m in &status.migrations {
+                println!(
+                    "{:<48} {:<8} {:<12} {:>8} {}",
+                    m.name,
+                    m.state,
+                    short(&m.revision),
+                    m.duration_ms.map(|d| format!("{d} ms")).unwrap_or_default(),
+                    m.applied_at_ms.map(utc).unwrap_or_default()
+                );
+                if let Some(e) = &m.error {
+                    println!("    {}", e.lines().next().unwrap_or(""));
+                }
+            }
+        }
+    }
+    let bad = status.migrations.iter().any(|m| matches!(m.state.as_str(), "failed" | "edited" | "deleted"));
+    Ok(if bad { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

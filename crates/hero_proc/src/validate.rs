@@ -20,6 +20,10 @@ pub struct Args {
     /// Fail on warnings too.
     #[arg(long)]
     strict: bool,
+    /// Also check the migrations against this database's record (opened read-only):
+    /// edited or deleted applied files and new files that sort before applied ones.
+    #[arg(long)]
+    db: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -61,6 +65,10 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
             (load_tree(&src), label)
         }
     };
+    let mut checked = checked;
+    if let Some(db) = &args.db {
+        check_against_db(&mut checked, db)?;
+    }
     let failed = checked.errors() > 0 || (args.strict && checked.warnings() > 0);
     match out.format {
         Format::Json => {
@@ -79,6 +87,41 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// SPEC 3.3: applied migrations are checked by SHA-256 against the database's record.
+fn check_against_db(checked: &mut Checked, db: &std::path::Path) -> anyhow::Result<()> {
+    let store = hero_proc_store::Store::open_read_only(db)
+        .with_context(|| format!("--db {}: cannot open the database read-only", db.display()))?;
+    let applied: Vec<hero_proc_migrate::Applied> = store
+        .applied_migrations()?
+        .into_iter()
+        .map(|m| hero_proc_migrate::Applied {
+            name: m.name,
+            sha256: m.sha256,
+            result: match m.result {
+                hero_proc_store::MigrationResult::Ok => hero_proc_migrate::AppliedResult::Ok,
+                hero_proc_store::MigrationResult::Failed => hero_proc_migrate::AppliedResult::Failed,
+            },
+        })
+        .collect();
+    if let Err(errors) = hero_proc_migrate::check_history(&checked.tree.migrations, &applied) {
+        for e in errors.0 {
+            let file = format!("migrations/{}", e.name());
+            let text = e.to_string();
+            let message = text.strip_prefix(&format!("{file}: ")).unwrap_or(&text).to_owned();
+            checked.diagnostics.push(hero_proc_spec::Diagnostic {
+                severity: Severity::Error,
+                code: "migration.history",
+                file: file.into(),
+                line: 1,
+                col: 1,
+                message,
+                hint: Some(format!("checked against {}", db.display())),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn report<'a>(c: &'a Checked, label: &str, failed: bool) -> Report<'a> {

@@ -9,6 +9,7 @@
 pub mod compactor;
 pub mod lock;
 pub mod metrics;
+pub mod migrate_ops;
 pub mod paths;
 pub mod reconciler;
 pub mod rpc;

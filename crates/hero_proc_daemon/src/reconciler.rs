@@ -68,6 +68,8 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
     #[error("the engine did not take the change: {0}")]
     Engine(#[from] EngineError),
+    #[error("{0}")]
+    Baseline(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -90,6 +92,8 @@ pub const DURATION_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 #[derive(Default)]
 struct Runtime {
     head: Option<CommitInfo>,
+    /// The last apply's config is live but a migration failed.
+    degraded: bool,
     last_result: Option<&'static str>,
     last_duration_ms: Option<u64>,
     next_sync_at_ms: Option<i64>,
@@ -301,7 +305,9 @@ impl Reconciler {
         let started = Instant::now();
         let result = self.apply_inner(&req).await;
         let elapsed = started.elapsed();
+        let degraded = std::mem::take(&mut self.runtime.lock().expect("runtime lock").degraded);
         let label: &'static str = match &result {
+            Ok(_) if degraded => "degraded",
             Ok(o) if o.plan.is_empty() => "noop",
             Ok(_) => "applied",
             Err(ReconcileError::Refused { .. }) => "refused",
@@ -377,6 +383,8 @@ impl Reconciler {
                 stops: applied.stops,
             })
             .await?;
+        let migrations =
+            if plan.migrations.is_empty() { Vec::new() } else { self.run_migrations(&desired, &plan).await? };
         let pinned = req.rev.is_some();
         if pinned {
             let id = desired.commit.id.clone();
@@ -396,7 +404,67 @@ impl Reconciler {
                 rt.drift.clear();
             }
         }
-        Ok(ApplyOutcome { plan, pinned, migrations: Vec::new() })
+        Ok(ApplyOutcome { plan, pinned, migrations })
+    }
+
+    /// Run the plan's pending migrations, in order, after the config of the same revision
+    /// is applied; record each (failed ones too). A failure stops the later ones and
+    /// leaves the sync degraded until the next revision.
+    async fn run_migrations(&self, desired: &Arc<Desired>, plan: &Plan) -> Result<Vec<String>, ReconcileError> {
+        let to_run: Vec<hero_proc_spec::Migration> =
+            plan.migrations.iter().filter_map(|n| desired.migrations.iter().find(|m| m.name == *n).cloned()).collect();
+        let engine = self.engine.clone();
+        let handle = tokio::runtime::Handle::current();
+        let revision = desired.commit.id.clone();
+        let outcome = tokio::task::spawn_blocking(move || -> Result<(Vec<String>, Option<String>), StoreError> {
+            let mut ops = crate::migrate_ops::EngineProc::new(engine.clone(), handle);
+            let mut report = Vec::new();
+            for m in &to_run {
+                use hero_proc_migrate::ProcOps;
+                ops.begin_migration(&m.name);
+                let started = Instant::now();
+                let result = hero_proc_migrate::run_migration(m, &mut ops, &hero_proc_migrate::RunOptions::default());
+                let duration_ms = started.elapsed().as_millis() as i64;
+                let error = result.as_ref().err().map(|e| e.to_string());
+                engine.store.record_migration(&hero_proc_store::AppliedMigration {
+                    name: m.name.clone(),
+                    sha256: m.sha256.clone(),
+                    revision: Some(revision.clone()),
+                    applied_at_ms: now_ms(),
+                    duration_ms,
+                    result: if error.is_none() {
+                        hero_proc_store::MigrationResult::Ok
+                    } else {
+                        hero_proc_store::MigrationResult::Failed
+                    },
+                    error: error.clone(),
+                })?;
+                match error {
+                    None => {
+                        tracing::info!(migration = %m.name, duration_ms, "migration applied");
+                        report.push(format!("{}: ok ({duration_ms} ms)", m.name));
+                    }
+                    Some(e) => {
+                        tracing::warn!(migration = %m.name, "migration failed: {e}");
+                        report.push(format!("{}: failed: {e}", m.name));
+                        let msg = format!(
+                            "migration {} failed at this revision: {e}\n  hint: later migrations did not run; fix it in a new commit (it is retried on the next revision)",
+                            m.name
+                        );
+                        return Ok((report, Some(msg)));
+                    }
+                }
+            }
+            Ok((report, None))
+        })
+        .await
+        .map_err(|e| ReconcileError::Internal(e.to_string()))??;
+        let (report, failure) = outcome;
+        if let Some(msg) = failure {
+            self.engine.store.update_sync_state(|s| s.last_error = Some(msg.clone()))?;
+            self.runtime.lock().expect("runtime lock").degraded = true;
+        }
+        Ok(report)
     }
 
     async fn record_failure(&self, commit: Option<CommitInfo>, result: SyncResult, e: &ReconcileError) {
@@ -408,6 +476,69 @@ impl Reconciler {
             }
         })
         .await;
+    }
+
+    /// `migrate status`: the target revision's `migrations/` against the record.
+    pub async fn migrate_status(&self) -> Result<hero_proc_reconcile::MigrateStatus, ReconcileError> {
+        let _guard = self.one_writer.lock().await;
+        self.migrate_status_locked().await
+    }
+
+    async fn migrate_status_locked(&self) -> Result<hero_proc_reconcile::MigrateStatus, ReconcileError> {
+        let recorded = self.engine.store.applied_migrations()?;
+        let mut out = hero_proc_reconcile::MigrateStatus::default();
+        let files = match &self.options {
+            None => {
+                out.problems.push("no repository configured: only the record is listed".into());
+                Vec::new()
+            }
+            Some(_) => match self.prepare(&PlanRequest::default()).await {
+                Ok(p) => {
+                    out.revision = Some(p.desired.commit.id.clone());
+                    p.desired.migrations.clone()
+                }
+                Err((e, _)) => {
+                    out.problems.push(e.to_string());
+                    Vec::new()
+                }
+            },
+        };
+        out.migrations = hero_proc_reconcile::migration_rows(&files, &recorded);
+        Ok(out)
+    }
+
+    /// `migrate baseline NAME`: record every migration up to NAME as applied without
+    /// running it (systems that predate migrations, or an effect already in place).
+    pub async fn migrate_baseline(&self, name: &str) -> Result<hero_proc_reconcile::MigrateStatus, ReconcileError> {
+        let _guard = self.one_writer.lock().await;
+        let prepared = self.prepare(&PlanRequest::default()).await.map_err(|(e, _)| e)?;
+        let recorded = self.engine.store.applied_migrations()?;
+        let applied: Vec<hero_proc_migrate::Applied> = recorded
+            .iter()
+            .map(|m| hero_proc_migrate::Applied {
+                name: m.name.clone(),
+                sha256: m.sha256.clone(),
+                result: match m.result {
+                    hero_proc_store::MigrationResult::Ok => hero_proc_migrate::AppliedResult::Ok,
+                    hero_proc_store::MigrationResult::Failed => hero_proc_migrate::AppliedResult::Failed,
+                },
+            })
+            .collect();
+        let records = hero_proc_migrate::baseline(&prepared.desired.migrations, &applied, name)
+            .map_err(|e| ReconcileError::Baseline(e.to_string()))?;
+        for r in &records {
+            self.engine.store.record_migration(&hero_proc_store::AppliedMigration {
+                name: r.name.clone(),
+                sha256: r.sha256.clone(),
+                revision: Some(prepared.desired.commit.id.clone()),
+                applied_at_ms: now_ms(),
+                duration_ms: 0,
+                result: hero_proc_store::MigrationResult::Ok,
+                error: None,
+            })?;
+            tracing::info!(migration = %r.name, "baselined: recorded as applied without running");
+        }
+        self.migrate_status_locked().await
     }
 
     pub async fn suspend(&self) -> Result<SyncStatus, ReconcileError> {

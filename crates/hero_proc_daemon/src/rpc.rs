@@ -161,7 +161,7 @@ fn engine_err(e: EngineError) -> ErrorObjectOwned {
 fn reconcile_err(e: crate::reconciler::ReconcileError) -> ErrorObjectOwned {
     use crate::reconciler::ReconcileError as E;
     let code = match &e {
-        E::NoRepo | E::Load(_) => ErrorCode::Invalid,
+        E::NoRepo | E::Load(_) | E::Baseline(_) => ErrorCode::Invalid,
         E::Repo(_) => ErrorCode::Unavailable,
         E::Refused { .. } => ErrorCode::Refused,
         E::Apply(_) | E::Store(_) => ErrorCode::Store,
@@ -582,6 +582,19 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
         }
         let q: P = if p.as_str().is_some() { parse(&p)? } else { P::default() };
         c.engine.store.history(q.limit.unwrap_or(50)).map_err(store_err)
+    });
+
+    // migrate.*
+    method!("migrate.status", |_p, c| -> hero_proc_reconcile::MigrateStatus {
+        c.reconciler.migrate_status().await.map_err(reconcile_err)
+    });
+    method!("migrate.baseline", |p, c| -> hero_proc_reconcile::MigrateStatus {
+        #[derive(serde::Deserialize)]
+        struct P {
+            name: String,
+        }
+        let q: P = parse(&p)?;
+        c.reconciler.migrate_baseline(&q.name).await.map_err(reconcile_err)
     });
 
     // Discovery.

@@ -135,7 +135,8 @@ pub fn apply(
         state.applied_at_ms = Some(now_ms);
         state.attempted_revision = Some(target.id.clone());
         state.attempted_at_ms = Some(now_ms);
-        state.last_error = None;
+        // A migration that failed at this revision keeps the sync degraded until the next.
+        state.last_error = plan.held_migrations.first().map(|h| format!("migration {}: {}", h.name, h.reason));
         tx.set_sync_state(&state)?;
         let new_revision = plan.applied_revision.as_deref() != Some(target.id.as_str());
         if new_revision || !plan.is_empty() {

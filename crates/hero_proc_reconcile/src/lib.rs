@@ -22,8 +22,8 @@ pub mod repo;
 
 pub use apply::{AppliedChange, ApplyError, SecretSealer, apply, record_failure};
 pub use desired::{Desired, DesiredSecret, LoadError, SecretOpener, SopsOpener};
-pub use live::{Live, LiveSecret, RunState};
-pub use plan::{Change, DriftItem, Op, Plan, Restart, StateChange, Summary, plan};
+pub use live::{FailedMigration, Live, LiveSecret, RunState};
+pub use plan::{Change, DriftItem, HeldMigration, Op, Plan, Restart, StateChange, Summary, plan};
 pub use repo::{CommitInfo, Repo, RepoConfig, RepoError};
 
 /// What `reconcile status` shows (RPC `reconcile.status`).
@@ -63,4 +63,72 @@ pub struct ApplyOutcome {
     /// Migrations that ran, with their result (`ok` or `failed: ...`).
     #[serde(default)]
     pub migrations: Vec<String>,
+}
+
+/// One migration file or record, for `hero_proc migrate status`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MigrationRow {
+    pub name: String,
+    /// `applied`, `pending`, `failed`, `edited` (applied, file changed since) or
+    /// `deleted` (applied, file gone).
+    pub state: String,
+    pub sha256: Option<String>,
+    pub revision: Option<String>,
+    pub applied_at_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// What `migrate.status` and `migrate.baseline` return.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MigrateStatus {
+    /// The revision whose `migrations/` was compared (the target of the next sync).
+    pub revision: Option<String>,
+    pub migrations: Vec<MigrationRow>,
+    /// Why the files could not be read (the record is still listed).
+    pub problems: Vec<String>,
+}
+
+/// Files of `migrations` (sorted) against the store's record.
+pub fn migration_rows(
+    migrations: &[hero_proc_spec::Migration],
+    recorded: &[hero_proc_store::AppliedMigration],
+) -> Vec<MigrationRow> {
+    use hero_proc_store::MigrationResult;
+    let mut rows: Vec<MigrationRow> = Vec::new();
+    let mut files: Vec<&hero_proc_spec::Migration> = migrations.iter().collect();
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    for m in files {
+        let rec = recorded.iter().find(|r| r.name == m.name);
+        let state = match rec {
+            None => "pending",
+            Some(r) if r.result == MigrationResult::Failed => "failed",
+            Some(r) if r.sha256 != m.sha256 => "edited",
+            Some(_) => "applied",
+        };
+        rows.push(MigrationRow {
+            name: m.name.clone(),
+            state: state.into(),
+            sha256: Some(m.sha256.clone()),
+            revision: rec.and_then(|r| r.revision.clone()),
+            applied_at_ms: rec.map(|r| r.applied_at_ms),
+            duration_ms: rec.map(|r| r.duration_ms),
+            error: rec.and_then(|r| r.error.clone()),
+        });
+    }
+    for r in recorded {
+        if !migrations.iter().any(|m| m.name == r.name) {
+            rows.push(MigrationRow {
+                name: r.name.clone(),
+                state: if r.result == MigrationResult::Ok { "deleted".into() } else { "failed".into() },
+                sha256: Some(r.sha256.clone()),
+                revision: r.revision.clone(),
+                applied_at_ms: Some(r.applied_at_ms),
+                duration_ms: Some(r.duration_ms),
+                error: r.error.clone(),
+            });
+        }
+    }
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    rows
 }

@@ -39,6 +39,17 @@ pub struct Live {
     /// Missing entries count as [`RunState::Unknown`].
     pub states: BTreeMap<Ref, RunState>,
     pub applied_migrations: Vec<Applied>,
+    /// Migrations whose last run failed: name -> (SHA-256, revision it failed at, error).
+    pub failed_migrations: BTreeMap<String, FailedMigration>,
+}
+
+/// A migration whose last run failed. It is retried on the next revision, not on every
+/// sync of the revision it failed at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedMigration {
+    pub sha256: String,
+    pub revision: Option<String>,
+    pub error: Option<String>,
 }
 
 impl Live {
@@ -64,8 +75,18 @@ impl Live {
                 )
             })
             .collect();
-        let applied_migrations = store
-            .applied_migrations()?
+        let recorded = store.applied_migrations()?;
+        let failed_migrations = recorded
+            .iter()
+            .filter(|m| m.result == MigrationResult::Failed)
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    FailedMigration { sha256: m.sha256.clone(), revision: m.revision.clone(), error: m.error.clone() },
+                )
+            })
+            .collect();
+        let applied_migrations = recorded
             .into_iter()
             .map(|m| Applied {
                 name: m.name,
@@ -76,7 +97,7 @@ impl Live {
                 },
             })
             .collect();
-        Ok(Live { actions, services, secrets, states: BTreeMap::new(), applied_migrations })
+        Ok(Live { actions, services, secrets, states: BTreeMap::new(), applied_migrations, failed_migrations })
     }
 
     pub fn state(&self, r: &Ref) -> RunState {

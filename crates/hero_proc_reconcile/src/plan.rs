@@ -84,6 +84,13 @@ pub struct StateChange {
     pub drift: bool,
 }
 
+/// A pending migration held back, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldMigration {
+    pub name: String,
+    pub reason: String,
+}
+
 /// Live state that differs from git although git did not change it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriftItem {
@@ -119,8 +126,12 @@ pub struct Plan {
     pub restarts: Vec<Restart>,
     pub starts: Vec<StateChange>,
     pub stops: Vec<StateChange>,
-    /// Pending `migrations/*.rhai`, in run order.
+    /// Pending `migrations/*.rhai` that apply runs, in order (after the config).
     pub migrations: Vec<String>,
+    /// Pending migrations not run at this revision: one failed here (it is retried on the
+    /// next revision) and the ones after it.
+    #[serde(default)]
+    pub held_migrations: Vec<HeldMigration>,
     /// Every drift found, reverted or not (`self_heal`).
     pub drift: Vec<DriftItem>,
     /// Live objects set by hand that git does not have: left alone.
@@ -359,13 +370,33 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
 
     // ---- migrations -------------------------------------------------------------------
     let mut refusals = Vec::new();
-    let migrations = match hero_proc_migrate::check_history(&desired.migrations, &live.applied_migrations) {
-        Ok(pending) => pending.iter().map(|m| m.name.clone()).collect(),
-        Err(errors) => {
-            refusals.extend(errors.0.iter().map(|e| e.to_string()));
-            Vec::new()
+    let mut migrations: Vec<String> = Vec::new();
+    let mut held_migrations: Vec<HeldMigration> = Vec::new();
+    match hero_proc_migrate::check_history(&desired.migrations, &live.applied_migrations) {
+        Ok(pending) => {
+            for m in pending {
+                // Failed at this very revision with this very file: retried on the next
+                // revision, and the ones after it wait (order is the contract).
+                let failed_here = live
+                    .failed_migrations
+                    .get(&m.name)
+                    .filter(|f| f.sha256 == m.sha256 && f.revision.as_deref() == Some(desired.commit.id.as_str()));
+                if let Some(f) = failed_here {
+                    let why = f.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("failed");
+                    held_migrations.push(HeldMigration {
+                        name: m.name.clone(),
+                        reason: format!("failed at this revision ({why}); retried on the next revision"),
+                    });
+                } else if let Some(first) = held_migrations.first() {
+                    let reason = format!("waits for {}", first.name);
+                    held_migrations.push(HeldMigration { name: m.name.clone(), reason });
+                } else {
+                    migrations.push(m.name.clone());
+                }
+            }
         }
-    };
+        Err(errors) => refusals.extend(errors.0.iter().map(|e| e.to_string())),
+    }
 
     // ---- drift and self_heal ----------------------------------------------------------
     let mut drift = Vec::new();
@@ -437,6 +468,7 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
         starts,
         stops,
         migrations,
+        held_migrations,
         drift,
         unmanaged,
         not_pruned,

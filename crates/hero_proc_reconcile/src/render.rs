@@ -107,6 +107,11 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
     section(&mut out, "Starts", plan.starts.iter().map(|r| format!("{} ({})", r.service, r.because)).collect());
     section(&mut out, "Stops", plan.stops.iter().map(|r| format!("{} ({})", r.service, r.because)).collect());
     section(&mut out, "Migrations to run, in order", plan.migrations.clone());
+    section(
+        &mut out,
+        "Migrations held back",
+        plan.held_migrations.iter().map(|h| format!("{}: {}", h.name, h.reason)).collect(),
+    );
     let drift_title = if plan.self_heal {
         "Drift (reverted: self_heal is on)"
     } else {

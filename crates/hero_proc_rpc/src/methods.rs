@@ -203,6 +203,18 @@ pub const METHODS: &[MethodDoc] = &[
         params: &[("limit", "integer", false)],
         result: "SyncEntry[]",
     },
+    MethodDoc {
+        name: "migrate.status",
+        summary: "Migrations of the target revision against the record: applied, pending, failed, edited, deleted.",
+        params: &[],
+        result: "MigrateStatus",
+    },
+    MethodDoc {
+        name: "migrate.baseline",
+        summary: "Record every migration up to `name` as applied without running it.",
+        params: &[("name", "string", true)],
+        result: "MigrateStatus",
+    },
 ];
 
 const RECONCILE: &[Param] =
