@@ -47,22 +47,8 @@ fn dechunk(resp: &str) -> String {
     out
 }
 
-#[test]
-fn metrics_pass_promtool_and_expose_the_fleet_view() {
-    let d = Daemon::start_with(&["--metrics-addr", "127.0.0.1:0"], false);
-    d.set("actions:\n  - name: web\n    interpreter: sh\n    script: exec sleep 1000\n    process: true\n    restart: { policy: always, delay: 50ms }\nservices:\n  - name: web\n");
-    let pid = d.wait_status("web", "running", |s| s["state"] == "running")["pid"].as_u64().unwrap();
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    d.wait_status("web", "restarted", |s| s["restarts"] == 1 && s["state"] == "running");
-
-    let text = dechunk(&http_get_unix(&d.socket(), "/metrics", "text/plain"));
-    assert!(text.contains("hero_proc_service_up{service=\"core/web\"} 1"), "{text}");
-    assert!(text.contains("hero_proc_service_restarts_total{service=\"core/web\"} 1"), "{text}");
-    assert!(text.contains("hero_proc_services{state=\"running\"} 1"), "{text}");
-    assert!(text.contains("hero_proc_db_size_bytes "), "{text}");
-    assert!(!text.contains("# EOF"));
-
-    // The real promtool must accept it (CI installs Debian's `prometheus`).
+/// The real promtool must accept it (CI installs Debian's `prometheus`).
+fn promtool_check(text: &str) {
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -78,6 +64,48 @@ fn metrics_pass_promtool_and_expose_the_fleet_view() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn reconcile_metrics_show_results_revision_drift_and_inventory() {
+    use support::config_repo::*;
+    let repo = ConfigRepo::new();
+    repo.write("actions/web.yaml", &service("web", "m"));
+    let rev = repo.commit("web");
+    let d = follow(&repo);
+    wait_applied(&d, &rev);
+    wait_greeting(&d, "web", "m");
+    assert!(d.cli(&["service", "stop", "web"]).status.success());
+    wait_for("web to stop", Duration::from_secs(10), || state(&d, "web").as_deref() == Some("inactive"));
+    let _ = d.json(&["reconcile", "status"]);
+    let text = dechunk(&http_get_unix(&d.socket(), "/metrics", "text/plain"));
+    assert!(text.contains("hero_proc_reconcile_total{result=\"applied\"} 1"), "{text}");
+    assert!(text.contains(&format!("hero_proc_reconcile_applied_revision_info{{revision=\"{rev}\"")), "{text}");
+    assert!(text.contains("hero_proc_drifted_objects 1"), "{text}");
+    assert!(text.contains("hero_proc_managed_objects{kind=\"service\"} 1"), "{text}");
+    assert!(text.contains("hero_proc_reconcile_duration_seconds_count 1"), "{text}");
+    assert!(text.contains("hero_proc_reconcile_suspended 0"), "{text}");
+    promtool_check(&text);
+    let om = dechunk(&http_get_unix(&d.socket(), "/metrics", "application/openmetrics-text; version=1.0.0"));
+    assert!(om.contains("# TYPE hero_proc_reconcile_duration_seconds histogram"), "{om}");
+}
+
+#[test]
+fn metrics_pass_promtool_and_expose_the_fleet_view() {
+    let d = Daemon::start_with(&["--metrics-addr", "127.0.0.1:0"], false);
+    d.set("actions:\n  - name: web\n    interpreter: sh\n    script: exec sleep 1000\n    process: true\n    restart: { policy: always, delay: 50ms }\nservices:\n  - name: web\n");
+    let pid = d.wait_status("web", "running", |s| s["state"] == "running")["pid"].as_u64().unwrap();
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    d.wait_status("web", "restarted", |s| s["restarts"] == 1 && s["state"] == "running");
+
+    let text = dechunk(&http_get_unix(&d.socket(), "/metrics", "text/plain"));
+    assert!(text.contains("hero_proc_service_up{service=\"core/web\"} 1"), "{text}");
+    assert!(text.contains("hero_proc_service_restarts_total{service=\"core/web\"} 1"), "{text}");
+    assert!(text.contains("hero_proc_services{state=\"running\"} 1"), "{text}");
+    assert!(text.contains("hero_proc_db_size_bytes "), "{text}");
+    assert!(!text.contains("# EOF"));
+
+    promtool_check(&text);
 
     let om = dechunk(&http_get_unix(&d.socket(), "/metrics", "application/openmetrics-text; version=1.0.0"));
     assert!(om.ends_with("# EOF\n"), "{om}");

@@ -127,10 +127,63 @@ pub async fn render(ctx: &Ctx, openmetrics: bool) -> String {
             o.sample("hero_proc_compactor_last_reclaimed_bytes", &[], last.bytes_reclaimed);
         }
     }
+    reconcile_metrics(&mut o, ctx).await;
     if openmetrics {
         o.0.push_str("# EOF\n");
     }
     o.0
+}
+
+/// The GitOps half: sync results and durations, what is applied, drift, inventory.
+async fn reconcile_metrics(o: &mut Out, ctx: &Ctx) {
+    use crate::reconciler::DURATION_BUCKETS;
+    let status = ctx.reconciler.status().await.ok();
+    let m = ctx.reconciler.metrics();
+    o.family(
+        "hero_proc_reconcile",
+        "counter",
+        "Reconcile attempts by result (applied, noop, degraded, failed, refused).",
+    );
+    for result in ["applied", "noop", "degraded", "failed", "refused"] {
+        o.sample("hero_proc_reconcile_total", &[("result", result)], m.results.get(result).copied().unwrap_or(0));
+    }
+    o.family("hero_proc_reconcile_duration_seconds", "histogram", "Time of one reconcile: fetch, load, plan, apply.");
+    for (i, le) in DURATION_BUCKETS.iter().enumerate() {
+        let le = format!("{le}");
+        o.sample("hero_proc_reconcile_duration_seconds_bucket", &[("le", &le)], m.buckets.get(i).copied().unwrap_or(0));
+    }
+    o.sample("hero_proc_reconcile_duration_seconds_bucket", &[("le", "+Inf")], m.duration_count);
+    o.sample("hero_proc_reconcile_duration_seconds_sum", &[], m.duration_sum_s);
+    o.sample("hero_proc_reconcile_duration_seconds_count", &[], m.duration_count);
+    o.family("hero_proc_drifted_objects", "gauge", "Live objects that differ from the applied revision.");
+    o.sample("hero_proc_drifted_objects", &[], m.drifted);
+    o.family("hero_proc_managed_objects", "gauge", "Objects managed from git, by kind.");
+    for kind in ["action", "service", "secret"] {
+        o.sample("hero_proc_managed_objects", &[("kind", kind)], m.managed.get(kind).copied().unwrap_or(0));
+    }
+    if let Some(s) = status {
+        o.family("hero_proc_reconcile_applied_revision_info", "gauge", "The applied revision (always 1).");
+        if let Some(rev) = &s.applied_revision {
+            let host = s.host.clone().unwrap_or_default();
+            o.sample("hero_proc_reconcile_applied_revision_info", &[("revision", rev), ("host", &host)], 1);
+        }
+        o.family("hero_proc_reconcile_suspended", "gauge", "1 while automatic sync is suspended.");
+        o.sample("hero_proc_reconcile_suspended", &[], u8::from(s.suspended));
+        o.family("hero_proc_reconcile_pinned", "gauge", "1 while a revision is pinned (reconcile --rev).");
+        o.sample("hero_proc_reconcile_pinned", &[], u8::from(s.pinned_revision.is_some()));
+        o.family("hero_proc_reconcile_consecutive_failures", "gauge", "Failed reconciles in a row.");
+        o.sample("hero_proc_reconcile_consecutive_failures", &[], s.consecutive_failures);
+        o.family(
+            "hero_proc_reconcile_last_applied_timestamp_seconds",
+            "gauge",
+            "When a revision was last applied (0: never).",
+        );
+        o.sample(
+            "hero_proc_reconcile_last_applied_timestamp_seconds",
+            &[],
+            s.applied_at_ms.unwrap_or(0) as f64 / 1000.0,
+        );
+    }
 }
 
 /// Serve `GET /metrics` (and nothing else: the RPC stays on the owner-only socket) on a

@@ -403,6 +403,11 @@ impl Reconciler {
             if plan.self_heal {
                 rt.drift.clear();
             }
+            let kept = |kind: &str| plan.not_pruned.iter().filter(|k| k.starts_with(kind)).count();
+            let managed = &mut rt.metrics.managed;
+            managed.insert("action", desired.state.actions.len() + kept("action "));
+            managed.insert("service", desired.state.services.len() + kept("service "));
+            managed.insert("secret", desired.secrets.len() + kept("secret "));
         }
         Ok(ApplyOutcome { plan, pinned, migrations })
     }
