@@ -95,3 +95,34 @@ fn compaction_bounds_history_and_reports_what_it_deleted() {
     assert!(status["db_size_bytes"].as_u64().unwrap() > 0);
     assert!(status["next_run_ms"].as_i64().is_some());
 }
+
+#[test]
+fn with_a_repository_the_check_runs_after_the_first_reconcile() {
+    use support::config_repo::*;
+    // Git defines hero_db: the first reconcile starts it, and the check finds it active.
+    let repo = ConfigRepo::new();
+    repo.write("hero.yaml", "required_services: [hero_db]\n");
+    repo.write("actions/hero_db.yaml", HERO_DB);
+    let rev = repo.commit("hero_db from git");
+    let d = Daemon::start_with(&["--repo", &repo.location(), "--interval", "1h"], true);
+    wait_applied(&d, &rev);
+    d.wait_status("hero_db", "running", |s| s["state"] == "running");
+    std::thread::sleep(Duration::from_millis(200));
+    let errors: Vec<_> = auto_start_db_events(&d).into_iter().filter(|e| e["level"] == "error").collect();
+    assert!(errors.is_empty(), "hero_db came from git before the check: {errors:?}");
+
+    // Git does not define it (and does not require it): after the first reconcile the
+    // check says so, with the remediation, and the daemon keeps serving.
+    let repo = ConfigRepo::new();
+    repo.write("actions/web.yaml", &service("web", "x"));
+    let rev = repo.commit("no hero_db");
+    let d = Daemon::start_with(&["--repo", &repo.location(), "--interval", "1h"], true);
+    wait_applied(&d, &rev);
+    wait_for("the hero_db error", Duration::from_secs(10), || {
+        auto_start_db_events(&d).iter().any(|e| e["level"] == "error")
+    });
+    let applied_at = d.json(&["reconcile", "status"])["applied_at_ms"].as_i64().unwrap();
+    let event = auto_start_db_events(&d).into_iter().find(|e| e["level"] == "error").unwrap();
+    assert!(event["ts_ms"].as_i64().unwrap() >= applied_at, "checked after the reconcile: {event}");
+    assert!(d.cli(&["system", "info"]).status.success());
+}

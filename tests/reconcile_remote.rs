@@ -176,3 +176,47 @@ fn a_webhook_without_a_secret_is_refused_at_start() {
     let err = support::text(&out.stderr);
     assert!(err.contains("HERO_PROC_WEBHOOK_SECRET"), "{err}");
 }
+
+#[test]
+fn a_fleet_of_three_hosts_converges_to_its_own_overlays() {
+    let forge = Forge::new();
+    let w = &forge.work;
+    w.write("actions/web.yaml", &service("web", "base"));
+    w.write("hosts/edge-01/actions/web.yaml", &service("web", "edge-01"));
+    w.write("hosts/edge-02/actions/extra.yaml", &service("extra", "only-on-edge-02"));
+    let first = w.commit("fleet");
+    forge.push(&["origin", "main"]);
+    let hosts = ["edge-01", "edge-02", "edge-03"];
+    let fleet: Vec<Daemon> = hosts
+        .iter()
+        .map(|h| {
+            Daemon::start_with(&["--repo", &forge.url(), "--branch", "main", "--host", h, "--interval", "1s"], false)
+        })
+        .collect();
+    for d in &fleet {
+        wait_applied(d, &first);
+    }
+    wait_greeting(&fleet[0], "web", "edge-01");
+    wait_greeting(&fleet[1], "web", "base");
+    wait_greeting(&fleet[1], "extra", "only-on-edge-02");
+    wait_greeting(&fleet[2], "web", "base");
+    assert_eq!(state(&fleet[0], "extra"), None);
+    assert_eq!(state(&fleet[2], "extra"), None);
+
+    // A change to the base reaches every host that does not override it.
+    w.write("actions/web.yaml", &service("web", "base-v2"));
+    let second = w.commit("base v2");
+    forge.push(&["origin", "main"]);
+    for d in &fleet {
+        wait_applied(d, &second);
+    }
+    wait_greeting(&fleet[1], "web", "base-v2");
+    wait_greeting(&fleet[2], "web", "base-v2");
+    assert_eq!(greeting(&fleet[0], "web").as_deref(), Some("edge-01"));
+    for (d, h) in fleet.iter().zip(hosts) {
+        let s = status(d);
+        assert_eq!(s["host"], h);
+        let out = d.cli(&["reconcile", "--dry-run", "--detailed-exitcode"]);
+        assert_eq!(out.status.code(), Some(0), "{h}: {}", support::text(&out.stdout));
+    }
+}
