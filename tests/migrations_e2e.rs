@@ -180,3 +180,40 @@ fn a_fresh_system_and_an_upgraded_one_end_in_the_same_state() {
     };
     assert_eq!(shape(&up), shape(&fresh));
 }
+
+#[test]
+fn the_preview_shows_what_each_migration_would_do_and_catches_unknown_calls() {
+    let repo = ConfigRepo::new();
+    repo.write("actions/web.yaml", &service("web", "w"));
+    let first = repo.commit("web");
+    let d = follow(&repo);
+    wait_applied(&d, &first);
+    d.json(&["reconcile", "suspend"]);
+    repo.write("migrations/2026-01-01-001_seed.rhai", SEED);
+    repo.commit("seed migration");
+    let out = d.cli(&["reconcile", "--dry-run", "--detailed-exitcode"]);
+    let shown = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{shown}{}", text(&out.stderr));
+    for effect in ["action_set core/seeded (new)", "service_set core/seeded (new)", "service_start core/seeded"] {
+        assert!(shown.contains(effect), "{effect} in {shown}");
+    }
+    assert_eq!(state(&d, "seeded"), None, "the preview applied nothing");
+
+    // `validate` compiles this fine; only running it shows the function does not exist.
+    repo.write("migrations/2026-01-01-001_seed.rhai", "proc.log(\"x\");\nproc.service_restart(\"web\");\n");
+    repo.commit("a call to a function that does not exist");
+    assert!(d.cli(&["validate", repo.path().to_str().unwrap()]).status.success());
+    let out = d.cli(&["reconcile", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("2026-01-01-001_seed.rhai") && err.contains("service_restart"), "{err}");
+    // The same in CI, without a daemon.
+    let ci = std::process::Command::new(support::bin())
+        .args(["reconcile", "--dry-run", "--empty"])
+        .current_dir(repo.path())
+        .env("HERO_ROOTDIR", d.root())
+        .output()
+        .unwrap();
+    assert_eq!(ci.status.code(), Some(1));
+    assert!(text(&ci.stdout).contains("migrations/2026-01-01-001_seed.rhai:2:"), "{}", text(&ci.stdout));
+}

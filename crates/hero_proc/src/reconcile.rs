@@ -176,11 +176,13 @@ fn plan_with<F: Fn(&str, &str, &str) -> String>(
         Some(a) if *a == desired.commit.id => Some(&desired),
         _ => previous.as_ref(),
     };
-    Ok(hero_proc_reconcile::plan(&desired, live, previous, applied.as_deref()))
+    let mut plan = hero_proc_reconcile::plan(&desired, live, previous, applied.as_deref());
+    hero_proc_reconcile::preview_migrations(&mut plan, &desired, live);
+    Ok(plan)
 }
 
 fn exit_for(plan: &Plan, detailed: bool) -> ExitCode {
-    if plan.is_refused() {
+    if plan.is_refused() || plan.preview_failed() {
         ExitCode::from(1)
     } else if detailed && !plan.is_empty() {
         ExitCode::from(2)
@@ -197,6 +199,12 @@ fn print_plan(plan: &Plan, out: &Output, detailed: bool) -> anyhow::Result<ExitC
     }
     if plan.is_refused() {
         eprintln!("error: the plan for {} is refused (see above); nothing would be applied", plan.target.short());
+    } else if let Some(m) = plan.migration_preview.iter().find(|m| m.error.is_some()) {
+        eprintln!(
+            "error: migration {} fails in the preview: {}",
+            m.name,
+            m.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("")
+        );
     }
     Ok(exit_for(plan, detailed))
 }
@@ -215,6 +223,9 @@ fn print_applied(o: &ApplyOutcome, out: &Output, detailed: bool) -> anyhow::Resu
             o.plan.target.summary.as_deref().map(|s| format!(" \"{s}\"")).unwrap_or_default(),
             if o.plan.is_empty() { "no changes".into() } else { hero_proc_reconcile::render::summary_line(&o.plan) }
         );
+        for m in &o.migrations {
+            println!("Migration {m}");
+        }
         if o.pinned {
             println!("Pinned: automatic sync holds {} until `hero_proc reconcile resume`.", o.plan.target.short());
         }

@@ -121,6 +121,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
             every: args.compact_every,
         },
     };
+    let stop_on_exit = opts.stop_on_exit;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         let shutdown = async {
@@ -131,7 +132,11 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
-            tracing::info!("shutting down; supervised processes keep running");
+            if stop_on_exit {
+                tracing::info!("shutting down; stopping supervised processes (--stop-on-exit)");
+            } else {
+                tracing::info!("shutting down; supervised processes keep running");
+            }
         };
         hero_proc_daemon::serve(opts, shutdown).await
     })?;

@@ -160,6 +160,7 @@ fn now_ms() -> i64 {
 struct Prepared {
     desired: Arc<Desired>,
     plan: Plan,
+    live: Arc<Live>,
 }
 
 impl Reconciler {
@@ -211,7 +212,20 @@ impl Reconciler {
     /// answer is what an apply started now would do.
     pub async fn plan(&self, req: PlanRequest) -> Result<Plan, ReconcileError> {
         let _guard = self.one_writer.lock().await;
-        self.prepare(&req).await.map(|p| p.plan).map_err(|(e, _)| e)
+        let mut prepared = self.prepare(&req).await.map_err(|(e, _)| e)?;
+        if !prepared.plan.migrations.is_empty() {
+            // The preview runs each pending migration against a recording `proc`.
+            let desired = prepared.desired.clone();
+            let live = prepared.live.clone();
+            let mut plan = prepared.plan;
+            prepared.plan = tokio::task::spawn_blocking(move || {
+                hero_proc_reconcile::preview_migrations(&mut plan, &desired, &live);
+                plan
+            })
+            .await
+            .map_err(|e| ReconcileError::Internal(e.to_string()))?;
+        }
+        Ok(prepared.plan)
     }
 
     async fn live_states(&self) -> Result<BTreeMap<Ref, RunState>, ReconcileError> {
@@ -275,7 +289,7 @@ impl Reconciler {
             live.states = states;
             let plan =
                 hero_proc_reconcile::plan(&desired, &live, previous.as_deref(), sync.applied_revision.as_deref());
-            Ok((Prepared { desired, plan }, loaded))
+            Ok((Prepared { desired, plan, live: Arc::new(live) }, loaded))
         });
         let result = job.await.map_err(|e| ReconcileError::Internal(e.to_string())).and_then(|r| r);
         let (target, head) = seen.lock().expect("seen lock").clone();
@@ -350,7 +364,7 @@ impl Reconciler {
                 return Err(e);
             }
         };
-        let Prepared { desired, plan } = prepared;
+        let Prepared { desired, plan, .. } = prepared;
         if plan.is_refused() {
             let e = ReconcileError::Refused { rev: desired.commit.short().to_owned(), reasons: plan.refusals.clone() };
             self.record_failure(Some(desired.commit.clone()), SyncResult::Refused, &e).await;

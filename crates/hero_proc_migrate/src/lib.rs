@@ -9,7 +9,7 @@
 //! - [`baseline`]: mark migrations applied without running them.
 //! - [`InMemoryProc`]: a working `ProcOps` over maps, for tests.
 //!
-//! The operator's guide is `MIGRATIONS.md` next to this crate.
+//! The operator's guide is `docs/MIGRATIONS.md` at the root of the repository.
 
 mod convert;
 mod memory;

@@ -402,7 +402,9 @@ fn describe(err: EvalAltResult) -> (Position, String) {
             )
         }
         EvalAltResult::ErrorFunctionNotFound(sig, _) => {
-            format!("no function `{sig}` (unknown name, or wrong argument types); see MIGRATIONS.md for the `proc` API")
+            format!(
+                "no function `{sig}` (unknown name, or wrong argument types); see docs/MIGRATIONS.md for the `proc` API"
+            )
         }
         mut other => {
             other.clear_position();

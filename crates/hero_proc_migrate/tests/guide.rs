@@ -1,4 +1,4 @@
-//! The examples in MIGRATIONS.md validate and run, and the preview it shows is the one
+//! The examples in docs/MIGRATIONS.md validate and run, and the preview it shows is the one
 //! the dry-run produces.
 
 mod common;
@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use hero_proc_migrate::{ProcOps, RecordingProc, RunOptions, run_migration};
 
-const GUIDE: &str = include_str!("../MIGRATIONS.md");
+const GUIDE: &str = include_str!("../../../docs/MIGRATIONS.md");
 
 fn blocks(lang: &str) -> Vec<String> {
     let fence = format!("```{lang}\n");

@@ -23,7 +23,10 @@ pub mod repo;
 pub use apply::{AppliedChange, ApplyError, SecretSealer, apply, record_failure};
 pub use desired::{Desired, DesiredSecret, LoadError, SecretOpener, SopsOpener};
 pub use live::{FailedMigration, Live, LiveSecret, RunState};
-pub use plan::{Change, DriftItem, HeldMigration, Op, Plan, Restart, StateChange, Summary, plan};
+pub use plan::{
+    Change, DriftItem, HeldMigration, MigrationPreview, Op, Plan, Restart, StateChange, Summary, plan,
+    preview_migrations,
+};
 pub use repo::{CommitInfo, Repo, RepoConfig, RepoError};
 
 /// What `reconcile status` shows (RPC `reconcile.status`).

@@ -84,6 +84,16 @@ pub struct StateChange {
     pub drift: bool,
 }
 
+/// The recorded effects of one pending migration, or where it failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationPreview {
+    pub name: String,
+    pub effects: Vec<String>,
+    /// `migrations/<name>:line:col: error: ...` when the recording run failed (e.g. a call
+    /// to a `proc` function that does not exist): the live run would fail the same way.
+    pub error: Option<String>,
+}
+
 /// A pending migration held back, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldMigration {
@@ -132,6 +142,10 @@ pub struct Plan {
     /// next revision) and the ones after it.
     #[serde(default)]
     pub held_migrations: Vec<HeldMigration>,
+    /// What each pending migration would do, from a recording run that applies nothing
+    /// (filled by previews: [`preview_migrations`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub migration_preview: Vec<MigrationPreview>,
     /// Every drift found, reverted or not (`self_heal`).
     pub drift: Vec<DriftItem>,
     /// Live objects set by hand that git does not have: left alone.
@@ -156,6 +170,64 @@ impl Plan {
     pub fn is_refused(&self) -> bool {
         !self.refusals.is_empty()
     }
+    /// A previewed migration failed: the dry-run exits 1 so CI catches it.
+    pub fn preview_failed(&self) -> bool {
+        self.migration_preview.iter().any(|m| m.error.is_some())
+    }
+}
+
+/// Run the plan's pending migrations against a recording `proc` over the state the
+/// config apply would leave (desired objects plus the unmanaged live ones) and fill
+/// `plan.migration_preview`. Applies nothing; pure like [`plan`].
+pub fn preview_migrations(plan: &mut Plan, desired: &Desired, live: &Live) {
+    use hero_proc_migrate::{ProcOps, RecordingProc, RunOptions, Snapshot, run_migration};
+    if plan.migrations.is_empty() {
+        return;
+    }
+    let mut snap = Snapshot::default();
+    snap.actions.extend(desired.state.actions.values().cloned());
+    snap.services.extend(desired.state.services.values().cloned());
+    for (r, a) in &live.actions {
+        if !a.managed && !desired.state.actions.contains_key(&(r.context.clone(), r.name.clone())) {
+            snap.actions.push(a.value.clone());
+        }
+    }
+    for (r, s) in &live.services {
+        if !s.managed && !desired.state.services.contains_key(&(r.context.clone(), r.name.clone())) {
+            snap.services.push(s.value.clone());
+        }
+    }
+    for (r, st) in &live.states {
+        let word = match st {
+            RunState::Up => "running",
+            RunState::Down => "inactive",
+            RunState::Settled | RunState::Unknown => continue,
+        };
+        snap.service_states.insert(r.to_string(), word.to_owned());
+    }
+    for r in desired.secrets.keys().chain(live.secrets.keys()) {
+        let names = snap.secret_names.entry(r.context.clone()).or_default();
+        if !names.contains(&r.name) {
+            names.push(r.name.clone());
+        }
+    }
+    let mut rec = RecordingProc::new(snap);
+    let mut out = Vec::new();
+    for name in &plan.migrations {
+        let Some(m) = desired.migrations.iter().find(|m| m.name == *name) else { continue };
+        rec.begin_migration(&m.name);
+        let result = run_migration(m, &mut rec, &RunOptions::default());
+        let failed = result.is_err();
+        out.push(MigrationPreview {
+            name: m.name.clone(),
+            effects: rec.effects_of(&m.name),
+            error: result.err().map(|e| e.to_string()),
+        });
+        if failed {
+            break;
+        }
+    }
+    plan.migration_preview = out;
 }
 
 /// Compute the plan. Pure: same inputs, same plan (everything is sorted).
@@ -469,6 +541,7 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
         stops,
         migrations,
         held_migrations,
+        migration_preview: Vec::new(),
         drift,
         unmanaged,
         not_pruned,

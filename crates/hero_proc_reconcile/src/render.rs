@@ -106,7 +106,23 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
     section(&mut out, "Restarts", plan.restarts.iter().map(|r| format!("{} ({})", r.service, r.because)).collect());
     section(&mut out, "Starts", plan.starts.iter().map(|r| format!("{} ({})", r.service, r.because)).collect());
     section(&mut out, "Stops", plan.stops.iter().map(|r| format!("{} ({})", r.service, r.because)).collect());
-    section(&mut out, "Migrations to run, in order", plan.migrations.clone());
+    if plan.migration_preview.is_empty() {
+        section(&mut out, "Migrations to run, in order", plan.migrations.clone());
+    } else {
+        let _ = writeln!(out, "\nMigrations to run, in order (previewed: nothing applied):");
+        for m in &plan.migration_preview {
+            let _ = writeln!(out, "  {}", m.name);
+            for e in &m.effects {
+                let _ = writeln!(out, "      {e}");
+            }
+            if let Some(err) = &m.error {
+                let _ = writeln!(out, "      {}", paint.p(RED, err.lines().next().unwrap_or("")));
+            }
+        }
+        for name in plan.migrations.iter().skip(plan.migration_preview.len()) {
+            let _ = writeln!(out, "  {name} (not previewed: an earlier one failed)");
+        }
+    }
     section(
         &mut out,
         "Migrations held back",
