@@ -253,6 +253,8 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
                 if differs || !ls.managed || ls.source != ds.source {
                     let note = if differs {
                         "(sensitive value changed)\n".to_owned()
+                    } else if !ls.managed && ds.fingerprint.is_none() {
+                        "(sensitive value not compared: no key here; set by hand, now managed from git)\n".to_owned()
                     } else if !ls.managed {
                         "(sensitive value unchanged; set by hand, now managed from git)\n".to_owned()
                     } else {
@@ -275,7 +277,7 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
             (false, _) => unmanaged.push(key),
             (true, false) => not_pruned.push(key),
             (true, true) => {
-                let drift = previous.is_some_and(|p| !p.secrets.contains_key(r));
+                let drift = previous.is_some_and(|p| p.settings.prune && !p.secrets.contains_key(r));
                 deletes.push(change(Kind::Secret, r, Op::Delete, drift, false, "(sensitive value)\n".into()));
             }
         }
@@ -316,8 +318,9 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
             (false, _) => unmanaged.push(key),
             (true, false) => not_pruned.push(key),
             (true, true) => {
-                let drift =
-                    previous.is_some_and(|p| !p.state.actions.contains_key(&(r.context.clone(), r.name.clone())));
+                let drift = previous.is_some_and(|p| {
+                    p.settings.prune && !p.state.actions.contains_key(&(r.context.clone(), r.name.clone()))
+                });
                 let deps: Vec<Ref> = s
                     .value
                     .depends_on
@@ -400,8 +403,9 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
             (false, _) => unmanaged.push(key),
             (true, false) => not_pruned.push(key),
             (true, true) => {
-                let drift =
-                    previous.is_some_and(|p| !p.state.services.contains_key(&(r.context.clone(), r.name.clone())));
+                let drift = previous.is_some_and(|p| {
+                    p.settings.prune && !p.state.services.contains_key(&(r.context.clone(), r.name.clone()))
+                });
                 if matches!(live.state(r), RunState::Up | RunState::Unknown) {
                     stops.push(StateChange { service: r.to_string(), because: "deleted".into(), drift });
                 }
@@ -601,25 +605,32 @@ fn restart_cause(
     secret_changed: &BTreeMap<Ref, bool>,
     service_drift: bool,
 ) -> Option<(String, bool)> {
+    // Every cause, then the first one git made (a drift cause must not hide it: with
+    // self_heal off drift restarts are dropped, git's must still happen).
+    let mut causes: Vec<(String, bool)> = Vec::new();
     if s.actions != old.actions {
-        return Some(("its action list changed".into(), service_drift));
+        causes.push(("its action list changed".into(), service_drift));
     }
     let exists = |r: &Ref| desired.state.actions.contains_key(&(r.context.clone(), r.name.clone()));
     for n in &s.actions {
         let ar = resolve(n, &s.context, exists);
         if let Some(drift) = action_changed.get(&ar) {
-            return Some((format!("action {ar} changed"), *drift));
+            causes.push((format!("action {ar} changed"), *drift));
         }
         if let Some(a) = desired.state.actions.get(&(ar.context.clone(), ar.name.clone())) {
             for sec in a.secret_refs() {
                 let sr = Ref::new(&a.context, &sec.name);
                 if let Some(drift) = secret_changed.get(&sr) {
-                    return Some((format!("secret {sr} changed"), *drift));
+                    causes.push((format!("secret {sr} changed"), *drift));
                 }
             }
         }
     }
-    None
+    let git = causes.iter().position(|(_, drift)| !drift);
+    match git {
+        Some(i) => Some(causes.swap_remove(i)),
+        None => causes.into_iter().next(),
+    }
 }
 
 /// Order deletions so that an object goes before the objects it depends on (a service
