@@ -75,6 +75,13 @@ enum Command {
     /// The daemon itself (info, compact, compactor-status).
     #[command(subcommand)]
     System(ops::SystemCmd),
+    /// Serve the admin UI (a separate process that talks to the daemon through its RPC):
+    /// on $HERO_ROOTDIR/var/sockets/hero_proc_ui.sock, and on --addr over TCP.
+    Ui {
+        /// Also serve over TCP, e.g. 127.0.0.1:8470 (port 0 picks one and prints it).
+        #[arg(long)]
+        addr: Option<String>,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) to stdout: `hero_proc man | man -l -`.
@@ -133,6 +140,7 @@ fn main() -> ExitCode {
         Command::Run(cmd) => block_on(ops::run(cmd, &out)),
         Command::Log(cmd) => block_on(ops::log(cmd, &out)),
         Command::System(cmd) => block_on(ops::system(cmd, &out)),
+        Command::Ui { addr } => ui(addr, &out),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "hero_proc", &mut std::io::stdout());
@@ -153,6 +161,35 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn ui(addr: Option<String>, out: &Output) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let root = hero_proc_daemon::Paths::default_root();
+    let opts = hero_proc_ui::UiOptions {
+        daemon_socket: out.socket.clone(),
+        socket: root.join("var/sockets/hero_proc_ui.sock"),
+        addr,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let shutdown = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        hero_proc_ui::serve(opts, shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Client commands are short: a current-thread runtime is enough.
