@@ -259,3 +259,32 @@ pub fn proc_start_ticks(pid: u32) -> Option<u64> {
     // `rest` starts at field 3 (state); starttime is field 22.
     rest.split_whitespace().nth(19)?.parse().ok()
 }
+
+/// Process-group leaders whose stdout or stderr is one of `paths`, by path: how a new
+/// daemon finds a job process the previous one started but died before recording (each
+/// job writes to its own output file, and each job leads its own process group).
+pub fn find_by_output(paths: &[std::path::PathBuf]) -> std::collections::HashMap<std::path::PathBuf, u32> {
+    let mut found = std::collections::HashMap::new();
+    if paths.is_empty() {
+        return found;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else { return found };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        for fd in [1, 2] {
+            let Ok(target) = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) else { continue };
+            if paths.contains(&target) && process_group_of(pid) == Some(pid) {
+                found.insert(target, pid);
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// Field 5 of `/proc/<pid>/stat`: the process group.
+fn process_group_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(2)?.parse().ok()
+}

@@ -386,7 +386,30 @@ impl Supervisor {
                 return;
             }
         };
-        for job in active {
+        // Jobs the previous daemon spawned but died before recording (job starts are
+        // written in batches): find their processes by their output files.
+        let unrecorded: Vec<std::path::PathBuf> =
+            active.iter().filter(|j| j.pid.is_none()).map(|j| self.logs.job_output_path(j.id.0)).collect();
+        let found = process::find_by_output(&unrecorded);
+        for mut job in active {
+            if job.pid.is_none()
+                && let Some(&pid) = found.get(&self.logs.job_output_path(job.id.0))
+                && let Some(ticks) = process::proc_start_ticks(pid)
+            {
+                let started = now_ms();
+                if self.store.mark_job_running(job.id, pid, Some(ticks), started).is_ok() {
+                    job.phase = Phase::Running;
+                    job.pid = Some(pid);
+                    job.pid_start_ticks = Some(ticks);
+                    job.started_at_ms = Some(started);
+                    self.event(
+                        Level::Warn,
+                        "hero_proc.engine",
+                        format!("found pid {pid} of job {} (started, not recorded, before a crash)", job.id.0),
+                        Some(job.id),
+                    );
+                }
+            }
             let adopted = match (job.phase, job.pid, job.pid_start_ticks) {
                 (Phase::Running, Some(pid), Some(ticks)) => process::reattach(pid, ticks),
                 _ => None,
@@ -418,6 +441,41 @@ impl Supervisor {
                         Some(job.id),
                     );
                     self.check_health(&key);
+                    // A reconcile interrupted between its store commit and its restarts
+                    // leaves a process running an older config: restart it now.
+                    if let Some(why) = self.stale_reason(&key, &job) {
+                        self.event(
+                            Level::Warn,
+                            "hero_proc.engine",
+                            format!("{key} was started before {why} (an interrupted apply?); restarting it"),
+                            Some(job.id),
+                        );
+                        if let Some(svc) = self.services.get_mut(&key) {
+                            svc.restart_after_stop = true;
+                        }
+                        self.stop_job_of(&key);
+                    }
+                }
+                (Some(r), None) if job.service.is_some() => {
+                    // Its service was deleted while no daemon was watching (an apply
+                    // interrupted after its commit): stop it rather than leave an orphan.
+                    let (sig, timeout) = job
+                        .spec()
+                        .map(|a| (a.stop.signal, a.stop.timeout.0))
+                        .unwrap_or((Signal::Term, Duration::from_secs(10)));
+                    let stop = self.watch(job.id, r, None);
+                    let _ = stop.send((sig, timeout));
+                    self.jobs.insert(
+                        job.id,
+                        LiveJob { purpose: Purpose::Run { run: job.run_id.unwrap_or(RunId(0)) }, stop: None },
+                    );
+                    let name = job.service.as_ref().map(|s| s.to_string()).unwrap_or_default();
+                    self.event(
+                        Level::Warn,
+                        "hero_proc.engine",
+                        format!("stopping pid {} of deleted service {name}", job.pid.unwrap_or(0)),
+                        Some(job.id),
+                    );
                 }
                 (adopted, _) => {
                     // Gone, reused PID, or no longer ours: record it and move on. Services
@@ -770,6 +828,31 @@ impl Supervisor {
         {
             let _ = stop.send((sig, timeout));
         }
+    }
+
+    /// Why a re-attached service process no longer matches its config, if it does not:
+    /// its main action is another one, or changed, or a secret it reads changed since it
+    /// started.
+    fn stale_reason(&self, key: &Ref, job: &hero_proc_store::Job) -> Option<String> {
+        let svc = self.services.get(key)?;
+        let current = self.action_for(key, svc.spec.actions.len().saturating_sub(1)).ok()?;
+        let current_ref = Ref::new(&current.context, &current.name);
+        if current_ref != job.action {
+            return Some(format!("its main action became {current_ref}"));
+        }
+        match job.spec() {
+            Ok(old) if old == current => {}
+            _ => return Some(format!("action {current_ref} changed")),
+        }
+        let started = job.started_at_ms.unwrap_or(job.created_at_ms);
+        for sec in current.secret_refs() {
+            if let Ok(Some(stored)) = self.store.get_secret(&current.context, &sec.name)
+                && stored.updated_at_ms > started
+            {
+                return Some(format!("secret {}/{} changed", current.context, sec.name));
+            }
+        }
+        None
     }
 
     fn action_for(&self, key: &Ref, step: usize) -> Result<Action, String> {
