@@ -131,3 +131,61 @@ fn many_rpc_clients_at_once_get_answers() {
     eprintln!("50 clients x 40 calls: p50 {:?}, p99 {:?}", l[l.len() / 2], p99);
     assert_eq!(l.len(), 2000);
 }
+
+/// Unmounts a tmpfs when dropped (after the daemon that used it).
+struct Mount(std::path::PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_gives_a_clear_error_and_the_daemon_keeps_serving() {
+    let root = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+        .arg(root.path())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        eprintln!("SKIP: cannot mount a small tmpfs here (needs root / CAP_SYS_ADMIN)");
+        return;
+    }
+    let _mount = Mount(root.path().to_owned());
+    let mut d = Daemon { root, child: None, args: Vec::new(), check_hero_db: false, env: Vec::new() };
+    d.spawn();
+    d.set("actions:\n  - name: t\n    script: 'true'\n");
+    assert!(d.cli(&["run", "submit", "t", "--wait"]).status.success());
+
+    // Fill the filesystem the database, its WAL and the log store live on.
+    let fill = d.root().join("fill");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&fill).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let mut failures = Vec::new();
+    for _ in 0..20 {
+        let out = d.cli(&["run", "submit", "t", "--wait"]);
+        if !out.status.success() {
+            failures.push(text(&out.stderr));
+            break;
+        }
+    }
+    let err = failures.first().expect("some write fails on a full disk");
+    eprintln!("on a full disk the client sees: {err}");
+    assert!(err.contains("disk is full") || err.contains("No space") || err.contains("full"), "a clear error: {err}");
+    assert!(d.cli(&["system", "info"]).status.success(), "still serving on a full disk");
+    assert!(d.cli(&["service", "list"]).status.success());
+
+    // Space again: works, and the earlier rows are all there.
+    std::fs::remove_file(&fill).unwrap();
+    assert!(d.cli(&["run", "submit", "t", "--wait"]).status.success());
+    let ok = d.json(&["job", "list", "--phase", "succeeded"]).as_array().unwrap().len();
+    assert!(ok >= 2, "the jobs that succeeded before are still recorded: {ok}");
+    let out = d.cli(&["system", "info"]);
+    assert!(out.status.success());
+}
