@@ -1,0 +1,20 @@
+//! The config loader on arbitrary bytes: YAML tree, schema decoding, diagnostics.
+//! Must never panic, hang or blow up memory; every input is either objects or errors.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let mut diags = hero_proc_spec::Diagnostics::new();
+    let set = hero_proc_spec::load::parse_objects("actions/fuzz.yaml", text, &mut diags);
+    // Whatever was decoded round-trips through the store's JSON encoding.
+    for a in &set.actions {
+        let json = serde_json::to_string(a).expect("an action serialises");
+        let back: hero_proc_spec::Action = serde_json::from_str(&json).expect("and reads back");
+        assert_eq!(&back, a);
+    }
+    for d in diags.finish() {
+        assert!(d.line >= 1 || d.line == 0);
+    }
+});
