@@ -217,3 +217,32 @@ fn the_preview_shows_what_each_migration_would_do_and_catches_unknown_calls() {
     assert_eq!(ci.status.code(), Some(1));
     assert!(text(&ci.stdout).contains("migrations/2026-01-01-001_seed.rhai:2:"), "{}", text(&ci.stdout));
 }
+
+#[test]
+fn baseline_records_without_running() {
+    let repo = ConfigRepo::new();
+    repo.write("actions/web.yaml", &service("web", "w"));
+    let first = repo.commit("before migrations");
+    let d = follow(&repo);
+    wait_applied(&d, &first);
+    d.json(&["reconcile", "suspend"]);
+    // This machine already has the first migration's effect: it must not run here.
+    repo.write("migrations/2026-01-01-001_old.rhai", "throw \"must not run on a baselined machine\";\n");
+    repo.write("migrations/2026-01-02-001_count.rhai", SECOND);
+    let second = repo.commit("migrations");
+    let out = d.cli(&["--format", "json", "migrate", "baseline", "2026-01-01-001_olt"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("did you mean `2026-01-01-001_old.rhai`"), "{}", text(&out.stderr));
+    d.json(&["migrate", "baseline", "2026-01-01-001_old"]);
+    assert_eq!(
+        migrations(&d),
+        vec![
+            ("2026-01-01-001_old.rhai".to_owned(), "applied".to_owned()),
+            ("2026-01-02-001_count.rhai".to_owned(), "pending".to_owned())
+        ]
+    );
+    d.json(&["reconcile", "resume"]);
+    wait_applied(&d, &second);
+    wait_for("the later migration", Duration::from_secs(20), || counter(&d).as_deref() == Some("1"));
+    assert!(status(&d)["last_error"].is_null(), "the baselined one never ran: {}", status(&d));
+}

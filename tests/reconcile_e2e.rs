@@ -411,3 +411,67 @@ fn dry_run_and_apply_agree() {
     let after = d.json(&["reconcile", "--dry-run"]);
     assert!(after["changes"].as_array().unwrap().is_empty(), "{after}");
 }
+
+#[test]
+fn a_corrupt_object_is_a_clear_error_and_the_last_revision_keeps_running() {
+    let repo = ConfigRepo::new();
+    repo.write("actions/web.yaml", &service("web", "good"));
+    let good = repo.commit("good");
+    let d = follow(&repo);
+    wait_applied(&d, &good);
+    wait_greeting(&d, "web", "good");
+    d.json(&["reconcile", "suspend"]);
+    repo.write("actions/web.yaml", &service("web", "never"));
+    let bad = repo.commit("its blob gets corrupted");
+    // Corrupt the loose object of the new file's content.
+    let blob = repo.git(&["rev-parse", "HEAD:actions/web.yaml"]);
+    let path = repo.path().join(".git/objects").join(&blob[..2]).join(&blob[2..]);
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&path, perms).unwrap();
+    std::fs::write(&path, b"not a zlib stream").unwrap();
+    d.json(&["reconcile", "resume"]);
+    wait_for("the corrupt revision to be reported", Duration::from_secs(20), || {
+        status(&d)["attempted_revision"].as_str() == Some(bad.as_str())
+    });
+    let s = status(&d);
+    assert!(s["last_error"].as_str().unwrap().contains("actions/web.yaml"), "names the file: {s}");
+    assert_eq!(s["applied_revision"].as_str(), Some(good.as_str()));
+    assert_eq!(greeting(&d, "web").as_deref(), Some("good"));
+}
+
+#[test]
+fn restarts_racing_a_reconcile_leave_exactly_one_process() {
+    let repo = ConfigRepo::new();
+    repo.write("actions/web.yaml", &service("web", "before"));
+    let first = repo.commit("before");
+    let d = follow(&repo);
+    wait_applied(&d, &first);
+    wait_greeting(&d, "web", "before");
+    d.json(&["reconcile", "suspend"]);
+    repo.write("actions/web.yaml", &service("web", "after"));
+    let second = repo.commit("after");
+    let root = d.root().to_owned();
+    let clients: Vec<_> = (0..20)
+        .map(|i| {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let args: &[&str] = if i == 10 { &["reconcile", "resume"] } else { &["service", "restart", "web"] };
+                Command::new(bin())
+                    .args(args)
+                    .env("HERO_ROOTDIR", &root)
+                    .env_remove("HERO_PROC_SOCKET")
+                    .output()
+                    .unwrap()
+            })
+        })
+        .collect();
+    for c in clients {
+        assert!(c.join().unwrap().status.success());
+    }
+    wait_applied(&d, &second);
+    wait_greeting(&d, "web", "after");
+    let pid = pid(&d, "web").unwrap() as u32;
+    wait_for("exactly one web process", Duration::from_secs(20), || d.children() == vec![pid]);
+}

@@ -189,3 +189,32 @@ fn a_full_disk_gives_a_clear_error_and_the_daemon_keeps_serving() {
     let out = d.cli(&["system", "info"]);
     assert!(out.status.success());
 }
+
+#[test]
+fn names_with_path_traversal_are_refused_over_raw_rpc() {
+    let d = Daemon::start();
+    let sock = d.socket();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let mut c = hero_proc_rpc::Client::connect(&sock).await.unwrap();
+        let action = |name: &str| {
+            serde_json::json!({ "action": {
+                "name": name, "context": "core", "interpreter": "exec", "script": "true", "process": false,
+                "restart": { "policy": "on-failure", "delay": "1s", "max_delay": "1m", "max_retries": 0 },
+                "stop": { "signal": "SIGTERM", "timeout": "10s" } } })
+        };
+        // The same request with a good name is accepted: the refusals below are the names.
+        c.call_value("action.set", action("fine_name")).await.expect("a valid action");
+        c.call_value("action.delete", serde_json::json!({ "name": "fine_name" })).await.unwrap();
+        for name in ["../../etc/passwd", "a/b", "..", "UPPER", "x y", ""] {
+            let e = c.call_value("action.set", action(name)).await.expect_err(name);
+            assert_eq!(e.code(), Some(hero_proc_rpc::ErrorCode::Invalid), "{name}: {e}");
+            let service = serde_json::json!({ "service": {
+                "name": "ok", "context": name, "status": "stop", "actions": ["ok"] } });
+            let e = c.call_value("service.set", service).await.expect_err(name);
+            assert_eq!(e.code(), Some(hero_proc_rpc::ErrorCode::Invalid), "{name}: {e}");
+        }
+        let v = c.call_value("action.list", serde_json::json!({})).await.unwrap();
+        assert!(v.as_array().unwrap().is_empty(), "nothing was stored: {v}");
+    });
+}

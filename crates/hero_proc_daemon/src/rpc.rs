@@ -158,6 +158,17 @@ fn engine_err(e: EngineError) -> ErrorObjectOwned {
     }
 }
 
+/// Names reach paths (sockets, health checks) and logs: only `[a-z0-9][a-z0-9_.-]{0,63}`
+/// gets in, whatever a raw RPC client sends (the CLI's decoder checks the same).
+fn check_names(what: &str, context: &str, name: &str) -> Result<(), ErrorObjectOwned> {
+    use hero_proc_spec::schema::{NAME_HINT, is_valid_name};
+    if is_valid_name(context) && is_valid_name(name) {
+        Ok(())
+    } else {
+        Err(rpc_err(ErrorCode::Invalid, format!("invalid {what} name `{context}/{name}`: {NAME_HINT}")))
+    }
+}
+
 fn reconcile_err(e: crate::reconciler::ReconcileError) -> ErrorObjectOwned {
     use crate::reconciler::ReconcileError as E;
     let code = match &e {
@@ -266,6 +277,7 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
     // action.*
     method!("action.set", |p, c| -> Done {
         let a: ActionSet = parse(&p)?;
+        check_names("action", &a.action.context, &a.action.name)?;
         c.engine.set_action(a.action, Origin::manual()).await.map(done).map_err(engine_err)
     });
     method!("action.get", |p, c| -> ActionView {
@@ -302,6 +314,11 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
     // service.*
     method!("service.set", |p, c| -> Done {
         let s: ServiceSet = parse(&p)?;
+        check_names("service", &s.service.context, &s.service.name)?;
+        for r in s.service.actions.iter().chain(&s.service.requires).chain(&s.service.after) {
+            let (ctx, name) = r.split();
+            check_names("reference", ctx.unwrap_or(&s.service.context), name)?;
+        }
         c.engine.set_service(s.service, Origin::manual()).await.map(done).map_err(engine_err)
     });
     method!("service.get", |p, c| -> hero_proc_spec::Service {
