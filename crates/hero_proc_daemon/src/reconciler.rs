@@ -370,12 +370,21 @@ impl Reconciler {
             self.record_failure(Some(desired.commit.clone()), SyncResult::Refused, &e).await;
             return Err(e);
         }
+        // `--rev` pins, in the same transaction, when it names a revision of the repository
+        // automatic sync follows (a one-off `--repo` elsewhere pins nothing).
+        let follows = match (&req.repo, &self.options) {
+            (None, _) => true,
+            (Some(r), Some(o)) => *r == o.repo.location,
+            (Some(_), None) => false,
+        };
+        let pinned = req.rev.is_some() && follows;
         let store = self.engine.store.clone();
         let vault = self.vault.clone();
         let d = desired.clone();
         let p = plan.clone();
-        let applied =
-            tokio::task::spawn_blocking(move || hero_proc_reconcile::apply(&store, &p, &d, vault.as_ref(), now_ms()))
+        let applied = tokio::task::spawn_blocking(move || {
+            hero_proc_reconcile::apply(&store, &p, &d, vault.as_ref(), pinned, now_ms())
+        })
                 .await
                 .map_err(|e| ReconcileError::Internal(e.to_string()))?;
         let applied = match applied {
@@ -399,11 +408,6 @@ impl Reconciler {
             .await?;
         let migrations =
             if plan.migrations.is_empty() { Vec::new() } else { self.run_migrations(&desired, &plan).await? };
-        let pinned = req.rev.is_some();
-        if pinned {
-            let id = desired.commit.id.clone();
-            self.engine.store.update_sync_state(|s| s.pinned_revision = Some(id))?;
-        }
         if !plan.is_empty() {
             tracing::info!(
                 revision = %desired.commit.short(),

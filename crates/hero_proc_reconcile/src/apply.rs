@@ -72,12 +72,14 @@ fn parse_ref(s: &str) -> Ref {
 }
 
 /// Write the plan's changes for `desired` in one transaction and record the revision as
-/// applied. `plan` must have been computed from `desired`.
+/// applied (and, with `pin`, as the revision automatic sync holds until resumed).
+/// `plan` must have been computed from `desired`.
 pub fn apply(
     store: &Store,
     plan: &Plan,
     desired: &Desired,
     sealer: &dyn SecretSealer,
+    pin: bool,
     now_ms: i64,
 ) -> Result<AppliedChange, ApplyError> {
     if plan.is_refused() {
@@ -135,6 +137,9 @@ pub fn apply(
         state.applied_at_ms = Some(now_ms);
         state.attempted_revision = Some(target.id.clone());
         state.attempted_at_ms = Some(now_ms);
+        if pin {
+            state.pinned_revision = Some(target.id.clone());
+        }
         // A migration that failed at this revision keeps the sync degraded until the next.
         state.last_error = plan.held_migrations.first().map(|h| format!("migration {}: {}", h.name, h.reason));
         tx.set_sync_state(&state)?;
