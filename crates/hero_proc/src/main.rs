@@ -177,19 +177,19 @@ fn ui(addr: Option<String>, out: &Output) -> anyhow::Result<ExitCode> {
         addr,
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async move {
-        let shutdown = async {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        };
-        hero_proc_ui::serve(opts, shutdown).await
-    })?;
+    rt.block_on(hero_proc_ui::serve(opts, terminated()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or SIGINT (the daemon and the UI stop on either).
+pub async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
 
 /// Client commands are short: a current-thread runtime is enough.

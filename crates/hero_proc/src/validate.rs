@@ -93,18 +93,8 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
 fn check_against_db(checked: &mut Checked, db: &std::path::Path) -> anyhow::Result<()> {
     let store = hero_proc_store::Store::open_read_only(db)
         .with_context(|| format!("--db {}: cannot open the database read-only", db.display()))?;
-    let applied: Vec<hero_proc_migrate::Applied> = store
-        .applied_migrations()?
-        .into_iter()
-        .map(|m| hero_proc_migrate::Applied {
-            name: m.name,
-            sha256: m.sha256,
-            result: match m.result {
-                hero_proc_store::MigrationResult::Ok => hero_proc_migrate::AppliedResult::Ok,
-                hero_proc_store::MigrationResult::Failed => hero_proc_migrate::AppliedResult::Failed,
-            },
-        })
-        .collect();
+    let applied: Vec<hero_proc_migrate::Applied> =
+        store.applied_migrations()?.iter().map(hero_proc_reconcile::live::applied_of).collect();
     if let Err(errors) = hero_proc_migrate::check_history(&checked.tree.migrations, &applied) {
         for e in errors.0 {
             let file = format!("migrations/{}", e.name());

@@ -8,7 +8,6 @@
 use hero_proc_engine::Engine;
 use hero_proc_logstore::{Level, LogEvent};
 use hero_proc_migrate::{LogLevel, ProcOps, ServiceRow, log_source};
-use hero_proc_rpc::wire::ServiceState;
 use hero_proc_spec::{Action, Service};
 use hero_proc_store::{Origin, Ref};
 use tokio::runtime::Handle;
@@ -22,19 +21,6 @@ impl EngineProc {
     /// `handle`: the daemon's runtime; call the methods from a blocking thread only.
     pub fn new(engine: Engine, handle: Handle) -> EngineProc {
         EngineProc { engine, handle }
-    }
-}
-
-pub fn state_word(s: ServiceState) -> &'static str {
-    match s {
-        ServiceState::Inactive => "inactive",
-        ServiceState::Waiting => "waiting",
-        ServiceState::Starting => "starting",
-        ServiceState::Running => "running",
-        ServiceState::Backoff => "backoff",
-        ServiceState::Stopping => "stopping",
-        ServiceState::Exited => "exited",
-        ServiceState::Failed => "failed",
     }
 }
 
@@ -65,7 +51,7 @@ impl ProcOps for EngineProc {
 
     fn service_list(&mut self) -> Result<Vec<ServiceRow>, String> {
         let views = self.handle.block_on(self.engine.status(None)).map_err(|e| e.to_string())?;
-        Ok(views.into_iter().map(|v| (v.context, v.name, state_word(v.state).to_owned())).collect())
+        Ok(views.into_iter().map(|v| (v.context, v.name, v.state.as_str().to_owned())).collect())
     }
 
     fn run_submit(&mut self, actions: Vec<String>) -> Result<i64, String> {

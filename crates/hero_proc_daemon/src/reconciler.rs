@@ -385,8 +385,8 @@ impl Reconciler {
         let applied = tokio::task::spawn_blocking(move || {
             hero_proc_reconcile::apply(&store, &p, &d, vault.as_ref(), pinned, now_ms())
         })
-                .await
-                .map_err(|e| ReconcileError::Internal(e.to_string()))?;
+        .await
+        .map_err(|e| ReconcileError::Internal(e.to_string()))?;
         let applied = match applied {
             Ok(a) => a,
             Err(e) => {
@@ -536,17 +536,8 @@ impl Reconciler {
         let _guard = self.one_writer.lock().await;
         let prepared = self.prepare(&PlanRequest::default()).await.map_err(|(e, _)| e)?;
         let recorded = self.engine.store.applied_migrations()?;
-        let applied: Vec<hero_proc_migrate::Applied> = recorded
-            .iter()
-            .map(|m| hero_proc_migrate::Applied {
-                name: m.name.clone(),
-                sha256: m.sha256.clone(),
-                result: match m.result {
-                    hero_proc_store::MigrationResult::Ok => hero_proc_migrate::AppliedResult::Ok,
-                    hero_proc_store::MigrationResult::Failed => hero_proc_migrate::AppliedResult::Failed,
-                },
-            })
-            .collect();
+        let applied: Vec<hero_proc_migrate::Applied> =
+            recorded.iter().map(hero_proc_reconcile::live::applied_of).collect();
         let records = hero_proc_migrate::baseline(&prepared.desired.migrations, &applied, name)
             .map_err(|e| ReconcileError::Baseline(e.to_string()))?;
         for r in &records {

@@ -52,6 +52,18 @@ pub struct FailedMigration {
     pub error: Option<String>,
 }
 
+/// The store's record of a migration as the migrations runner reads it.
+pub fn applied_of(m: &hero_proc_store::AppliedMigration) -> Applied {
+    Applied {
+        name: m.name.clone(),
+        sha256: m.sha256.clone(),
+        result: match m.result {
+            MigrationResult::Ok => AppliedResult::Ok,
+            MigrationResult::Failed => AppliedResult::Failed,
+        },
+    }
+}
+
 impl Live {
     /// Nothing live: the `--empty` preview (what a fresh machine would do).
     pub fn empty() -> Live {
@@ -86,17 +98,7 @@ impl Live {
                 )
             })
             .collect();
-        let applied_migrations = recorded
-            .into_iter()
-            .map(|m| Applied {
-                name: m.name,
-                sha256: m.sha256,
-                result: match m.result {
-                    MigrationResult::Ok => AppliedResult::Ok,
-                    MigrationResult::Failed => AppliedResult::Failed,
-                },
-            })
-            .collect();
+        let applied_migrations = recorded.iter().map(applied_of).collect();
         Ok(Live { actions, services, secrets, states: BTreeMap::new(), applied_migrations, failed_migrations })
     }
 
