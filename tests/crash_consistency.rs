@@ -31,7 +31,7 @@ impl Rng {
 /// odd ones o0 (so every switch also creates and deletes services).
 fn services_of(g: u64) -> Vec<String> {
     let mut v: Vec<String> = (0..6).map(|i| format!("s{i}")).collect();
-    if g % 2 == 0 {
+    if g.is_multiple_of(2) {
         v.extend(["e0".to_owned(), "e1".to_owned()]);
     } else {
         v.push("o0".to_owned());
