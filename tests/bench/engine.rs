@@ -281,6 +281,16 @@ async fn main() {
     } else {
         eprintln!("pueue not found: `cargo install pueue` (or set PUEUE_BIN_DIR) to include it");
     }
+    if let Some(pueue_ms) = pueue_throughput() {
+        let ours = hero_proc_throughput().await;
+        rows.push(Row {
+            what: format!("{TASKS} short tasks, one CLI call each, to all done"),
+            ours,
+            base: pueue_ms,
+            unit: "ms",
+            base_name: "pueue (parallel 64)".into(),
+        });
+    }
 
     println!(
         "engine benchmark — `cargo bench -p hero_proc --bench engine` ({} cores)",
@@ -348,6 +358,89 @@ fn supervisord() -> Option<Peer> {
     let _ = child.kill();
     let _ = child.wait();
     Some(Peer { start, ticks: t1 - t0, switches: s1 - s0, rss_kb, stop })
+}
+
+const TASKS: usize = 500;
+
+/// Throughput as a user sees it: `hero_proc run submit t` (a CLI process each) 500
+/// times, until every job has finished.
+async fn hero_proc_throughput() -> f64 {
+    let mut d = Daemon::new();
+    d.spawn();
+    let mut c = connect(&d.socket()).await;
+    let action = json!({ "name": "t", "context": "core", "interpreter": "exec", "script": "true", "process": false,
+        "restart": { "policy": "never", "delay": "1s", "max_delay": "1s", "max_retries": 0 }, "stop": { "signal": "SIGTERM", "timeout": "10s" } });
+    c.call_value("action.set", json!({ "action": action })).await.unwrap();
+    let t = Instant::now();
+    for _ in 0..TASKS {
+        let out = Command::new(bin()).args(["run", "submit", "t"]).env("HERO_ROOTDIR", d.root.path()).output().unwrap();
+        assert!(out.status.success());
+    }
+    loop {
+        let v: Value = c.call_value("job.list", json!({ "phase": "succeeded", "limit": TASKS + 10 })).await.unwrap();
+        if v.as_array().map(|a| a.len()).unwrap_or(0) >= TASKS {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "hero_proc did not finish {TASKS} tasks");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    ms(t.elapsed())
+}
+
+/// The same with pueue: `pueue add -- true` 500 times (64 in parallel), until all are done.
+fn pueue_throughput() -> Option<f64> {
+    let dir_bin = std::env::var("PUEUE_BIN_DIR").ok();
+    let tool = |name: &str| dir_bin.as_ref().map(|d| format!("{d}/{name}")).unwrap_or_else(|| name.to_owned());
+    Command::new(tool("pueue")).arg("--version").output().ok()?;
+    let dir = tempfile::tempdir().unwrap();
+    let envs = [
+        ("HOME", dir.path().to_owned()),
+        ("XDG_CONFIG_HOME", dir.path().join("config")),
+        ("XDG_DATA_HOME", dir.path().join("data")),
+        ("XDG_RUNTIME_DIR", dir.path().join("run")),
+    ];
+    for (_, p) in &envs {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    let client = |args: &[&str]| {
+        let mut c = Command::new(tool("pueue"));
+        c.args(args);
+        for (k, v) in &envs {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let mut d = Command::new(tool("pueued"));
+    for (k, v) in &envs {
+        d.env(k, v);
+    }
+    let mut child = d.stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+    let up = Instant::now();
+    while !client(&["status"]).status.success() {
+        if up.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    client(&["parallel", "64"]);
+    let t = Instant::now();
+    for _ in 0..TASKS {
+        client(&["add", "--", "true"]);
+    }
+    loop {
+        let out = String::from_utf8_lossy(&client(&["status", "--json"]).stdout).into_owned();
+        // A finished task's status is `{"Done":{...}}`.
+        if out.matches("\"Done\":{").count() >= TASKS || t.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = ms(t.elapsed());
+    client(&["shutdown"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    Some(took)
 }
 
 /// pueue (a task queue, not a supervisor): 50 long tasks added and running, idle cost,
