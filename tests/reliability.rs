@@ -218,3 +218,48 @@ fn names_with_path_traversal_are_refused_over_raw_rpc() {
         assert!(v.as_array().unwrap().is_empty(), "nothing was stored: {v}");
     });
 }
+
+#[test]
+fn a_service_crash_looping_for_a_long_time_is_reported_and_costs_little() {
+    let secs: u64 = std::env::var("HERO_CRASH_LOOP_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let d = Daemon::start();
+    d.set(
+        "actions:\n  - name: flaky\n    interpreter: sh\n    script: 'echo boom >&2; exit 3'\n    process: true\n    restart: { policy: always, delay: 20ms, max_delay: 200ms }\nservices:\n  - name: flaky\n",
+    );
+    let pid = d.child.as_ref().unwrap().id();
+    let rss = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("VmRSS:").map(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().unwrap())
+            })
+            .unwrap()
+    };
+    d.wait_status("flaky", "crash-looping", |s| s["crash_loop"] == true);
+    let rss_start = rss();
+    let start = std::time::Instant::now();
+    let mut worst = Duration::ZERO;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let t = std::time::Instant::now();
+        let s = d.status("flaky");
+        worst = worst.max(t.elapsed());
+        assert_eq!(s["crash_loop"], true, "{s}");
+        let reason = s["reason"].as_str().unwrap_or("");
+        assert!(s["last_exit"].as_str().unwrap_or("").contains('3') || reason.contains('3'), "says why: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let s = d.status("flaky");
+    let restarts = s["restarts"].as_u64().unwrap();
+    let rss_end = rss();
+    eprintln!(
+        "crash loop for {secs} s: {restarts} restarts, slowest status answer {worst:?}, daemon RSS {rss_start} kB -> {rss_end} kB"
+    );
+    assert!(restarts >= secs * 3, "it kept restarting with its capped backoff: {restarts}");
+    assert!(worst < Duration::from_secs(2), "the daemon kept answering: {worst:?}");
+    assert!(rss_end < rss_start + 20 * 1024, "memory does not grow with restarts: {rss_start} -> {rss_end} kB");
+    // Fixing it (a new spec) ends the loop.
+    d.set("actions:\n  - name: flaky\n    interpreter: sh\n    script: 'exec sleep 600'\n    process: true\nservices:\n  - name: flaky\n");
+    assert!(d.cli(&["service", "restart", "flaky"]).status.success());
+    d.wait_status("flaky", "running", |s| s["state"] == "running");
+}

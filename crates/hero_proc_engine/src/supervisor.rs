@@ -645,6 +645,14 @@ impl Supervisor {
                         }
                         Ok(true)
                     }
+                    Some(svc) if svc.state == ServiceState::Backoff => {
+                        // An operator's restart (after fixing a crash loop) happens now,
+                        // not after the backoff: the pending timer becomes stale.
+                        svc.backoff_until_ms = None;
+                        svc.generation += 1;
+                        svc.set_state(ServiceState::Inactive);
+                        Ok(self.want_start(&r))
+                    }
                     Some(_) => Ok(self.want_start(&r)),
                 };
                 let _ = reply.send(res);
