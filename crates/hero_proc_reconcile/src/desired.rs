@@ -39,6 +39,9 @@ impl SecretValues {
     pub fn get(&self, r: &Ref) -> Option<&SecretValue> {
         self.0.get(r)
     }
+    pub fn insert(&mut self, r: Ref, value: SecretValue) {
+        self.0.insert(r, value);
+    }
 }
 
 impl fmt::Debug for SecretValues {
