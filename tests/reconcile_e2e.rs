@@ -475,3 +475,29 @@ fn restarts_racing_a_reconcile_leave_exactly_one_process() {
     let pid = pid(&d, "web").unwrap() as u32;
     wait_for("exactly one web process", Duration::from_secs(20), || d.children() == vec![pid]);
 }
+
+#[test]
+fn checking_out_a_branch_in_the_followed_work_tree_does_not_deploy_it() {
+    let repo = ConfigRepo::new();
+    repo.write("actions/web.yaml", &service("web", "main"));
+    let first = repo.commit("main");
+    // No --branch: the daemon follows the branch checked out now (main).
+    let d = Daemon::start_with(&["--repo", &repo.location(), "--interval", "1h"], false);
+    wait_applied(&d, &first);
+    assert_eq!(status(&d)["branch"], "main");
+    repo.git(&["checkout", "-q", "-b", "pr"]);
+    repo.write("actions/web.yaml", &service("web", "pr"));
+    let pr = repo.commit("a pull request");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(status(&d)["applied_revision"].as_str(), Some(first.as_str()), "the checkout deployed nothing");
+    assert_eq!(greeting(&d, "web").as_deref(), Some("main"));
+    // A preview of the checkout: --repo PATH reads its HEAD.
+    let out = d.cli(&["reconcile", "--dry-run", "--repo", &repo.location(), "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("+  GREETING: pr"));
+    // Merged: deployed.
+    repo.git(&["checkout", "-q", "main"]);
+    repo.git(&["merge", "-q", "--ff-only", "pr"]);
+    wait_applied(&d, &pr);
+    wait_greeting(&d, "web", "pr");
+}

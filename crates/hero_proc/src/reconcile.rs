@@ -21,8 +21,9 @@ use crate::{Output, connect};
 pub struct Args {
     #[command(subcommand)]
     cmd: Option<ReconcileCmd>,
-    /// The config repository: a local path or a URL [default: the daemon's --repo;
-    /// with --empty or --db, the current directory].
+    /// The config repository: a local path or a URL [default: the daemon's --repo and
+    /// branch; with --empty or --db, the current directory]. A path given here is read at
+    /// its HEAD (what is checked out, as committed) unless --branch or --rev says otherwise.
     #[arg(long)]
     repo: Option<String>,
     /// The branch to follow [default: the repository's HEAD; `main` for a URL].

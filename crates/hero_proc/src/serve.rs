@@ -33,7 +33,8 @@ pub struct Args {
     /// or a URL (file://, https://, ssh://, user@host:path; polled every --interval).
     #[arg(long)]
     repo: Option<String>,
-    /// The branch to follow [default: the repository's HEAD; `main` for a URL].
+    /// The branch to follow [default: a local repository's checked-out branch at start;
+    /// `main` for a URL].
     #[arg(long, requires = "repo")]
     branch: Option<String>,
     /// Which `hosts/<host>/` overlay applies [default: this machine's host name].
@@ -87,8 +88,11 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
                     .display()
                     .to_string()
             };
+            // A local repository without --branch follows the branch checked out now, not
+            // whatever HEAD later points at.
+            let branch = args.branch.or_else(|| hero_proc_reconcile::repo::checked_out_branch(&location));
             Some(hero_proc_daemon::reconciler::ReconcileOptions {
-                repo: hero_proc_reconcile::RepoConfig { location, branch: args.branch },
+                repo: hero_proc_reconcile::RepoConfig { location, branch },
                 interval: args.interval,
                 webhook_addr: args.webhook_addr,
                 webhook_secret,

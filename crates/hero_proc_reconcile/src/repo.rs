@@ -243,6 +243,19 @@ impl Repo {
     }
 }
 
+/// The branch a local repository's `HEAD` names right now (`None` when detached or not
+/// a repository). `serve --repo PATH` follows this branch, fixed at start: checking out
+/// a feature branch in that work tree must not deploy it.
+pub fn checked_out_branch(location: &str) -> Option<String> {
+    if is_remote(location) {
+        return None;
+    }
+    let repo = git2::Repository::open(location).ok()?;
+    let head = repo.find_reference("HEAD").ok()?;
+    let target = head.symbolic_target().ok().flatten()?;
+    target.strip_prefix("refs/heads/").map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
