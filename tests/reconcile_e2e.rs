@@ -150,6 +150,27 @@ fn deleting_a_required_service_is_refused() {
     wait_applied(&d, &first);
     wait_greeting(&d, "hero_db", "db");
 
+    // Deleting it while it is required: refused (not "broken"), named, nothing applied.
+    repo.rm("actions/hero_db.yaml");
+    let gone = repo.commit("delete hero_db");
+    wait_for("the refusal", Duration::from_secs(20), || status(&d)["attempted_revision"].as_str() == Some(&gone));
+    let err = status(&d)["last_error"].as_str().unwrap().to_owned();
+    assert!(err.contains("is refused") && err.contains("hero_db"), "{err}");
+    let out = d.cli(&["reconcile"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("required service"), "{}", text(&out.stderr));
+    let h = d.json(&["history"]);
+    assert!(
+        h.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["record"]["revision"] == gone.as_str() && e["record"]["result"] == "refused"),
+        "{h}"
+    );
+    repo.git(&["revert", "--no-edit", "HEAD"]);
+    let restored = repo.git(&["rev-parse", "HEAD"]);
+    wait_applied(&d, &restored);
+
     // Dropping it from required_services and deleting it in one commit is refused: the
     // applied revision still requires it.
     repo.write("hero.yaml", "required_services: []\n");
@@ -162,7 +183,7 @@ fn deleting_a_required_service_is_refused() {
     wait_for("the refusal", Duration::from_secs(20), || status(&d)["attempted_revision"].as_str() == Some(&both));
     let s = status(&d);
     assert!(s["last_error"].as_str().unwrap().contains("required service core/hero_db"), "{s}");
-    assert_eq!(s["applied_revision"].as_str(), Some(first.as_str()));
+    assert_eq!(s["applied_revision"].as_str(), Some(restored.as_str()));
     assert_eq!(state(&d, "hero_db").as_deref(), Some("running"));
     assert_eq!(greeting(&d, "web").as_deref(), Some("w"), "a refused plan applies nothing");
     let h = d.json(&["history"]);

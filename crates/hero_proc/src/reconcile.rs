@@ -211,6 +211,7 @@ fn print_plan(plan: &Plan, out: &Output, detailed: bool) -> anyhow::Result<ExitC
 }
 
 fn print_applied(o: &ApplyOutcome, out: &Output, detailed: bool) -> anyhow::Result<ExitCode> {
+    let migration_failed = o.migrations.iter().any(|m| m.contains(": failed: "));
     if out.json() {
         out.print_json(o)?;
     } else if !out.quiet {
@@ -227,9 +228,17 @@ fn print_applied(o: &ApplyOutcome, out: &Output, detailed: bool) -> anyhow::Resu
         for m in &o.migrations {
             println!("Migration {m}");
         }
+        if let Some(failed) = o.migrations.iter().find(|m| m.contains(": failed: ")) {
+            eprintln!(
+                "error: migration {failed}\n  hint: the config of this revision is applied; later migrations did not run; fix it in a new commit"
+            );
+        }
         if o.pinned {
             println!("Pinned: automatic sync holds {} until `hero_proc reconcile resume`.", o.plan.target.short());
         }
+    }
+    if migration_failed {
+        return Ok(ExitCode::from(1));
     }
     Ok(exit_for(&o.plan, detailed))
 }

@@ -324,7 +324,7 @@ impl Reconciler {
             Ok(_) if degraded => "degraded",
             Ok(o) if o.plan.is_empty() => "noop",
             Ok(_) => "applied",
-            Err(ReconcileError::Refused { .. }) => "refused",
+            Err(ReconcileError::Refused { .. } | ReconcileError::Load(LoadError::Refused { .. })) => "refused",
             Err(_) => "failed",
         };
         {
@@ -360,7 +360,11 @@ impl Reconciler {
         let prepared = match self.prepare(req).await {
             Ok(p) => p,
             Err((e, target)) => {
-                self.record_failure(target, SyncResult::Failed, &e).await;
+                let result = match e {
+                    ReconcileError::Load(LoadError::Refused { .. }) => SyncResult::Refused,
+                    _ => SyncResult::Failed,
+                };
+                self.record_failure(target, result, &e).await;
                 return Err(e);
             }
         };

@@ -172,6 +172,7 @@ fn check_names(what: &str, context: &str, name: &str) -> Result<(), ErrorObjectO
 fn reconcile_err(e: crate::reconciler::ReconcileError) -> ErrorObjectOwned {
     use crate::reconciler::ReconcileError as E;
     let code = match &e {
+        E::Load(hero_proc_reconcile::LoadError::Refused { .. }) => ErrorCode::Refused,
         E::NoRepo | E::Load(_) | E::Baseline(_) => ErrorCode::Invalid,
         E::Repo(_) => ErrorCode::Unavailable,
         E::Refused { .. } => ErrorCode::Refused,

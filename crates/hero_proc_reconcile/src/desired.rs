@@ -69,6 +69,12 @@ pub enum LoadError {
     Source { rev: String, message: String },
     #[error("revision {rev} fails validation ({count} error(s)); nothing was applied:\n{report}")]
     Invalid { rev: String, count: usize, report: String },
+    /// Validation found that the revision deletes or stops a required service: a refusal
+    /// (history says `refused`), not a broken file.
+    #[error(
+        "revision {rev} is refused: it removes or stops a required service (hero.yaml `required_services`); nothing was applied:\n{report}"
+    )]
+    Refused { rev: String, report: String },
     #[error("cannot decrypt {file} at revision {rev}; nothing was applied:\n{message}")]
     Decrypt { rev: String, file: String, message: String },
 }
@@ -92,6 +98,11 @@ impl Desired {
             .filter(|d| d.severity == Severity::Error)
             .map(|d| d.to_string().trim_end().to_owned())
             .collect();
+        let only_required = checked
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .all(|d| d.code.starts_with("required."));
         if !errors.is_empty() {
             const SHOWN: usize = 20;
             let mut report = errors.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("\n");
@@ -100,6 +111,9 @@ impl Desired {
                     "\n... and {} more (`hero_proc validate` lists them all)",
                     errors.len() - SHOWN
                 ));
+            }
+            if only_required {
+                return Err(LoadError::Refused { rev: short, report });
             }
             return Err(LoadError::Invalid { rev: short, count: errors.len(), report });
         }
