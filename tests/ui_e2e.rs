@@ -125,6 +125,11 @@ fn the_ui_shows_services_the_pending_plan_and_secret_names_only() {
 
     let ui = start_ui(&d);
     let profile = tempfile::tempdir().unwrap();
+    // The landing page alone shows all three.
+    let home = dump_dom(browser, profile.path(), &ui.url);
+    assert!(home.contains("core/web") && home.contains(">running<"), "{home}");
+    assert!(home.contains("+  GREETING: pending-change"), "{home}");
+    assert!(home.contains("ui_token"), "{home}");
     let services = dump_dom(browser, profile.path(), &format!("{}#services", ui.url));
     assert!(services.contains("core/web") && services.contains(">running<"), "{services}");
     let plan = dump_dom(browser, profile.path(), &format!("{}#plan", ui.url));
@@ -134,7 +139,7 @@ fn the_ui_shows_services_the_pending_plan_and_secret_names_only() {
     assert!(secrets.contains("ui_token"), "{secrets}");
     let sync = dump_dom(browser, profile.path(), &format!("{}#sync", ui.url));
     assert!(sync.contains("SUSPENDED") && sync.contains(&first[..12]), "{sync}");
-    for page in [&services, &plan, &secrets, &sync] {
+    for page in [&home, &services, &plan, &secrets, &sync] {
         assert!(!page.contains(MARKER), "a secret value reached the UI");
     }
 
@@ -142,9 +147,12 @@ fn the_ui_shows_services_the_pending_plan_and_secret_names_only() {
     std::fs::create_dir_all(&shots).unwrap();
     let shot = shots.join("plan.png");
     screenshot(browser, profile.path(), &format!("{}#plan", ui.url), &shot);
+    let home_shot = shots.join("overview.png");
+    screenshot(browser, profile.path(), &ui.url, &home_shot);
+    println!("screenshot: {}", home_shot.display());
     println!("screenshot: {}", shot.display());
     let rss = rss_kib(ui.child.id());
-    println!("UI process RSS after serving four pages: {:.1} MiB", rss as f64 / 1024.0);
+    println!("UI process RSS after serving five pages: {:.1} MiB", rss as f64 / 1024.0);
     assert!(rss > 0);
 
     // Resume from the UI's API (what its button does) and see the change applied.

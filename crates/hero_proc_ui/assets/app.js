@@ -60,7 +60,47 @@ function planHtml(p) {
   return h;
 }
 
+function servicesTable(list) {
+  return table(["service", "want", "state", "pid", "restarts", "health", "reason"], list.map((s) => {
+    const cls = s.state === "running" ? "ok" : ["failed", "backoff"].includes(s.state) ? "bad" : "muted";
+    const health = (s.health || []).map((c) => `<span class="check ${c.healthy ? "ok" : "bad"}" title="${esc(c.detail)}">${c.healthy ? "✓" : "✗"} ${esc(c.check)}</span>`).join("");
+    return `<tr><td>${esc(s.context)}/${esc(s.name)}${s.managed ? "" : ' <span class="muted">(by hand)</span>'}</td><td>${esc(s.status)}</td>
+      <td class="${cls}">${esc(s.state)}${s.crash_loop ? " (crash loop)" : ""}</td><td>${s.pid ?? "–"}</td><td>${s.restarts}</td><td>${health}</td><td>${esc(s.reason)}</td></tr>`;
+  }));
+}
+
+function secretsTable(list) {
+  return table(["context", "name", "source", "fingerprint", "managed", "updated"], list.map((s) =>
+    `<tr><td>${esc(s.context)}</td><td>${esc(s.name)}</td><td>${esc(s.source)}</td><td class="mono">${esc(s.fingerprint)}</td><td>${s.managed ? "git" : "by hand"}</td><td>${when(s.updated_at_ms)}</td></tr>`));
+}
+
+// The overview's plan is fetched when the page opens and again only when the applied or
+// head revision or the drift changes (a plan fetches the repository).
+let overviewPlan = null;
+let overviewKey = null;
+
 const pages = {
+  async overview() {
+    const [s, services, secrets] = await Promise.all([api("reconcile.status"), api("service.list"), api("secret.list")]);
+    const key = [s.applied_revision, s.head_revision, s.pinned_revision, s.drift.length, s.last_error].join("|");
+    if (overviewPlan === null || key !== overviewKey) {
+      overviewKey = key;
+      overviewPlan = s.repo
+        ? await api("reconcile.plan").then(planHtml).catch((e) => `<pre class="error">${esc(e.message)}</pre>`)
+        : `<p class="muted">No repository: this daemon runs without --repo.</p>`;
+    }
+    let h = `<h2>Sync</h2><p>${s.repo ? `<span class="mono">${esc(s.repo)}</span> ${s.branch ? "(" + esc(s.branch) + ")" : ""} · ` : ""}
+      applied <b class="mono">${short(s.applied_revision)}</b> · head <span class="mono">${short(s.head_revision)}</span>
+      ${s.pinned_revision ? ` · <span class="warn">pinned ${short(s.pinned_revision)}</span>` : ""}
+      ${s.suspended ? ' · <span class="warn">SUSPENDED</span>' : ""}
+      · drift: ${s.drift.length ? `<span class="warn">${s.drift.length}</span>` : "none"}
+      ${s.last_result ? " · last: " + esc(s.last_result) : ""}</p>`;
+    if (s.last_error) h += `<pre class="error">${esc(s.last_error)}</pre>`;
+    h += `<h2>Services</h2>` + servicesTable(services);
+    h += `<h2>Pending plan <button onclick="overviewPlan = null; refresh()">Preview again</button></h2>` + overviewPlan;
+    h += `<h2>Secrets</h2><p class="muted">Names only; values never leave the daemon.</p>` + secretsTable(secrets);
+    return h;
+  },
   async sync() {
     const [s, history] = await Promise.all([api("reconcile.status"), api("reconcile.history", { limit: 20 })]);
     let h = `<h2>Sync</h2><div class="kv">
@@ -93,13 +133,7 @@ const pages = {
     }
   },
   async services() {
-    const list = await api("service.list");
-    return `<h2>Services</h2>` + table(["service", "want", "state", "pid", "restarts", "health", "reason"], list.map((s) => {
-      const cls = s.state === "running" ? "ok" : ["failed", "backoff"].includes(s.state) ? "bad" : "muted";
-      const health = (s.health || []).map((c) => `<span class="check ${c.healthy ? "ok" : "bad"}" title="${esc(c.detail)}">${c.healthy ? "✓" : "✗"} ${esc(c.check)}</span>`).join("");
-      return `<tr><td>${esc(s.context)}/${esc(s.name)}${s.managed ? "" : ' <span class="muted">(by hand)</span>'}</td><td>${esc(s.status)}</td>
-        <td class="${cls}">${esc(s.state)}${s.crash_loop ? " (crash loop)" : ""}</td><td>${s.pid ?? "–"}</td><td>${s.restarts}</td><td>${health}</td><td>${esc(s.reason)}</td></tr>`;
-    }));
+    return `<h2>Services</h2>` + servicesTable(await api("service.list"));
   },
   async jobs() {
     const [runs, jobs] = await Promise.all([api("run.list", { limit: 10 }), api("job.list", { limit: 50 })]);
@@ -118,10 +152,8 @@ const pages = {
     return h;
   },
   async secrets() {
-    const list = await api("secret.list");
     return `<h2>Secrets</h2><p class="muted">Names and where they come from; values never leave the daemon.</p>` +
-      table(["context", "name", "source", "fingerprint", "managed", "updated"], list.map((s) =>
-        `<tr><td>${esc(s.context)}</td><td>${esc(s.name)}</td><td>${esc(s.source)}</td><td class="mono">${esc(s.fingerprint)}</td><td>${s.managed ? "git" : "by hand"}</td><td>${when(s.updated_at_ms)}</td></tr>`));
+      secretsTable(await api("secret.list"));
   },
   async system() {
     const [info, comp, mig] = await Promise.all([api("system.info"), api("system.compactor_status"), api("migrate.status").catch(() => null)]);
@@ -143,7 +175,7 @@ function showLogs(id) { selectedJob = id; refresh(); }
 
 function page() {
   const p = location.hash.slice(1);
-  return pages[p] ? p : "sync";
+  return pages[p] ? p : "overview";
 }
 
 let planShown = null;
