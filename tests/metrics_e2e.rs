@@ -75,6 +75,8 @@ fn reconcile_metrics_show_results_revision_drift_and_inventory() {
     let d = follow(&repo);
     wait_applied(&d, &rev);
     wait_greeting(&d, "web", "m");
+    // Suspended, so self-heal does not revert the drift while the metrics are read.
+    d.json(&["reconcile", "suspend"]);
     assert!(d.cli(&["service", "stop", "web"]).status.success());
     wait_for("web to stop", Duration::from_secs(10), || state(&d, "web").as_deref() == Some("inactive"));
     let _ = d.json(&["reconcile", "status"]);
@@ -84,7 +86,7 @@ fn reconcile_metrics_show_results_revision_drift_and_inventory() {
     assert!(text.contains("hero_proc_drifted_objects 1"), "{text}");
     assert!(text.contains("hero_proc_managed_objects{kind=\"service\"} 1"), "{text}");
     assert!(text.contains("hero_proc_reconcile_duration_seconds_count 1"), "{text}");
-    assert!(text.contains("hero_proc_reconcile_suspended 0"), "{text}");
+    assert!(text.contains("hero_proc_reconcile_suspended 1"), "{text}");
     promtool_check(&text);
     let om = dechunk(&http_get_unix(&d.socket(), "/metrics", "application/openmetrics-text; version=1.0.0"));
     assert!(om.contains("# TYPE hero_proc_reconcile_duration_seconds histogram"), "{om}");

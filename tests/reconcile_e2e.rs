@@ -61,7 +61,9 @@ fn pr_preview_apply_drift_and_revert() {
     let out = d.cli(&["reconcile", "--dry-run", "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 
-    // Stopped by hand: status shows the drift, the next sync brings it back.
+    // Stopped by hand (sync suspended, so it stays stopped while we look): status and the
+    // dry-run show the drift; a sync brings it back.
+    d.json(&["reconcile", "suspend"]);
     assert!(d.cli(&["service", "stop", "web"]).status.success());
     wait_for("web to stop", Duration::from_secs(10), || state(&d, "web").as_deref() == Some("inactive"));
     let s = status(&d);
@@ -76,6 +78,14 @@ fn pr_preview_apply_drift_and_revert() {
     assert!(d.cli(&["reconcile", "now"]).status.success());
     wait_for("web to be back", Duration::from_secs(10), || state(&d, "web").as_deref() == Some("running"));
     assert!(status(&d)["drift"].as_array().unwrap().is_empty());
+    d.json(&["reconcile", "resume"]);
+
+    // With automatic sync on, a stop by hand is reverted by itself within seconds.
+    assert!(d.cli(&["service", "stop", "web"]).status.success());
+    let stopped = std::time::Instant::now();
+    wait_for("web to stop", Duration::from_secs(10), || state(&d, "web").as_deref() != Some("running"));
+    wait_for("self-heal to restart web", Duration::from_secs(20), || state(&d, "web").as_deref() == Some("running"));
+    println!("stopped by hand, running again after {:?}", stopped.elapsed());
 
     // A revert is a new revision that restores the previous state.
     repo.git(&["revert", "--no-edit", "HEAD"]);
@@ -378,6 +388,8 @@ services:
     let worker_pid = pid(&d, "team/worker").unwrap();
     let api_pid = pid(&d, "team/api").unwrap();
 
+    // Suspended while we preview, or the watcher applies the commit first.
+    d.json(&["reconcile", "suspend"]);
     repo.rm("actions/team_api.yaml");
     repo.rm("actions/team_worker.yaml");
     let second = repo.commit("remove both files of the team at once");
@@ -399,6 +411,7 @@ services:
     assert!(pos("service team/worker") < pos("service team/api"), "dependents first: {order:?}");
     assert!(pos("service team/api") < pos("action team/api"), "services before actions: {order:?}");
     assert!(pos("action team/worker") < pos("action team/prep"), "{order:?}");
+    d.json(&["reconcile", "resume"]);
     wait_applied(&d, &second);
     wait_for("the stack to be gone", Duration::from_secs(20), || {
         state(&d, "team/api").is_none() && state(&d, "team/worker").is_none()

@@ -87,6 +87,10 @@ pub struct SyncMetrics {
     pub managed: BTreeMap<&'static str, usize>,
 }
 
+/// How long a change made by hand stands before a self-healing sync looks at it: long
+/// enough for a stop-then-start by hand, short enough that drift does not linger.
+pub const SELF_HEAL_GRACE: Duration = Duration::from_secs(2);
+
 pub const DURATION_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 #[derive(Default)]
@@ -136,6 +140,8 @@ pub struct Reconciler {
     one_writer: tokio::sync::Mutex<()>,
     cache: Mutex<Cache>,
     wake: tokio::sync::Notify,
+    /// A change made by hand through the RPC: sync after a grace period (self-heal).
+    manual: tokio::sync::Notify,
     runtime: Mutex<Runtime>,
     check_hero_db: bool,
 }
@@ -183,6 +189,7 @@ impl Reconciler {
             one_writer: tokio::sync::Mutex::new(()),
             cache: Mutex::new(Cache::default()),
             wake: tokio::sync::Notify::new(),
+            manual: tokio::sync::Notify::new(),
             runtime: Mutex::new(Runtime::default()),
             check_hero_db,
         }
@@ -195,6 +202,15 @@ impl Reconciler {
     /// Ask the background loop to sync now (watcher, webhook).
     pub fn trigger(&self) {
         self.wake.notify_one();
+    }
+
+    /// Something was changed by hand (RPC): with a repository, sync after
+    /// [`SELF_HEAL_GRACE`], so drift on managed objects is reverted in seconds rather than
+    /// at the next interval (with `self_heal: false` that sync only reports it).
+    pub fn changed_by_hand(&self) {
+        if self.options.is_some() {
+            self.manual.notify_one();
+        }
     }
 
     fn repo_config(&self, req: &PlanRequest) -> Result<RepoConfig, ReconcileError> {
@@ -672,6 +688,12 @@ impl Reconciler {
                 _ = self.wake.notified() => {
                     // Coalesce a burst (a commit touches several refs and the reflog).
                     tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+                _ = self.manual.notified() => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(SELF_HEAL_GRACE) => {}
+                        _ = self.wake.notified() => {}
+                    }
                 }
             }
         }

@@ -279,7 +279,9 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
     method!("action.set", |p, c| -> Done {
         let a: ActionSet = parse(&p)?;
         check_names("action", &a.action.context, &a.action.name)?;
-        c.engine.set_action(a.action, Origin::manual()).await.map(done).map_err(engine_err)
+        let r = c.engine.set_action(a.action, Origin::manual()).await.map(done).map_err(engine_err);
+        c.reconciler.changed_by_hand();
+        r
     });
     method!("action.get", |p, c| -> ActionView {
         let r: ObjectRef = parse(&p)?;
@@ -309,7 +311,9 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
     });
     method!("action.delete", |p, c| -> Done {
         let r: ObjectRef = parse(&p)?;
-        c.engine.delete_action(to_ref(&r)).await.map(done).map_err(engine_err)
+        let res = c.engine.delete_action(to_ref(&r)).await.map(done).map_err(engine_err);
+        c.reconciler.changed_by_hand();
+        res
     });
 
     // service.*
@@ -320,7 +324,9 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
             let (ctx, name) = r.split();
             check_names("reference", ctx.unwrap_or(&s.service.context), name)?;
         }
-        c.engine.set_service(s.service, Origin::manual()).await.map(done).map_err(engine_err)
+        let r = c.engine.set_service(s.service, Origin::manual()).await.map(done).map_err(engine_err);
+        c.reconciler.changed_by_hand();
+        r
     });
     method!("service.get", |p, c| -> hero_proc_spec::Service {
         let r: ObjectRef = parse(&p)?;
@@ -334,15 +340,21 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
     method!("service.list", |_p, c| -> Vec<ServiceView> { c.engine.status(None).await.map_err(engine_err) });
     method!("service.delete", |p, c| -> Done {
         let r: ObjectRef = parse(&p)?;
-        c.engine.delete_service(to_ref(&r)).await.map(done).map_err(engine_err)
+        let res = c.engine.delete_service(to_ref(&r)).await.map(done).map_err(engine_err);
+        c.reconciler.changed_by_hand();
+        res
     });
     method!("service.start", |p, c| -> Done {
         let r: ObjectRef = parse(&p)?;
-        c.engine.start_service(to_ref(&r)).await.map(done).map_err(engine_err)
+        let res = c.engine.start_service(to_ref(&r)).await.map(done).map_err(engine_err);
+        c.reconciler.changed_by_hand();
+        res
     });
     method!("service.stop", |p, c| -> Done {
         let r: ObjectRef = parse(&p)?;
-        c.engine.stop_service(to_ref(&r)).await.map(done).map_err(engine_err)
+        let res = c.engine.stop_service(to_ref(&r)).await.map(done).map_err(engine_err);
+        c.reconciler.changed_by_hand();
+        res
     });
     method!("service.restart", |p, c| -> Done {
         let r: ObjectRef = parse(&p)?;
@@ -402,6 +414,7 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
             .set(&q.context, &q.name, q.value.expose(), "rpc", &Origin::manual())
             .map_err(|e| rpc_err(ErrorCode::Store, e.to_string()))?;
         let mut message = None;
+        c.reconciler.changed_by_hand();
         if changed {
             let restarted = c.engine.secret_changed(Ref::new(&q.context, &q.name)).await.map_err(engine_err)?;
             if !restarted.is_empty() {
