@@ -72,7 +72,7 @@ pub enum LoadError {
     /// Validation found that the revision deletes or stops a required service: a refusal
     /// (history says `refused`), not a broken file.
     #[error(
-        "revision {rev} is refused: it removes or stops a required service (hero.yaml `required_services`); nothing was applied:\n{report}"
+        "revision {rev} is refused: a required service (hero.yaml `required_services`) is missing or not set to start; nothing was applied:\n{report}"
     )]
     Refused { rev: String, report: String },
     #[error("cannot decrypt {file} at revision {rev}; nothing was applied:\n{message}")]
