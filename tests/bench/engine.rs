@@ -387,133 +387,107 @@ async fn hero_proc_throughput() -> f64 {
     ms(t.elapsed())
 }
 
+/// A private pueued (its own HOME and XDG folders), found on PATH or in $PUEUE_BIN_DIR;
+/// shut down and killed on drop.
+struct Pueue {
+    _dir: tempfile::TempDir,
+    envs: Vec<(&'static str, PathBuf)>,
+    bin_dir: Option<String>,
+    child: Child,
+}
+
+impl Pueue {
+    fn tool(bin_dir: &Option<String>, name: &str) -> String {
+        bin_dir.as_ref().map(|d| format!("{d}/{name}")).unwrap_or_else(|| name.to_owned())
+    }
+
+    /// `None` when pueue is not installed or its daemon does not come up.
+    fn start() -> Option<Pueue> {
+        let bin_dir = std::env::var("PUEUE_BIN_DIR").ok();
+        Command::new(Self::tool(&bin_dir, "pueue")).arg("--version").output().ok()?;
+        let dir = tempfile::tempdir().unwrap();
+        let envs = vec![
+            ("HOME", dir.path().to_owned()),
+            ("XDG_CONFIG_HOME", dir.path().join("config")),
+            ("XDG_DATA_HOME", dir.path().join("data")),
+            ("XDG_RUNTIME_DIR", dir.path().join("run")),
+        ];
+        for (_, p) in &envs {
+            std::fs::create_dir_all(p).unwrap();
+        }
+        let mut d = Command::new(Self::tool(&bin_dir, "pueued"));
+        d.envs(envs.iter().map(|(k, v)| (*k, v)));
+        let child = d.stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+        let p = Pueue { _dir: dir, envs, bin_dir, child };
+        let up = Instant::now();
+        while !p.client(&["status"]).status.success() {
+            if up.elapsed() > Duration::from_secs(20) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Some(p)
+    }
+
+    fn client(&self, args: &[&str]) -> std::process::Output {
+        Command::new(Self::tool(&self.bin_dir, "pueue"))
+            .args(args)
+            .envs(self.envs.iter().map(|(k, v)| (*k, v)))
+            .output()
+            .unwrap()
+    }
+
+    fn status_json(&self) -> String {
+        String::from_utf8_lossy(&self.client(&["status", "--json"]).stdout).into_owned()
+    }
+}
+
+impl Drop for Pueue {
+    fn drop(&mut self) {
+        let _ = self.client(&["shutdown"]);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The same with pueue: `pueue add -- true` 500 times (64 in parallel), until all are done.
 fn pueue_throughput() -> Option<f64> {
-    let dir_bin = std::env::var("PUEUE_BIN_DIR").ok();
-    let tool = |name: &str| dir_bin.as_ref().map(|d| format!("{d}/{name}")).unwrap_or_else(|| name.to_owned());
-    Command::new(tool("pueue")).arg("--version").output().ok()?;
-    let dir = tempfile::tempdir().unwrap();
-    let envs = [
-        ("HOME", dir.path().to_owned()),
-        ("XDG_CONFIG_HOME", dir.path().join("config")),
-        ("XDG_DATA_HOME", dir.path().join("data")),
-        ("XDG_RUNTIME_DIR", dir.path().join("run")),
-    ];
-    for (_, p) in &envs {
-        std::fs::create_dir_all(p).unwrap();
-    }
-    let client = |args: &[&str]| {
-        let mut c = Command::new(tool("pueue"));
-        c.args(args);
-        for (k, v) in &envs {
-            c.env(k, v);
-        }
-        c.output().unwrap()
-    };
-    let mut d = Command::new(tool("pueued"));
-    for (k, v) in &envs {
-        d.env(k, v);
-    }
-    let mut child = d.stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
-    let up = Instant::now();
-    while !client(&["status"]).status.success() {
-        if up.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    client(&["parallel", "64"]);
+    let p = Pueue::start()?;
+    p.client(&["parallel", "64"]);
     let t = Instant::now();
     for _ in 0..TASKS {
-        client(&["add", "--", "true"]);
+        p.client(&["add", "--", "true"]);
     }
-    loop {
-        let out = String::from_utf8_lossy(&client(&["status", "--json"]).stdout).into_owned();
-        // A finished task's status is `{"Done":{...}}`.
-        if out.matches("\"Done\":{").count() >= TASKS || t.elapsed() > Duration::from_secs(120) {
-            break;
-        }
+    // A finished task's status is `{"Done":{...}}`.
+    while p.status_json().matches("\"Done\":{").count() < TASKS && t.elapsed() < Duration::from_secs(120) {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let took = ms(t.elapsed());
-    client(&["shutdown"]);
-    let _ = child.kill();
-    let _ = child.wait();
-    Some(took)
+    Some(ms(t.elapsed()))
 }
 
 /// pueue (a task queue, not a supervisor): 50 long tasks added and running, idle cost,
 /// `kill --all`. Found on PATH or in $PUEUE_BIN_DIR.
 fn pueue() -> Option<Peer> {
-    let dir_bin = std::env::var("PUEUE_BIN_DIR").ok();
-    let tool = |name: &str| dir_bin.as_ref().map(|d| format!("{d}/{name}")).unwrap_or_else(|| name.to_owned());
-    Command::new(tool("pueue")).arg("--version").output().ok()?;
-    let dir = tempfile::tempdir().unwrap();
-    let envs = [
-        ("HOME", dir.path().to_owned()),
-        ("XDG_CONFIG_HOME", dir.path().join("config")),
-        ("XDG_DATA_HOME", dir.path().join("data")),
-        ("XDG_RUNTIME_DIR", dir.path().join("run")),
-    ];
-    for (_, p) in &envs {
-        std::fs::create_dir_all(p).unwrap();
-    }
-    let client = |args: &[&str]| {
-        let mut c = Command::new(tool("pueue"));
-        c.args(args);
-        for (k, v) in &envs {
-            c.env(k, v);
-        }
-        c.output().unwrap()
-    };
-    let mut d = Command::new(tool("pueued"));
-    for (k, v) in &envs {
-        d.env(k, v);
-    }
-    let mut child = d.stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
-    let up = Instant::now();
-    while !client(&["status"]).status.success() {
-        if up.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    client(&["parallel", &SERVICES.to_string()]);
+    let p = Pueue::start()?;
+    p.client(&["parallel", &SERVICES.to_string()]);
     let t = Instant::now();
     for _ in 0..SERVICES {
-        client(&["add", "--", "sleep", "100000"]);
+        p.client(&["add", "--", "sleep", "100000"]);
     }
-    loop {
-        let out = String::from_utf8_lossy(&client(&["status", "--json"]).stdout).into_owned();
-        if out.matches("\"Running\":{").count() >= SERVICES {
-            break;
-        }
-        if t.elapsed() > Duration::from_secs(60) {
-            break;
-        }
+    while p.status_json().matches("\"Running\":{").count() < SERVICES && t.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(2));
     }
     let start = ms(t.elapsed());
     std::thread::sleep(Duration::from_millis(500));
-    let (t0, s0, _) = proc_cost(child.id());
+    let (t0, s0, _) = proc_cost(p.child.id());
     std::thread::sleep(IDLE);
-    let (t1, s1, rss_kb) = proc_cost(child.id());
+    let (t1, s1, rss_kb) = proc_cost(p.child.id());
     let t = Instant::now();
-    client(&["kill", "--all"]);
-    loop {
-        let out = String::from_utf8_lossy(&client(&["status", "--json"]).stdout).into_owned();
-        // A task's status is `{"Running":{...}}`; a group's is `"Running"` (not counted).
-        if !out.contains("\"Running\":{") || t.elapsed() > Duration::from_secs(30) {
-            break;
-        }
+    p.client(&["kill", "--all"]);
+    // A task's status is `{"Running":{...}}`; a group's is `"Running"` (not counted).
+    while p.status_json().contains("\"Running\":{") && t.elapsed() < Duration::from_secs(30) {
         std::thread::sleep(Duration::from_millis(2));
     }
     let stop = ms(t.elapsed());
-    client(&["shutdown"]);
-    let _ = child.kill();
-    let _ = child.wait();
     Some(Peer { start, ticks: t1 - t0, switches: s1 - s0, rss_kb, stop })
 }
