@@ -95,13 +95,11 @@ pub async fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
         }
         None => {
             let repo = match &args.repo {
-                Some(r) if !hero_proc_reconcile::repo::is_remote(r) => Some(
-                    std::fs::canonicalize(r)
-                        .with_context(|| format!("--repo {r}: no such directory"))?
-                        .display()
-                        .to_string(),
+                Some(r) => Some(
+                    hero_proc_reconcile::repo::absolute_location(r)
+                        .with_context(|| format!("--repo {r}: no such directory"))?,
                 ),
-                other => other.clone(),
+                None => None,
             };
             let params = json!({ "repo": repo, "branch": args.branch, "rev": args.rev, "host": args.host });
             let mut client = connect(out).await?;
@@ -119,14 +117,8 @@ pub async fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
 /// `--empty` / `--db`: plan here, touching nothing.
 fn offline_plan(args: &Args) -> anyhow::Result<Plan> {
     let location = args.repo.clone().unwrap_or_else(|| ".".into());
-    let location = if hero_proc_reconcile::repo::is_remote(&location) {
-        location
-    } else {
-        std::fs::canonicalize(&location)
-            .with_context(|| format!("repository {location}: no such directory"))?
-            .display()
-            .to_string()
-    };
+    let location = hero_proc_reconcile::repo::absolute_location(&location)
+        .with_context(|| format!("repository {location}: no such directory"))?;
     let cache = tempfile::tempdir()?;
     let repo = Repo::open(&RepoConfig { location, branch: args.branch.clone() }, cache.path())?;
     repo.fetch()?;
@@ -135,7 +127,6 @@ fn offline_plan(args: &Args) -> anyhow::Result<Plan> {
         None => repo.head()?,
     };
     let host = args.host.clone().or_else(hero_proc_daemon::reconciler::system_host_name);
-    let keys = hero_proc_sops::load_identities(&hero_proc_sops::KeyEnv::from_process_env()).map_err(|e| e.to_string());
     let (live, applied) = match &args.db {
         None => (Live::empty(), None),
         Some(db) => {
@@ -145,40 +136,29 @@ fn offline_plan(args: &Args) -> anyhow::Result<Plan> {
         }
     };
     // Secret fingerprints are keyed by the daemon's at-rest key (next to its database);
-    // without it a preview cannot compare values and says so.
+    // without it a preview of a database cannot compare values, and says so.
     let key_path = args.db.as_deref().and_then(Path::parent).map(|d| d.join("at_rest.agekey"));
-    let fp = key_path.as_deref().and_then(hero_proc_daemon::secrets::fingerprinter);
-    let plan = match fp {
-        Some(f) => plan_with(&repo, target, host.as_deref(), SopsOpener::new(keys, false, f), &live, applied)?,
-        None => {
-            let keys = if args.db.is_some() { Err("no at-rest key to compare values with".into()) } else { keys };
-            let opener = SopsOpener::new(keys, false, |_: &str, _: &str, _: &str| String::new());
-            plan_with(&repo, target, host.as_deref(), opener, &live, applied)?
-        }
+    let keys = hero_proc_sops::load_identities(&hero_proc_sops::KeyEnv::from_process_env()).map_err(|e| e.to_string());
+    type Fingerprint = Box<dyn Fn(&str, &str, &str) -> String>;
+    let (keys, fingerprint): (_, Fingerprint) =
+        match key_path.as_deref().and_then(hero_proc_daemon::secrets::fingerprinter) {
+            Some(f) => (keys, Box::new(f)),
+            None if args.db.is_some() => {
+                (Err("no at-rest key to compare values with".into()), Box::new(|_, _, _| String::new()))
+            }
+            None => (keys, Box::new(|_, _, _| String::new())),
+        };
+    let opener = SopsOpener::new(keys, false, fingerprint);
+    let load = |c| Desired::load(repo.repository(), c, host.as_deref(), &opener);
+    let desired = load(target)?;
+    // The applied revision's desired state tells drift from git changes (as in the daemon).
+    let other = match &applied {
+        Some(a) if *a != desired.commit.id => repo.resolve(a).ok().and_then(|c| load(c).ok()),
+        _ => None,
     };
-    Ok(plan)
-}
-
-fn plan_with<F: Fn(&str, &str, &str) -> String>(
-    repo: &Repo,
-    target: hero_proc_reconcile::CommitInfo,
-    host: Option<&str>,
-    opener: SopsOpener<F>,
-    live: &Live,
-    applied: Option<String>,
-) -> anyhow::Result<Plan> {
-    let desired = Desired::load(repo.repository(), target, host, &opener)?;
-    let previous = match &applied {
-        Some(a) if *a == desired.commit.id => None,
-        Some(a) => repo.resolve(a).ok().and_then(|c| Desired::load(repo.repository(), c, host, &opener).ok()),
-        None => None,
-    };
-    let previous = match &applied {
-        Some(a) if *a == desired.commit.id => Some(&desired),
-        _ => previous.as_ref(),
-    };
-    let mut plan = hero_proc_reconcile::plan(&desired, live, previous, applied.as_deref());
-    hero_proc_reconcile::preview_migrations(&mut plan, &desired, live);
+    let previous = if applied.as_deref() == Some(desired.commit.id.as_str()) { Some(&desired) } else { other.as_ref() };
+    let mut plan = hero_proc_reconcile::plan(&desired, &live, previous, applied.as_deref());
+    hero_proc_reconcile::preview_migrations(&mut plan, &desired, &live);
     Ok(plan)
 }
 

@@ -80,14 +80,8 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
     let reconcile = match args.repo {
         None => None,
         Some(location) => {
-            let location = if hero_proc_reconcile::repo::is_remote(&location) {
-                location
-            } else {
-                std::fs::canonicalize(&location)
-                    .map_err(|e| anyhow::anyhow!("--repo {location}: {e}"))?
-                    .display()
-                    .to_string()
-            };
+            let location = hero_proc_reconcile::repo::absolute_location(&location)
+                .map_err(|e| anyhow::anyhow!("--repo {location}: {e}"))?;
             // A local repository without --branch follows the branch checked out now, not
             // whatever HEAD later points at.
             let branch = args.branch.or_else(|| hero_proc_reconcile::repo::checked_out_branch(&location));

@@ -243,6 +243,15 @@ impl Repo {
     }
 }
 
+/// A location as the daemon and its clients agree on it: a URL as given, a local path
+/// made absolute (a client's relative path means nothing to the daemon).
+pub fn absolute_location(location: &str) -> std::io::Result<String> {
+    if is_remote(location) {
+        return Ok(location.to_owned());
+    }
+    Ok(std::fs::canonicalize(location)?.display().to_string())
+}
+
 /// The branch a local repository's `HEAD` names right now (`None` when detached or not
 /// a repository). `serve --repo PATH` follows this branch, fixed at start: checking out
 /// a feature branch in that work tree must not deploy it.
