@@ -76,7 +76,16 @@ impl Daemon {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        wait_for("the daemon to answer", Duration::from_secs(20), || self.cli(&["system", "info"]).status.success());
+        let start = Instant::now();
+        while !self.cli(&["system", "info"]).status.success() {
+            if start.elapsed() > Duration::from_secs(20) {
+                let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                let log = std::fs::read_to_string(self.root().join("daemon.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+                panic!("the daemon did not answer (exit: {exited:?}); its log ends:\n{}", tail.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `kill -9` the daemon (its children keep running).
