@@ -188,12 +188,12 @@ pub fn preview_migrations(plan: &mut Plan, desired: &Desired, live: &Live) {
     snap.actions.extend(desired.state.actions.values().cloned());
     snap.services.extend(desired.state.services.values().cloned());
     for (r, a) in &live.actions {
-        if !a.managed && !desired.state.actions.contains_key(&(r.context.clone(), r.name.clone())) {
+        if !a.managed && !desired.state.actions.contains_key(&key_of(r)) {
             snap.actions.push(a.value.clone());
         }
     }
     for (r, s) in &live.services {
-        if !s.managed && !desired.state.services.contains_key(&(r.context.clone(), r.name.clone())) {
+        if !s.managed && !desired.state.services.contains_key(&key_of(r)) {
             snap.services.push(s.value.clone());
         }
     }
@@ -272,14 +272,11 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
         if desired.secrets.contains_key(r) {
             continue;
         }
-        let key = format!("secret {r}");
-        match (ls.managed, settings.prune) {
-            (false, _) => unmanaged.push(key),
-            (true, false) => not_pruned.push(key),
-            (true, true) => {
-                let drift = previous.is_some_and(|p| p.settings.prune && !p.secrets.contains_key(r));
-                deletes.push(change(Kind::Secret, r, Op::Delete, drift, false, "(sensitive value)\n".into()));
-            }
+        let gone_before = previous.is_some_and(|p| p.settings.prune && !p.secrets.contains_key(r));
+        if let Some(drift) =
+            leftover(Kind::Secret, r, ls.managed, settings.prune, gone_before, &mut unmanaged, &mut not_pruned)
+        {
+            deletes.push(change(Kind::Secret, r, Op::Delete, drift, false, "(sensitive value)\n".into()));
         }
     }
 
@@ -310,30 +307,19 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
     }
     let mut action_deletes = Vec::new();
     for (r, s) in &live.actions {
-        if desired.state.actions.contains_key(&(r.context.clone(), r.name.clone())) {
+        if desired.state.actions.contains_key(&key_of(r)) {
             continue;
         }
-        let key = format!("action {r}");
-        match (s.managed, settings.prune) {
-            (false, _) => unmanaged.push(key),
-            (true, false) => not_pruned.push(key),
-            (true, true) => {
-                let drift = previous.is_some_and(|p| {
-                    p.settings.prune && !p.state.actions.contains_key(&(r.context.clone(), r.name.clone()))
-                });
-                let deps: Vec<Ref> = s
-                    .value
-                    .depends_on
-                    .iter()
-                    .map(|d| resolve(d, &s.value.context, |x| live.actions.contains_key(x)))
-                    .collect();
-                action_deletes.push((
-                    r.clone(),
-                    deps,
-                    change(Kind::Action, r, Op::Delete, drift, false, yaml_diff(r, Kind::Action, &yaml(&s.value), "")),
-                ));
-            }
-        }
+        let gone_before = previous.is_some_and(|p| p.settings.prune && !p.state.actions.contains_key(&key_of(r)));
+        let Some(drift) =
+            leftover(Kind::Action, r, s.managed, settings.prune, gone_before, &mut unmanaged, &mut not_pruned)
+        else {
+            continue;
+        };
+        let deps: Vec<Ref> =
+            s.value.depends_on.iter().map(|d| resolve(d, &s.value.context, |x| live.actions.contains_key(x))).collect();
+        let diff = yaml_diff(r, Kind::Action, &yaml(&s.value), "");
+        action_deletes.push((r.clone(), deps, change(Kind::Action, r, Op::Delete, drift, false, diff)));
     }
 
     // ---- services ---------------------------------------------------------------------
@@ -395,41 +381,27 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
     }
     let mut service_deletes = Vec::new();
     for (r, s) in &live.services {
-        if desired.state.services.contains_key(&(r.context.clone(), r.name.clone())) {
+        if desired.state.services.contains_key(&key_of(r)) {
             continue;
         }
-        let key = format!("service {r}");
-        match (s.managed, settings.prune) {
-            (false, _) => unmanaged.push(key),
-            (true, false) => not_pruned.push(key),
-            (true, true) => {
-                let drift = previous.is_some_and(|p| {
-                    p.settings.prune && !p.state.services.contains_key(&(r.context.clone(), r.name.clone()))
-                });
-                if matches!(live.state(r), RunState::Up | RunState::Unknown) {
-                    stops.push(StateChange { service: r.to_string(), because: "deleted".into(), drift });
-                }
-                let deps: Vec<Ref> = s
-                    .value
-                    .requires
-                    .iter()
-                    .chain(&s.value.after)
-                    .map(|d| resolve(d, &s.value.context, |x| live.services.contains_key(x)))
-                    .collect();
-                service_deletes.push((
-                    r.clone(),
-                    deps,
-                    change(
-                        Kind::Service,
-                        r,
-                        Op::Delete,
-                        drift,
-                        false,
-                        yaml_diff(r, Kind::Service, &yaml(&s.value), ""),
-                    ),
-                ));
-            }
+        let gone_before = previous.is_some_and(|p| p.settings.prune && !p.state.services.contains_key(&key_of(r)));
+        let Some(drift) =
+            leftover(Kind::Service, r, s.managed, settings.prune, gone_before, &mut unmanaged, &mut not_pruned)
+        else {
+            continue;
+        };
+        if matches!(live.state(r), RunState::Up | RunState::Unknown) {
+            stops.push(StateChange { service: r.to_string(), because: "deleted".into(), drift });
         }
+        let deps: Vec<Ref> = s
+            .value
+            .requires
+            .iter()
+            .chain(&s.value.after)
+            .map(|d| resolve(d, &s.value.context, |x| live.services.contains_key(x)))
+            .collect();
+        let diff = yaml_diff(r, Kind::Service, &yaml(&s.value), "");
+        service_deletes.push((r.clone(), deps, change(Kind::Service, r, Op::Delete, drift, false, diff)));
     }
     // Deletes: dependents before what they depend on; services, then actions, then secrets.
     let mut ordered = reverse_dependency_order(service_deletes);
@@ -554,6 +526,31 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
     }
 }
 
+/// A live row git does not have: listed as unmanaged (set by hand, never pruned) or as
+/// not pruned (`prune: false`); otherwise it is deleted, and the deletion is drift when
+/// the applied revision had already pruned it (`gone_before`). `None`: only listed.
+fn leftover(
+    kind: Kind,
+    r: &Ref,
+    managed: bool,
+    prune: bool,
+    gone_before: bool,
+    unmanaged: &mut Vec<String>,
+    not_pruned: &mut Vec<String>,
+) -> Option<bool> {
+    match (managed, prune) {
+        (false, _) => unmanaged.push(format!("{kind} {r}")),
+        (true, false) => not_pruned.push(format!("{kind} {r}")),
+        (true, true) => return Some(gone_before),
+    }
+    None
+}
+
+/// The desired-state map key of a reference.
+fn key_of(r: &Ref) -> (String, String) {
+    (r.context.clone(), r.name.clone())
+}
+
 fn change(kind: Kind, r: &Ref, op: Op, drift: bool, adopt: bool, diff: String) -> Change {
     Change { kind, context: r.context.clone(), name: r.name.clone(), op, drift, adopt, diff }
 }
@@ -611,13 +608,13 @@ fn restart_cause(
     if s.actions != old.actions {
         causes.push(("its action list changed".into(), service_drift));
     }
-    let exists = |r: &Ref| desired.state.actions.contains_key(&(r.context.clone(), r.name.clone()));
+    let exists = |r: &Ref| desired.state.actions.contains_key(&key_of(r));
     for n in &s.actions {
         let ar = resolve(n, &s.context, exists);
         if let Some(drift) = action_changed.get(&ar) {
             causes.push((format!("action {ar} changed"), *drift));
         }
-        if let Some(a) = desired.state.actions.get(&(ar.context.clone(), ar.name.clone())) {
+        if let Some(a) = desired.state.actions.get(&key_of(&ar)) {
             for sec in a.secret_refs() {
                 let sr = Ref::new(&a.context, &sec.name);
                 if let Some(drift) = secret_changed.get(&sr) {
