@@ -113,14 +113,35 @@ fn a_runaway_migration_is_stopped_and_the_daemon_keeps_answering() {
     repo.write("actions/web.yaml", &service("web", "w"));
     repo.write("migrations/2026-01-01-001_spin.rhai", "loop { }\n");
     repo.write("migrations/2026-01-01-002_after.rhai", SECOND);
-    let first = repo.commit("spin");
+    repo.commit("spin");
+    // `loop {}` is stopped by the sandbox (here in the CI preview, which runs it).
+    let ci = std::process::Command::new(support::bin())
+        .args(["reconcile", "--dry-run", "--empty"])
+        .current_dir(repo.path())
+        .output()
+        .unwrap();
+    assert_eq!(ci.status.code(), Some(1), "{}", text(&ci.stdout));
+    assert!(text(&ci.stdout).contains("migrations/2026-01-01-001_spin.rhai"), "{}", text(&ci.stdout));
+
+    // A runaway that calls into the engine keeps running until the wall-clock limit (10 s);
+    // meanwhile the daemon answers, through the same engine.
+    repo.write("migrations/2026-01-01-001_spin.rhai", "loop { proc.service_list(); }\n");
+    let first = repo.commit("spin through the engine");
     let d = follow(&repo);
-    // While the script spins, the daemon answers.
+    wait_for("the migration to start", Duration::from_secs(20), || {
+        status(&d)["applied_revision"].as_str() == Some(first.as_str())
+    });
     let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(300) {
-        assert!(d.cli(&["system", "info"]).status.success());
+    while start.elapsed() < Duration::from_secs(2) {
+        let t = Instant::now();
+        assert!(d.cli(&["service", "status", "web"]).status.success());
+        assert!(t.elapsed() < Duration::from_secs(1), "answered slowly while a migration spins: {:?}", t.elapsed());
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert!(
+        status(&d)["last_error"].as_str().is_none_or(|e| !e.contains("001_spin")),
+        "the script was still running while the daemon answered"
+    );
     wait_for("the runaway migration to be stopped", Duration::from_secs(60), || {
         status(&d)["last_error"].as_str().is_some_and(|e| e.contains("2026-01-01-001_spin.rhai"))
     });
