@@ -33,11 +33,15 @@ pub struct AppliedChange {
 pub enum ApplyError {
     #[error("the plan is refused; nothing was applied:\n{}", .0.join("\n"))]
     Refused(Vec<String>),
-    #[error("secret {0} has no decrypted value; nothing was applied (a preview plan cannot be applied)")]
+    #[error(
+        "secret {0} has no decrypted value; nothing was applied: a preview plan (made without the key) cannot be applied; apply through the daemon, which decrypts with the host key"
+    )]
     MissingValue(Ref),
     #[error("cannot seal secret {secret} for the database; nothing was applied: {message}")]
     Seal { secret: Ref, message: String },
-    #[error("{0} is in the plan but not in the desired state: the plan is stale; nothing was applied")]
+    #[error(
+        "{0} is in the plan but not in the desired state: the plan is stale; nothing was applied: plan again (`hero_proc reconcile`) and apply that plan"
+    )]
     Stale(Ref),
     #[error("cannot write the revision to the database; nothing was applied: {0}")]
     Store(#[from] StoreError),
