@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,16 +42,18 @@ impl Ctx {
     }
 }
 
-/// Bind the socket owner-only. A stale socket file (no daemon behind it: we hold the
-/// root lock) is replaced.
-pub fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
+/// Bind the socket owner-only (see [`hero_proc_rpc::listen`]: a live or foreign socket,
+/// or a non-socket at the path, is refused; only a dead socket is replaced).
+pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonError> {
+    Ok(hero_proc_rpc::listen::bind_owner_only(path)?)
+}
+
+/// The bound socket for the async server.
+pub fn into_tokio(path: &Path, l: Option<std::os::unix::net::UnixListener>) -> Result<UnixListener, DaemonError> {
     let err = |source| DaemonError::Socket { path: path.display().to_string(), source };
-    if path.exists() {
-        std::fs::remove_file(path).map_err(err)?;
-    }
-    let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    Ok(listener)
+    let l = l.ok_or_else(|| err(std::io::Error::other("the socket was already taken")))?;
+    l.set_nonblocking(true).map_err(err)?;
+    UnixListener::from_std(l).map_err(err)
 }
 
 pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, shutdown: impl Future<Output = ()>) {
