@@ -122,7 +122,12 @@ where
 
 async fn get_route(ctx: &Ctx, path: &str, openmetrics: bool) -> HttpResponse {
     let (status, ctype, body) = match path {
-        "/health" => (200, "text/plain", "ok\n".to_owned()),
+        // One stat per request: a daemon whose database was deleted or replaced is not
+        // healthy (it refuses every write), and says why.
+        "/health" => match ctx.engine.store.check_file() {
+            Ok(()) => (200, "text/plain", "ok\n".to_owned()),
+            Err(e) => (503, "text/plain", format!("{e}\n")),
+        },
         "/metrics" if openmetrics => (200, crate::metrics::CONTENT_TYPE, crate::metrics::render(ctx, true).await),
         "/metrics" => (200, crate::metrics::PROMETHEUS_CONTENT_TYPE, crate::metrics::render(ctx, false).await),
         "/openrpc.json" => (200, "application/json", openrpc_document(env!("CARGO_PKG_VERSION")).to_string()),
@@ -177,6 +182,7 @@ fn reconcile_err(e: crate::reconciler::ReconcileError) -> ErrorObjectOwned {
         E::NoRepo | E::Load(_) | E::Baseline(_) => ErrorCode::Invalid,
         E::Repo(_) => ErrorCode::Unavailable,
         E::Refused { .. } => ErrorCode::Refused,
+        E::Store(s) if s.is_replaced() => ErrorCode::DatabaseReplaced,
         E::Apply(_) | E::Store(_) => ErrorCode::Store,
         E::Engine(_) | E::Internal(_) => ErrorCode::Internal,
     };
@@ -184,7 +190,8 @@ fn reconcile_err(e: crate::reconciler::ReconcileError) -> ErrorObjectOwned {
 }
 
 fn store_err(e: StoreError) -> ErrorObjectOwned {
-    rpc_err(ErrorCode::Store, e.to_string())
+    let code = if e.is_replaced() { ErrorCode::DatabaseReplaced } else { ErrorCode::Store };
+    rpc_err(code, e.to_string())
 }
 
 fn parse<T: serde::de::DeserializeOwned>(p: &Params<'_>) -> Result<T, ErrorObjectOwned> {
