@@ -61,9 +61,10 @@ fn flock_or_holder(file: &File, holder: impl Fn() -> String) -> Result<(), Strin
     Ok(())
 }
 
-/// Opens (creating 0600) a file we lock; refuses a symlink, a non-file and another
-/// user's file (it would let that user hold or tamper with our lock).
-fn open_own_file(path: &Path) -> Result<File, LockError> {
+/// Opens (creating 0600) a file we lock; refuses a non-file and another user's file (it
+/// would let that user hold or tamper with our lock), and a symlink unless `follow` (the
+/// database path is the operator's choice; the lock files beside it are ours).
+fn open_own_file(path: &Path, follow: bool) -> Result<File, LockError> {
     let io = |source| LockError::Io { path: path.display().to_string(), source };
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -71,7 +72,7 @@ fn open_own_file(path: &Path) -> Result<File, LockError> {
         .create(true)
         .truncate(false)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(if follow { libc::O_CLOEXEC } else { libc::O_NOFOLLOW | libc::O_CLOEXEC })
         .open(path)
         .map_err(|e| match e.raw_os_error() {
             Some(libc::ELOOP) => LockError::Unsafe { path: path.into(), what: "it is a symbolic link".into() },
@@ -95,7 +96,7 @@ fn open_own_file(path: &Path) -> Result<File, LockError> {
 /// A lock file that records the holder's pid.
 fn pid_lock(path: &Path, held: impl FnOnce(String) -> LockError) -> Result<File, LockError> {
     let io = |source| LockError::Io { path: path.display().to_string(), source };
-    let mut file = open_own_file(path)?;
+    let mut file = open_own_file(path, false)?;
     let reader = file.try_clone().map_err(io)?;
     let read_pid = || {
         let mut pid = String::new();
@@ -131,7 +132,7 @@ pub struct DbLock {
 
 impl DbLock {
     pub fn acquire(db: &Path) -> Result<DbLock, LockError> {
-        let file = open_own_file(db)?;
+        let file = open_own_file(db, true)?;
         let meta = file.metadata().map_err(|source| LockError::Io { path: db.display().to_string(), source })?;
         let (dev, ino) = (meta.dev(), meta.ino());
         flock_or_holder(&file, || flock_holder(dev, ino).unwrap_or_default())

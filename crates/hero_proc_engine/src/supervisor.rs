@@ -74,10 +74,24 @@ enum Msg {
     CancelRun(RunId, Reply<bool>),
     Shutdown(Reply<()>),
     // Events.
-    Exited { job: JobId, exit: Exit, timed_out: bool },
-    Healthy { key: Ref, generation: u64, checks: Vec<CheckView>, healthy: bool },
-    BackoffDone { key: Ref, generation: u64 },
-    CronTick { generation: u64 },
+    Exited {
+        job: JobId,
+        exit: Exit,
+        timed_out: bool,
+    },
+    Healthy {
+        key: Ref,
+        generation: u64,
+        checks: Vec<CheckView>,
+        healthy: bool,
+    },
+    BackoffDone {
+        key: Ref,
+        generation: u64,
+    },
+    CronTick {
+        generation: u64,
+    },
     /// Retry writing the exits a failed write left in memory.
     FlushExits,
     EnsureHeroDb(Reply<crate::hero_db::Decision>),
