@@ -343,3 +343,17 @@ fn a_restart_on_a_full_disk_keeps_the_service_running() {
     assert!(d.cli(&["service", "restart", "sleeper"]).status.success());
     d.wait_status("sleeper", "restarted", |s| s["state"] == "running" && s["pid"] != pid);
 }
+
+#[test]
+fn a_database_of_another_user_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let db = root.path().join("theirs.db");
+    std::fs::write(&db, "").unwrap();
+    std::os::unix::fs::chown(&db, Some(65534), Some(65534)).unwrap();
+    let out = serve_refused(root.path(), &["--db", db.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(err.contains("uid 65534") && err.contains("theirs.db"), "{err}");
+}

@@ -1010,9 +1010,10 @@ impl Supervisor {
         svc.job = None;
         svc.pid = None;
         svc.last_exit = Some(why.clone());
-        // A spec that cannot start is retried like a crash (the binary may appear).
+        // A spec that cannot start is retried like a crash (the binary may appear), but
+        // not once the database was replaced: no start can succeed until a restart.
         let is_main = svc.step + 1 == svc.spec.actions.len();
-        if is_main && action.process {
+        if is_main && action.process && self.store.check_file().is_ok() {
             self.after_main_exit(key, action, false, Duration::ZERO, why);
         } else {
             self.fail_service(key, why);
