@@ -321,7 +321,7 @@ impl Store {
         if unsafe { libc::statvfs(c.as_ptr(), &raw mut st) } != 0 {
             return Ok(());
         }
-        let free = u64::from(st.f_bavail).saturating_mul(st.f_frsize);
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
         if free < MIN_FREE_BYTES { Err(StoreError::DiskFull { path: self.path.clone() }) } else { Ok(()) }
     }
 
