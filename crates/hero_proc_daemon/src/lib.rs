@@ -1,9 +1,10 @@
 //! `hero_proc serve` as a library function: the binary only parses flags, and tests
 //! boot the real daemon in-process (or as a process) against a temporary root.
 //!
-//! Start-up order (SPEC 5.1): state folders (0700), the root lock (one daemon per
-//! root), the store (schema migrations), the log store, the engine (re-attach, then
-//! autostart), then the RPC socket (0600). A stop leaves supervised processes running
+//! Start-up order (SPEC 5.1): state folders (0700 when created), the locks (one daemon
+//! per root, per database file and per socket), the RPC socket (0600, bound before any
+//! process starts), the store (schema migrations), the log store, the engine (re-attach,
+//! then autostart), then serving. A stop leaves supervised processes running
 //! unless `stop_on_exit`; the next daemon re-attaches to them.
 
 pub mod compactor;
@@ -30,6 +31,8 @@ pub use paths::Paths;
 pub enum DaemonError {
     #[error("cannot create {path}: {source}")]
     Folder { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Path(#[from] hero_proc_rpc::listen::ListenError),
     #[error(transparent)]
     Lock(#[from] lock::LockError),
     #[error("cannot open the database: {0}")]
@@ -72,14 +75,19 @@ pub struct Daemon {
     pub retention: compactor::RetentionConfig,
     pub metrics_addr: Option<String>,
     pub reconciler: Arc<reconciler::Reconciler>,
+    /// Bound before the engine starts, so a daemon that cannot have its socket starts
+    /// nothing.
+    listener: Option<std::os::unix::net::UnixListener>,
+    _socket_lock: lock::SocketLock,
+    _db_lock: lock::DbLock,
     _lock: lock::RootLock,
 }
 
 /// Run the daemon until `shutdown` resolves. Returns once the socket is closed and the
 /// engine has stopped (supervised processes keep running unless `stop_on_exit`).
 pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
-    let daemon = start(opts)?;
-    let listener = rpc::bind(&daemon.paths.socket)?;
+    let mut daemon = start(opts)?;
+    let listener = rpc::into_tokio(&daemon.paths.socket, daemon.listener.take())?;
     let metrics_listener = match &daemon.metrics_addr {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -140,6 +148,9 @@ pub fn start(opts: ServeOptions) -> Result<Daemon, DaemonError> {
     let paths = opts.paths;
     paths.create_folders()?;
     let lock = lock::RootLock::acquire(&paths.lock_file(), &paths.root)?;
+    let db_lock = lock::DbLock::acquire(&paths.db)?;
+    let socket_lock = lock::SocketLock::acquire(&paths.socket)?;
+    let listener = rpc::bind(&paths.socket)?;
     let store = Arc::new(Store::open(&paths.db)?);
     let logs = Arc::new(LogStore::open(&paths.logs, LogStoreConfig::default())?);
     let vault = Arc::new(secrets::Vault::open(store.clone(), &paths.state.join("at_rest.agekey"))?);
@@ -171,6 +182,9 @@ pub fn start(opts: ServeOptions) -> Result<Daemon, DaemonError> {
         retention: opts.retention,
         metrics_addr: opts.metrics_addr,
         reconciler,
+        listener: Some(listener),
+        _socket_lock: socket_lock,
+        _db_lock: db_lock,
         _lock: lock,
     })
 }

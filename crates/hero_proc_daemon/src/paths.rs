@@ -1,6 +1,5 @@
 //! The daemon's paths (SPEC 2), all under one root so tests run in parallel.
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use hero_proc_engine::paths::Expand;
@@ -48,22 +47,22 @@ impl Paths {
         Expand::new(&self.home, &self.root)
     }
 
-    /// The state and socket folders, owner-only (0700).
+    /// The state, log, database and socket folders. Missing ones are created owner-only
+    /// (0700); existing ones keep their mode, but one that others can write (without the
+    /// sticky bit, for the socket's) is refused: another user could swap our files there.
     pub fn create_folders(&self) -> Result<(), DaemonError> {
-        for dir in [Some(self.state.as_path()), self.socket.parent(), self.db.parent(), Some(self.logs.as_path())]
-            .into_iter()
-            .flatten()
-        {
-            make_private_dir(dir)?;
-        }
+        use hero_proc_rpc::listen::ensure_folder;
+        ensure_folder(&self.state, &self.lock_file(), false)?;
+        ensure_folder(&self.logs, &self.logs, false)?;
+        ensure_folder(&parent_of(&self.db), &self.db, false)?;
+        ensure_folder(&parent_of(&self.socket), &self.socket, true)?;
         Ok(())
     }
 }
 
-fn make_private_dir(dir: &Path) -> Result<(), DaemonError> {
-    let err = |source| DaemonError::Folder { path: dir.display().to_string(), source };
-    if !dir.exists() {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(err)?;
+fn parent_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)
 }

@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,16 +42,18 @@ impl Ctx {
     }
 }
 
-/// Bind the socket owner-only. A stale socket file (no daemon behind it: we hold the
-/// root lock) is replaced.
-pub fn bind(path: &Path) -> Result<UnixListener, DaemonError> {
+/// Bind the socket owner-only (see [`hero_proc_rpc::listen`]: a live or foreign socket,
+/// or a non-socket at the path, is refused; only a dead socket is replaced).
+pub fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonError> {
+    Ok(hero_proc_rpc::listen::bind_owner_only(path)?)
+}
+
+/// The bound socket for the async server.
+pub fn into_tokio(path: &Path, l: Option<std::os::unix::net::UnixListener>) -> Result<UnixListener, DaemonError> {
     let err = |source| DaemonError::Socket { path: path.display().to_string(), source };
-    if path.exists() {
-        std::fs::remove_file(path).map_err(err)?;
-    }
-    let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    Ok(listener)
+    let l = l.ok_or_else(|| err(std::io::Error::other("the socket was already taken")))?;
+    l.set_nonblocking(true).map_err(err)?;
+    UnixListener::from_std(l).map_err(err)
 }
 
 pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, shutdown: impl Future<Output = ()>) {
@@ -121,7 +122,12 @@ where
 
 async fn get_route(ctx: &Ctx, path: &str, openmetrics: bool) -> HttpResponse {
     let (status, ctype, body) = match path {
-        "/health" => (200, "text/plain", "ok\n".to_owned()),
+        // One stat per request: a daemon whose database was deleted or replaced is not
+        // healthy (it refuses every write), and says why.
+        "/health" => match ctx.engine.store.check_file() {
+            Ok(()) => (200, "text/plain", "ok\n".to_owned()),
+            Err(e) => (503, "text/plain", format!("{e}\n")),
+        },
         "/metrics" if openmetrics => (200, crate::metrics::CONTENT_TYPE, crate::metrics::render(ctx, true).await),
         "/metrics" => (200, crate::metrics::PROMETHEUS_CONTENT_TYPE, crate::metrics::render(ctx, false).await),
         "/openrpc.json" => (200, "application/json", openrpc_document(env!("CARGO_PKG_VERSION")).to_string()),
@@ -176,6 +182,7 @@ fn reconcile_err(e: crate::reconciler::ReconcileError) -> ErrorObjectOwned {
         E::NoRepo | E::Load(_) | E::Baseline(_) => ErrorCode::Invalid,
         E::Repo(_) => ErrorCode::Unavailable,
         E::Refused { .. } => ErrorCode::Refused,
+        E::Store(s) if s.is_replaced() => ErrorCode::DatabaseReplaced,
         E::Apply(_) | E::Store(_) => ErrorCode::Store,
         E::Engine(_) | E::Internal(_) => ErrorCode::Internal,
     };
@@ -183,7 +190,8 @@ fn reconcile_err(e: crate::reconciler::ReconcileError) -> ErrorObjectOwned {
 }
 
 fn store_err(e: StoreError) -> ErrorObjectOwned {
-    rpc_err(ErrorCode::Store, e.to_string())
+    let code = if e.is_replaced() { ErrorCode::DatabaseReplaced } else { ErrorCode::Store };
+    rpc_err(code, e.to_string())
 }
 
 fn parse<T: serde::de::DeserializeOwned>(p: &Params<'_>) -> Result<T, ErrorObjectOwned> {

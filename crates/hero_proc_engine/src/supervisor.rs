@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use hero_proc_logstore::{Level, LogEvent, LogStore};
 use hero_proc_rpc::wire::{CheckView, ServiceState, ServiceView};
 use hero_proc_spec::{Action, EnvValue, Service, ServiceStatus, Signal};
-use hero_proc_store::{JobExit, JobId, NewJob, Origin, Phase, Ref, RunId, Store};
+use hero_proc_store::{JobExit, JobId, NewJob, Origin, Phase, Ref, RunId, Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backoff::{self, Decision};
@@ -74,10 +74,26 @@ enum Msg {
     CancelRun(RunId, Reply<bool>),
     Shutdown(Reply<()>),
     // Events.
-    Exited { job: JobId, exit: Exit, timed_out: bool },
-    Healthy { key: Ref, generation: u64, checks: Vec<CheckView>, healthy: bool },
-    BackoffDone { key: Ref, generation: u64 },
-    CronTick { generation: u64 },
+    Exited {
+        job: JobId,
+        exit: Exit,
+        timed_out: bool,
+    },
+    Healthy {
+        key: Ref,
+        generation: u64,
+        checks: Vec<CheckView>,
+        healthy: bool,
+    },
+    BackoffDone {
+        key: Ref,
+        generation: u64,
+    },
+    CronTick {
+        generation: u64,
+    },
+    /// Retry writing the exits a failed write left in memory.
+    FlushExits,
     EnsureHeroDb(Reply<crate::hero_db::Decision>),
     SecretChanged(Ref, Reply<Vec<Ref>>),
     ConfigApplied(Box<ConfigChange>, Reply<()>),
@@ -146,6 +162,8 @@ impl Engine {
             runs: HashMap::new(),
             schedules: BTreeMap::new(),
             cron_generation: 0,
+            unrecorded: Vec::new(),
+            flush_delay: None,
         };
         sup.boot();
         if ensure_db {
@@ -299,6 +317,12 @@ struct Supervisor {
     schedules: BTreeMap<Ref, Schedule>,
     /// Bumped whenever the timer is re-armed: older ticks are stale.
     cron_generation: u64,
+    /// Exits a store write failed to record (disk full): kept, and written on the next
+    /// exit or start, or by the retry timer.
+    unrecorded: Vec<(JobId, JobExit)>,
+    /// The retry timer's current delay while it is armed (it runs only while exits are
+    /// unrecorded, so an idle daemon does not wake up).
+    flush_delay: Option<Duration>,
 }
 
 struct Schedule {
@@ -306,6 +330,11 @@ struct Schedule {
     next: Option<chrono::DateTime<chrono::Local>>,
     /// The run of the previous tick, while it is still going: ticks do not overlap.
     running: Option<RunId>,
+}
+
+/// Whether a restart can record its new job (before its old process is stopped).
+fn svc_can_restart(store: &Store) -> bool {
+    store.check_file().and_then(|()| store.check_space()).is_ok()
 }
 
 fn key_of(s: &Service) -> Ref {
@@ -636,6 +665,13 @@ impl Supervisor {
             Msg::Restart(r, reply) => {
                 let res = match self.services.get_mut(&r) {
                     None => Err(EngineError::NotFound(format!("no service {r}"))),
+                    Some(svc) if svc.job.is_some() && !svc.restart_after_stop && !svc_can_restart(&self.store) => {
+                        let why = self.store.check_file().and_then(|()| self.store.check_space());
+                        let why = why.err().map(|e| e.to_string()).unwrap_or_default();
+                        Err(EngineError::Conflict(format!(
+                            "not restarting {r}: its new job could not be recorded ({why}); the running process is kept"
+                        )))
+                    }
                     Some(svc) if svc.job.is_some() => {
                         // Coalesce: a restart already under way absorbs this one.
                         if !svc.restart_after_stop {
@@ -713,6 +749,14 @@ impl Supervisor {
                 if generation == self.cron_generation {
                     self.fire_due();
                     self.arm_cron();
+                }
+            }
+            Msg::FlushExits => {
+                // A write since may have flushed them already; then the timer just ends.
+                if self.unrecorded.is_empty() {
+                    self.flush_delay = None;
+                } else {
+                    self.flush_exits();
                 }
             }
             Msg::BackoffDone { key, generation } => {
@@ -966,9 +1010,10 @@ impl Supervisor {
         svc.job = None;
         svc.pid = None;
         svc.last_exit = Some(why.clone());
-        // A spec that cannot start is retried like a crash (the binary may appear).
+        // A spec that cannot start is retried like a crash (the binary may appear), but
+        // not once the database was replaced: no start can succeed until a restart.
         let is_main = svc.step + 1 == svc.spec.actions.len();
-        if is_main && action.process {
+        if is_main && action.process && self.store.check_file().is_ok() {
             self.after_main_exit(key, action, false, Duration::ZERO, why);
         } else {
             self.fail_service(key, why);
@@ -995,6 +1040,7 @@ impl Supervisor {
         attempt: u32,
         purpose: Purpose,
     ) -> Result<(JobId, u32), String> {
+        self.flush_exits();
         let job = self
             .store
             .create_job(&NewJob { run_id: run, action, service, attempt, created_at_ms: now_ms() })
@@ -1010,10 +1056,14 @@ impl Supervisor {
     /// failure the job row is finished as failed with the reason (and the reason logged).
     /// The caller records the start (so a burst can share one transaction).
     fn launch(&mut self, job: JobId, action: &Action, purpose: Purpose) -> Result<(u32, u64), String> {
+        // A daemon whose database was replaced starts nothing: the processes it would
+        // start could not be recorded, and a daemon on the restored file would start them
+        // again.
         let spawned = self
-            .logs
-            .open_job_output(job.0)
-            .map_err(|e| format!("cannot open the output file: {e}"))
+            .store
+            .check_file()
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.logs.open_job_output(job.0).map_err(|e| format!("cannot open the output file: {e}")))
             .and_then(|output| Ok((output, self.resolve_env(action)?)))
             .and_then(|(output, env)| process::spawn(action, &env, &self.expand, &output).map_err(|e| e.to_string()));
         let running = match spawned {
@@ -1126,15 +1176,8 @@ impl Supervisor {
                 JobExit { phase, exit_code: code, signal, error, finished_at_ms: now },
             ));
         }
-        let recorded = self.store.transaction(|tx| {
-            for (job, _, _, _, ex) in &done {
-                tx.finish_job(*job, ex)?;
-            }
-            Ok(())
-        });
-        if let Err(e) = recorded {
-            self.event(Level::Error, "hero_proc.job", format!("cannot record {} job exits: {e}", done.len()), None);
-        }
+        self.unrecorded.extend(done.iter().map(|(job, _, _, _, ex)| (*job, ex.clone())));
+        self.flush_exits();
         for (job, live, exit, timed_out, ex) in done {
             match live.purpose {
                 Purpose::Service { key, generation, step } => {
@@ -1143,6 +1186,62 @@ impl Supervisor {
                 Purpose::Run { run } => self.on_run_job_exit(run, job, ex.phase == Phase::Succeeded),
             }
         }
+    }
+
+    /// Write the exits not yet recorded, in one transaction. On failure they stay in
+    /// memory, and the retry timer is armed (doubling from 1 s to 30 s) unless the
+    /// database was replaced (nothing can be written until a restart).
+    fn flush_exits(&mut self) {
+        if self.unrecorded.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.unrecorded);
+        let r = self.store.transaction(|tx| {
+            for (job, ex) in &pending {
+                tx.finish_job(*job, ex)?;
+            }
+            Ok(())
+        });
+        let e = match r {
+            Ok(()) => {
+                if self.flush_delay.is_some() {
+                    self.event(
+                        Level::Info,
+                        "hero_proc.job",
+                        format!("recorded {} job exits that a failed write had kept", pending.len()),
+                        None,
+                    );
+                }
+                self.flush_delay = None;
+                return;
+            }
+            Err(e) => e,
+        };
+        let retry = matches!(
+            e,
+            StoreError::DiskFull { .. }
+                | StoreError::Busy { .. }
+                | StoreError::ReadOnly { .. }
+                | StoreError::Io { .. }
+                | StoreError::Sqlite { .. }
+        );
+        let first = self.flush_delay.is_none();
+        if first || !retry {
+            let what = if retry { "kept; retrying until it can be written" } else { "dropped" };
+            let msg = format!("cannot record {} job exits ({what}): {e}", pending.len());
+            self.event(Level::Error, "hero_proc.job", msg, None);
+        }
+        if !retry {
+            return;
+        }
+        self.unrecorded = pending;
+        let delay = self.flush_delay.map_or(Duration::from_secs(1), |d| (d * 2).min(Duration::from_secs(30)));
+        self.flush_delay = Some(delay);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Msg::FlushExits);
+        });
     }
 
     fn on_service_exit(&mut self, key: &Ref, generation: u64, step: usize, exit: Exit, timed_out: bool) {

@@ -18,6 +18,9 @@ pub enum ErrorCode {
     Store = 1005,
     /// The daemon is shutting down or not ready.
     Unavailable = 1006,
+    /// The database file was deleted or replaced under the running daemon: it refuses
+    /// every write (and starts no process) until it is restarted on a restored file.
+    DatabaseReplaced = 1007,
     /// Anything else; the message says what happened.
     Internal = 1099,
 }
@@ -34,6 +37,7 @@ impl ErrorCode {
             1004 => ErrorCode::Invalid,
             1005 => ErrorCode::Store,
             1006 => ErrorCode::Unavailable,
+            1007 => ErrorCode::DatabaseReplaced,
             1099 => ErrorCode::Internal,
             _ => return None,
         })

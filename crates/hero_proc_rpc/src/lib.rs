@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod error;
+pub mod listen;
 pub mod methods;
 pub mod wire;
 

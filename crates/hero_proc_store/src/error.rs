@@ -32,6 +32,15 @@ pub enum StoreError {
     #[error("cannot write {path}: disk full: free space on the filesystem holding {path}")]
     DiskFull { path: PathBuf },
 
+    /// The database file was deleted or replaced while this handle had it open: a write
+    /// would go to a file no one will read again.
+    #[error(
+        "database {path} was {how} while hero_proc had it open; writes are refused so nothing is \
+         acknowledged into a file that is gone (supervised processes keep running, none is started): \
+         restore the file at {path} (or keep the new one), then restart the daemon"
+    )]
+    Replaced { path: PathBuf, how: &'static str },
+
     /// The file is not a (usable) hero_proc database.
     #[error(
         "database {path} is corrupt or not a hero_proc database ({detail}): restore from backup or move the \
@@ -98,6 +107,12 @@ impl StoreError {
         matches!(self, StoreError::Busy { .. })
     }
 
+    /// The database was deleted or replaced under the daemon: no write will succeed until
+    /// a restart.
+    pub fn is_replaced(&self) -> bool {
+        matches!(self, StoreError::Replaced { .. })
+    }
+
     /// The database file the error is about.
     pub fn path(&self) -> &Path {
         match self {
@@ -105,6 +120,7 @@ impl StoreError {
             | StoreError::ReadOnly { path }
             | StoreError::OpenedReadOnly { path }
             | StoreError::DiskFull { path }
+            | StoreError::Replaced { path, .. }
             | StoreError::Corrupt { path, .. }
             | StoreError::SchemaTooNew { path, .. }
             | StoreError::SchemaTooOld { path, .. }

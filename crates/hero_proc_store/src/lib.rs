@@ -34,7 +34,7 @@ mod types;
 
 pub use compact::ANALYZE_AFTER_ROWS;
 pub use error::StoreError;
-pub use store::{Store, StoreOptions, Tx};
+pub use store::{MIN_FREE_BYTES, Store, StoreOptions, Tx};
 pub use types::*;
 
 /// Current wall clock in Unix milliseconds, the unit of every `*_ms` field.

@@ -30,6 +30,17 @@ const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 /// Rows per index `ANALYZE` samples: keeps `ANALYZE` cost independent of history size.
 const ANALYSIS_LIMIT: i64 = 1000;
 
+/// Below this much free space, [`Store::check_space`] says the disk is full: a job row, its
+/// WAL frames and an index page or two must fit.
+pub const MIN_FREE_BYTES: u64 = 256 * 1024;
+
+/// (dev, ino) of the file at `path`.
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
 /// The daemon's SQLite store.
 ///
 /// One connection behind a mutex: the API is synchronous and the engine calls it from
@@ -40,6 +51,11 @@ pub struct Store {
     busy_timeout: Duration,
     read_only: bool,
     info: OpenInfo,
+    /// (dev, ino) of the file opened; a path that no longer leads to it means the
+    /// database was deleted or replaced under us.
+    identity: Option<(u64, u64)>,
+    /// Set once when that is found: from then on every write is refused.
+    replaced: std::sync::OnceLock<&'static str>,
 }
 
 impl std::fmt::Debug for Store {
@@ -120,7 +136,16 @@ impl Store {
             tx.commit().map_err(|e| db.fail(e))?;
         }
         let info = OpenInfo { created, schema_from: from, schema_to: to };
-        Ok(Store { conn: Mutex::new(conn), path, busy_timeout: opts.busy_timeout, read_only: false, info })
+        let identity = file_identity(&path).map_err(|e| classify_io(&path, "stat", e))?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path,
+            busy_timeout: opts.busy_timeout,
+            read_only: false,
+            info,
+            identity: Some(identity),
+            replaced: std::sync::OnceLock::new(),
+        })
     }
 
     /// Opens an existing database without writing to it (`reconcile --db`, `validate --db`).
@@ -154,7 +179,15 @@ impl Store {
             return Err(StoreError::SchemaTooOld { path, found: version, known: SCHEMA_VERSION });
         }
         let info = OpenInfo { created: false, schema_from: version, schema_to: version };
-        Ok(Store { conn: Mutex::new(conn), path, busy_timeout: opts.busy_timeout, read_only: true, info })
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path,
+            busy_timeout: opts.busy_timeout,
+            read_only: true,
+            info,
+            identity: None,
+            replaced: std::sync::OnceLock::new(),
+        })
     }
 
     /// The database file.
@@ -213,6 +246,9 @@ impl Store {
         };
         let tx = Tx { tx, path: &self.path, busy_timeout: self.busy_timeout };
         let out = f(&tx)?; // On Err the Transaction drops and rolls back.
+        // Checked again just before the commit: a write into a file that is gone would be
+        // acknowledged and lost.
+        self.check_file()?;
         if let Err(e) = tx.tx.commit() {
             return Err(self.db(&guard).fail(e).into());
         }
@@ -234,7 +270,59 @@ impl Store {
     }
 
     pub(crate) fn ensure_writable(&self) -> Result<(), StoreError> {
-        if self.read_only { Err(StoreError::OpenedReadOnly { path: self.path.clone() }) } else { Ok(()) }
+        if self.read_only {
+            return Err(StoreError::OpenedReadOnly { path: self.path.clone() });
+        }
+        self.check_file()
+    }
+
+    /// Whether the path still leads to the file this handle opened (one `stat`). Once it
+    /// does not (deleted, or replaced by another file), every later write is refused with
+    /// [`StoreError::Replaced`] for the life of this handle, and that is logged once: the
+    /// daemon must be restarted after the file is restored.
+    ///
+    /// # Errors
+    /// [`StoreError::Replaced`].
+    pub fn check_file(&self) -> Result<(), StoreError> {
+        let replaced = |how| StoreError::Replaced { path: self.path.clone(), how };
+        if let Some(how) = self.replaced.get() {
+            return Err(replaced(how));
+        }
+        let Some(identity) = self.identity else { return Ok(()) };
+        let how = match file_identity(&self.path) {
+            Ok(now) if now == identity => return Ok(()),
+            Ok(_) => "replaced by another file",
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "deleted",
+            // Cannot tell (e.g. a folder made unreadable): the write itself will say.
+            Err(_) => return Ok(()),
+        };
+        if self.replaced.set(how).is_ok() {
+            tracing::error!(path = %self.path.display(), "{}", replaced(how));
+        }
+        Err(replaced(self.replaced.get().copied().unwrap_or(how)))
+    }
+
+    /// Whether the file system holding the database has room for a few more writes
+    /// (`statvfs`): lets a caller refuse an operation that must write later (a restart
+    /// records its new job) instead of failing half-way.
+    ///
+    /// # Errors
+    /// [`StoreError::DiskFull`] with less than [`MIN_FREE_BYTES`] available.
+    pub fn check_space(&self) -> Result<(), StoreError> {
+        let dir = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let Ok(c) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str())) else {
+            return Ok(());
+        };
+        // SAFETY: statvfs fills the zeroed struct for a NUL-terminated path.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &raw mut st) } != 0 {
+            return Ok(());
+        }
+        let free = st.f_bavail.saturating_mul(st.f_frsize);
+        if free < MIN_FREE_BYTES { Err(StoreError::DiskFull { path: self.path.clone() }) } else { Ok(()) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -360,4 +448,41 @@ fn check_header(db: &Db<'_>) -> Result<Option<u32>, StoreError> {
         return Err(StoreError::SchemaTooNew { path, found: version, known: SCHEMA_VERSION });
     }
     Ok(Some(version))
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    fn run(store: &Store) -> Result<RunId, StoreError> {
+        store.create_run("t", 1)
+    }
+    use crate::RunId;
+
+    #[test]
+    fn a_deleted_database_refuses_writes_until_reopened() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.db");
+        let store = Store::open(&p).unwrap();
+        run(&store).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        let e = run(&store).unwrap_err();
+        assert!(e.is_replaced() && e.to_string().contains("was deleted"), "{e}");
+        // Still refused, even once a file is back: this handle writes to the old one.
+        drop(Store::open(&p).unwrap());
+        assert!(run(&store).unwrap_err().is_replaced());
+        assert!(store.check_file().is_err());
+    }
+
+    #[test]
+    fn a_database_replaced_by_rename_refuses_writes() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.db");
+        let store = Store::open(&p).unwrap();
+        let other = d.path().join("b.db");
+        drop(Store::open(&other).unwrap());
+        std::fs::rename(&other, &p).unwrap();
+        let e = run(&store).unwrap_err();
+        assert!(e.to_string().contains("replaced by another file"), "{e}");
+    }
 }

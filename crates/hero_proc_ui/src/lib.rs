@@ -11,7 +11,6 @@
 //! cross-site form cannot send.
 
 use std::convert::Infallible;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -96,15 +95,9 @@ pub async fn serve(opts: UiOptions, shutdown: impl std::future::Future<Output = 
 
 fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, UiError> {
     let err = |source| UiError::Listen { what: path.display().to_string(), source };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    if path.exists() {
-        std::fs::remove_file(path).map_err(err)?;
-    }
-    let l = tokio::net::UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    Ok(l)
+    let l = hero_proc_rpc::listen::bind_owner_only(path).map_err(|e| err(std::io::Error::other(e)))?;
+    l.set_nonblocking(true).map_err(err)?;
+    tokio::net::UnixListener::from_std(l).map_err(err)
 }
 
 fn spawn_conn<I>(io: I, shared: Arc<Shared>, over_tcp: bool)
