@@ -1,6 +1,7 @@
 //! The admin UI end to end: `hero_proc ui` as its own process, loaded in headless
-//! Chromium (Debian `chromium`, installed by .ci/run). It must show a service started
-//! from git, the diff of a pending plan, and a secret's name but never its value.
+//! Chromium (Debian `chromium`, installed by .ci/run) through the login URL it prints.
+//! It must show a service started from git, the diff of a pending plan, and a secret's
+//! name but never its value; without the login it shows nothing.
 
 mod support;
 
@@ -22,7 +23,12 @@ fn chromium() -> Option<&'static str> {
 
 struct Ui {
     child: Child,
+    /// `http://127.0.0.1:PORT/`
     url: String,
+    /// `http://127.0.0.1:PORT/?token=...`: sets the session cookie and redirects to `/`
+    /// (keeping any `#page`). Each Chromium run is a new session, so each logs in.
+    login: String,
+    token: String,
 }
 
 impl Drop for Ui {
@@ -43,8 +49,9 @@ fn start_ui(d: &Daemon) -> Ui {
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("hero_proc ui: ").expect("the UI prints its address").to_owned();
-    Ui { child, url }
+    let login = line.trim().strip_prefix("hero_proc ui: ").expect("the UI prints its login URL").to_owned();
+    let (url, token) = login.split_once("?token=").unwrap_or_else(|| panic!("not a login URL: {login}"));
+    Ui { url: url.to_owned(), token: token.to_owned(), login, child }
 }
 
 /// The DOM after the page's scripts ran.
@@ -100,8 +107,13 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn the_ui_shows_services_the_pending_plan_and_secret_names_only() {
     let Some(browser) = chromium() else {
-        eprintln!("SKIP: headless Chromium is needed (apt-get install chromium); .ci/run installs it");
-        return;
+        if std::env::var_os("HERO_TEST_ALLOW_SKIP").is_some_and(|v| v == "1") {
+            eprintln!("SKIP: headless Chromium is needed (HERO_TEST_ALLOW_SKIP=1)");
+            return;
+        }
+        panic!(
+            "headless Chromium is needed: apt-get install chromium (.ci/run installs it), or set HERO_TEST_ALLOW_SKIP=1 to skip"
+        );
     };
     let repo = ConfigRepo::new();
     repo.write("actions/web.yaml", &service("web", "from-git"));
@@ -125,19 +137,23 @@ fn the_ui_shows_services_the_pending_plan_and_secret_names_only() {
 
     let ui = start_ui(&d);
     let profile = tempfile::tempdir().unwrap();
+    // Without the login: the login page only, no data.
+    let anon = dump_dom(browser, profile.path(), &ui.url);
+    assert!(anon.contains("Not logged in") && !anon.contains("core/web") && !anon.contains("ui_token"), "{anon}");
     // The landing page alone shows all three.
-    let home = dump_dom(browser, profile.path(), &ui.url);
+    let home = dump_dom(browser, profile.path(), &ui.login);
+    assert!(!home.contains(&ui.token), "the token stays out of the page");
     assert!(home.contains("core/web") && home.contains(">running<"), "{home}");
     assert!(home.contains("+  GREETING: pending-change"), "{home}");
     assert!(home.contains("ui_token"), "{home}");
-    let services = dump_dom(browser, profile.path(), &format!("{}#services", ui.url));
+    let services = dump_dom(browser, profile.path(), &format!("{}#services", ui.login));
     assert!(services.contains("core/web") && services.contains(">running<"), "{services}");
-    let plan = dump_dom(browser, profile.path(), &format!("{}#plan", ui.url));
+    let plan = dump_dom(browser, profile.path(), &format!("{}#plan", ui.login));
     assert!(plan.contains("-  GREETING: from-git") && plan.contains("+  GREETING: pending-change"), "{plan}");
     assert!(plan.contains("action core/web changed"), "the restart it implies: {plan}");
-    let secrets = dump_dom(browser, profile.path(), &format!("{}#secrets", ui.url));
+    let secrets = dump_dom(browser, profile.path(), &format!("{}#secrets", ui.login));
     assert!(secrets.contains("ui_token"), "{secrets}");
-    let sync = dump_dom(browser, profile.path(), &format!("{}#sync", ui.url));
+    let sync = dump_dom(browser, profile.path(), &format!("{}#sync", ui.login));
     assert!(sync.contains("SUSPENDED") && sync.contains(&first[..12]), "{sync}");
     for page in [&home, &services, &plan, &secrets, &sync] {
         assert!(!page.contains(MARKER), "a secret value reached the UI");
@@ -146,20 +162,25 @@ fn the_ui_shows_services_the_pending_plan_and_secret_names_only() {
     let shots: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let shot = shots.join("plan.png");
-    screenshot(browser, profile.path(), &format!("{}#plan", ui.url), &shot);
+    screenshot(browser, profile.path(), &format!("{}#plan", ui.login), &shot);
     let home_shot = shots.join("overview.png");
-    screenshot(browser, profile.path(), &ui.url, &home_shot);
+    screenshot(browser, profile.path(), &ui.login, &home_shot);
     println!("screenshot: {}", home_shot.display());
     println!("screenshot: {}", shot.display());
     let rss = rss_kib(ui.child.id());
     println!("UI process RSS after serving five pages: {:.1} MiB", rss as f64 / 1024.0);
     assert!(rss > 0);
 
-    // Resume from the UI's API (what its button does) and see the change applied.
+    // Resume from the UI's API as its button does (the session cookie, the browser's
+    // Origin) and see the change applied.
     let host = ui.url.trim_start_matches("http://").trim_end_matches('/').to_owned();
     let mut s = std::net::TcpStream::connect(&host).unwrap();
-    write!(s, "POST /api/reconcile.resume HTTP/1.1\r\nHost: x\r\nX-Hero-UI: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    write!(
+        s,
+        "POST /api/reconcile.resume HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nCookie: hero_proc_ui={}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        ui.token
+    )
+    .unwrap();
     let mut resp = String::new();
     std::io::Read::read_to_string(&mut s, &mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
