@@ -49,7 +49,8 @@ impl Drop for Ui {
 
 fn start_ui(root: &Path, daemon_socket: Option<&Path>, extra: &[&str]) -> Ui {
     let mut cmd = Command::new(bin());
-    cmd.args(["ui", "--addr", "127.0.0.1:0"]).args(extra).env("HERO_ROOTDIR", root).env_remove("HERO_PROC_SOCKET");
+    let addr = if extra.contains(&"--addr") { &[][..] } else { &["--addr", "127.0.0.1:0"][..] };
+    cmd.arg("ui").args(addr).args(extra).env("HERO_ROOTDIR", root).env_remove("HERO_PROC_SOCKET");
     if let Some(s) = daemon_socket {
         cmd.arg("--socket").arg(s);
     }
@@ -338,4 +339,48 @@ fn the_ui_forwards_no_repository_branch_or_host_and_bounds_reads() {
         assert!(!sent.contains(never), "the daemon was sent {never:?}:\n{sent}");
     }
     assert!(!sent.contains("100000000"), "an unbounded tail reached the daemon");
+}
+
+#[test]
+fn a_wildcard_bind_needs_an_allowed_host_and_a_planted_token_symlink_is_not_followed() {
+    if !require_root() {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let mut child = Command::new(bin())
+        .args(["ui", "--addr", "0.0.0.0:0"])
+        .env("HERO_ROOTDIR", root.path())
+        .env_remove("HERO_PROC_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut exited = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while exited.is_none() && std::time::Instant::now() < deadline {
+        exited = child.try_wait().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(exited.is_some_and(|s| !s.success()), "a UI that would refuse every Host started");
+    assert!(text(&out.stderr).contains("--allow-host NAME"), "{}", text(&out.stderr));
+
+    // A file someone planted where the token goes is replaced, never written through.
+    let victim = root.path().join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    let token_file = root.path().join("var/hero_proc/ui.token");
+    std::fs::create_dir_all(token_file.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&victim, &token_file).unwrap();
+    let ui = start_ui(root.path(), None, &["--addr", "0.0.0.0:0", "--allow-host", "hero.example"]);
+    assert!(ui.addr.starts_with("hero.example:"), "the login URL names the allowed host: {}", ui.addr);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    let m = std::fs::symlink_metadata(&token_file).unwrap();
+    assert!(m.is_file() && m.mode() & 0o7777 == 0o600, "{m:?}");
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), ui.token);
+    let port = ui.addr.rsplit_once(':').unwrap().1;
+    let r = http(&format!("127.0.0.1:{port}"), "GET", "/", &[format!("Host: {}", ui.addr), bearer(&ui)]);
+    assert_eq!(r.status, 200, "{}", r.head);
+    let r = http(&format!("127.0.0.1:{port}"), "GET", "/", &[format!("Host: 127.0.0.1:{port}"), bearer(&ui)]);
+    assert_eq!(r.status, 421, "{}", r.head);
 }

@@ -32,6 +32,10 @@ pub enum UiError {
     Listen { what: String, source: std::io::Error },
     #[error(transparent)]
     Token(#[from] auth::TokenError),
+    #[error(
+        "--addr {addr} names no host a browser can use, so every request would be refused (421)\n  hint: add --allow-host NAME (the host name or IP browsers use to reach this machine), or bind one address, e.g. --addr 127.0.0.1:8470"
+    )]
+    NoHost { addr: String },
 }
 
 pub struct UiOptions {
@@ -66,16 +70,15 @@ pub async fn serve(opts: UiOptions, shutdown: impl std::future::Future<Output = 
                 tokio::net::TcpListener::bind(a).await.map_err(|source| UiError::Listen { what: a.clone(), source })?;
             let local = l.local_addr().map_err(|source| UiError::Listen { what: a.clone(), source })?;
             let token = auth::generate_token()?;
-            let file = auth::TokenFile::write(&opts.token_file, &token)?;
             let g = auth::Gate::new(token.clone(), local, &opts.allow_hosts);
+            // The printed URL's host is one the gate accepts: the bound address, else the
+            // first --allow-host (a wildcard bind names no host a browser can use).
+            let Some(first) = g.hosts().first() else {
+                return Err(UiError::NoHost { addr: local.to_string() });
+            };
+            let file = auth::TokenFile::write(&opts.token_file, &token)?;
             tracing::info!(addr = %local, hosts = ?g.hosts(), token_file = %file.path().display(), "admin UI serving over TCP");
-            match g.hosts().first() {
-                Some(host) => println!("hero_proc ui: http://{host}/?token={token}"),
-                None => println!(
-                    "hero_proc ui: listening on {local} but no Host is allowed: pass --allow-host NAME (the name or IP browsers use); token in {}",
-                    file.path().display()
-                ),
-            }
+            println!("hero_proc ui: http://{first}/?token={token}");
             gate = Some(g);
             _token_file = Some(file);
             Some(l)
