@@ -18,7 +18,7 @@ async function api(method, params) {
   const q = params ? "?" + new URLSearchParams(params) : "";
   const r = await fetch("/api/" + method + q, { credentials: "same-origin" });
   const v = await r.json();
-  if (v && v.error) throw new Error(v.error);
+  if (v && v.error) throw Object.assign(new Error(v.error), { status: r.status });
   return v;
 }
 async function post(method) {
@@ -193,7 +193,8 @@ async function refresh(force) {
     live.textContent = "live · " + new Date().toLocaleTimeString();
   } catch (e) {
     live.classList.add("stale");
-    live.textContent = "daemon unreachable: " + e.message;
+    // 401: the UI restarted (new token) or the session ended: say how to log in again.
+    live.textContent = (e.status === 401 ? "" : "daemon unreachable: ") + e.message;
   }
 }
 

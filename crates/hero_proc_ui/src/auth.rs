@@ -172,19 +172,18 @@ impl Gate {
         if req.path == "/health" {
             return Decision::Pass;
         }
-        if req.method == "GET" && req.path == "/" {
-            if let Some(t) = query_token(req.query) {
-                return if self.token_is(&t) {
-                    Decision::Login {
-                        set_cookie: format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", self.token),
-                    }
-                } else {
-                    Decision::Refuse(Refusal {
-                        status: 401,
-                        message: "this login URL's token is not the current one".into(),
-                    })
-                };
-            }
+        if req.method == "GET"
+            && req.path == "/"
+            && let Some(t) = query_token(req.query)
+        {
+            return if self.token_is(&t) {
+                Decision::Login { set_cookie: format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", self.token) }
+            } else {
+                Decision::Refuse(Refusal {
+                    status: 401,
+                    message: "this login URL's token is not the current one".into(),
+                })
+            };
         }
         if !self.authenticated(req.headers) {
             return Decision::Refuse(Refusal {
