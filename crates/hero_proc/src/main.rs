@@ -76,11 +76,17 @@ enum Command {
     #[command(subcommand)]
     System(ops::SystemCmd),
     /// Serve the admin UI (a separate process that talks to the daemon through its RPC):
-    /// on $HERO_ROOTDIR/var/sockets/hero_proc_ui.sock, and on --addr over TCP.
+    /// on $HERO_ROOTDIR/var/sockets/hero_proc_ui.sock (owner only), and on --addr over TCP,
+    /// where it needs the token of the login URL it prints (also written owner-only to
+    /// $HERO_ROOTDIR/var/hero_proc/ui.token, new at every start).
     Ui {
         /// Also serve over TCP, e.g. 127.0.0.1:8470 (port 0 picks one and prints it).
         #[arg(long)]
         addr: Option<String>,
+        /// Another Host name (or IP) browsers use to reach --addr, e.g. behind a proxy or
+        /// on a 0.0.0.0 bind; repeatable. Requests naming any other Host get 421.
+        #[arg(long = "allow-host", value_name = "NAME")]
+        allow_hosts: Vec<String>,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
@@ -140,7 +146,7 @@ fn main() -> ExitCode {
         Command::Run(cmd) => block_on(ops::run(cmd, &out)),
         Command::Log(cmd) => block_on(ops::log(cmd, &out)),
         Command::System(cmd) => block_on(ops::system(cmd, &out)),
-        Command::Ui { addr } => ui(addr, &out),
+        Command::Ui { addr, allow_hosts } => ui(addr, allow_hosts, &out),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "hero_proc", &mut std::io::stdout());
@@ -163,18 +169,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn ui(addr: Option<String>, out: &Output) -> anyhow::Result<ExitCode> {
+fn ui(addr: Option<String>, allow_hosts: Vec<String>, out: &Output) -> anyhow::Result<ExitCode> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let root = hero_proc_daemon::Paths::default_root();
+    let paths = hero_proc_daemon::Paths::under(hero_proc_daemon::Paths::default_root());
     let opts = hero_proc_ui::UiOptions {
         daemon_socket: out.socket.clone(),
-        socket: root.join("var/sockets/hero_proc_ui.sock"),
+        socket: paths.root.join("var/sockets/hero_proc_ui.sock"),
         addr,
+        allow_hosts,
+        token_file: paths.state.join("ui.token"),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(hero_proc_ui::serve(opts, terminated()))?;

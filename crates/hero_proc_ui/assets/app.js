@@ -12,15 +12,17 @@ function esc(s) {
 function short(rev) { return rev ? esc(rev.slice(0, 12)) : "–"; }
 function when(ms) { return ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) + "Z" : "–"; }
 
+// Over TCP the login URL set an HttpOnly cookie: same-origin fetches carry it, and the
+// browser adds the Origin header the UI checks on writes. Nothing here sees the token.
 async function api(method, params) {
   const q = params ? "?" + new URLSearchParams(params) : "";
-  const r = await fetch("/api/" + method + q);
+  const r = await fetch("/api/" + method + q, { credentials: "same-origin" });
   const v = await r.json();
-  if (v && v.error) throw new Error(v.error);
+  if (v && v.error) throw Object.assign(new Error(v.error), { status: r.status });
   return v;
 }
 async function post(method) {
-  const r = await fetch("/api/" + method, { method: "POST", headers: { "X-Hero-UI": "1" } });
+  const r = await fetch("/api/" + method, { method: "POST", credentials: "same-origin" });
   const v = await r.json();
   if (v && v.error) alert(v.error);
   refresh();
@@ -191,7 +193,8 @@ async function refresh(force) {
     live.textContent = "live · " + new Date().toLocaleTimeString();
   } catch (e) {
     live.classList.add("stale");
-    live.textContent = "daemon unreachable: " + e.message;
+    // 401: the UI restarted (new token) or the session ended: say how to log in again.
+    live.textContent = (e.status === 401 ? "" : "daemon unreachable: ") + e.message;
   }
 }
 

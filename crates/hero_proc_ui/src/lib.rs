@@ -2,19 +2,22 @@
 //!
 //! It serves three embedded files (no build step for users) and a small JSON API that
 //! forwards to the daemon's public RPC over its Unix socket, so the UI can do nothing a
-//! CLI user cannot, and costs nothing when it is not running. The API is an allowlist:
-//! reads, plus `reconcile.suspend|resume|apply` (sync now). Secret values cannot be set
-//! or read through it (the daemon never returns them anyway).
+//! CLI user cannot, and costs nothing when it is not running. The API is an allowlist of
+//! methods and, per method, of typed parameters (`api`): reads, plus
+//! `reconcile.suspend|resume|apply` (sync now). Secret values cannot be set or read
+//! through it (the daemon never returns them anyway).
 //!
 //! Listens on the UI socket (`$HERO_ROOTDIR/var/sockets/hero_proc_ui.sock`, 0600) and,
-//! with `--addr`, on TCP. Writes over TCP need the `X-Hero-UI` header, which a
-//! cross-site form cannot send.
+//! with `--addr`, on TCP, where every request passes `auth::Gate` (Host, token, Origin).
+
+pub mod api;
+pub mod auth;
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use serde_json::{Value, json};
 
@@ -22,27 +25,16 @@ const INDEX: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
 const STYLE: &str = include_str!("../assets/style.css");
 
-/// RPC methods the UI may read (GET /api/<method>).
-const READS: &[&str] = &[
-    "reconcile.status",
-    "reconcile.history",
-    "reconcile.plan",
-    "service.list",
-    "job.list",
-    "job.logs",
-    "run.list",
-    "secret.list",
-    "migrate.status",
-    "system.info",
-    "system.compactor_status",
-];
-/// RPC methods the UI may call to change something (POST /api/<method>).
-const WRITES: &[&str] = &["reconcile.suspend", "reconcile.resume", "reconcile.apply"];
-
 #[derive(Debug, thiserror::Error)]
 pub enum UiError {
     #[error("cannot listen on {what}: {source}")]
     Listen { what: String, source: std::io::Error },
+    #[error(transparent)]
+    Token(#[from] auth::TokenError),
+    #[error(
+        "--addr {addr} names no host a browser can use, so every request would be refused (421)\n  hint: add --allow-host NAME (the host name or IP browsers use to reach this machine), or bind one address, e.g. --addr 127.0.0.1:8470"
+    )]
+    NoHost { addr: String },
 }
 
 pub struct UiOptions {
@@ -52,29 +44,47 @@ pub struct UiOptions {
     pub socket: PathBuf,
     /// Also serve on this TCP address (e.g. 127.0.0.1:8470).
     pub addr: Option<String>,
+    /// Extra `Host` names the TCP listener answers to (`--allow-host`).
+    pub allow_hosts: Vec<String>,
+    /// Where the TCP login token is written (`$HERO_ROOTDIR/var/hero_proc/ui.token`).
+    pub token_file: PathBuf,
 }
 
 struct Shared {
     daemon_socket: PathBuf,
+    /// Set when serving over TCP.
+    gate: Option<auth::Gate>,
 }
 
-/// Serve until `shutdown` resolves. Logs the TCP address it bound (port 0 picks one).
+/// Serve until `shutdown` resolves. Prints the login URL of the TCP address it bound
+/// (port 0 picks one).
 pub async fn serve(opts: UiOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<(), UiError> {
-    let shared = Arc::new(Shared { daemon_socket: opts.daemon_socket.clone() });
     let unix = bind_unix(&opts.socket)?;
     tracing::info!(socket = %opts.socket.display(), "admin UI serving");
+    let mut gate = None;
+    let mut _token_file = None;
     let tcp = match &opts.addr {
         Some(a) => {
             let l =
                 tokio::net::TcpListener::bind(a).await.map_err(|source| UiError::Listen { what: a.clone(), source })?;
-            if let Ok(local) = l.local_addr() {
-                tracing::info!(addr = %local, "admin UI serving over TCP");
-                println!("hero_proc ui: http://{local}/");
-            }
+            let local = l.local_addr().map_err(|source| UiError::Listen { what: a.clone(), source })?;
+            let token = auth::generate_token()?;
+            let g = auth::Gate::new(token.clone(), local, &opts.allow_hosts);
+            // The printed URL's host is one the gate accepts: the bound address, else the
+            // first --allow-host (a wildcard bind names no host a browser can use).
+            let Some(first) = g.hosts().first() else {
+                return Err(UiError::NoHost { addr: local.to_string() });
+            };
+            let file = auth::TokenFile::write(&opts.token_file, &token)?;
+            tracing::info!(addr = %local, hosts = ?g.hosts(), token_file = %file.path().display(), "admin UI serving over TCP");
+            println!("hero_proc ui: http://{first}/?token={token}");
+            gate = Some(g);
+            _token_file = Some(file);
             Some(l)
         }
         None => None,
     };
+    let shared = Arc::new(Shared { daemon_socket: opts.daemon_socket.clone(), gate });
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -114,18 +124,26 @@ where
 }
 
 fn reply(status: u16, ctype: &str, body: impl Into<Bytes>) -> hyper::Response<Full<Bytes>> {
+    response(status, ctype).body(Full::new(body.into())).unwrap_or_default()
+}
+
+fn response(status: u16, ctype: &str) -> http::response::Builder {
     hyper::Response::builder()
         .status(status)
         .header("content-type", ctype)
         .header("cache-control", "no-store")
         .header("x-content-type-options", "nosniff")
-        .body(Full::new(body.into()))
-        .unwrap_or_default()
+        .header("x-frame-options", "DENY")
+        .header("referrer-policy", "no-referrer")
 }
 
 fn json_reply(status: u16, v: &Value) -> hyper::Response<Full<Bytes>> {
     reply(status, "application/json", v.to_string())
 }
+
+const LOGIN_PAGE: &str = "<!doctype html><meta charset=\"utf-8\"><title>hero_proc: log in</title>\
+<p>Not logged in. Open the login URL printed by <code>hero_proc ui</code> \
+(its token is also in <code>$HERO_ROOTDIR/var/hero_proc/ui.token</code>, readable by its owner only).</p>\n";
 
 async fn route(
     req: hyper::Request<hyper::body::Incoming>,
@@ -134,43 +152,49 @@ async fn route(
 ) -> hyper::Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
+    let is_api = path.starts_with("/api/");
+    if over_tcp {
+        let Some(gate) = &shared.gate else {
+            return reply(503, "text/plain", "the TCP listener has no login token\n");
+        };
+        let view =
+            auth::RequestView { method: req.method().as_str(), path: &path, query: &query, headers: req.headers() };
+        match gate.check(&view) {
+            auth::Decision::Pass => {}
+            // Redirect so the token leaves the address bar and history.
+            auth::Decision::Login { set_cookie } => {
+                return response(303, "text/plain")
+                    .header("location", "/")
+                    .header("set-cookie", set_cookie)
+                    .body(Full::new(Bytes::from_static(b"logged in\n")))
+                    .unwrap_or_default();
+            }
+            auth::Decision::Refuse(r) if r.status == 401 && !is_api => {
+                return reply(401, "text/html; charset=utf-8", LOGIN_PAGE);
+            }
+            auth::Decision::Refuse(r) => return json_reply(r.status, &json!({ "error": r.message })),
+        }
+    }
     match (req.method().as_str(), path.as_str()) {
         ("GET", "/") | ("GET", "/index.html") => reply(200, "text/html; charset=utf-8", INDEX),
         ("GET", "/app.js") => reply(200, "text/javascript; charset=utf-8", APP_JS),
         ("GET", "/style.css") => reply(200, "text/css; charset=utf-8", STYLE),
         ("GET", "/health") => reply(200, "text/plain", "ok\n"),
-        ("GET", p) if p.starts_with("/api/") => {
-            let method = &p[5..];
-            if !READS.contains(&method) {
-                return json_reply(404, &json!({ "error": format!("the UI does not read `{method}`") }));
+        (verb @ ("GET" | "POST"), p) if is_api => {
+            let name = &p[5..];
+            let write = verb == "POST";
+            let Some(m) = api::method(name, write) else {
+                let what = if write { "call" } else { "read" };
+                return json_reply(404, &json!({ "error": format!("the UI does not {what} `{name}`") }));
+            };
+            // The request body is never read: writes take no parameters.
+            match api::params(m, &query) {
+                Ok(params) => call(shared, m.name, params).await,
+                Err(e) => json_reply(400, &json!({ "error": e.to_string() })),
             }
-            call(shared, method, params_from_query(&query)).await
-        }
-        ("POST", p) if p.starts_with("/api/") => {
-            let method = &p[5..];
-            if !WRITES.contains(&method) {
-                return json_reply(404, &json!({ "error": format!("the UI does not call `{method}`") }));
-            }
-            if over_tcp && !req.headers().contains_key("x-hero-ui") {
-                return json_reply(403, &json!({ "error": "missing X-Hero-UI header" }));
-            }
-            let _ = req.into_body().collect().await;
-            call(shared, method, json!({})).await
         }
         _ => reply(404, "text/plain", format!("no route {path}\n")),
     }
-}
-
-/// `?limit=20&id=3` -> `{"limit": 20, "id": 3}` (numbers where they parse).
-fn params_from_query(q: &str) -> Value {
-    let mut m = serde_json::Map::new();
-    for pair in q.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = v.replace('+', " ");
-        let value = v.parse::<i64>().map(Value::from).unwrap_or(Value::String(v));
-        m.insert(k.to_owned(), value);
-    }
-    Value::Object(m)
 }
 
 async fn call(shared: &Shared, method: &str, params: Value) -> hyper::Response<Full<Bytes>> {
@@ -181,22 +205,5 @@ async fn call(shared: &Shared, method: &str, params: Value) -> hyper::Response<F
     match client.call_value(method, params).await {
         Ok(v) => json_reply(200, &v),
         Err(e) => json_reply(200, &json!({ "error": e.to_string() })),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_params() {
-        assert_eq!(params_from_query("limit=20&id=3&source=a+b"), json!({"limit": 20, "id": 3, "source": "a b"}));
-        assert_eq!(params_from_query(""), json!({}));
-    }
-
-    #[test]
-    fn the_api_never_exposes_secret_writes() {
-        assert!(!READS.iter().chain(WRITES).any(|m| m.starts_with("secret.") && *m != "secret.list"));
-        assert!(!WRITES.iter().any(|m| m.starts_with("service.") || m.starts_with("action.")));
     }
 }
