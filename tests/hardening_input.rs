@@ -161,3 +161,167 @@ fn type_errors_name_the_field() {
     let (_, message, _) = refused(&rpc(&d, "job.get", json!({ "id": "seven" })));
     assert!(message.contains("id: invalid type: string \"seven\""), "{message}");
 }
+
+// ---- a token in the repository URL ---------------------------------------------------
+
+/// A forge stand-in on plain HTTP that demands Basic auth and records every request head,
+/// so the test sees both that git was given the credential and that it went nowhere else.
+fn forge() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let authed = head.to_ascii_lowercase().contains("authorization: basic");
+            out.lock().unwrap().push(head);
+            let reply = if authed {
+                "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            } else {
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"forge\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            };
+            let _ = s.write_all(reply.as_bytes());
+        }
+    });
+    (port, seen)
+}
+
+fn base64(s: &str) -> String {
+    let mut child = std::process::Command::new("base64")
+        .arg("-w0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("coreutils base64");
+    child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    text(&child.wait_with_output().unwrap().stdout)
+}
+
+/// Every file under `dir` (the daemon's whole root: DB and its WAL, the log store, the
+/// mirror's git config, the daemon's own log) that holds `needle`.
+fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file()
+                && let Ok(bytes) = std::fs::read(&p)
+                && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+            {
+                hits.push(p.display().to_string());
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn a_token_in_the_repository_url_is_used_but_never_shown_logged_or_stored() {
+    const TOKEN: &str = "glpat-PLANTED7x9Qk2";
+    let (port, seen) = forge();
+    let url = format!("http://ada:{TOKEN}@127.0.0.1:{port}/org/cfg.git");
+    let shown = format!("http://ada:***@127.0.0.1:{port}/org/cfg.git");
+    let d = Daemon::start_env(&["--interval", "1h"], false, &[("HERO_PROC_REPO", url.as_str())]);
+
+    // git got the credential (through the helper): the forge saw it on the retry.
+    let want = format!("authorization: basic {}", base64(&format!("ada:{TOKEN}"))).to_ascii_lowercase();
+    wait_for("git to present the credential", Duration::from_secs(30), || {
+        seen.lock().unwrap().iter().any(|h| h.to_ascii_lowercase().contains(&want))
+    });
+    // ... and the failed fetch is recorded.
+    wait_for("the failed fetch in status", Duration::from_secs(30), || {
+        d.json(&["reconcile", "status"])["last_error"].as_str().is_some()
+    });
+    let mut a = rpc(&d, "action.set", json!({ "action": action("probe") }));
+    assert!(a.get("error").is_none(), "{a}");
+    a = rpc(&d, "reconcile.apply", json!({}));
+    let (_, message, _) = refused(&a);
+    assert!(message.contains(&shown), "the error names the repository, redacted: {message}");
+
+    let status_json = d.json(&["reconcile", "status"]);
+    assert_eq!(status_json["repo"], shown.as_str(), "{status_json}");
+    let mut outputs = vec![status_json.to_string(), message];
+    for args in [
+        &["reconcile", "status"][..],
+        &["--format", "json", "reconcile", "status"],
+        &["history"],
+        &["--format", "json", "history"],
+        &["log", "query"],
+    ] {
+        let out = d.cli(args);
+        outputs.push(format!("{args:?}: {}{}", text(&out.stdout), text(&out.stderr)));
+    }
+    outputs.push(rpc(&d, "reconcile.history", json!({})).to_string());
+    outputs.push(rpc(&d, "log.query", json!({ "limit": 1000 })).to_string());
+    let all = outputs.join("\n");
+    assert!(all.contains(&shown), "status shows the redacted URL:\n{all}");
+    assert!(!all.contains(TOKEN), "the token leaked into an answer:\n{all}");
+    // The mirror's config holds the URL without credentials.
+    let root = d.root().to_path_buf();
+    assert_eq!(files_holding(&root, TOKEN), Vec::<String>::new(), "the token is stored in these files");
+    assert!(!files_holding(&root, &format!("127.0.0.1:{port}/org/cfg.git")).is_empty(), "the mirror was made");
+
+    // A one-off `reconcile --repo URL` through the daemon leaks nothing either.
+    let other = format!("http://bob:{TOKEN}@127.0.0.1:{port}/org/other.git");
+    let out = d.cli(&["reconcile", "--repo", &other]);
+    assert!(!out.status.success());
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(said.contains(&format!("http://bob:***@127.0.0.1:{port}/org/other.git")), "{said}");
+    assert!(!said.contains(TOKEN), "{said}");
+    assert_eq!(files_holding(&root, TOKEN), Vec::<String>::new(), "the token is stored in these files");
+}
+
+// ---- links and submodules at a revision ----------------------------------------------
+
+#[test]
+fn a_revision_with_a_linked_layout_part_or_a_submodule_is_refused_and_nothing_applied() {
+    let repo = support::config_repo::ConfigRepo::new();
+    repo.write("actions/a.yaml", &support::config_repo::service("first", "one"));
+    let good = repo.commit("good");
+    let d = support::config_repo::follow(&repo);
+    support::config_repo::wait_applied(&d, &good);
+
+    // Secrets from outside the tree, through a link.
+    repo.write("elsewhere/core.sops.yaml", "x: 1\n");
+    std::os::unix::fs::symlink("elsewhere", repo.path().join("secrets")).unwrap();
+    repo.write("actions/b.yaml", &support::config_repo::service("second", "two"));
+    let linked = repo.commit("linked secrets");
+    wait_for("the linked revision to be refused", Duration::from_secs(20), || {
+        let s = support::config_repo::status(&d);
+        s["attempted_revision"].as_str() == Some(linked.as_str()) && s["last_error"].as_str().is_some()
+    });
+    let s = support::config_repo::status(&d);
+    let err = s["last_error"].as_str().unwrap();
+    assert!(err.contains("secrets:1:1") && err.contains("symbolic links are not allowed"), "{err}");
+    assert_eq!(s["applied_revision"].as_str(), Some(good.as_str()), "nothing applied");
+    assert!(support::config_repo::state(&d, "second").is_none(), "nothing of the revision ran");
+
+    // A gitlink (submodule) in a host overlay.
+    std::fs::remove_file(repo.path().join("secrets")).unwrap();
+    repo.git(&["add", "-A"]);
+    repo.git(&["update-index", "--add", "--cacheinfo", &format!("160000,{good},actions/vendor")]);
+    repo.git(&["commit", "-q", "-m", "submodule"]);
+    let sub = repo.git(&["rev-parse", "HEAD"]);
+    wait_for("the submodule revision to be refused", Duration::from_secs(20), || {
+        let s = support::config_repo::status(&d);
+        s["attempted_revision"].as_str() == Some(sub.as_str())
+            && s["last_error"].as_str().is_some_and(|e| e.contains("actions/vendor:1:1"))
+    });
+    let s = support::config_repo::status(&d);
+    assert!(s["last_error"].as_str().unwrap().contains("git submodules are not allowed"), "{s}");
+    assert_eq!(s["applied_revision"].as_str(), Some(good.as_str()), "nothing applied");
+    assert!(support::config_repo::state(&d, "second").is_none(), "nothing of the revision ran");
+}
