@@ -245,8 +245,20 @@ fn a_token_in_the_repository_url_is_used_but_never_shown_logged_or_stored() {
     wait_for("the failed fetch in status", Duration::from_secs(30), || {
         d.json(&["reconcile", "status"])["last_error"].as_str().is_some()
     });
-    let mut a = rpc(&d, "action.set", json!({ "action": action("probe") }));
+    // A job's environment does not carry it either (HERO_PROC_REPO is withheld).
+    let probe = with(
+        with(action("probe"), "interpreter", json!("bash")),
+        "script",
+        json!("env > \"$HERO_ROOTDIR/probe.env\""),
+    );
+    let mut a = rpc(&d, "action.set", json!({ "action": probe }));
     assert!(a.get("error").is_none(), "{a}");
+    a = rpc(&d, "run.submit", json!({ "actions": ["probe"] }));
+    assert!(a.get("error").is_none(), "{a}");
+    let env_file = d.root().join("probe.env");
+    wait_for("the probe job to write its environment", Duration::from_secs(20), || {
+        std::fs::read_to_string(&env_file).is_ok_and(|t| t.contains("HERO_ROOTDIR="))
+    });
     a = rpc(&d, "reconcile.apply", json!({}));
     let (_, message, _) = refused(&a);
     assert!(message.contains(&shown), "the error names the repository, redacted: {message}");
