@@ -246,11 +246,8 @@ fn a_token_in_the_repository_url_is_used_but_never_shown_logged_or_stored() {
         d.json(&["reconcile", "status"])["last_error"].as_str().is_some()
     });
     // A job's environment does not carry it either (HERO_PROC_REPO is withheld).
-    let probe = with(
-        with(action("probe"), "interpreter", json!("bash")),
-        "script",
-        json!("env > \"$HERO_ROOTDIR/probe.env\""),
-    );
+    let probe =
+        with(with(action("probe"), "interpreter", json!("bash")), "script", json!("env > \"$HERO_ROOTDIR/probe.env\""));
     let mut a = rpc(&d, "action.set", json!({ "action": probe }));
     assert!(a.get("error").is_none(), "{a}");
     a = rpc(&d, "run.submit", json!({ "actions": ["probe"] }));

@@ -369,4 +369,27 @@ mod tests {
         assert!(!is_remote("./cfg"));
         assert!(!is_remote("dir:with/colon"));
     }
+
+    #[test]
+    fn credentials_are_redacted_and_split_off() {
+        let r = redact_url;
+        assert_eq!(r("https://ada:tok3n@forge.example/o/c.git"), "https://ada:***@forge.example/o/c.git");
+        assert_eq!(r("https://tok3n@forge.example/o/c.git"), "https://***@forge.example/o/c.git");
+        assert_eq!(r("HTTP://ada:tok3n@forge.example"), "HTTP://ada:***@forge.example");
+        assert_eq!(r("ssh://git@forge.example/o/c.git"), "ssh://git@forge.example/o/c.git");
+        assert_eq!(r("ssh://git:pw@forge.example/o/c.git"), "ssh://***@forge.example/o/c.git");
+        assert_eq!(r("git@forge.example:o/c.git"), "git@forge.example:o/c.git");
+        assert_eq!(r("/srv/cfg@2"), "/srv/cfg@2");
+        // An `@` after the host is part of the path, not userinfo.
+        assert_eq!(r("https://forge.example/o/c@v1.git"), "https://forge.example/o/c@v1.git");
+        let (bare, c) = split_credentials("https://ada:tok3n@forge.example/o/c.git");
+        assert_eq!(bare, "https://forge.example/o/c.git");
+        let c = c.unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("ada", "tok3n"));
+        assert!(split_credentials("ssh://git@forge.example/o").1.is_none());
+        assert_eq!(
+            redact_in("fatal: 'https://ada:tok3n@forge.example/o' and tok3n", "https://ada:tok3n@forge.example/o"),
+            "fatal: 'https://ada:***@forge.example/o' and ***"
+        );
+    }
 }
