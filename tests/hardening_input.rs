@@ -158,6 +158,8 @@ fn type_errors_name_the_field() {
     assert!(message.contains("service.description: invalid type: integer `5`, expected a string"), "{message}");
     let (_, message, _) = refused(&rpc(&d, "secret.set", json!({ "name": "k", "value": 7 })));
     assert!(message.contains("value: invalid type"), "{message}");
+    let (_, message, _) = refused(&rpc(&d, "secret.set", json!({ "name": "../core/x", "value": "v" })));
+    assert!(message.contains("name: invalid secret name `../core/x` [name.invalid]"), "{message}");
     let (_, message, _) = refused(&rpc(&d, "job.get", json!({ "id": "seven" })));
     assert!(message.contains("id: invalid type: string \"seven\""), "{message}");
 }

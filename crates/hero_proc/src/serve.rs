@@ -82,6 +82,14 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
     let reconcile = match args.repo {
         None => None,
         Some(location) => {
+            let redacted = hero_proc_reconcile::repo::redact_url(&location);
+            let from_env = std::env::var("HERO_PROC_REPO").is_ok_and(|v| v == location);
+            if redacted != location && !from_env {
+                tracing::warn!(
+                    repo = %redacted,
+                    "the repository URL holds a credential on the command line, where every local user can read it (ps); pass it in HERO_PROC_REPO or use a git credential helper (docs/RECONCILE.md)"
+                );
+            }
             let location = hero_proc_reconcile::repo::absolute_location(&location)
                 .map_err(|e| anyhow::anyhow!("--repo {location}: {e}"))?;
             // A local repository without --branch follows the branch checked out now, not

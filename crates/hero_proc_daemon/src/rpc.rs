@@ -458,11 +458,16 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
     // secret.* (values go in, never come out)
     method!("secret.set", |p, c| -> Done {
         let q: SecretSet = parse(&p)?;
-        if !hero_proc_spec::schema::is_valid_name(&q.name) || !hero_proc_spec::schema::is_valid_name(&q.context) {
-            return Err(rpc_err(
-                ErrorCode::Invalid,
-                format!("invalid secret name `{}/{}`: {}", q.context, q.name, hero_proc_spec::schema::NAME_HINT),
-            ));
+        for (field, value) in [("context", &q.context), ("name", &q.name)] {
+            if !hero_proc_spec::schema::is_valid_name(value) {
+                return Err(rpc_err(
+                    ErrorCode::Invalid,
+                    format!(
+                        "invalid parameters: {field}: invalid secret {field} `{value}` [name.invalid]\n  hint: {}",
+                        hero_proc_spec::schema::NAME_HINT
+                    ),
+                ));
+            }
         }
         let changed = c
             .vault
