@@ -253,7 +253,8 @@ fn print_status(s: &SyncStatus, out: &Output) -> anyhow::Result<ExitCode> {
     }
     match &s.repo {
         Some(r) => println!(
-            "repository: {r}{}{}",
+            "repository: {}{}{}",
+            hero_proc_reconcile::repo::redact_url(r),
             s.branch.as_deref().map(|b| format!(" (branch {b})")).unwrap_or_default(),
             s.host.as_deref().map(|h| format!(", host {h}")).unwrap_or_default()
         ),

@@ -31,7 +31,9 @@ pub struct Args {
     metrics_addr: Option<String>,
     /// Follow this config repository: a local path (watched: a commit applies at once)
     /// or a URL (file://, https://, ssh://, user@host:path; polled every --interval).
-    #[arg(long)]
+    /// A URL with a token belongs in HERO_PROC_REPO, not on the command line (`ps`
+    /// shows that to every user); better still, a git credential helper.
+    #[arg(long, env = "HERO_PROC_REPO", hide_env_values = true)]
     repo: Option<String>,
     /// The branch to follow [default: a local repository's checked-out branch at start;
     /// `main` for a URL].
@@ -80,6 +82,14 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
     let reconcile = match args.repo {
         None => None,
         Some(location) => {
+            let redacted = hero_proc_reconcile::repo::redact_url(&location);
+            let from_env = std::env::var("HERO_PROC_REPO").is_ok_and(|v| v == location);
+            if redacted != location && !from_env {
+                tracing::warn!(
+                    repo = %redacted,
+                    "the repository URL holds a credential on the command line, where every local user can read it (ps); pass it in HERO_PROC_REPO or use a git credential helper (docs/RECONCILE.md)"
+                );
+            }
             let location = hero_proc_reconcile::repo::absolute_location(&location)
                 .map_err(|e| anyhow::anyhow!("--repo {location}: {e}"))?;
             // A local repository without --branch follows the branch checked out now, not
@@ -97,7 +107,11 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
     // it right once: HERO_ROOTDIR set, key material removed. (A reconciler that needs the
     // age key must read it before this point.)
     // SAFETY: no thread has been started yet (the runtime is built below).
-    unsafe { hero_proc_engine::process::scrub_daemon_env(&root) };
+    unsafe {
+        // It may hold a token: read above, never inherited by a child.
+        std::env::remove_var("HERO_PROC_REPO");
+        hero_proc_engine::process::scrub_daemon_env(&root)
+    };
     let mut paths = Paths::under(root);
     paths.socket = out.socket.clone();
     if let Some(db) = args.db {

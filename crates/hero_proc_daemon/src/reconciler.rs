@@ -620,7 +620,8 @@ impl Reconciler {
             rt.drift = d;
         }
         Ok(SyncStatus {
-            repo: self.options.as_ref().map(|o| o.repo.location.clone()),
+            // A token in the URL stays in memory: status goes to the CLI, the UI and scripts.
+            repo: self.options.as_ref().map(|o| hero_proc_reconcile::repo::redact_url(&o.repo.location)),
             branch: self.options.as_ref().and_then(|o| o.repo.branch.clone()),
             host: self.host.clone(),
             applied_revision: s.applied_revision,

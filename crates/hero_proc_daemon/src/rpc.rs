@@ -194,8 +194,60 @@ fn store_err(e: StoreError) -> ErrorObjectOwned {
     rpc_err(code, e.to_string())
 }
 
+/// Decode a method's params; a type error names the field (`action.schedule: invalid
+/// type: integer `5`, expected a string`), not just "invalid params".
 fn parse<T: serde::de::DeserializeOwned>(p: &Params<'_>) -> Result<T, ErrorObjectOwned> {
-    p.parse::<T>().map_err(|e| rpc_err(ErrorCode::Invalid, format!("invalid parameters: {}", e.message())))
+    let raw = p.as_str().unwrap_or("null");
+    let de = &mut serde_json::Deserializer::from_str(raw);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde_json appends where in the request text it stopped; the path says more.
+        let inner = inner.rsplit_once(" at line ").map_or(inner.as_str(), |(m, _)| m);
+        let at = if path == "." { "params".to_owned() } else { path.clone() };
+        ErrorObjectOwned::owned(
+            ErrorCode::Invalid.code(),
+            format!("invalid parameters: {at}: {inner}"),
+            Some(serde_json::json!({ "path": at })),
+        )
+    })
+}
+
+/// Check `params.<key>` with the decoder `hero_proc validate` uses on files, so the RPC
+/// refuses what `validate` refuses, with the same codes and messages, and names each
+/// field (`action.schedule: ... [cron.invalid]`). Problems go in the error's `data`.
+fn validate_object<T>(
+    p: &Params<'_>,
+    key: &str,
+    check: fn(&str) -> hero_proc_spec::object::ObjectCheck<T>,
+) -> Result<(), ErrorObjectOwned> {
+    let raw = p.as_str().unwrap_or("null");
+    let value: serde_json::Value = serde_json::from_str(raw)
+        .map_err(|e| rpc_err(ErrorCode::Invalid, format!("invalid parameters: params: {e}")))?;
+    let Some(object) = value.get(key) else {
+        return Err(rpc_err(ErrorCode::Invalid, format!("invalid parameters: params: missing field `{key}`")));
+    };
+    let text = serde_json::to_string_pretty(object).map_err(|e| rpc_err(ErrorCode::Internal, e.to_string()))?;
+    let checked = check(&text);
+    let errors: Vec<serde_json::Value> = checked
+        .errors()
+        .map(|p| {
+            let path = if p.path.is_empty() { key.to_owned() } else { format!("{key}.{}", p.path) };
+            serde_json::json!({ "path": path, "code": p.code, "message": p.message, "hint": p.hint })
+        })
+        .collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let mut message = format!("invalid {key} ({} error(s)); nothing was changed:", errors.len());
+    for p in checked.errors() {
+        let path = if p.path.is_empty() { key.to_owned() } else { format!("{key}.{}", p.path) };
+        message.push_str(&format!("\n{path}: {} [{}]", p.message, p.code));
+        if let Some(h) = &p.hint {
+            message.push_str(&format!("\n  hint: {h}"));
+        }
+    }
+    Err(ErrorObjectOwned::owned(ErrorCode::Invalid.code(), message, Some(serde_json::json!({ "problems": errors }))))
 }
 
 fn to_ref(r: &ObjectRef) -> Ref {
@@ -285,6 +337,8 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
 
     // action.*
     method!("action.set", |p, c| -> Done {
+        // The file rules first (codes, hints); then the wire type, stricter on JSON types.
+        validate_object(&p, "action", hero_proc_spec::object::check_action)?;
         let a: ActionSet = parse(&p)?;
         check_names("action", &a.action.context, &a.action.name)?;
         let r = c.engine.set_action(a.action, Origin::manual()).await.map(done).map_err(engine_err);
@@ -326,6 +380,7 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
 
     // service.*
     method!("service.set", |p, c| -> Done {
+        validate_object(&p, "service", hero_proc_spec::object::check_service)?;
         let s: ServiceSet = parse(&p)?;
         check_names("service", &s.service.context, &s.service.name)?;
         for r in s.service.actions.iter().chain(&s.service.requires).chain(&s.service.after) {
@@ -411,11 +466,16 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
     // secret.* (values go in, never come out)
     method!("secret.set", |p, c| -> Done {
         let q: SecretSet = parse(&p)?;
-        if !hero_proc_spec::schema::is_valid_name(&q.name) || !hero_proc_spec::schema::is_valid_name(&q.context) {
-            return Err(rpc_err(
-                ErrorCode::Invalid,
-                format!("invalid secret name `{}/{}`: {}", q.context, q.name, hero_proc_spec::schema::NAME_HINT),
-            ));
+        for (field, value) in [("context", &q.context), ("name", &q.name)] {
+            if !hero_proc_spec::schema::is_valid_name(value) {
+                return Err(rpc_err(
+                    ErrorCode::Invalid,
+                    format!(
+                        "invalid parameters: {field}: invalid secret {field} `{value}` [name.invalid]\n  hint: {}",
+                        hero_proc_spec::schema::NAME_HINT
+                    ),
+                ));
+            }
         }
         let changed = c
             .vault

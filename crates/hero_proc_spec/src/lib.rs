@@ -8,6 +8,7 @@ pub mod diag;
 pub mod load;
 pub mod migrations;
 pub mod model;
+pub mod object;
 pub mod schema;
 pub mod sops_meta;
 pub mod source;

@@ -14,6 +14,9 @@ use crate::sops_meta::check_secrets_file;
 use crate::source::{EntryKind, TreeSource};
 use crate::yaml::{self, Mark, Node};
 
+/// The root names the loader reads.
+const LAYOUT: [&str; 5] = ["hero.yaml", "actions", "hosts", "secrets", "migrations"];
+
 /// Files beside config files that are documentation, not config.
 fn is_doc_file(name: &str) -> bool {
     name.ends_with(".md") || name == ".gitkeep" || name == ".keep"
@@ -33,6 +36,21 @@ pub fn load(source: &dyn TreeSource, diags: &mut Diagnostics) -> ConfigTree {
                 .hint("rename it to `hero.yaml`");
         }
     }
+    // The layout's own names must be what they look like: a link or a submodule there
+    // would bring in files from outside this tree (or silently nothing, from git).
+    let usable = |name: &str, diags: &mut Diagnostics| match root.iter().find(|e| e.name == name).map(|e| e.kind) {
+        Some(EntryKind::Symlink) => {
+            refuse_symlink(&name.into(), diags);
+            false
+        }
+        Some(EntryKind::Submodule) => {
+            refuse_submodule(&name.into(), diags);
+            false
+        }
+        _ => true,
+    };
+    let layout_ok: Vec<bool> = LAYOUT.iter().map(|name| usable(name, diags)).collect();
+    let ok = |name: &str| LAYOUT.iter().position(|n| *n == name).is_none_or(|i| layout_ok[i]);
     if root.iter().any(|e| e.name == "hero.yaml" && e.kind == EntryKind::File) {
         let file: Arc<str> = "hero.yaml".into();
         if let Some(docs) = read_yaml(source, &file, diags) {
@@ -55,12 +73,24 @@ pub fn load(source: &dyn TreeSource, diags: &mut Diagnostics) -> ConfigTree {
         }
     }
 
-    load_actions_dir(source, "actions", &mut tree.base, diags);
+    if ok("actions") {
+        load_actions_dir(source, "actions", &mut tree.base, diags);
+    }
 
-    for host in list(source, "hosts", diags) {
+    let hosts = if ok("hosts") { list(source, "hosts", diags) } else { Vec::new() };
+    for host in hosts {
         let dir = format!("hosts/{}", host.name);
-        if host.kind != EntryKind::Dir {
-            continue;
+        match host.kind {
+            EntryKind::Dir => {}
+            EntryKind::Symlink => {
+                refuse_symlink(&dir.as_str().into(), diags);
+                continue;
+            }
+            EntryKind::Submodule => {
+                refuse_submodule(&dir.as_str().into(), diags);
+                continue;
+            }
+            _ => continue,
         }
         if !is_valid_host(&host.name) {
             let file: Arc<str> = dir.as_str().into();
@@ -69,7 +99,22 @@ pub fn load(source: &dyn TreeSource, diags: &mut Diagnostics) -> ConfigTree {
                 .hint("host directories are named after the machine's host name: letters, digits, `-` and `.`");
             continue;
         }
+        let mut actions_ok = true;
         for sub in list(source, &dir, diags) {
+            let file: Arc<str> = format!("{dir}/{}", sub.name).into();
+            match sub.kind {
+                EntryKind::Symlink => {
+                    refuse_symlink(&file, diags);
+                    actions_ok &= sub.name != "actions";
+                    continue;
+                }
+                EntryKind::Submodule => {
+                    refuse_submodule(&file, diags);
+                    actions_ok &= sub.name != "actions";
+                    continue;
+                }
+                _ => {}
+            }
             if sub.name != "actions" && !is_doc_file(&sub.name) {
                 let file: Arc<str> = format!("{dir}/{}", sub.name).into();
                 diags
@@ -78,15 +123,25 @@ pub fn load(source: &dyn TreeSource, diags: &mut Diagnostics) -> ConfigTree {
             }
         }
         let set = tree.hosts.entry(host.name.clone()).or_default();
-        load_actions_dir(source, &format!("{dir}/actions"), set, diags);
+        if actions_ok {
+            load_actions_dir(source, &format!("{dir}/actions"), set, diags);
+        }
     }
 
-    for entry in list(source, "secrets", diags) {
+    let secrets = if ok("secrets") { list(source, "secrets", diags) } else { Vec::new() };
+    for entry in secrets {
         let path = format!("secrets/{}", entry.name);
         let file: Arc<str> = path.as_str().into();
-        if entry.kind == EntryKind::Symlink {
-            refuse_symlink(&file, diags);
-            continue;
+        match entry.kind {
+            EntryKind::Symlink => {
+                refuse_symlink(&file, diags);
+                continue;
+            }
+            EntryKind::Submodule => {
+                refuse_submodule(&file, diags);
+                continue;
+            }
+            _ => {}
         }
         if entry.kind != EntryKind::File || is_doc_file(&entry.name) {
             continue;
@@ -114,11 +169,13 @@ pub fn load(source: &dyn TreeSource, diags: &mut Diagnostics) -> ConfigTree {
         }
     }
 
-    for entry in list(source, "migrations", diags) {
+    let migrations = if ok("migrations") { list(source, "migrations", diags) } else { Vec::new() };
+    for entry in migrations {
         let path = format!("migrations/{}", entry.name);
         let file: Arc<str> = path.as_str().into();
         match entry.kind {
             EntryKind::Symlink => refuse_symlink(&file, diags),
+            EntryKind::Submodule => refuse_submodule(&file, diags),
             EntryKind::File if entry.name.ends_with(".rhai") => {
                 let Some(raw) = read(source, &file, diags) else {
                     continue;
@@ -156,6 +213,7 @@ fn load_actions_dir(source: &dyn TreeSource, dir: &str, set: &mut ObjectSet, dia
         let file: Arc<str> = path.as_str().into();
         match entry.kind {
             EntryKind::Symlink => refuse_symlink(&file, diags),
+            EntryKind::Submodule => refuse_submodule(&file, diags),
             EntryKind::File if entry.name.ends_with(".yaml") || entry.name.ends_with(".yml") => {
                 let Some(docs) = read_yaml(source, &file, diags) else {
                     continue;
@@ -192,6 +250,12 @@ fn refuse_symlink(file: &Arc<str>, diags: &mut Diagnostics) {
     diags
         .error(&Pos::file(file), "layout.symlink", "symbolic links are not allowed in a config tree")
         .hint("a link could point outside the repository; commit the file itself");
+}
+
+fn refuse_submodule(file: &Arc<str>, diags: &mut Diagnostics) {
+    diags
+        .error(&Pos::file(file), "layout.submodule", "git submodules are not allowed in a config tree")
+        .hint("a submodule's files are another repository's, at a commit this tree does not carry; commit the files themselves");
 }
 
 fn list(source: &dyn TreeSource, dir: &str, diags: &mut Diagnostics) -> Vec<crate::source::Entry> {

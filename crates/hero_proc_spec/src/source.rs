@@ -17,6 +17,9 @@ pub enum EntryKind {
     Dir,
     /// Symlinks are refused: they could point outside the tree.
     Symlink,
+    /// A git submodule (a gitlink in a tree, or a directory holding a `.git` on disk):
+    /// its content is another repository's, at a commit this tree does not carry.
+    Submodule,
     Other,
 }
 
@@ -78,6 +81,8 @@ impl TreeSource for DirSource {
             let ft = entry.file_type().map_err(|source| SourceError::Io { path: display(&entry.path()), source })?;
             let kind = if ft.is_symlink() {
                 EntryKind::Symlink
+            } else if ft.is_dir() && entry.path().join(".git").symlink_metadata().is_ok() {
+                EntryKind::Submodule
             } else if ft.is_dir() {
                 EntryKind::Dir
             } else if ft.is_file() {
@@ -167,6 +172,7 @@ impl TreeSource for GitSource<'_> {
             .map(|e| {
                 let kind = match (e.kind(), e.filemode()) {
                     (_, 0o120000) => EntryKind::Symlink,
+                    (Some(git2::ObjectType::Commit), _) | (_, 0o160000) => EntryKind::Submodule,
                     (Some(git2::ObjectType::Tree), _) => EntryKind::Dir,
                     (Some(git2::ObjectType::Blob), _) => EntryKind::File,
                     _ => EntryKind::Other,

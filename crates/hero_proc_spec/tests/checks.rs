@@ -589,3 +589,54 @@ fn migrations_cannot_eval_import_or_use_undefined_variables() {
     expect(&c, "migration.syntax", "migrations/2_import.rhai:1:1");
     expect(&c, "migration.syntax", "migrations/3_strict.rhai:1:10");
 }
+
+/// Every part of the layout that is a link is refused where it is, whatever it points to
+/// (on `main` these were read through, or silently skipped).
+#[test]
+fn symlinked_layout_parts_are_refused() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(outside.path().join("actions")).unwrap();
+    std::fs::write(outside.path().join("core.sops.yaml"), "a: 1\n").unwrap();
+    std::fs::write(outside.path().join("hero.yaml"), "required_services: []\n").unwrap();
+    std::fs::write(outside.path().join("actions/x.yaml"), "actions:\n  - name: x\n    script: /bin/true\n").unwrap();
+    let link = |t: &Tree, target: &str, at: &str| {
+        let p = t.path().join(at);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(outside.path().join(target), p).unwrap();
+    };
+    for (target, at) in [
+        ("", "secrets"),
+        ("core.sops.yaml", "secrets/core.sops.yaml"),
+        ("", "hosts/web1"),
+        ("actions", "hosts/web1/actions"),
+        ("hero.yaml", "hero.yaml"),
+        ("actions", "actions"),
+        ("", "migrations"),
+    ] {
+        let t = if at == "actions" { Tree::bare() } else { Tree::new() };
+        link(&t, target, at);
+        let c = t.check();
+        let text = expect(&c, "layout.symlink", &format!("{at}:1:1"));
+        assert!(text.contains("symbolic links are not allowed"), "{text}");
+        // Nothing behind the link was read.
+        assert!(c.tree.base.actions.iter().all(|a| a.name != "x"), "{at}: read through the link");
+        assert!(c.tree.hosts.values().all(|s| s.actions.is_empty()), "{at}: read through the link");
+        assert!(c.tree.secrets.is_empty(), "{at}: read through the link");
+    }
+}
+
+#[test]
+fn submodule_checkouts_are_refused() {
+    for at in ["actions/vendor", "hosts/web1", "hosts/web1/actions", "secrets", "migrations/lib"] {
+        let t = Tree::new();
+        t.file(&format!("{at}/.git"), "gitdir: ../.git/modules/x\n");
+        t.file(&format!("{at}/x.yaml"), "actions:\n  - name: x\n    script: /bin/true\n");
+        let c = t.check();
+        let text = expect(&c, "layout.submodule", &format!("{at}:1:1"));
+        assert!(text.contains("git submodules are not allowed"), "{text}");
+    }
+    // A plain directory is not a submodule.
+    let t = Tree::new();
+    t.file("hosts/web1/actions/x.yaml", "actions:\n  - name: x\n    script: /bin/true\n");
+    absent(&t.check(), "layout.submodule");
+}

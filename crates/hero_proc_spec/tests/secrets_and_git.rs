@@ -186,3 +186,38 @@ fn git_tree_errors_use_tree_paths() {
     expect(&c, "schema.unknown-field", "actions/web.yaml:3:5");
     assert!(GitSource::at_rev(&repo, "no-such-branch").is_err());
 }
+
+/// At a revision, links and gitlinks in the layout are the same errors as on disk (on
+/// `main` a git tree silently skipped them).
+#[test]
+fn git_tree_links_and_submodules_are_refused() {
+    let t = Tree::new();
+    t.file("elsewhere/hero.yaml", "required_services: []\n");
+    t.file("elsewhere/actions/x.yaml", "actions:\n  - name: x\n    script: /bin/true\n");
+    std::os::unix::fs::symlink("elsewhere/hero.yaml", t.path().join("hero.yaml")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", t.path().join("secrets")).unwrap();
+    std::fs::create_dir_all(t.path().join("hosts/web1")).unwrap();
+    std::os::unix::fs::symlink("../elsewhere", t.path().join("hosts/web2")).unwrap();
+    std::os::unix::fs::symlink("../../elsewhere/actions", t.path().join("hosts/web1/actions")).unwrap();
+    git(t.path(), &["init", "-q", "-b", "main"]);
+    git(t.path(), &["add", "."]);
+    git(t.path(), &["commit", "-qm", "links"]);
+    let head = git2::Repository::open(t.path()).unwrap().head().unwrap().target().unwrap().to_string();
+    // Gitlinks (what `git submodule add` records), without needing a second repository.
+    for at in ["actions/vendor", "hosts/web3", "secrets2"] {
+        git(t.path(), &["update-index", "--add", "--cacheinfo", &format!("160000,{head},{at}")]);
+    }
+    git(t.path(), &["update-index", "--add", "--cacheinfo", &format!("160000,{head},migrations")]);
+    git(t.path(), &["commit", "-qm", "submodules"]);
+
+    let repo = git2::Repository::open(t.path()).unwrap();
+    let c = load_tree(&GitSource::at_rev(&repo, "main").unwrap());
+    for at in ["hero.yaml", "secrets", "hosts/web2", "hosts/web1/actions"] {
+        expect(&c, "layout.symlink", &format!("{at}:1:1"));
+    }
+    for at in ["actions/vendor", "hosts/web3", "migrations"] {
+        expect(&c, "layout.submodule", &format!("{at}:1:1"));
+    }
+    assert!(c.tree.base.actions.iter().all(|a| a.name != "x"));
+    assert!(c.tree.hosts.values().all(|s| s.actions.is_empty()));
+}
