@@ -77,6 +77,7 @@ mod error;
 mod events;
 mod lines;
 mod output;
+mod punch;
 
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -88,6 +89,7 @@ pub use caps::CapReport;
 pub use error::{Error, Op, Result};
 pub use events::{Level, LogEvent, LogQuery, Order, ParseLevelError};
 pub use output::{JobOutput, ReadOpts, RotateReport};
+pub use punch::{PunchReport, dropped_marker};
 
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
@@ -101,7 +103,9 @@ pub struct LogStoreConfig {
     /// Files of finished jobs, rotated generations and event days older than this are
     /// deleted.
     pub max_age: Duration,
-    /// A running job's live file past this size is copy-truncated by `enforce_caps`.
+    /// A job's file is held to this many bytes on disk: past it, the middle is punched
+    /// out as it grows ([`LogStore::cap_job_output`]); where the file system cannot punch
+    /// holes, `enforce_caps` copy-truncates it instead.
     pub max_file_bytes: u64,
     /// Copy-truncate generations kept per job (`.1` ..= `.N`); 0 truncates without a copy.
     pub rotated_generations: u32,
