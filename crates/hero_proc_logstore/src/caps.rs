@@ -108,8 +108,9 @@ impl LogStore {
     /// One pass of the caps, in this order:
     /// 1. leftovers of interrupted rotations are deleted;
     /// 2. live files over `max_file_bytes` on disk have their middle punched out
-    ///    ([`LogStore::cap_job_output`]); where the file system cannot punch holes, those of
-    ///    running jobs (`live_job_ids`) are copy-truncated instead;
+    ///    ([`LogStore::cap_job_output`]); where that cannot bring them under it (no hole
+    ///    punching on this file system, or a cap under 64 KiB), those of running jobs
+    ///    (`live_job_ids`) are copy-truncated instead;
     /// 3. files older than `max_age` are deleted: files of finished jobs and rotated
     ///    generations by modification time, event days once the whole day is older;
     /// 4. while the total exceeds `max_total_bytes`, the least recently modified files
@@ -132,7 +133,8 @@ impl LogStore {
                 }
                 Kind::Live(id) if e.len > cfg.max_file_bytes => {
                     let p = self.cap_locked(id)?;
-                    if !p.unsupported {
+                    // Caps under the punch granularity (64 KiB) cannot be met by a hole.
+                    if !p.unsupported && p.disk_bytes_after <= cfg.max_file_bytes {
                         rep.files_rotated += u64::from(p.disk_bytes_after < p.disk_bytes_before);
                         rep.bytes_reclaimed += p.disk_bytes_before.saturating_sub(p.disk_bytes_after);
                         continue;

@@ -70,16 +70,22 @@ pub(crate) fn dropped_range(f: &File, len: u64) -> io::Result<Option<(u64, u64)>
     Ok(Some((hole, data)))
 }
 
+/// Disk use past which a file is punched: a quarter of the cap stays free as headroom.
+fn trigger(cap: u64) -> u64 {
+    cap - cap / 4
+}
+
 /// The marker a reader prints where the dropped range was.
 pub fn dropped_marker(bytes: u64) -> String {
     format!("[... {bytes} bytes dropped ...]")
 }
 
 impl LogStore {
-    /// Holds the job's live file to `max_file_bytes` on disk if it is over: keeps the
-    /// first quarter of the cap (the head) and at least the last half (the tail) and
-    /// punches out what is between. Cheap when under the cap (one `stat`); call it as
-    /// the file grows (the engine does on every inotify write event).
+    /// Holds the job's live file to `max_file_bytes` on disk: past three quarters of it,
+    /// keeps the first eighth of the cap (the head) and the last three eighths (the
+    /// tail) and punches out what is between. The last quarter is headroom for what a
+    /// child writes at full speed before the next call. Cheap when under (one `stat`);
+    /// call it as the file grows (the engine does on every inotify write event).
     pub fn cap_job_output(&self, job_id: i64) -> Result<PunchReport> {
         let path = self.job_output_path(job_id);
         let meta = match std::fs::metadata(&path) {
@@ -87,7 +93,7 @@ impl LogStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(PunchReport::default()),
             Err(e) => return Err(io_err(Op::Stat, path)(e)),
         };
-        if disk_bytes(&meta) <= self.config.max_file_bytes {
+        if disk_bytes(&meta) <= trigger(self.config.max_file_bytes) {
             let d = disk_bytes(&meta);
             return Ok(PunchReport { disk_bytes_before: d, disk_bytes_after: d, ..Default::default() });
         }
@@ -106,9 +112,9 @@ impl LogStore {
         let before = disk_bytes(&meta);
         let mut rep = PunchReport { disk_bytes_before: before, disk_bytes_after: before, ..Default::default() };
         let cap = self.config.max_file_bytes;
-        let head = (cap / 4) / ALIGN * ALIGN;
-        let end = meta.len().saturating_sub(cap / 2) / ALIGN * ALIGN;
-        if before > cap && end > head {
+        let head = (cap / 8) / ALIGN * ALIGN;
+        let end = meta.len().saturating_sub(cap / 8 * 3) / ALIGN * ALIGN;
+        if before > trigger(cap) && end > head {
             // SAFETY: fallocate on a descriptor we own; it only deallocates `[head, end)`.
             let r = unsafe {
                 libc::fallocate(
