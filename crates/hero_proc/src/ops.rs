@@ -128,9 +128,9 @@ pub async fn job(cmd: JobCmd, out: &Output) -> anyhow::Result<ExitCode> {
                     anyhow::anyhow!("unknown phase `{p}`: one of pending, running, succeeded, failed, cancelled")
                 })?),
             };
-            let jobs: Vec<JobView> =
-                c.call("job.list", JobQuery { phase, service, run_id: run, limit: Some(limit), before_id: before })
-                    .await?;
+            let jobs: Vec<JobView> = c
+                .call("job.list", JobQuery { phase, service, run_id: run, limit: Some(limit), before_id: before })
+                .await?;
             if out.json() { out.print_json(&jobs)? } else { print_jobs(&jobs) }
         }
         JobCmd::Get { id } => {

@@ -274,7 +274,9 @@ fn bounded<T: PartialOrd + std::fmt::Display + Copy>(
     match limit {
         Some(l) if l > max => Err(rpc_err(
             ErrorCode::Invalid,
-            format!("{method}: limit {l} is over the maximum of {max}; ask for at most {max} and page on with {cursor}"),
+            format!(
+                "{method}: limit {l} is over the maximum of {max}; ask for at most {max} and page on with {cursor}"
+            ),
         )),
         Some(l) => Ok(l),
         None => Ok(default),
@@ -498,7 +500,13 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
         if c.engine.store.get_job(JobId(q.id)).map_err(store_err)?.is_none() {
             return Err(rpc_err(ErrorCode::NotFound, format!("no job {}", q.id)));
         }
-        let max_bytes = bounded("job.logs", q.max_bytes, LOG_PAGE_MAX_BYTES, LOG_PAGE_MAX_BYTES, "`offset` (the answer's `next_offset`)")?;
+        let max_bytes = bounded(
+            "job.logs",
+            q.max_bytes,
+            LOG_PAGE_MAX_BYTES,
+            LOG_PAGE_MAX_BYTES,
+            "`offset` (the answer's `next_offset`)",
+        )?;
         if let Some(t) = q.tail
             && t > LOG_PAGE_MAX_LINES
         {

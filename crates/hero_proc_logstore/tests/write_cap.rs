@@ -114,7 +114,9 @@ fn a_real_child_writing_at_full_speed_is_held_to_the_cap() {
     let head = s.read_job_output(2, ReadOpts { max_bytes: Some(1 << 20), ..Default::default() }).unwrap();
     assert_eq!(head.lines.len(), 1);
     assert!(head.lines[0].bytes().all(|b| b == b'x'));
-    let rest = s.read_job_output(2, ReadOpts { offset: Some(head.next_offset), max_bytes: Some(1 << 20), ..Default::default() }).unwrap();
+    let rest = s
+        .read_job_output(2, ReadOpts { offset: Some(head.next_offset), max_bytes: Some(1 << 20), ..Default::default() })
+        .unwrap();
     assert!(rest.lines[0].starts_with("[... ") && rest.lines[0].ends_with(" bytes dropped ...]"), "{}", rest.lines[0]);
 }
 
@@ -132,7 +134,8 @@ fn long_lines_are_cut_and_pages_count_lines() {
         .read_job_output(3, ReadOpts { tail_lines: Some(1000), max_line_bytes: Some(1000), ..Default::default() })
         .unwrap();
     assert_eq!(t.lines[0], format!("{} [... 99000 bytes cut ...]", "a".repeat(1000)));
-    let p = s.read_job_output(3, ReadOpts { offset: Some(100_001), max_lines: Some(10), ..Default::default() }).unwrap();
+    let p =
+        s.read_job_output(3, ReadOpts { offset: Some(100_001), max_lines: Some(10), ..Default::default() }).unwrap();
     assert_eq!(p.lines.len(), 10);
     assert_eq!(p.lines[0], "short");
     assert!(p.has_more && !p.ends_mid_line);
