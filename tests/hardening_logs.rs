@@ -61,19 +61,30 @@ fn a_job_writing_200_mb_at_full_speed_is_held_to_its_cap_while_it_writes() {
     let id = submit(&d, "flood");
     let file = job_file(&d, id);
     // Sample the file's disk use as fast as we can while the job writes.
-    let mut peak = 0;
-    let mut samples = 0u64;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (done, file) = (done.clone(), file.clone());
+        std::thread::spawn(move || {
+            let (mut peak, mut samples) = (0, 0u64);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(disk(&file));
+                samples += 1;
+            }
+            (peak, samples)
+        })
+    };
     let start = Instant::now();
     loop {
-        peak = peak.max(disk(&file));
-        samples += 1;
         let p = phase(&d, id);
         if p != "running" && p != "pending" {
             assert_eq!(p, "succeeded");
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(120), "the flood did not finish");
+        std::thread::sleep(Duration::from_millis(50));
     }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut peak, samples) = sampler.join().unwrap();
     peak = peak.max(disk(&file));
     let logical = std::fs::metadata(&file).unwrap().len();
     let after = disk(&file);
