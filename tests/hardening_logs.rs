@@ -164,13 +164,13 @@ fn six_concurrent_readers_of_a_big_log_keep_the_daemon_small() {
                 .unwrap()
         })
         .collect();
-    for r in readers {
-        let out = r.wait_with_output().unwrap();
+    let outs: Vec<_> = readers.into_iter().map(|r| r.wait_with_output().unwrap()).collect();
+    let after = vm_hwm_kb(pid);
+    eprintln!("six readers of a {size}-byte log: daemon VmHWM {before} kB -> {after} kB");
+    for out in outs {
         assert!(out.status.success(), "a reader failed: {}", text(&out.stderr));
         assert_eq!(out.stdout.len() as u64, size, "a reader got part of the log");
     }
-    let after = vm_hwm_kb(pid);
-    eprintln!("six readers of a {size}-byte log: daemon VmHWM {before} kB -> {after} kB");
     assert!(after - before < 64 * 1024, "the daemon's peak RSS grew by {} kB", after - before);
 }
 
