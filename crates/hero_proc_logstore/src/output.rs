@@ -221,16 +221,31 @@ impl LogStore {
             .mode(FILE_MODE)
             .open(&tmp)
             .map_err(io_err(Op::Rotate, &tmp))?;
+        // A capped file's dropped range is not copied (it would read as zeros): the
+        // generation gets the marker line in its place.
+        let mut pos = 0u64;
         let mut copied = 0u64;
+        let len_now = live.metadata().map_err(io_err(Op::Rotate, &live_path))?.len();
+        if let Some((h, e)) = crate::punch::dropped_range(&live, len_now).map_err(io_err(Op::Rotate, &live_path))? {
+            let mut src = &live;
+            // dropped_range moved the offset.
+            src.seek(SeekFrom::Start(0)).map_err(io_err(Op::Rotate, &live_path))?;
+            copied += io::copy(&mut io::Read::take(src, h), &mut out).map_err(io_err(Op::Rotate, &tmp))?;
+            let marker = format!("\n{}\n", crate::punch::dropped_marker(e - h));
+            io::Write::write_all(&mut out, marker.as_bytes()).map_err(io_err(Op::Rotate, &tmp))?;
+            copied += marker.len() as u64;
+            pos = e;
+        }
         for _ in 0..COPY_PASSES {
             let now = live.metadata().map_err(io_err(Op::Rotate, &live_path))?.len();
-            if now <= copied {
+            if now <= pos {
                 break;
             }
             let mut src = &live;
-            src.seek(SeekFrom::Start(copied)).map_err(io_err(Op::Rotate, &live_path))?;
-            let want = now - copied;
+            src.seek(SeekFrom::Start(pos)).map_err(io_err(Op::Rotate, &live_path))?;
+            let want = now - pos;
             let n = io::copy(&mut io::Read::take(src, want), &mut out).map_err(io_err(Op::Rotate, &tmp))?;
+            pos += n;
             copied += n;
             if n < want {
                 // The file shrank under us (someone else truncated it); keep what we got.

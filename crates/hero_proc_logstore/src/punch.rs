@@ -31,7 +31,8 @@ pub struct PunchReport {
     pub disk_bytes_after: u64,
     /// The whole dropped range after this call (`[start, end)` of the file), if any.
     pub dropped: Option<(u64, u64)>,
-    /// The file system cannot punch holes: the caller should rotate instead.
+    /// No hole could be punched (the file system cannot, or the cap is under 512 KiB, too
+    /// small to keep a head at the punch granularity): the caller should rotate instead.
     pub unsupported: bool,
 }
 
@@ -41,7 +42,8 @@ pub(crate) fn disk_bytes(m: &std::fs::Metadata) -> u64 {
     m.len().min(m.blocks().saturating_mul(512))
 }
 
-/// The first hole of `[0, len)` and where data resumes after it, if there is one.
+/// The first hole of `[0, len)` and where data resumes after it, if there is one. Moves
+/// the descriptor's offset: read with `pread` (or seek) afterwards.
 pub(crate) fn dropped_range(f: &File, len: u64) -> io::Result<Option<(u64, u64)>> {
     if len == 0 {
         return Ok(None);
@@ -113,6 +115,11 @@ impl LogStore {
         let mut rep = PunchReport { disk_bytes_before: before, disk_bytes_after: before, ..Default::default() };
         let cap = self.config.max_file_bytes;
         let head = (cap / 8) / ALIGN * ALIGN;
+        if head == 0 {
+            // Under 512 KiB a head cannot be kept at the punch granularity: rotate instead.
+            rep.unsupported = true;
+            return Ok(rep);
+        }
         let end = meta.len().saturating_sub(cap / 8 * 3) / ALIGN * ALIGN;
         if before > trigger(cap) && end > head {
             // SAFETY: fallocate on a descriptor we own; it only deallocates `[head, end)`.

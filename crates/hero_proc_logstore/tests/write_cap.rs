@@ -142,3 +142,35 @@ fn long_lines_are_cut_and_pages_count_lines() {
     let p = s.read_job_output(3, ReadOpts { max_bytes: Some(50_000), ..Default::default() }).unwrap();
     assert!(p.ends_mid_line, "a line larger than the page is split and says so");
 }
+
+#[test]
+fn rotating_a_capped_file_copies_the_marker_not_the_hole() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    write_capped(&s, 4, 1_000_000);
+    let rep = s.rotate_job_output(4).unwrap();
+    assert!(rep.rotated);
+    let gen1 = std::fs::metadata(s.rotated_output_path(4, 1)).unwrap();
+    assert!(gen1.len() <= CAP, "the generation holds {} bytes: the hole was copied", gen1.len());
+    let lines = s
+        .read_job_output(4, ReadOpts { include_rotated: true, max_bytes: Some(100 << 20), ..Default::default() })
+        .unwrap()
+        .lines;
+    assert_eq!(lines[0], "line 000000000");
+    assert_eq!(lines.iter().filter(|l| l.starts_with("[... ") && l.ends_with(" bytes dropped ...]")).count(), 1);
+    assert_eq!(lines.last().unwrap(), "line 000999999");
+}
+
+#[test]
+fn caps_under_the_punch_granularity_are_left_to_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogStoreConfig { max_file_bytes: 100_000, ..LogStoreConfig::default() };
+    let s = LogStore::open(dir.path().join("logs"), cfg).unwrap();
+    let mut f = s.open_job_output(5).unwrap();
+    f.write_all(&vec![b'z'; 1_000_000]).unwrap();
+    let p = s.cap_job_output(5).unwrap();
+    assert!(p.unsupported && p.dropped.is_none());
+    let rep = s.enforce_caps(&std::collections::HashSet::from([5])).unwrap();
+    assert_eq!(rep.files_rotated, 1);
+    assert_eq!(std::fs::metadata(s.job_output_path(5)).unwrap().len(), 0);
+}
