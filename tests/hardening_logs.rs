@@ -46,6 +46,13 @@ fn wait_done(d: &Daemon, id: i64, limit: Duration) {
     }
 }
 
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = s[s.rfind(')').unwrap() + 2..].split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
 fn vm_hwm_kb(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = s.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
@@ -58,6 +65,8 @@ fn a_job_writing_200_mb_at_full_speed_is_held_to_its_cap_while_it_writes() {
     d.set(
         "actions:\n  - name: flood\n    interpreter: sh\n    script: |\n      echo START-OF-OUTPUT\n      yes 0123456789abcdef | head -n 12000000\n      echo END-OF-OUTPUT\n",
     );
+    let daemon_pid = d.child.as_ref().unwrap().id();
+    let cpu_before = cpu_ticks(daemon_pid);
     let id = submit(&d, "flood");
     let file = job_file(&d, id);
     // Sample the file's disk use as fast as we can while the job writes.
@@ -88,8 +97,11 @@ fn a_job_writing_200_mb_at_full_speed_is_held_to_its_cap_while_it_writes() {
     peak = peak.max(disk(&file));
     let logical = std::fs::metadata(&file).unwrap().len();
     let after = disk(&file);
+    let cpu = cpu_ticks(daemon_pid) - cpu_before;
     eprintln!(
-        "flood: {logical} bytes written, peak disk use {peak} bytes ({samples} samples), {after} after; cap {CAP}"
+        "flood: {logical} bytes written in {:?}, peak disk use {peak} bytes ({samples} samples), {after} after; \
+         cap {CAP}; daemon CPU {cpu} ticks",
+        start.elapsed()
     );
     assert!(logical > 204_000_000, "the job wrote {logical} bytes");
     // The cap keeps a quarter of itself as headroom for the watcher's latency.

@@ -38,8 +38,21 @@
 //!   appending, so the damage stays one line.
 //! - **One writer process.** The store assumes only the daemon writes; any process may
 //!   read. [`LogStore`] is `Send + Sync`; share it with an `Arc`.
+//! - **A job's file is capped as it grows** ([`LogStore::cap_job_output`], called by
+//!   the engine on every inotify write event): past three quarters of `max_file_bytes`
+//!   on disk, the middle is deallocated with `fallocate(PUNCH_HOLE | KEEP_SIZE)`. The
+//!   first eighth of the cap (the head) and the newest three eighths (the tail) stay;
+//!   the last quarter is headroom for what a child writes before the next event. The
+//!   child's descriptor and offsets are untouched, so unlike copy-truncate no byte is
+//!   lost to a race; the logical size keeps growing, disk use does not. The file system
+//!   records the dropped range (`SEEK_HOLE`/`SEEK_DATA`), and reads print
+//!   `[... N bytes dropped ...]` in its place. Where holes cannot be punched (file
+//!   system, or a cap under 512 KiB), `enforce_caps` copy-truncates instead.
+//! - **Reads cost what they return**: forward pages bounded by bytes and lines, tails
+//!   read backwards from the end with a byte budget and a per-line bound.
 //! - **Caps** ([`LogStore::enforce_caps`]) never delete the live file of a job the
-//!   caller says is running; they rotate it, and as a last resort truncate it.
+//!   caller says is running; they punch or rotate it, and as a last resort truncate it.
+//!   Sizes are disk use (`st_blocks`), so a capped file counts its head and tail.
 //!
 //! # Example
 //!
