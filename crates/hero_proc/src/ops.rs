@@ -20,16 +20,20 @@ pub enum JobCmd {
         service: Option<String>,
         #[arg(long)]
         run: Option<i64>,
+        /// At most 1000.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Only jobs older than this id (the last id of the previous page).
+        #[arg(long)]
+        before: Option<i64>,
     },
     Get {
         id: i64,
     },
-    /// A job's output (stdout and stderr).
+    /// A job's output (stdout and stderr), all of it, read page by page.
     Logs {
         id: i64,
-        /// Only the last N lines.
+        /// Only the last N lines (at most 20000).
         #[arg(long)]
         tail: Option<usize>,
     },
@@ -48,8 +52,12 @@ pub enum RunCmd {
         wait: bool,
     },
     List {
+        /// At most 100.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Only runs older than this id (the last id of the previous page).
+        #[arg(long)]
+        before: Option<i64>,
     },
     Get {
         id: i64,
@@ -70,8 +78,12 @@ pub enum LogCmd {
         level: Option<String>,
         #[arg(long)]
         contains: Option<String>,
+        /// At most 1000.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Only events before this time (ms since the epoch; the oldest of the previous page).
+        #[arg(long)]
+        until_ms: Option<i64>,
     },
 }
 
@@ -109,33 +121,62 @@ fn print_jobs(jobs: &[JobView]) {
 pub async fn job(cmd: JobCmd, out: &Output) -> anyhow::Result<ExitCode> {
     let mut c = connect(out).await?;
     match cmd {
-        JobCmd::List { phase, service, run, limit } => {
+        JobCmd::List { phase, service, run, limit, before } => {
             let phase = match phase.as_deref() {
                 None => None,
                 Some(p) => Some(JobPhase::parse(p).ok_or_else(|| {
                     anyhow::anyhow!("unknown phase `{p}`: one of pending, running, succeeded, failed, cancelled")
                 })?),
             };
-            let jobs: Vec<JobView> =
-                c.call("job.list", JobQuery { phase, service, run_id: run, limit: Some(limit) }).await?;
+            let jobs: Vec<JobView> = c
+                .call("job.list", JobQuery { phase, service, run_id: run, limit: Some(limit), before_id: before })
+                .await?;
             if out.json() { out.print_json(&jobs)? } else { print_jobs(&jobs) }
         }
         JobCmd::Get { id } => {
             let j: JobView = c.call("job.get", json!({ "id": id })).await?;
             if out.json() { out.print_json(&j)? } else { print_jobs(&[j]) }
         }
-        JobCmd::Logs { id, tail } => {
-            let l: LogLines = c.call("job.logs", json!({ "id": id, "tail": tail })).await?;
-            if out.json() {
-                out.print_json(&l)?
-            } else {
-                for line in l.lines {
-                    println!("{line}");
+        JobCmd::Logs { id, tail } => print_job_logs(&mut c, id, tail, out).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a job's output page by page (or its tail), so neither the daemon nor this
+/// process ever holds more than one page. `--json` prints one `LogLines` per page.
+async fn print_job_logs(
+    c: &mut hero_proc_rpc::Client,
+    id: i64,
+    tail: Option<usize>,
+    out: &Output,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::new(stdout.lock());
+    let mut offset: Option<u64> = None;
+    loop {
+        let q = JobLogs { id, tail, offset, max_bytes: None };
+        let page: LogLines = c.call("job.logs", q).await?;
+        if out.json() {
+            serde_json::to_writer(&mut w, &page)?;
+            writeln!(w)?;
+        } else {
+            let n = page.lines.len();
+            for (i, line) in page.lines.iter().enumerate() {
+                w.write_all(line.as_bytes())?;
+                // A line cut by the page continues on the next page: no newline yet.
+                if i + 1 < n || !page.ends_mid_line || !page.has_more {
+                    w.write_all(b"\n")?;
                 }
             }
         }
+        if tail.is_some() || !page.has_more || page.reset {
+            break;
+        }
+        offset = Some(page.next_offset);
     }
-    Ok(ExitCode::SUCCESS)
+    w.flush()?;
+    Ok(())
 }
 
 pub async fn run(cmd: RunCmd, out: &Output) -> anyhow::Result<ExitCode> {
@@ -168,14 +209,15 @@ pub async fn run(cmd: RunCmd, out: &Output) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
-        RunCmd::List { limit } => {
-            let runs: Vec<RunView> = c.call("run.list", json!({ "limit": limit })).await?;
+        RunCmd::List { limit, before } => {
+            let runs: Vec<RunView> = c.call("run.list", RunList { limit: Some(limit), before_id: before }).await?;
             if out.json() {
                 out.print_json(&runs)?
             } else {
                 println!("{:>6} {:<10} {:>5}  LABEL", "RUN", "PHASE", "JOBS");
                 for r in runs {
-                    println!("{:>6} {:<10} {:>5}  {}", r.id, r.phase.as_str(), r.jobs.len(), r.label);
+                    let more = if r.jobs_more { "+" } else { "" };
+                    println!("{:>6} {:<10} {:>4}{more:<1}  {}", r.id, r.phase.as_str(), r.jobs.len(), r.label);
                 }
             }
         }
@@ -201,11 +243,9 @@ pub async fn run(cmd: RunCmd, out: &Output) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn log(cmd: LogCmd, out: &Output) -> anyhow::Result<ExitCode> {
-    let LogCmd::Query { source, level, contains, limit } = cmd;
-    let events: Vec<LogEventView> = connect(out)
-        .await?
-        .call("log.query", LogQuery { source, min_level: level, since_ms: None, contains, limit: Some(limit) })
-        .await?;
+    let LogCmd::Query { source, level, contains, limit, until_ms } = cmd;
+    let q = LogQuery { source, min_level: level, since_ms: None, contains, limit: Some(limit), until_ms };
+    let events: Vec<LogEventView> = connect(out).await?.call("log.query", q).await?;
     if out.json() {
         out.print_json(&events)?;
     } else {

@@ -4,12 +4,16 @@
 //! `system.compactor_status`.
 //!
 //! One timer per cycle (default hourly): the only periodic wake-up of an idle daemon.
+//! Between cycles the log store's caps follow its growth: the engine's output watcher
+//! holds each job file to its cap as it is written and, when the store passes its total
+//! cap, wakes this task to enforce the log caps at once (not the database compaction).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hero_proc_engine::Engine;
+use hero_proc_engine::output_cap::OutputCap;
 use hero_proc_engine::supervisor::now_ms;
 use hero_proc_rpc::wire::{CompactView, CompactorStatusView};
 use hero_proc_store::Retention;
@@ -52,14 +56,53 @@ impl Compactor {
     }
 
     pub async fn run_on_schedule(self) {
+        let over_total = Arc::new(tokio::sync::Notify::new());
+        let wake = over_total.clone();
+        let _watch = match OutputCap::start(self.engine.logs.clone(), move || wake.notify_one()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("{e}");
+                None
+            }
+        };
         loop {
+            let next = tokio::time::Instant::now() + self.config.every;
             self.state.lock().expect("not poisoned").next_run_ms =
                 Some(now_ms() + self.config.every.as_millis() as i64);
-            tokio::time::sleep(self.config.every).await;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep_until(next) => break,
+                    () = over_total.notified() => {
+                        if let Err(e) = self.enforce_log_caps().await {
+                            tracing::warn!("log caps failed: {e}");
+                        }
+                    }
+                }
+            }
             if let Err(e) = self.compact_now().await {
                 tracing::warn!("compaction failed: {e}");
             }
         }
+    }
+
+    /// The log store's caps alone (the output watcher's trigger when the store grows
+    /// past its total cap).
+    pub async fn enforce_log_caps(&self) -> Result<hero_proc_logstore::CapReport, String> {
+        let store = self.engine.store.clone();
+        let logs = self.engine.logs.clone();
+        let rep = tokio::task::spawn_blocking(move || {
+            let live: HashSet<i64> = store.active_jobs().map_err(|e| e.to_string())?.iter().map(|j| j.id.0).collect();
+            logs.enforce_caps(&live).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        tracing::info!(
+            files_deleted = rep.files_deleted,
+            bytes_reclaimed = rep.bytes_reclaimed,
+            total_after = rep.total_bytes_after,
+            "log store over its total cap: caps enforced"
+        );
+        Ok(rep)
     }
 
     /// Compact now; returns what was done.

@@ -297,12 +297,19 @@ fn job_view(j: hero_proc_store::Job) -> JobView {
 }
 
 fn run_view(ctx: &Ctx, r: hero_proc_store::Run) -> Result<RunView, ErrorObjectOwned> {
+    run_view_jobs(ctx, r, 10_000)
+}
+
+/// A run with at most `max_jobs` of its jobs (the first ones); `jobs_more` says if
+/// there are more.
+fn run_view_jobs(ctx: &Ctx, r: hero_proc_store::Run, max_jobs: u32) -> Result<RunView, ErrorObjectOwned> {
     let jobs = ctx
         .engine
         .store
-        .list_jobs(&JobFilter { run_id: Some(r.id), limit: 10_000, ..Default::default() })
+        .list_jobs(&JobFilter { run_id: Some(r.id), limit: max_jobs + 1, ..Default::default() })
         .map_err(store_err)?;
-    let mut jobs: Vec<JobView> = jobs.into_iter().map(job_view).collect();
+    let jobs_more = jobs.len() > max_jobs as usize;
+    let mut jobs: Vec<JobView> = jobs.into_iter().take(max_jobs as usize).map(job_view).collect();
     jobs.sort_by_key(|j| j.id);
     Ok(RunView {
         id: r.id.0,
@@ -311,7 +318,29 @@ fn run_view(ctx: &Ctx, r: hero_proc_store::Run) -> Result<RunView, ErrorObjectOw
         created_at_ms: r.created_at_ms,
         finished_at_ms: r.finished_at_ms,
         jobs,
+        jobs_more,
     })
+}
+
+/// A listing's `limit`: `default` when absent; over `max` is refused (an answer that
+/// large could pass the RPC response limit), saying how to page instead.
+fn bounded<T: PartialOrd + std::fmt::Display + Copy>(
+    method: &str,
+    limit: Option<T>,
+    default: T,
+    max: T,
+    cursor: &str,
+) -> Result<T, ErrorObjectOwned> {
+    match limit {
+        Some(l) if l > max => Err(rpc_err(
+            ErrorCode::Invalid,
+            format!(
+                "{method}: limit {l} is over the maximum of {max}; ask for at most {max} and page on with {cursor}"
+            ),
+        )),
+        Some(l) => Ok(l),
+        None => Ok(default),
+    }
 }
 
 // ---- methods -------------------------------------------------------------------------
@@ -522,8 +551,8 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
                 Ref::new(r.context, r.name)
             }),
             run_id: q.run_id.map(RunId),
-            limit: q.limit.unwrap_or(100),
-            before_id: None,
+            limit: bounded("job.list", q.limit, 100, JOB_LIST_MAX, "`before_id` (the smallest id returned)")?,
+            before_id: q.before_id.map(JobId),
         };
         Ok(c.engine.store.list_jobs(&filter).map_err(store_err)?.into_iter().map(job_view).collect())
     });
@@ -539,9 +568,49 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
         if c.engine.store.get_job(JobId(q.id)).map_err(store_err)?.is_none() {
             return Err(rpc_err(ErrorCode::NotFound, format!("no job {}", q.id)));
         }
-        let opts = hero_proc_logstore::ReadOpts { tail_lines: q.tail, include_rotated: true, ..Default::default() };
-        let out = c.engine.logs.read_job_output(q.id, opts).map_err(|e| rpc_err(ErrorCode::Internal, e.to_string()))?;
-        Ok(LogLines { lines: out.lines })
+        let max_bytes = bounded(
+            "job.logs",
+            q.max_bytes,
+            LOG_PAGE_MAX_BYTES,
+            LOG_PAGE_MAX_BYTES,
+            "`offset` (the answer's `next_offset`)",
+        )?;
+        if let Some(t) = q.tail
+            && t > LOG_PAGE_MAX_LINES
+        {
+            return Err(rpc_err(
+                ErrorCode::Invalid,
+                format!(
+                    "job.logs: tail {t} is over the maximum of {LOG_PAGE_MAX_LINES} lines; read the whole output \
+                     forward instead, page by page with `offset` (`hero_proc job logs {}` does)",
+                    q.id
+                ),
+            ));
+        }
+        let opts = hero_proc_logstore::ReadOpts {
+            tail_lines: q.tail,
+            max_bytes: Some(max_bytes.max(1)),
+            offset: q.offset,
+            include_rotated: true,
+            max_lines: Some(LOG_PAGE_MAX_LINES),
+            max_line_bytes: q.tail.map(|_| LOG_LINE_MAX_BYTES),
+        };
+        let logs = c.engine.logs.clone();
+        // File reads off the async workers: a page is at most 1 MiB, but the disk may be slow.
+        let out = tokio::task::spawn_blocking(move || logs.read_job_output(q.id, opts))
+            .await
+            .map_err(|e| rpc_err(ErrorCode::Internal, e.to_string()))?
+            .map_err(|e| match e {
+                hero_proc_logstore::Error::NoOutput { .. } => rpc_err(ErrorCode::NotFound, e.to_string()),
+                e => rpc_err(ErrorCode::Internal, e.to_string()),
+            })?;
+        Ok(LogLines {
+            lines: out.lines,
+            next_offset: out.next_offset,
+            has_more: out.has_more,
+            ends_mid_line: out.ends_mid_line,
+            reset: out.reset,
+        })
     });
 
     // run.*
@@ -566,14 +635,10 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
         run_view(&c, run)
     });
     method!("run.list", |p, c| -> Vec<RunView> {
-        #[derive(serde::Deserialize, Default)]
-        struct P {
-            #[serde(default)]
-            limit: Option<u32>,
-        }
-        let q: P = if p.as_str().is_some() { parse(&p)? } else { P::default() };
-        let runs = c.engine.store.list_runs(q.limit.unwrap_or(50), None).map_err(store_err)?;
-        runs.into_iter().map(|r| run_view(&c, r)).collect()
+        let q: RunList = if p.as_str().is_some() { parse(&p)? } else { RunList::default() };
+        let limit = bounded("run.list", q.limit, 50, RUN_LIST_MAX, "`before_id` (the smallest id returned)")?;
+        let runs = c.engine.store.list_runs(limit, q.before_id.map(RunId)).map_err(store_err)?;
+        runs.into_iter().map(|r| run_view_jobs(&c, r, RUN_LIST_JOBS)).collect()
     });
     method!("run.get", |p, c| -> RunView {
         let q: RunGet = parse(&p)?;
@@ -585,6 +650,7 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
                 created_at_ms: r.created_at_ms,
                 finished_at_ms: r.finished_at_ms,
                 jobs: Vec::new(),
+                jobs_more: false,
             }),
             Some(r) => run_view(&c, r),
             None => Err(rpc_err(ErrorCode::NotFound, format!("no run {}", q.id))),
@@ -608,11 +674,16 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
             source_prefix: q.source,
             min_level,
             since_ms: q.since_ms,
+            until_ms: q.until_ms,
             contains: q.contains,
-            limit: q.limit.unwrap_or(100),
+            limit: bounded("log.query", q.limit, 100, LOG_QUERY_MAX, "`until_ms` (the oldest ts_ms returned)")?,
             ..Default::default()
         };
-        let events = c.engine.logs.query(&query).map_err(|e| rpc_err(ErrorCode::Internal, e.to_string()))?;
+        let logs = c.engine.logs.clone();
+        let events = tokio::task::spawn_blocking(move || logs.query(&query))
+            .await
+            .map_err(|e| rpc_err(ErrorCode::Internal, e.to_string()))?
+            .map_err(|e| rpc_err(ErrorCode::Internal, e.to_string()))?;
         Ok(events
             .into_iter()
             .map(|e| LogEventView {
@@ -680,7 +751,8 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
             limit: Option<u32>,
         }
         let q: P = if p.as_str().is_some() { parse(&p)? } else { P::default() };
-        c.engine.store.history(q.limit.unwrap_or(50)).map_err(store_err)
+        let limit = bounded("reconcile.history", q.limit, 50, HISTORY_MAX, "a smaller limit")?;
+        c.engine.store.history(limit).map_err(store_err)
     });
 
     // migrate.*

@@ -8,6 +8,7 @@
 pub mod backoff;
 pub mod health;
 pub mod hero_db;
+pub mod output_cap;
 pub mod paths;
 pub mod process;
 pub mod supervisor;

@@ -72,7 +72,7 @@ fn scan_dir(dir: &Path, classify: impl Fn(&str) -> Kind, out: &mut Vec<Entry>) -
         }
         let kind = entry.file_name().to_str().map_or(Kind::Other, &classify);
         let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
-        out.push(Entry { path: entry.path(), kind, len: meta.len(), mtime });
+        out.push(Entry { path: entry.path(), kind, len: crate::punch::disk_bytes(&meta), mtime });
     }
     Ok(())
 }
@@ -85,7 +85,8 @@ impl LogStore {
         Ok(v)
     }
 
-    /// Bytes of all files in the store (for metrics and `system.compactor_status`).
+    /// Bytes of all files in the store on disk (for metrics and `system.compactor_status`):
+    /// a capped job file counts its head and tail, not the range punched out of it.
     pub fn total_bytes(&self) -> Result<u64> {
         Ok(self.inventory()?.iter().map(|e| e.len).sum())
     }
@@ -106,8 +107,10 @@ impl LogStore {
 
     /// One pass of the caps, in this order:
     /// 1. leftovers of interrupted rotations are deleted;
-    /// 2. live files of running jobs (`live_job_ids`) over `max_file_bytes` are
-    ///    copy-truncated;
+    /// 2. live files over `max_file_bytes` on disk have their middle punched out
+    ///    ([`LogStore::cap_job_output`]); where that cannot bring them under it (no hole
+    ///    punching on this file system, or a cap under 64 KiB), those of running jobs
+    ///    (`live_job_ids`) are copy-truncated instead;
     /// 3. files older than `max_age` are deleted: files of finished jobs and rotated
     ///    generations by modification time, event days once the whole day is older;
     /// 4. while the total exceeds `max_total_bytes`, the least recently modified files
@@ -128,7 +131,17 @@ impl LogStore {
                 Kind::Tmp => {
                     self.delete(&e, &mut rep)?;
                 }
-                Kind::Live(id) if is_running(e.kind) && e.len > cfg.max_file_bytes => {
+                Kind::Live(id) if e.len > cfg.max_file_bytes => {
+                    let p = self.cap_locked(id)?;
+                    // Caps under the punch granularity (64 KiB) cannot be met by a hole.
+                    if !p.unsupported && p.disk_bytes_after <= cfg.max_file_bytes {
+                        rep.files_rotated += u64::from(p.disk_bytes_after < p.disk_bytes_before);
+                        rep.bytes_reclaimed += p.disk_bytes_before.saturating_sub(p.disk_bytes_after);
+                        continue;
+                    }
+                    if !is_running(e.kind) {
+                        continue;
+                    }
                     let r = self.rotate_locked(id)?;
                     rep.files_rotated += u64::from(r.rotated);
                     rep.files_deleted += r.files_deleted;
@@ -184,7 +197,7 @@ impl LogStore {
                         Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
                         Err(err) => return Err(io_err(Op::Truncate, &e.path)(err)),
                     };
-                    let len = f.metadata().map_err(io_err(Op::Truncate, &e.path))?.len();
+                    let len = crate::punch::disk_bytes(&f.metadata().map_err(io_err(Op::Truncate, &e.path))?);
                     f.set_len(0).map_err(io_err(Op::Truncate, &e.path))?;
                     tracing::warn!(path = %e.path.display(), bytes = len, "log caps: truncated a running job's output");
                     rep.files_rotated += 1;

@@ -38,8 +38,21 @@
 //!   appending, so the damage stays one line.
 //! - **One writer process.** The store assumes only the daemon writes; any process may
 //!   read. [`LogStore`] is `Send + Sync`; share it with an `Arc`.
+//! - **A job's file is capped as it grows** ([`LogStore::cap_job_output`], called by
+//!   the engine on every inotify write event): past three quarters of `max_file_bytes`
+//!   on disk, the middle is deallocated with `fallocate(PUNCH_HOLE | KEEP_SIZE)`. The
+//!   first eighth of the cap (the head) and the newest three eighths (the tail) stay;
+//!   the last quarter is headroom for what a child writes before the next event. The
+//!   child's descriptor and offsets are untouched, so unlike copy-truncate no byte is
+//!   lost to a race; the logical size keeps growing, disk use does not. The file system
+//!   records the dropped range (`SEEK_HOLE`/`SEEK_DATA`), and reads print
+//!   `[... N bytes dropped ...]` in its place. Where holes cannot be punched (file
+//!   system, or a cap under 512 KiB), `enforce_caps` copy-truncates instead.
+//! - **Reads cost what they return**: forward pages bounded by bytes and lines, tails
+//!   read backwards from the end with a byte budget and a per-line bound.
 //! - **Caps** ([`LogStore::enforce_caps`]) never delete the live file of a job the
-//!   caller says is running; they rotate it, and as a last resort truncate it.
+//!   caller says is running; they punch or rotate it, and as a last resort truncate it.
+//!   Sizes are disk use (`st_blocks`), so a capped file counts its head and tail.
 //!
 //! # Example
 //!
@@ -77,6 +90,7 @@ mod error;
 mod events;
 mod lines;
 mod output;
+mod punch;
 
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -88,6 +102,7 @@ pub use caps::CapReport;
 pub use error::{Error, Op, Result};
 pub use events::{Level, LogEvent, LogQuery, Order, ParseLevelError};
 pub use output::{JobOutput, ReadOpts, RotateReport};
+pub use punch::{PunchReport, dropped_marker};
 
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
@@ -101,7 +116,9 @@ pub struct LogStoreConfig {
     /// Files of finished jobs, rotated generations and event days older than this are
     /// deleted.
     pub max_age: Duration,
-    /// A running job's live file past this size is copy-truncated by `enforce_caps`.
+    /// A job's file is held to this many bytes on disk: past it, the middle is punched
+    /// out as it grows ([`LogStore::cap_job_output`]); where the file system cannot punch
+    /// holes, `enforce_caps` copy-truncates it instead.
     pub max_file_bytes: u64,
     /// Copy-truncate generations kept per job (`.1` ..= `.N`); 0 truncates without a copy.
     pub rotated_generations: u32,

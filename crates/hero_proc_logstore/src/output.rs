@@ -24,6 +24,10 @@ use crate::{FILE_MODE, LogStore, lock, open_append};
 ///
 /// Offsets address the live file only. With `include_rotated` and no `offset`, the
 /// rotated generations (oldest first) come before the live file as one stream.
+///
+/// A range the write-time cap dropped (see [`LogStore::cap_job_output`]) reads as one
+/// line `[... N bytes dropped ...]`: a forward page stops where the hole starts, and
+/// the next one starts with the marker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ReadOpts {
@@ -31,6 +35,11 @@ pub struct ReadOpts {
     pub max_bytes: Option<u64>,
     pub offset: Option<u64>,
     pub include_rotated: bool,
+    /// A forward page stops after this many lines (short lines cost more in memory than
+    /// their bytes).
+    pub max_lines: Option<usize>,
+    /// Longer lines are cut to this many bytes, followed by `[... N bytes cut ...]`.
+    pub max_line_bytes: Option<usize>,
 }
 
 /// What [`LogStore::read_job_output`] returns.
@@ -48,6 +57,8 @@ pub struct JobOutput {
     /// The requested `offset` was past the end of the live file, which was rotated or
     /// truncated since; reading restarted from its beginning.
     pub reset: bool,
+    /// A forward page stopped inside a line: the next page's first line continues it.
+    pub ends_mid_line: bool,
 }
 
 /// What one rotation did.
@@ -124,9 +135,13 @@ impl LogStore {
         }
         let live_base = stream.len();
         let mut live_len = 0;
+        let mut hole = None;
         match open_read(&live_path)? {
             Some((f, len)) => {
                 live_len = len;
+                hole = crate::punch::dropped_range(&f, len)
+                    .map_err(io_err(Op::ReadJobOutput, &live_path))?
+                    .map(|(h, e)| (live_base + h, live_base + e));
                 stream.push(f, len);
             }
             None if stream.is_empty() => return Err(Error::NoOutput { job_id, path: live_path }),
@@ -139,11 +154,22 @@ impl LogStore {
             None => (0, false),
         };
         let read = match opts.tail_lines {
-            Some(n) => tail(&stream, start, end, n, opts.max_bytes),
-            None => forward(&stream, start, end, opts.max_bytes),
+            Some(n) => tail(&stream, start, end, n, &opts, hole),
+            None => forward(&stream, start, end, &opts, hole),
         };
-        let (lines, pos, has_more) = read.map_err(io_err(Op::ReadJobOutput, &live_path))?;
-        Ok(JobOutput { lines, next_offset: pos.saturating_sub(live_base), has_more, reset })
+        let mut r = read.map_err(io_err(Op::ReadJobOutput, &live_path))?;
+        if let Some(max) = opts.max_line_bytes {
+            for l in &mut r.lines {
+                cut_line(l, max);
+            }
+        }
+        Ok(JobOutput {
+            lines: r.lines,
+            next_offset: r.pos.saturating_sub(live_base),
+            has_more: r.has_more,
+            reset,
+            ends_mid_line: r.mid_line,
+        })
     }
 
     /// Copy-truncates the job's live file now: `.N` is dropped, `.k` becomes `.k+1`,
@@ -195,16 +221,31 @@ impl LogStore {
             .mode(FILE_MODE)
             .open(&tmp)
             .map_err(io_err(Op::Rotate, &tmp))?;
+        // A capped file's dropped range is not copied (it would read as zeros): the
+        // generation gets the marker line in its place.
+        let mut pos = 0u64;
         let mut copied = 0u64;
+        let len_now = live.metadata().map_err(io_err(Op::Rotate, &live_path))?.len();
+        if let Some((h, e)) = crate::punch::dropped_range(&live, len_now).map_err(io_err(Op::Rotate, &live_path))? {
+            let mut src = &live;
+            // dropped_range moved the offset.
+            src.seek(SeekFrom::Start(0)).map_err(io_err(Op::Rotate, &live_path))?;
+            copied += io::copy(&mut io::Read::take(src, h), &mut out).map_err(io_err(Op::Rotate, &tmp))?;
+            let marker = format!("\n{}\n", crate::punch::dropped_marker(e - h));
+            io::Write::write_all(&mut out, marker.as_bytes()).map_err(io_err(Op::Rotate, &tmp))?;
+            copied += marker.len() as u64;
+            pos = e;
+        }
         for _ in 0..COPY_PASSES {
             let now = live.metadata().map_err(io_err(Op::Rotate, &live_path))?.len();
-            if now <= copied {
+            if now <= pos {
                 break;
             }
             let mut src = &live;
-            src.seek(SeekFrom::Start(copied)).map_err(io_err(Op::Rotate, &live_path))?;
-            let want = now - copied;
+            src.seek(SeekFrom::Start(pos)).map_err(io_err(Op::Rotate, &live_path))?;
+            let want = now - pos;
             let n = io::copy(&mut io::Read::take(src, want), &mut out).map_err(io_err(Op::Rotate, &tmp))?;
+            pos += n;
             copied += n;
             if n < want {
                 // The file shrank under us (someone else truncated it); keep what we got.
@@ -259,44 +300,111 @@ pub(crate) fn remove_file(path: &std::path::Path, op: Op) -> Result<u64> {
     }
 }
 
-type Read = (Vec<String>, u64, bool);
+struct Read {
+    lines: Vec<String>,
+    pos: u64,
+    has_more: bool,
+    mid_line: bool,
+}
 
-/// Forward page of `[start, end)`: returns (lines, position reached, more after it).
-fn forward(s: &Concat, start: u64, end: u64, max_bytes: Option<u64>) -> io::Result<Read> {
-    let stop = max_bytes.map_or(end, |m| end.min(start.saturating_add(m)));
+/// Cuts a line longer than `max` bytes at a char boundary and says how much went.
+fn cut_line(l: &mut String, max: usize) {
+    if l.len() <= max {
+        return;
+    }
+    let mut at = max;
+    while !l.is_char_boundary(at) {
+        at -= 1;
+    }
+    let cut = l.len() - at;
+    l.truncate(at);
+    l.push_str(&format!(" [... {cut} bytes cut ...]"));
+}
+
+/// Forward page of `[start, end)`, never crossing the dropped range `hole`: a page
+/// stops where it starts, and a page starting inside it begins with the marker.
+fn forward(s: &Concat, start: u64, end: u64, opts: &ReadOpts, hole: Option<(u64, u64)>) -> io::Result<Read> {
+    let mut start = start;
+    let mut marker = None;
+    let mut page_end = end;
+    if let Some((h, e)) = hole {
+        if start >= h && start < e {
+            marker = Some(crate::punch::dropped_marker(e - h));
+            start = e;
+        } else if start < h {
+            page_end = h;
+        }
+    }
+    let stop = opts.max_bytes.map_or(page_end, |m| page_end.min(start.saturating_add(m)));
     let len = usize::try_from(stop - start).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
     let mut buf = vec![0u8; len];
     read_exact_at(s, &mut buf, start)?;
-    if stop < end && buf.last() != Some(&b'\n') {
+    if stop < page_end && buf.last() != Some(&b'\n') {
         // End the page at a line boundary unless one line is larger than the page.
         if let Some(i) = memchr::memrchr(b'\n', &buf) {
             buf.truncate(i + 1);
         }
     }
+    if let Some(max) = opts.max_lines
+        && let Some(i) = memchr::memchr_iter(b'\n', &buf).nth(max.max(1) - 1)
+    {
+        buf.truncate(i + 1);
+    }
     let pos = start + buf.len() as u64;
-    Ok((split_lines(&buf), pos, pos < end))
+    // Stopping at the hole ends the line there: the marker goes on its own line.
+    let mid_line = !buf.is_empty() && buf.last() != Some(&b'\n') && pos != page_end;
+    let mut lines = split_lines(&buf);
+    if let Some(m) = marker {
+        lines.insert(0, m);
+    }
+    Ok(Read { lines, pos, has_more: pos < end, mid_line })
 }
 
-/// The last `n` lines of `[start, end)`, reading at most `max_bytes` back from `end`.
-fn tail(s: &Concat, start: u64, end: u64, n: usize, max_bytes: Option<u64>) -> io::Result<Read> {
-    let from = max_bytes.map_or(start, |m| start.max(end.saturating_sub(m)));
-    let mut rev = RevLines::new(s, from, end)?;
+/// The last `n` lines of `[start, end)`, reading at most `max_bytes` back from `end`;
+/// a dropped range in between reads as its marker line.
+fn tail(s: &Concat, start: u64, end: u64, n: usize, opts: &ReadOpts, hole: Option<(u64, u64)>) -> io::Result<Read> {
+    let from = opts.max_bytes.map_or(start, |m| start.max(end.saturating_sub(m)));
+    // (range start, range end, marker before it): newest range first.
+    let mut ranges = Vec::new();
+    match hole {
+        Some((h, e)) if h < end && e > from => {
+            ranges.push((from.max(e), end, None));
+            if from < h {
+                ranges.push((from, h, Some(crate::punch::dropped_marker(e - h))));
+            } else {
+                ranges.push((from, from, Some(crate::punch::dropped_marker(e - h))));
+            }
+        }
+        _ => ranges.push((from, end, None)),
+    }
     let mut lines = Vec::new();
-    while lines.len() < n {
-        match rev.next_line()? {
-            Some(l) => lines.push(l),
-            None => break,
+    let mut all_done = true;
+    for (a, b, marker) in ranges {
+        if lines.len() >= n {
+            all_done = false;
+            break;
         }
-    }
-    if rev.done() && from > start && lines.len() > 1 {
-        // The byte budget cut the first line; drop the fragment unless it is all we have.
-        let mut before = [0u8];
-        read_exact_at(s, &mut before, from - 1)?;
-        if before[0] != b'\n' {
-            lines.pop();
+        if let Some(m) = marker {
+            lines.push(m.into_bytes());
         }
+        let mut rev = RevLines::new(s, a, b)?;
+        while lines.len() < n {
+            match rev.next_line()? {
+                Some(l) => lines.push(l),
+                None => break,
+            }
+        }
+        if rev.done() && a == from && from > start && lines.len() > 1 && a < b {
+            // The byte budget cut the first line; drop the fragment unless it is all we have.
+            let mut before = [0u8];
+            read_exact_at(s, &mut before, from - 1)?;
+            if before[0] != b'\n' {
+                lines.pop();
+            }
+        }
+        all_done &= rev.done();
     }
-    let has_more = !rev.done() || from > start;
+    let has_more = !all_done || from > start;
     let lines = lines.into_iter().rev().map(|l| String::from_utf8_lossy(&l).into_owned()).collect();
-    Ok((lines, end, has_more))
+    Ok(Read { lines, pos: end, has_more, mid_line: false })
 }

@@ -97,20 +97,26 @@ pub const METHODS: &[MethodDoc] = &[
     MethodDoc { name: "secret.delete", summary: "Delete a secret.", params: OBJ, result: "Done" },
     MethodDoc {
         name: "job.list",
-        summary: "Jobs, newest first, filtered by phase, service or run.",
+        summary: "Jobs, newest first, filtered by phase, service or run; at most 1000 (default 100), page on with `before_id`.",
         params: &[
             ("phase", "string", false),
             ("service", "string", false),
             ("run_id", "integer", false),
             ("limit", "integer", false),
+            ("before_id", "integer", false),
         ],
         result: "JobView[]",
     },
     MethodDoc { name: "job.get", summary: "One job.", params: ID, result: "JobView" },
     MethodDoc {
         name: "job.logs",
-        summary: "A job's output (stdout and stderr), optionally the last `tail` lines.",
-        params: &[("id", "integer", true), ("tail", "integer", false)],
+        summary: "One page of a job's output (stdout and stderr): forward from `offset` (follow `next_offset` while `has_more`), or the last `tail` lines; at most 1 MiB and 20000 lines per answer.",
+        params: &[
+            ("id", "integer", true),
+            ("tail", "integer", false),
+            ("offset", "integer", false),
+            ("max_bytes", "integer", false),
+        ],
         result: "LogLines",
     },
     MethodDoc {
@@ -121,8 +127,8 @@ pub const METHODS: &[MethodDoc] = &[
     },
     MethodDoc {
         name: "run.list",
-        summary: "Runs, newest first.",
-        params: &[("limit", "integer", false)],
+        summary: "Runs, newest first, each with up to 100 jobs (`jobs_more` says there are more); at most 100 runs (default 50), page on with `before_id`.",
+        params: &[("limit", "integer", false), ("before_id", "integer", false)],
         result: "RunView[]",
     },
     MethodDoc {
@@ -139,13 +145,14 @@ pub const METHODS: &[MethodDoc] = &[
     },
     MethodDoc {
         name: "log.query",
-        summary: "The daemon's structured events (e.g. source hero_proc.auto_start_db).",
+        summary: "The daemon's structured events, newest first (e.g. source hero_proc.auto_start_db); at most 1000 (default 100), page on with `until_ms`.",
         params: &[
             ("source", "string", false),
             ("min_level", "string", false),
             ("since_ms", "integer", false),
             ("contains", "string", false),
             ("limit", "integer", false),
+            ("until_ms", "integer", false),
         ],
         result: "LogEventView[]",
     },
@@ -199,7 +206,7 @@ pub const METHODS: &[MethodDoc] = &[
     },
     MethodDoc {
         name: "reconcile.history",
-        summary: "Revisions tried, newest first: commit, author, time, summary, result.",
+        summary: "Revisions tried, newest first: commit, author, time, summary, result; at most 1000 (default 50).",
         params: &[("limit", "integer", false)],
         result: "SyncEntry[]",
     },

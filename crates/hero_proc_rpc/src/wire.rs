@@ -195,6 +195,40 @@ pub struct RunView {
     pub created_at_ms: i64,
     pub finished_at_ms: Option<i64>,
     pub jobs: Vec<JobView>,
+    /// The run has more jobs than `jobs` holds (`run.list` carries at most
+    /// [`RUN_LIST_JOBS`] per run): page them with `job.list` and its `run_id`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub jobs_more: bool,
+}
+
+// ---- bounds: no answer comes near the RPC response limit (10 MiB) --------------------
+
+/// Bytes of output in one `job.logs` answer (default and maximum). JSON escaping at most
+/// sextuples a byte, so a page stays far below the response limit.
+pub const LOG_PAGE_MAX_BYTES: u64 = 1 << 20;
+/// Lines in one `job.logs` answer (default and maximum for a forward page and a tail).
+pub const LOG_PAGE_MAX_LINES: usize = 20_000;
+/// A line longer than this is cut in a tail (`[... N bytes cut ...]`); forward pages
+/// split it instead (`ends_mid_line`), so paging still returns every byte.
+pub const LOG_LINE_MAX_BYTES: usize = 64 * 1024;
+/// `job.list` rows per answer (maximum; default 100).
+pub const JOB_LIST_MAX: u32 = 1000;
+/// `run.list` runs per answer (maximum; default 50).
+pub const RUN_LIST_MAX: u32 = 100;
+/// Jobs carried per run by `run.list`.
+pub const RUN_LIST_JOBS: u32 = 100;
+/// `log.query` events per answer (maximum; default 100).
+pub const LOG_QUERY_MAX: usize = 1000;
+/// `reconcile.history` entries per answer (maximum; default 50).
+pub const HISTORY_MAX: u32 = 1000;
+
+/// `run.list`: newest first; `before_id` (the smallest id of the previous page) pages on.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunList {
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub before_id: Option<i64>,
 }
 
 /// `run.submit`: one job per action; `depends_on` between them orders the jobs.
@@ -216,8 +250,12 @@ pub struct JobQuery {
     pub service: Option<String>,
     #[serde(default)]
     pub run_id: Option<i64>,
+    /// At most [`JOB_LIST_MAX`]; default 100.
     #[serde(default)]
     pub limit: Option<u32>,
+    /// Only jobs with a smaller id: the smallest id of the previous page, to page on.
+    #[serde(default)]
+    pub before_id: Option<i64>,
 }
 
 /// `job.get`, `run.cancel`.
@@ -238,17 +276,42 @@ fn yes() -> bool {
     true
 }
 
-/// `job.logs`: output of a job, the last `tail` lines (all when absent).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// `job.logs`: one page of a job's output.
+///
+/// - `tail: N`: the last N lines (at most [`LOG_PAGE_MAX_LINES`]), read backwards from
+///   the end, at most `max_bytes` back; lines over [`LOG_LINE_MAX_BYTES`] are cut.
+/// - otherwise a forward page from `offset` (absent: the start, rotated generations
+///   first) of at most `max_bytes` and [`LOG_PAGE_MAX_LINES`] lines; pass the answer's
+///   `next_offset` as `offset` while `has_more` to read the whole output.
+///
+/// `max_bytes` defaults to, and may not exceed, [`LOG_PAGE_MAX_BYTES`]. A range the
+/// write-time cap dropped reads as one line `[... N bytes dropped ...]`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct JobLogs {
     pub id: i64,
     #[serde(default)]
     pub tail: Option<usize>,
+    #[serde(default)]
+    pub offset: Option<u64>,
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LogLines {
     pub lines: Vec<String>,
+    /// Where the next forward page starts (an offset in the live file).
+    #[serde(default)]
+    pub next_offset: u64,
+    /// More output after this page (forward) or before it (tail).
+    #[serde(default)]
+    pub has_more: bool,
+    /// The page stopped inside a line; the next page's first line continues it.
+    #[serde(default)]
+    pub ends_mid_line: bool,
+    /// `offset` was past the end (the file was rotated or truncated): read from its start.
+    #[serde(default)]
+    pub reset: bool,
 }
 
 /// `log.query`: the daemon's structured events.
@@ -263,8 +326,14 @@ pub struct LogQuery {
     pub since_ms: Option<i64>,
     #[serde(default)]
     pub contains: Option<String>,
+    /// At most [`LOG_QUERY_MAX`]; default 100.
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Only events before this time (exclusive): the oldest `ts_ms` of the previous page,
+    /// to page on (events sharing that millisecond with the page's last one may repeat
+    /// or, past `limit` of them, be skipped).
+    #[serde(default)]
+    pub until_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
