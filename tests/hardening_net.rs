@@ -139,10 +139,13 @@ fn an_idle_connection_flood_on_the_webhook_does_not_starve_the_daemon() {
     socket_answers(&d).expect("the daemon answers before the flood");
     let fds_before = open_fds(pid);
 
-    // 320 idle connections: more than the fd limit allows the daemon to hold.
+    // 320 idle connections: more than the fd limit allows the daemon to hold. Those over
+    // the cap wait in the listen backlog, so every connect completes at once.
+    let t = Instant::now();
     let mut idle: Vec<TcpStream> = (0..320)
         .map(|i| TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("connection {i}: {e}")))
         .collect();
+    assert!(t.elapsed() < Duration::from_secs(5), "320 connects took {:?}: the backlog is too short", t.elapsed());
 
     let cpu0 = cpu_seconds(pid);
     let log0 = log_bytes(&d);
@@ -170,6 +173,8 @@ fn an_idle_connection_flood_on_the_webhook_does_not_starve_the_daemon() {
     assert!(cpu < 1.0, "the daemon spun: {cpu:.2} s of CPU in 4 s with idle connections open");
     assert!(logged < 64 * 1024, "the daemon's log grew by {logged} bytes in 4 s");
     assert!(fds < 200, "the daemon holds {fds} fds for 320 idle connections (limit 256)");
+    let log = std::fs::read_to_string(d.root().join("daemon.log")).unwrap();
+    assert!(log.contains("webhook: 32 connections open, at the cap"), "the cap is not reported in the log:\n{log}");
 
     // The connections the daemon took are closed after the header timeout.
     let deadline = Instant::now() + HEADER_TIMEOUT_AND_SLACK;
@@ -182,6 +187,7 @@ fn an_idle_connection_flood_on_the_webhook_does_not_starve_the_daemon() {
             break;
         }
     }
+    eprintln!("{closed} idle connections closed by the daemon after {:?}", window.elapsed());
     assert!(closed >= 1, "no idle connection was closed by the daemon within {HEADER_TIMEOUT_AND_SLACK:?}");
     socket_answers(&d).expect("the daemon answers after the idle timeout");
 
@@ -191,6 +197,7 @@ fn an_idle_connection_flood_on_the_webhook_does_not_starve_the_daemon() {
     support::wait_for("a signed push to be accepted (202)", Duration::from_secs(20), || {
         signed_post(port, body) == Some(202)
     });
+    eprintln!("signed push accepted {:?} after the flood began", window.elapsed());
     let cpu_total = cpu_seconds(pid);
     eprintln!("daemon CPU over the whole test: {cpu_total:.2} s; log {} bytes", log_bytes(&d));
 }
@@ -220,7 +227,10 @@ fn a_slowloris_connection_is_closed_after_the_header_timeout() {
         }
     };
     eprintln!("slowloris closed after {closed_after:?} ({sent} bytes sent one at a time)");
-    assert!(closed_after >= Duration::from_secs(5), "closed too early ({closed_after:?}): the timeout is not the cause");
+    assert!(
+        closed_after >= Duration::from_secs(5),
+        "closed too early ({closed_after:?}): the timeout is not the cause"
+    );
     socket_answers(&d).expect("the daemon answers");
     assert_eq!(signed_post(port, "{}"), Some(202), "a signed push after the slowloris");
 }

@@ -86,6 +86,25 @@ fn fd_budget_for(want: usize, share: usize, nofile: u64) -> usize {
     want.min(usize::try_from(cap).unwrap_or(usize::MAX)).max(1)
 }
 
+/// The listen backlog of [`bind_tcp`]: connections beyond a listener's cap wait here,
+/// costing the daemon no fd (the kernel bounds it by `net.core.somaxconn`). The usual 128
+/// would make a legitimate client behind a small flood retry its SYN for seconds.
+pub const BACKLOG: u32 = 1024;
+
+/// Bind a TCP listener on `addr` (`host:port`, first address that binds) with [`BACKLOG`].
+pub async fn bind_tcp(addr: &str) -> io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let sock = if a.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        sock.set_reuseaddr(true)?;
+        match sock.bind(a) {
+            Ok(()) => return sock.listen(BACKLOG),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{addr} resolves to no address"))))
+}
+
 /// A listener [`serve`] can accept from.
 pub trait Listener: Send + 'static {
     type Io: AsyncRead + AsyncWrite + Send + Unpin + 'static;
