@@ -78,7 +78,7 @@ pub fn fd_budget(want: usize, share: usize) -> usize {
     if !ok || lim.rlim_cur == libc::RLIM_INFINITY {
         return want.max(1);
     }
-    fd_budget_for(want, share, lim.rlim_cur as u64)
+    fd_budget_for(want, share, lim.rlim_cur)
 }
 
 fn fd_budget_for(want: usize, share: usize, nofile: u64) -> usize {
@@ -496,7 +496,7 @@ mod tests {
         // 10 bytes every 50 ms (200 B/s): below 1000 B/s once the grace is used up.
         let started = Instant::now();
         let slow = Drip::new(10, Duration::from_millis(50), 1000);
-        let err = Paced::new(slow, pace).collect().await.err().expect("too slow");
+        let Err(err) = Paced::new(slow, pace).collect().await else { panic!("a body below the pace completed") };
         let slow = err.downcast_ref::<TooSlow>().expect("a TooSlow error");
         assert!(slow.received < 200, "{slow}");
         assert!(started.elapsed() < Duration::from_secs(2), "failed late: {:?}", started.elapsed());
