@@ -203,6 +203,37 @@ fn an_idle_connection_flood_on_the_webhook_does_not_starve_the_daemon() {
 }
 
 #[test]
+fn accept_failing_for_lack_of_fds_backs_off_instead_of_spinning() {
+    let repo = ConfigRepo::new();
+    let port = free_port();
+    let d = daemon_with_webhook(&repo, port);
+    let pid = pid(&d);
+    // Fewer fds than the webhook's cap needs: accept itself fails with EMFILE.
+    let limit = open_fds(pid) as u32 + 8;
+    lower_nofile(pid, limit);
+    let idle: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    support::wait_for("the daemon to run out of fds", Duration::from_secs(10), || open_fds(pid) >= limit as usize);
+
+    let cpu0 = cpu_seconds(pid);
+    let log0 = log_bytes(&d);
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(4) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cpu = cpu_seconds(pid) - cpu0;
+    let logged = log_bytes(&d) - log0;
+    eprintln!("out of fds (nofile {limit}) with 40 connections: daemon CPU {cpu:.2} s and log +{logged} bytes in 4 s");
+    assert!(cpu < 1.0, "the daemon spun on accept errors: {cpu:.2} s of CPU in 4 s");
+    assert!(logged < 16 * 1024, "the daemon's log grew by {logged} bytes in 4 s of accept errors");
+    let log = std::fs::read_to_string(d.root().join("daemon.log")).unwrap();
+    assert!(log.contains("accept failed") && log.contains("LimitNOFILE"), "the accept error is not explained:\n{log}");
+
+    // The clients leave: fds come back and the RPC socket answers again.
+    drop(idle);
+    support::wait_for("the RPC socket to answer again", Duration::from_secs(20), || socket_answers(&d).is_ok());
+}
+
+#[test]
 fn a_slowloris_connection_is_closed_after_the_header_timeout() {
     let repo = ConfigRepo::new();
     let port = free_port();

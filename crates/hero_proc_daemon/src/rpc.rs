@@ -63,7 +63,7 @@ pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, shutdown: impl Future<
     // pipes and the log files keep theirs; no request timeout (calls may wait on processes).
     let mut limits = hero_proc_net::Limits::public("rpc socket", hero_proc_net::fd_budget(256, 4));
     limits.request_timeout = None;
-    limits.header_timeout = std::time::Duration::from_secs(30);
+    limits.header_timeout = std::time::Duration::from_secs(60);
     limits.max_header_bytes = 64 * 1024;
     let make = |_peer| {
         let svc = Routes { rpc: builder.clone().build(module.clone(), stop_handle.clone()), ctx: ctx.clone() };
