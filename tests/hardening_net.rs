@@ -265,3 +265,35 @@ fn a_slowloris_connection_is_closed_after_the_header_timeout() {
     socket_answers(&d).expect("the daemon answers");
     assert_eq!(signed_post(port, "{}"), Some(202), "a signed push after the slowloris");
 }
+
+#[test]
+fn a_webhook_body_sent_too_slowly_gets_408() {
+    let repo = ConfigRepo::new();
+    let port = free_port();
+    let _d = daemon_with_webhook(&repo, port);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"POST /hook HTTP/1.1\r\nhost: localhost\r\ncontent-length: 4096\r\n\r\n").unwrap();
+    let start = Instant::now();
+    // One body byte every 250 ms (4 B/s), far below the webhook's 1 KiB/s after 5 s.
+    let mut resp = Vec::new();
+    s.set_read_timeout(Some(Duration::from_millis(250))).unwrap();
+    while start.elapsed() < Duration::from_secs(20) {
+        if s.write_all(b"x").is_err() {
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => resp.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+        if resp.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let resp = String::from_utf8_lossy(&resp);
+    eprintln!("slow body answered after {:?}: {}", start.elapsed(), resp.lines().next().unwrap_or(""));
+    assert!(resp.starts_with("HTTP/1.1 408"), "a 4 B/s body was not refused with 408 in 20 s: {resp:?}");
+    assert!(start.elapsed() >= Duration::from_secs(4), "refused before the grace period: {:?}", start.elapsed());
+}
