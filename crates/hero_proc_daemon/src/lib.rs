@@ -90,7 +90,7 @@ pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Re
     let listener = rpc::into_tokio(&daemon.paths.socket, daemon.listener.take())?;
     let metrics_listener = match &daemon.metrics_addr {
         Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
+            hero_proc_net::bind_tcp(addr)
                 .await
                 .map_err(|source| DaemonError::Metrics { addr: addr.clone(), source })?,
         ),
@@ -106,7 +106,7 @@ pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Re
                     message: "no secret: set HERO_PROC_WEBHOOK_SECRET (the secret configured in the forge's webhook); unsigned pushes are never accepted".into(),
                 }
             })?;
-            let l = tokio::net::TcpListener::bind(&addr)
+            let l = hero_proc_net::bind_tcp(&addr)
                 .await
                 .map_err(|e| DaemonError::Webhook { addr: addr.clone(), message: e.to_string() })?;
             Some(tokio::spawn(webhook::serve(l, secret, daemon.reconciler.clone())))

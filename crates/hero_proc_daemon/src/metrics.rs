@@ -187,34 +187,30 @@ async fn reconcile_metrics(o: &mut Out, ctx: &Ctx) {
 }
 
 /// Serve `GET /metrics` (and nothing else: the RPC stays on the owner-only socket) on a
-/// TCP listener.
+/// TCP listener. A scraper or two connect here: a small cap, kept below the fd limit.
 pub async fn serve_tcp(listener: tokio::net::TcpListener, ctx: std::sync::Arc<Ctx>) {
     use http_body_util::Full;
     use hyper::body::Bytes;
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+    let limits = hero_proc_net::Limits::public("metrics", hero_proc_net::fd_budget(16, 16));
+    let make = move |_peer| {
         let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let ctx = ctx.clone();
-                async move {
-                    let resp = if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
-                        let om = wants_openmetrics(req.headers().get("accept").and_then(|v| v.to_str().ok()));
-                        let ctype = if om { CONTENT_TYPE } else { PROMETHEUS_CONTENT_TYPE };
-                        hyper::Response::builder()
-                            .header("content-type", ctype)
-                            .body(Full::new(Bytes::from(render(&ctx, om).await)))
-                    } else {
-                        hyper::Response::builder()
-                            .status(404)
-                            .body(Full::new(Bytes::from_static(b"only GET /metrics is served here\n")))
-                    };
-                    Ok::<_, std::convert::Infallible>(resp.unwrap_or_default())
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let ctx = ctx.clone();
+            async move {
+                let resp = if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
+                    let om = wants_openmetrics(req.headers().get("accept").and_then(|v| v.to_str().ok()));
+                    let ctype = if om { CONTENT_TYPE } else { PROMETHEUS_CONTENT_TYPE };
+                    hyper::Response::builder()
+                        .header("content-type", ctype)
+                        .body(Full::new(Bytes::from(render(&ctx, om).await)))
+                } else {
+                    hyper::Response::builder()
+                        .status(404)
+                        .body(Full::new(Bytes::from_static(b"only GET /metrics is served here\n")))
+                };
+                Ok::<_, std::convert::Infallible>(resp.unwrap_or_default())
+            }
+        })
+    };
+    hero_proc_net::serve(listener, limits, make, std::future::pending()).await;
 }

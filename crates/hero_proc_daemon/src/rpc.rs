@@ -60,26 +60,17 @@ pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, shutdown: impl Future<
     let module = methods(ctx.clone());
     let (stop_handle, server_handle) = stop_channel();
     let builder = Server::builder().to_service_builder();
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    // Owner-only socket: a larger cap, but a share of the fd limit so supervised processes'
+    // pipes and the log files keep theirs; no request timeout (calls may wait on processes).
+    let mut limits = hero_proc_net::Limits::public("rpc socket", hero_proc_net::fd_budget(256, 4));
+    limits.request_timeout = None;
+    limits.header_timeout = std::time::Duration::from_secs(60);
+    limits.max_header_bytes = 64 * 1024;
+    let make = |_peer| {
         let svc = Routes { rpc: builder.clone().build(module.clone(), stop_handle.clone()), ctx: ctx.clone() };
-        let stopped = stop_handle.clone().shutdown();
-        tokio::spawn(async move {
-            if let Err(e) = jsonrpsee::server::serve_with_graceful_shutdown(stream, svc, stopped).await {
-                tracing::debug!("connection ended: {e}");
-            }
-        });
-    }
+        hyper_util::service::TowerToHyperService::new(svc)
+    };
+    hero_proc_net::serve(listener, limits, make, shutdown).await;
     let _ = server_handle.stop();
 }
 

@@ -44,56 +44,68 @@ pub fn verify(secret: &[u8], body: &[u8], headers: &http::HeaderMap) -> Verdict 
     if mac.verify_slice(&given).is_ok() { Verdict::Accepted } else { Verdict::BadSignature }
 }
 
+/// The webhook's bounds: a forge opens a connection or two per push, so a small cap kept
+/// well below the fd limit (a flood here cannot take the fds the RPC socket needs), short
+/// timeouts, and a body that must arrive at a pace of at least 1 KiB/s after 5 s.
+fn limits() -> hero_proc_net::Limits {
+    let mut l = hero_proc_net::Limits::public("webhook", hero_proc_net::fd_budget(32, 8));
+    l.header_timeout = std::time::Duration::from_secs(10);
+    l.request_timeout = Some(std::time::Duration::from_secs(30));
+    l
+}
+
+const PACE: hero_proc_net::Pace =
+    hero_proc_net::Pace { grace: std::time::Duration::from_secs(5), min_bytes_per_sec: 1024 };
+
 pub async fn serve(listener: tokio::net::TcpListener, secret: String, reconciler: Arc<Reconciler>) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving the push webhook");
     }
     let secret: Arc<[u8]> = secret.into_bytes().into();
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else { continue };
+    let make = move |peer: std::net::SocketAddr| {
         let secret = secret.clone();
         let reconciler = reconciler.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let secret = secret.clone();
-                let reconciler = reconciler.clone();
-                async move {
-                    let reply = |status: u16, text: &'static str| {
-                        hyper::Response::builder()
-                            .status(status)
-                            .body(Full::new(Bytes::from_static(text.as_bytes())))
-                            .unwrap_or_default()
-                    };
-                    if req.method() != hyper::Method::POST {
-                        return Ok::<_, std::convert::Infallible>(reply(405, "POST a push event here\n"));
+        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let secret = secret.clone();
+            let reconciler = reconciler.clone();
+            async move {
+                let reply = |status: u16, text: &'static str| {
+                    hyper::Response::builder()
+                        .status(status)
+                        .body(Full::new(Bytes::from_static(text.as_bytes())))
+                        .unwrap_or_default()
+                };
+                if req.method() != hyper::Method::POST {
+                    return Ok::<_, std::convert::Infallible>(reply(405, "POST a push event here\n"));
+                }
+                let (parts, body) = req.into_parts();
+                let body = match Limited::new(hero_proc_net::Paced::new(body, PACE), MAX_BODY).collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(e) if e.is::<hero_proc_net::TooSlow>() => {
+                        tracing::warn!(%peer, "webhook: {e}");
+                        return Ok(reply(408, "body too slow: send the whole push event at once\n"));
                     }
-                    let (parts, body) = req.into_parts();
-                    let body = match Limited::new(body, MAX_BODY).collect().await {
-                        Ok(b) => b.to_bytes(),
-                        Err(_) => return Ok(reply(413, "body too large or unreadable\n")),
-                    };
-                    match verify(&secret, &body, &parts.headers) {
-                        Verdict::Accepted => {
-                            tracing::info!(%peer, "webhook: push received; syncing now");
-                            reconciler.trigger();
-                            Ok(reply(202, "sync triggered\n"))
-                        }
-                        Verdict::Unsigned => {
-                            tracing::warn!(%peer, "webhook: refused an unsigned request");
-                            Ok(reply(401, "unsigned: configure the webhook secret in the forge\n"))
-                        }
-                        Verdict::BadSignature => {
-                            tracing::warn!(%peer, "webhook: refused a request with a wrong signature");
-                            Ok(reply(401, "wrong signature\n"))
-                        }
+                    Err(_) => return Ok(reply(413, "body too large or unreadable\n")),
+                };
+                match verify(&secret, &body, &parts.headers) {
+                    Verdict::Accepted => {
+                        tracing::info!(%peer, "webhook: push received; syncing now");
+                        reconciler.trigger();
+                        Ok(reply(202, "sync triggered\n"))
+                    }
+                    Verdict::Unsigned => {
+                        tracing::warn!(%peer, "webhook: refused an unsigned request");
+                        Ok(reply(401, "unsigned: configure the webhook secret in the forge\n"))
+                    }
+                    Verdict::BadSignature => {
+                        tracing::warn!(%peer, "webhook: refused a request with a wrong signature");
+                        Ok(reply(401, "wrong signature\n"))
                     }
                 }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-        });
-    }
+            }
+        })
+    };
+    hero_proc_net::serve(listener, limits(), make, std::future::pending()).await;
 }
 
 #[cfg(test)]

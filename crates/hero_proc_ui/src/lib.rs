@@ -65,8 +65,7 @@ pub async fn serve(opts: UiOptions, shutdown: impl std::future::Future<Output = 
     let mut _token_file = None;
     let tcp = match &opts.addr {
         Some(a) => {
-            let l =
-                tokio::net::TcpListener::bind(a).await.map_err(|source| UiError::Listen { what: a.clone(), source })?;
+            let l = hero_proc_net::bind_tcp(a).await.map_err(|source| UiError::Listen { what: a.clone(), source })?;
             let local = l.local_addr().map_err(|source| UiError::Listen { what: a.clone(), source })?;
             let token = auth::generate_token()?;
             let g = auth::Gate::new(token.clone(), local, &opts.allow_hosts);
@@ -85,20 +84,34 @@ pub async fn serve(opts: UiOptions, shutdown: impl std::future::Future<Output = 
         None => None,
     };
     let shared = Arc::new(Shared { daemon_socket: opts.daemon_socket.clone(), gate });
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            r = unix.accept() => if let Ok((s, _)) = r {
-                spawn_conn(hyper_util::rt::TokioIo::new(s), shared.clone(), false);
-            },
-            r = async { match &tcp { Some(l) => l.accept().await, None => std::future::pending().await } } => {
-                if let Ok((s, _)) = r {
-                    spawn_conn(hyper_util::rt::TokioIo::new(s), shared.clone(), true);
-                }
-            }
-            () = &mut shutdown => break,
+    // Both listeners stop when `shutdown` resolves; each has its own connection cap (a
+    // share of the fd limit) and timeouts. Page loads are quick; a "sync now" waits on the
+    // daemon, hence the long request timeout.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let limits = |name| {
+        let mut l = hero_proc_net::Limits::public(name, hero_proc_net::fd_budget(64, 8));
+        l.request_timeout = Some(std::time::Duration::from_secs(120));
+        l
+    };
+    let on_unix = hero_proc_net::serve(
+        unix,
+        limits("ui socket"),
+        |_peer| service(shared.clone(), false),
+        until_stopped(stopped.clone()),
+    );
+    let on_tcp = async {
+        if let Some(l) = tcp {
+            hero_proc_net::serve(l, limits("ui tcp"), |_peer| service(shared.clone(), true), until_stopped(stopped))
+                .await;
         }
-    }
+    };
+    let _ = tokio::join!(on_unix, on_tcp, async {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
     let _ = std::fs::remove_file(&opts.socket);
     Ok(())
 }
@@ -110,17 +123,20 @@ fn bind_unix(path: &Path) -> Result<tokio::net::UnixListener, UiError> {
     tokio::net::UnixListener::from_std(l).map_err(err)
 }
 
-fn spawn_conn<I>(io: I, shared: Arc<Shared>, over_tcp: bool)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        let svc = hyper::service::service_fn(move |req| {
-            let shared = shared.clone();
-            async move { Ok::<_, Infallible>(route(req, &shared, over_tcp).await) }
-        });
-        let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
-    });
+fn service(
+    shared: Arc<Shared>,
+    over_tcp: bool,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send + 'static,
+> + Send
++ 'static {
+    hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(route(req, &shared, over_tcp).await) }
+    })
 }
 
 fn reply(status: u16, ctype: &str, body: impl Into<Bytes>) -> hyper::Response<Full<Bytes>> {
