@@ -281,7 +281,7 @@ pub fn spawn_in(
     // Its own process group, so a stop reaches everything it forks. (process_group keeps
     // the fast posix_spawn path that a pre_exec hook would lose.)
     cmd.as_std_mut().process_group(0);
-    let procs_fd = place.cgroup_procs.as_ref().map(|f| std::os::fd::AsRawFd::as_raw_fd(f));
+    let procs_fd = place.cgroup_procs.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
     let ids = place.account.as_ref().map(|a| (a.uid, a.gid, a.groups.clone()));
     if procs_fd.is_some() || ids.is_some() {
         // SAFETY: the hook makes only async-signal-safe calls (write, setgroups, setgid,
@@ -292,13 +292,12 @@ pub fn spawn_in(
                 if let Some(fd) = procs_fd {
                     crate::contain::join_self(fd)?;
                 }
-                if let Some((uid, gid, groups)) = &ids {
-                    if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                if let Some((uid, gid, groups)) = &ids
+                    && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
                         || libc::setgid(*gid) != 0
-                        || libc::setuid(*uid) != 0
-                    {
-                        return Err(io::Error::last_os_error());
-                    }
+                        || libc::setuid(*uid) != 0)
+                {
+                    return Err(io::Error::last_os_error());
                 }
                 Ok(())
             });

@@ -152,6 +152,16 @@ impl Engine {
             cron_generation: 0,
             contain,
         };
+        if engine.containment.mode == crate::contain::Mode::Subreaper {
+            // Orphans of any job now reparent to the daemon: reap them as they exit.
+            if let Ok(mut sigchld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+                tokio::spawn(async move {
+                    while sigchld.recv().await.is_some() {
+                        let _ = tokio::task::spawn_blocking(crate::contain::reap_orphans).await;
+                    }
+                });
+            }
+        }
         sup.boot();
         if ensure_db {
             sup.ensure_hero_db();
@@ -1578,6 +1588,15 @@ impl Supervisor {
         let decision = db::decide(registered, false);
         match decision {
             Decision::Skip | Decision::AlreadyActive | Decision::InProgress => {}
+            Decision::Start if self.store.stop_intents().is_ok_and(|l| l.iter().any(|(r, _)| *r == key)) => {
+                self.event(
+                    Level::Warn,
+                    db::SOURCE,
+                    "hero_db was stopped by hand; leaving it stopped. `hero_proc service start hero_db` starts it"
+                        .into(),
+                    None,
+                );
+            }
             Decision::Start => {
                 self.event(
                     Level::Info,
