@@ -599,7 +599,7 @@ fn user_and_group_are_account_names() {
     let c = t.check();
     absent(&c, "schema.unknown-field");
     absent(&c, "action.account-invalid");
-    let a = c.tree.base.actions.first().expect("the action");
+    let a = c.tree.base.actions.iter().find(|a| a.name == "web").expect("the action");
     assert_eq!((a.user.as_deref(), a.group.as_deref()), (Some("hero"), Some("hero-ops")));
 
     let t = Tree::new();
