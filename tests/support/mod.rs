@@ -180,6 +180,8 @@ impl Drop for Daemon {
                 libc::kill(pid as i32, libc::SIGKILL);
             }
         }
+        // And whatever is left in this root's service cgroups, which go too.
+        hero_proc_engine::contain::remove_tree(self.root());
     }
 }
 

@@ -323,6 +323,10 @@ pub async fn system(cmd: SystemCmd, out: &Output) -> anyhow::Result<ExitCode> {
         println!("  services:  {} ({} running)", i.services, i.services_running);
         println!("  actions:   {}", i.actions);
         println!("  jobs running: {}", i.jobs_running);
+        match &i.containment_fallback {
+            None => println!("  containment: {}", i.containment),
+            Some(why) => println!("  containment: {} ({why})", i.containment),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

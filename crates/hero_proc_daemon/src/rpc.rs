@@ -707,6 +707,8 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
             services_running: services.iter().filter(|s| s.state == ServiceState::Running).count(),
             actions: c.engine.store.list_actions().map_err(store_err)?.len(),
             jobs_running: counts.running as usize,
+            containment: c.engine.containment.describe(),
+            containment_fallback: c.engine.containment.fallback_reason.clone(),
         })
     });
 

@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::paths::Expand;
+use crate::process::Account;
 
 /// The longest one attempt may take.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,13 +42,19 @@ pub struct SocketHealth {
 
 /// Run one check once.
 pub async fn check(hc: &HealthCheck, service: &str, expand: &Expand) -> Health {
-    match tokio::time::timeout(ATTEMPT_TIMEOUT, check_inner(hc, service, expand)).await {
+    check_as(hc, service, expand, None).await
+}
+
+/// [`check`], with `exec` checks run as `account` (the action's `user:`), in the same
+/// clean environment as the action itself.
+pub async fn check_as(hc: &HealthCheck, service: &str, expand: &Expand, account: Option<&Account>) -> Health {
+    match tokio::time::timeout(ATTEMPT_TIMEOUT, check_inner(hc, service, expand, account)).await {
         Ok(h) => h,
         Err(_) => Health::Unhealthy(format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs())),
     }
 }
 
-async fn check_inner(hc: &HealthCheck, service: &str, expand: &Expand) -> Health {
+async fn check_inner(hc: &HealthCheck, service: &str, expand: &Expand, account: Option<&Account>) -> Health {
     match hc {
         HealthCheck::UnixSocket(p) => unix_connect(&expand.path(p)).await,
         HealthCheck::Tcp(addr) => match TcpStream::connect(addr.as_str()).await {
@@ -55,16 +62,18 @@ async fn check_inner(hc: &HealthCheck, service: &str, expand: &Expand) -> Health
             Err(e) => Health::Unhealthy(format!("tcp {addr}: {e}")),
         },
         HealthCheck::Exec(cmd) => {
-            let status = tokio::process::Command::new("sh")
-                .arg("-c")
+            let mut c = tokio::process::Command::new("sh");
+            c.arg("-c")
                 .arg(cmd)
                 .env("HERO_ROOTDIR", expand.root())
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .status()
-                .await;
+                .kill_on_drop(true);
+            if let Some(a) = account {
+                crate::process::run_as(c.as_std_mut(), a, expand.root());
+            }
+            let status = c.status().await;
             match status {
                 Ok(s) if s.success() => Health::Healthy,
                 Ok(s) => Health::Unhealthy(format!("`{cmd}` exited with {s}")),

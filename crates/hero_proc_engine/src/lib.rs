@@ -6,6 +6,7 @@
 //! and applies restart policies) is built on it.
 
 pub mod backoff;
+pub mod contain;
 pub mod health;
 pub mod hero_db;
 pub mod output_cap;

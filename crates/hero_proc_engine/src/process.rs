@@ -37,7 +37,110 @@ pub enum SpawnError {
     Cwd(PathBuf),
     #[error("cannot start `{program}`: {source}")]
     Spawn { program: String, source: io::Error },
+    #[error(
+        "the action sets `user: {user}`, but hero_proc runs as uid {uid}, not root: only root can run a process as another account; run the daemon as root or remove `user:`"
+    )]
+    NotRoot { user: String, uid: u32 },
+    #[error("`user: {0}`: no such account on this host; create it (useradd) or fix the action's `user:`")]
+    NoUser(String),
+    #[error("`group: {0}`: no such group on this host; create it (groupadd) or fix the action's `group:`")]
+    NoGroup(String),
+    #[error("cannot look up account `{name}`: {source}")]
+    Lookup { name: String, source: nix::Error },
+    #[error("cannot place the process in its cgroup: {0}")]
+    Contain(io::Error),
 }
+
+/// The account an action runs as (`user:`/`group:`), resolved on this host.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (from the group database, as `initgroups` would set them).
+    pub groups: Vec<u32>,
+    pub home: PathBuf,
+    pub shell: PathBuf,
+}
+
+impl Account {
+    /// Look up `user` (and `group`) now: accounts exist per host, so this happens at start
+    /// time, and only root may switch to one.
+    pub fn resolve(user: &str, group: Option<&str>) -> Result<Account, SpawnError> {
+        use nix::unistd::{Group, User};
+        let uid = nix::unistd::geteuid().as_raw();
+        if uid != 0 {
+            return Err(SpawnError::NotRoot { user: user.into(), uid });
+        }
+        let lookup = |source| SpawnError::Lookup { name: user.into(), source };
+        let u = User::from_name(user).map_err(lookup)?.ok_or_else(|| SpawnError::NoUser(user.into()))?;
+        let gid = match group {
+            Some(g) => {
+                Group::from_name(g)
+                    .map_err(|source| SpawnError::Lookup { name: g.into(), source })?
+                    .ok_or_else(|| SpawnError::NoGroup(g.into()))?
+                    .gid
+            }
+            None => u.gid,
+        };
+        let cname = std::ffi::CString::new(user).map_err(|_| SpawnError::NoUser(user.into()))?;
+        let mut groups: Vec<u32> =
+            nix::unistd::getgrouplist(&cname, gid).map_err(lookup)?.into_iter().map(|g| g.as_raw()).collect();
+        groups.dedup();
+        Ok(Account { name: u.name, uid: u.uid.as_raw(), gid: gid.as_raw(), groups, home: u.dir, shell: u.shell })
+    }
+}
+
+/// Where and as whom a process runs, beyond its action.
+#[derive(Debug, Default)]
+pub struct Placement {
+    /// Run as this account instead of the daemon's.
+    pub account: Option<Account>,
+    /// The unit's `cgroup.procs`, opened: the child joins it before exec.
+    pub cgroup_procs: Option<std::fs::File>,
+    /// `HERO_PROC_UNIT` for the child (see [`crate::contain`]).
+    pub marker: Option<String>,
+}
+
+/// PIDs this daemon spawned whose watcher has not yet reaped them: the orphan reaper must
+/// leave these to tokio.
+static OWN_CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Whether `pid` is a child this daemon spawned and still waits for.
+pub fn is_own_child(pid: u32) -> bool {
+    OWN_CHILDREN.lock().map(|c| c.contains(&pid)).unwrap_or(true)
+}
+
+fn forget_child(pid: u32) {
+    if let Ok(mut c) = OWN_CHILDREN.lock() {
+        c.retain(|&p| p != pid);
+    }
+}
+
+/// Make `cmd` run as `a` with a clean environment (HOME, USER, LOGNAME, SHELL, PATH,
+/// HERO_ROOTDIR): for commands outside [`spawn_in`], like `exec` health checks.
+pub fn run_as(cmd: &mut std::process::Command, a: &Account, root: &std::path::Path) {
+    cmd.env_clear()
+        .env("HOME", &a.home)
+        .env("USER", &a.name)
+        .env("LOGNAME", &a.name)
+        .env("SHELL", &a.shell)
+        .env("PATH", USER_PATH)
+        .env("HERO_ROOTDIR", root);
+    let (uid, gid, groups) = (a.uid, a.gid, a.groups.clone());
+    // SAFETY: only async-signal-safe calls on data prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// PATH for a process run as another account (the daemon's own is not passed).
+const USER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How a process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +211,28 @@ pub fn spawn(
     expand: &Expand,
     output: &std::fs::File,
 ) -> Result<Running, SpawnError> {
+    spawn_in(action, env, expand, output, &Placement::default())
+}
+
+/// [`spawn`], as `place.account` (a clean environment: only the account's HOME, USER,
+/// LOGNAME, SHELL, a default PATH, `HERO_ROOTDIR` and the action's env) and inside
+/// `place.cgroup_procs`' cgroup.
+pub fn spawn_in(
+    action: &Action,
+    env: &[(String, String)],
+    expand: &Expand,
+    output: &std::fs::File,
+    place: &Placement,
+) -> Result<Running, SpawnError> {
+    // `~` is the home of the account the process runs as.
+    let user_expand;
+    let expand = match &place.account {
+        Some(a) => {
+            user_expand = Expand::new(a.home.clone(), expand.root().to_path_buf());
+            &user_expand
+        }
+        None => expand,
+    };
     let argv = command_line(action, expand)?;
     let cwd = match &action.cwd {
         Some(c) => expand.path(c),
@@ -125,16 +250,30 @@ pub fn spawn(
         .stderr(Stdio::from(output.try_clone().map_err(io_err)?))
         // The daemon going away must not take its children with it.
         .kill_on_drop(false);
-    // Touching the environment makes std copy all of it into a map for every spawn, so
-    // only do it when needed: the daemon scrubs its own environment at start
-    // ([`scrub_daemon_env`]), and children then inherit it as it is.
-    if std::env::var_os("HERO_ROOTDIR").as_deref() != Some(expand.root().as_os_str()) {
-        cmd.env("HERO_ROOTDIR", expand.root());
-    }
-    for k in WITHHELD_ENV {
-        if std::env::var_os(k).is_some() {
-            cmd.env_remove(k);
+    if let Some(a) = &place.account {
+        // Another account gets none of the daemon's environment.
+        cmd.env_clear()
+            .env("HOME", &a.home)
+            .env("USER", &a.name)
+            .env("LOGNAME", &a.name)
+            .env("SHELL", &a.shell)
+            .env("PATH", USER_PATH)
+            .env("HERO_ROOTDIR", expand.root());
+    } else {
+        // Touching the environment makes std copy all of it into a map for every spawn, so
+        // only do it when needed: the daemon scrubs its own environment at start
+        // ([`scrub_daemon_env`]), and children then inherit it as it is.
+        if std::env::var_os("HERO_ROOTDIR").as_deref() != Some(expand.root().as_os_str()) {
+            cmd.env("HERO_ROOTDIR", expand.root());
         }
+        for k in WITHHELD_ENV {
+            if std::env::var_os(k).is_some() {
+                cmd.env_remove(k);
+            }
+        }
+    }
+    if let Some(m) = &place.marker {
+        cmd.env(crate::contain::MARKER_ENV, m);
     }
     for (k, v) in env {
         cmd.env(k, v);
@@ -142,8 +281,34 @@ pub fn spawn(
     // Its own process group, so a stop reaches everything it forks. (process_group keeps
     // the fast posix_spawn path that a pre_exec hook would lose.)
     cmd.as_std_mut().process_group(0);
+    let procs_fd = place.cgroup_procs.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    let ids = place.account.as_ref().map(|a| (a.uid, a.gid, a.groups.clone()));
+    if procs_fd.is_some() || ids.is_some() {
+        // SAFETY: the hook makes only async-signal-safe calls (write, setgroups, setgid,
+        // setuid) on data prepared before the fork. It runs after std's setpgid, so the
+        // child is in its own group; joining the cgroup comes before dropping root.
+        unsafe {
+            cmd.as_std_mut().pre_exec(move || {
+                if let Some(fd) = procs_fd {
+                    crate::contain::join_self(fd)?;
+                }
+                if let Some((uid, gid, groups)) = &ids
+                    && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                        || libc::setgid(*gid) != 0
+                        || libc::setuid(*uid) != 0)
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    // Held across the spawn, so the orphan reaper never takes this child's status.
+    let mut own = OWN_CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
     let child = cmd.spawn().map_err(io_err)?;
     let pid = child.id().unwrap_or(0);
+    own.push(pid);
+    drop(own);
     let start_ticks = proc_start_ticks(pid).unwrap_or(0);
     Ok(Running { pid, start_ticks, waiter: Waiter::Child(child) })
 }
@@ -192,7 +357,9 @@ impl Running {
         let exit = match &mut self.waiter {
             Waiter::Child(child) => {
                 use std::os::unix::process::ExitStatusExt;
-                let status = child.wait().await?;
+                let status = child.wait().await;
+                forget_child(self.pid);
+                let status = status?;
                 match (status.code(), status.signal()) {
                     (Some(c), _) => Exit::Code(c),
                     (None, Some(s)) => Exit::Signal(s),

@@ -21,6 +21,7 @@ use hero_proc_store::{JobExit, JobId, NewJob, Origin, Phase, Ref, RunId, Store, 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::backoff::{self, Decision};
+use crate::contain::{Containment, Unit};
 use crate::health::{self, Health};
 use crate::paths::Expand;
 use crate::process::{self, Exit, Running};
@@ -120,6 +121,8 @@ pub struct Engine {
     tx: mpsc::UnboundedSender<Msg>,
     pub store: Arc<Store>,
     pub logs: Arc<LogStore>,
+    /// How service process trees are contained (cgroup v2 or the subreaper fallback).
+    pub containment: Arc<Containment>,
 }
 
 /// How the engine is set up.
@@ -148,7 +151,8 @@ impl Engine {
     /// then start every service with `status: start`.
     pub fn start(store: Arc<Store>, logs: Arc<LogStore>, config: EngineConfig) -> Engine {
         let (tx, rx) = mpsc::unbounded_channel();
-        let engine = Engine { tx: tx.clone(), store: store.clone(), logs: logs.clone() };
+        let contain = Arc::new(Containment::detect(config.expand.root()));
+        let engine = Engine { tx: tx.clone(), store: store.clone(), logs: logs.clone(), containment: contain.clone() };
         let ensure_db = config.ensure_hero_db_at_boot;
         let mut sup = Supervisor {
             tx,
@@ -164,7 +168,18 @@ impl Engine {
             cron_generation: 0,
             unrecorded: Vec::new(),
             flush_delay: None,
+            contain,
         };
+        if engine.containment.mode == crate::contain::Mode::Subreaper {
+            // Orphans of any job now reparent to the daemon: reap them as they exit.
+            if let Ok(mut sigchld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+                tokio::spawn(async move {
+                    while sigchld.recv().await.is_some() {
+                        let _ = tokio::task::spawn_blocking(crate::contain::reap_orphans).await;
+                    }
+                });
+            }
+        }
         sup.boot();
         if ensure_db {
             sup.ensure_hero_db();
@@ -323,6 +338,7 @@ struct Supervisor {
     /// The retry timer's current delay while it is armed (it runs only while exits are
     /// unrecorded, so an idle daemon does not wake up).
     flush_delay: Option<Duration>,
+    contain: Arc<Containment>,
 }
 
 struct Schedule {
@@ -376,6 +392,17 @@ impl Supervisor {
 
     /// Load services, re-attach surviving processes, start what should run.
     fn boot(&mut self) {
+        match &self.contain.fallback_reason {
+            None => self.event(Level::Info, "hero_proc.contain", format!("containment: {}", self.contain.describe()), None),
+            Some(why) => self.event(
+                Level::Warn,
+                "hero_proc.contain",
+                format!(
+                    "containment: subreaper (no writable cgroup v2: {why}); under systemd set Delegate=yes on the unit to get a cgroup per service"
+                ),
+                None,
+            ),
+        }
         match self.store.list_services() {
             Ok(list) => {
                 for s in list {
@@ -386,6 +413,21 @@ impl Supervisor {
             Err(e) => self.event(Level::Error, "hero_proc.engine", format!("cannot load services: {e}"), None),
         }
         self.reattach();
+        self.sweep_stray_units();
+        let stopped: HashSet<Ref> = match self.store.stop_intents() {
+            Ok(list) => list.into_iter().map(|(r, _)| r).collect(),
+            Err(e) => {
+                self.event(Level::Error, "hero_proc.engine", format!("cannot read stopped services: {e}"), None);
+                HashSet::new()
+            }
+        };
+        for r in &stopped {
+            if let Some(svc) = self.services.get_mut(r)
+                && svc.job.is_none()
+            {
+                svc.reason = Some("stopped by hand; `hero_proc service start` starts it".into());
+            }
+        }
         match self.store.list_actions() {
             Ok(list) => {
                 for a in list {
@@ -398,7 +440,7 @@ impl Supervisor {
         let keys: Vec<Ref> = self
             .services
             .iter()
-            .filter(|(_, s)| s.spec.status == ServiceStatus::Start && s.job.is_none())
+            .filter(|(k, s)| s.spec.status == ServiceStatus::Start && s.job.is_none() && !stopped.contains(*k))
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
@@ -455,7 +497,8 @@ impl Supervisor {
                     svc.main_started = Some(Instant::now());
                     svc.set_state(ServiceState::Starting);
                     let generation = svc.generation;
-                    let stop = self.watch(job.id, running, None);
+                    let unit = self.unit_of(&key);
+                    let stop = self.watch(job.id, running, None, Some(unit));
                     self.jobs.insert(
                         job.id,
                         LiveJob {
@@ -492,7 +535,8 @@ impl Supervisor {
                         .spec()
                         .map(|a| (a.stop.signal, a.stop.timeout.0))
                         .unwrap_or((Signal::Term, Duration::from_secs(10)));
-                    let stop = self.watch(job.id, r, None);
+                    let unit = job.service.as_ref().map(|k| self.unit_of(k));
+                    let stop = self.watch(job.id, r, None, unit);
                     let _ = stop.send((sig, timeout));
                     self.jobs.insert(
                         job.id,
@@ -512,7 +556,7 @@ impl Supervisor {
                     if let Some(r) = adopted {
                         // A run job from the previous daemon: let it finish, but we cannot
                         // continue its run, so stop tracking after it exits.
-                        let stop = self.watch(job.id, r, None);
+                        let stop = self.watch(job.id, r, None, None);
                         self.jobs.insert(
                             job.id,
                             LiveJob { purpose: Purpose::Run { run: job.run_id.unwrap_or(RunId(0)) }, stop: Some(stop) },
@@ -536,6 +580,58 @@ impl Supervisor {
                     );
                 }
             }
+        }
+    }
+
+    /// After re-attach: a cgroup whose processes no job records (its service was deleted
+    /// while no daemon ran, or the database was lost or replaced) is emptied, so a start
+    /// never runs a second copy next to them; empty cgroups are removed (they are created
+    /// again at start).
+    fn sweep_stray_units(&mut self) {
+        for (leaf, unit) in self.contain.existing() {
+            let tracked =
+                self.services.iter().any(|(k, s)| s.job.is_some() && format!("{}.{}", k.context, k.name) == leaf);
+            let pids = unit.pids();
+            if !tracked && !pids.is_empty() {
+                let gone = unit.kill_all(Duration::from_secs(5));
+                let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+                self.event(
+                    Level::Warn,
+                    "hero_proc.contain",
+                    format!(
+                        "killed process(es) {} in the cgroup of {leaf} that no job of this daemon records (lost or replaced database, or a service deleted meanwhile){}",
+                        list.join(", "),
+                        if gone { "" } else { "; some did not exit within 5s" }
+                    ),
+                    None,
+                );
+            }
+            unit.remove_if_empty();
+        }
+    }
+
+    /// The containment unit of a service.
+    fn unit_of(&self, key: &Ref) -> Unit {
+        self.contain.unit(&key.context, &key.name)
+    }
+
+    /// Record (or forget) that a service was stopped by hand.
+    fn set_stop_intent(&self, key: &Ref, stopped: bool) {
+        let r = if stopped {
+            self.store.set_stop_intent(&key.context, &key.name, now_ms())
+        } else {
+            self.store.clear_stop_intent(&key.context, &key.name).map(|_| ())
+        };
+        if let Err(e) = r {
+            self.event(
+                Level::Error,
+                "hero_proc.engine",
+                format!(
+                    "{key}: cannot record that it was {}: {e}",
+                    if stopped { "stopped by hand" } else { "started" }
+                ),
+                None,
+            );
         }
     }
 
@@ -643,6 +739,7 @@ impl Supervisor {
                     true => {
                         self.want_stop(&r);
                         self.services.remove(&r);
+                        self.set_stop_intent(&r, false);
                         self.store.delete_service(&r.context, &r.name).map_err(EngineError::from)
                     }
                 };
@@ -651,18 +748,28 @@ impl Supervisor {
             Msg::Start(r, reply) => {
                 let res = match self.services.contains_key(&r) {
                     false => Err(EngineError::NotFound(format!("no service {r}"))),
-                    true => Ok(self.want_start(&r)),
+                    true => {
+                        self.set_stop_intent(&r, false);
+                        Ok(self.want_start(&r))
+                    }
                 };
                 let _ = reply.send(res);
             }
             Msg::Stop(r, reply) => {
                 let res = match self.services.contains_key(&r) {
                     false => Err(EngineError::NotFound(format!("no service {r}"))),
-                    true => Ok(self.want_stop(&r)),
+                    true => {
+                        // A stop by hand stays a stop across daemon restarts.
+                        self.set_stop_intent(&r, true);
+                        Ok(self.want_stop(&r))
+                    }
                 };
                 let _ = reply.send(res);
             }
             Msg::Restart(r, reply) => {
+                if self.services.contains_key(&r) {
+                    self.set_stop_intent(&r, false);
+                }
                 let res = match self.services.get_mut(&r) {
                     None => Err(EngineError::NotFound(format!("no service {r}"))),
                     Some(svc) if svc.job.is_some() && !svc.restart_after_stop && !svc_can_restart(&self.store) => {
@@ -816,6 +923,7 @@ impl Supervisor {
                 if !changed {
                     return Ok(false);
                 }
+                self.set_stop_intent(&key, false);
             }
             None => {
                 self.services.insert(key.clone(), Svc::new(spec, origin.managed));
@@ -968,6 +1076,7 @@ impl Supervisor {
             svc.reason = Some(format!("waiting for {}", names.join(", ")));
             return;
         }
+        self.end_unknown_processes(key);
         let svc = self.services.get_mut(key).expect("exists");
         svc.generation += 1;
         svc.step = 0;
@@ -975,6 +1084,31 @@ impl Supervisor {
         svc.health.clear();
         svc.set_state(ServiceState::Starting);
         self.run_step(key);
+    }
+
+    /// Before a service starts (it has no job here): processes already in its unit are
+    /// unknown to the store (a lost or replaced database, or an earlier daemon's process
+    /// whose record is gone). They are stopped rather than adopted: without a job record
+    /// there is no output file, start time or config version to adopt them by, and
+    /// starting a second copy next to them is what must never happen.
+    fn end_unknown_processes(&mut self, key: &Ref) {
+        let unit = self.unit_of(key);
+        let pids = unit.pids();
+        if pids.is_empty() {
+            return;
+        }
+        let gone = unit.kill_all(Duration::from_secs(5));
+        let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+        self.event(
+            Level::Warn,
+            "hero_proc.contain",
+            format!(
+                "{key}: killed process(es) {} that no job of this daemon records (lost database or an earlier daemon's process) before starting it, so it never runs twice{}",
+                list.join(", "),
+                if gone { "" } else { "; some did not exit within 5s" }
+            ),
+            None,
+        );
     }
 
     /// Run the current step of a starting service.
@@ -1059,13 +1193,19 @@ impl Supervisor {
         // A daemon whose database was replaced starts nothing: the processes it would
         // start could not be recorded, and a daemon on the restored file would start them
         // again.
+        let unit = match &purpose {
+            Purpose::Service { key, .. } => Some(self.unit_of(key)),
+            Purpose::Run { .. } => None,
+        };
         let spawned = self
             .store
             .check_file()
             .map_err(|e| e.to_string())
             .and_then(|()| self.logs.open_job_output(job.0).map_err(|e| format!("cannot open the output file: {e}")))
-            .and_then(|output| Ok((output, self.resolve_env(action)?)))
-            .and_then(|(output, env)| process::spawn(action, &env, &self.expand, &output).map_err(|e| e.to_string()));
+            .and_then(|output| Ok((output, self.resolve_env(action)?, placement(action, unit.as_ref())?)))
+            .and_then(|(output, env, place)| {
+                process::spawn_in(action, &env, &self.expand, &output, &place).map_err(|e| e.to_string())
+            });
         let running = match spawned {
             Ok(r) => r,
             Err(why) => {
@@ -1088,7 +1228,7 @@ impl Supervisor {
         } else {
             action.timeout.map(|d| (d.0, action.stop.signal, action.stop.timeout.0))
         };
-        let stop = self.watch(job, running, timeout);
+        let stop = self.watch(job, running, timeout, unit);
         self.jobs.insert(job, LiveJob { purpose, stop: Some(stop) });
         Ok(started)
     }
@@ -1104,12 +1244,15 @@ impl Supervisor {
             .collect()
     }
 
-    /// Watch a process: report its exit; stop it on request or on its timeout.
+    /// Watch a process: report its exit; stop it on request or on its timeout. With a
+    /// unit, the exit is reported only once the unit is empty: whatever the process
+    /// forked (double forks and `setsid` included) is stopped with it.
     fn watch(
         &self,
         job: JobId,
         mut running: Running,
         timeout: Option<(Duration, Signal, Duration)>,
+        unit: Option<Unit>,
     ) -> oneshot::Sender<(Signal, Duration)> {
         let (stop_tx, stop_rx) = oneshot::channel::<(Signal, Duration)>();
         let tx = self.tx.clone();
@@ -1121,18 +1264,43 @@ impl Supervisor {
                 }
             };
             let mut timed_out = false;
+            // Descendants that left the group get the stop signal too, and the rest of
+            // the stop timeout to exit before they are killed.
+            let graceful = |sig: Signal, t: Duration| {
+                if let Some(u) = &unit {
+                    u.signal_all(sig.number());
+                }
+                tokio::time::Instant::now() + t
+            };
+            let mut grace_until = None;
             let exit = tokio::select! {
                 r = running.wait() => r,
-                Ok((sig, t)) = stop_rx => running.stop(sig, t).await,
+                Ok((sig, t)) = stop_rx => {
+                    grace_until = Some(graceful(sig, t));
+                    running.stop(sig, t).await
+                }
                 () = limit => {
                     timed_out = true;
                     let (_, sig, t) = timeout.expect("limit fires only with a timeout");
+                    grace_until = Some(graceful(sig, t));
                     running.stop(sig, t).await
                 }
             };
             let exit = exit.unwrap_or(Exit::Unknown);
             // A group does not outlive its main process: no orphans holding ports.
             let _ = process::signal_group(running.pid, libc::SIGKILL);
+            if let Some(u) = unit {
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Some(until) = grace_until {
+                        u.wait_empty(until.saturating_duration_since(tokio::time::Instant::now()));
+                    }
+                    if !u.kill_all(Duration::from_secs(10)) {
+                        tracing::error!(marker = %u.marker, "processes of the unit survived SIGKILL for 10s");
+                    }
+                    u.remove_if_empty();
+                })
+                .await;
+            }
             let _ = tx.send(Msg::Exited { job, exit, timed_out });
         });
         stop_tx
@@ -1348,9 +1516,14 @@ impl Supervisor {
         let Some(svc) = self.services.get(key) else { return };
         let step = svc.spec.actions.len().saturating_sub(1);
         let generation = svc.generation;
-        let checks = match self.action_for(key, step) {
-            Ok(a) => a.health,
-            Err(_) => Vec::new(),
+        let (checks, account) = match self.action_for(key, step) {
+            // `exec` checks run as the action's account (its resolution error, if any,
+            // already failed the start).
+            Ok(a) => {
+                let account = a.user.as_deref().and_then(|u| process::Account::resolve(u, a.group.as_deref()).ok());
+                (a.health, account)
+            }
+            Err(_) => (Vec::new(), None),
         };
         if checks.is_empty() {
             let svc = self.services.get_mut(key).expect("exists");
@@ -1375,7 +1548,7 @@ impl Supervisor {
                         }
                         continue;
                     }
-                    let h = health::check(hc, &key.name, &expand).await;
+                    let h = health::check_as(hc, &key.name, &expand, account.as_ref()).await;
                     let (ok, detail) = split(&h);
                     all &= ok;
                     views.push(CheckView { check: describe(hc), healthy: ok, detail });
@@ -1440,6 +1613,7 @@ impl Supervisor {
         for r in &c.services_deleted {
             self.want_stop(r);
             self.services.remove(r);
+            self.set_stop_intent(r, false);
         }
         for r in &c.actions_deleted {
             self.schedules.remove(r);
@@ -1454,8 +1628,13 @@ impl Supervisor {
             match self.store.get_service(&r.context, &r.name) {
                 Ok(Some(stored)) => match self.services.get_mut(r) {
                     Some(svc) => {
+                        // Git changed the service: a stop by hand no longer holds.
+                        let changed = svc.spec != stored.value;
                         svc.spec = stored.value;
                         svc.managed = stored.managed;
+                        if changed {
+                            self.set_stop_intent(r, false);
+                        }
                     }
                     None => {
                         self.services.insert(r.clone(), Svc::new(stored.value, stored.managed));
@@ -1479,11 +1658,18 @@ impl Supervisor {
             }
         }
         for r in &c.starts {
+            // The plan decided to start it (git changed it, or self_heal): that ends a stop
+            // by hand.
+            self.set_stop_intent(r, false);
             self.want_start(r);
         }
+        let stopped: HashSet<Ref> =
+            self.store.stop_intents().map(|l| l.into_iter().map(|(r, _)| r).collect()).unwrap_or_default();
         // Services whose status became start (or that are new) and are not running.
         for r in &c.services_changed {
-            if self.services.get(r).is_some_and(|s| s.spec.status == ServiceStatus::Start && !s.wanted) {
+            if !stopped.contains(r)
+                && self.services.get(r).is_some_and(|s| s.spec.status == ServiceStatus::Start && !s.wanted)
+            {
                 self.want_start(r);
             }
             if self.services.get(r).is_some_and(|s| s.spec.status == ServiceStatus::Stop && s.wanted) {
@@ -1501,6 +1687,15 @@ impl Supervisor {
         let decision = db::decide(registered, false);
         match decision {
             Decision::Skip | Decision::AlreadyActive | Decision::InProgress => {}
+            Decision::Start if self.store.stop_intents().is_ok_and(|l| l.iter().any(|(r, _)| *r == key)) => {
+                self.event(
+                    Level::Warn,
+                    db::SOURCE,
+                    "hero_db was stopped by hand; leaving it stopped. `hero_proc service start hero_db` starts it"
+                        .into(),
+                    None,
+                );
+            }
             Decision::Start => {
                 self.event(
                     Level::Info,
@@ -1764,6 +1959,19 @@ impl Supervisor {
         self.advance_run(run);
         Ok(true)
     }
+}
+
+/// Where and as whom `action` runs: its account (`user:`), its unit's cgroup and marker.
+fn placement(action: &Action, unit: Option<&Unit>) -> Result<process::Placement, String> {
+    let account = match &action.user {
+        Some(u) => Some(process::Account::resolve(u, action.group.as_deref()).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let cgroup_procs = match unit {
+        Some(u) => u.prepare().map_err(|e| process::SpawnError::Contain(e).to_string())?,
+        None => None,
+    };
+    Ok(process::Placement { account, cgroup_procs, marker: unit.map(|u| u.marker.clone()) })
 }
 
 fn split(h: &Health) -> (bool, Option<String>) {

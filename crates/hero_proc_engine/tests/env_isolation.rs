@@ -29,6 +29,8 @@ async fn key_material_is_not_inherited() {
         depends_on: vec![],
         schedule: None,
         tags: vec![],
+        user: None,
+        group: None,
         pos: Default::default(),
     };
     let mut p = process::spawn(&action, &[], &expand, &out).unwrap();

@@ -25,6 +25,8 @@ fn action(interpreter: Interpreter, script: &str) -> Action {
         depends_on: vec![],
         schedule: None,
         tags: vec![],
+        user: None,
+        group: None,
         pos: Default::default(),
     }
 }

@@ -170,7 +170,7 @@ pub const METHODS: &[MethodDoc] = &[
     },
     MethodDoc {
         name: "system.info",
-        summary: "Version, paths, DB size and counts.",
+        summary: "Version, paths, DB size and counts, and how service process trees are contained (`cgroup v2 at PATH` or `subreaper`).",
         params: &[],
         result: "SystemInfo",
     },

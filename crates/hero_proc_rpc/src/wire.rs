@@ -363,6 +363,12 @@ pub struct SystemInfo {
     pub services_running: usize,
     pub actions: usize,
     pub jobs_running: usize,
+    /// How service process trees are contained: `cgroup v2 at PATH` or `subreaper`.
+    #[serde(default)]
+    pub containment: String,
+    /// Why the subreaper fallback is active, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containment_fallback: Option<String>,
 }
 
 /// What a mutating call did.

@@ -347,6 +347,13 @@ pub struct Action {
     pub schedule: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// Run as this account (SPEC 3.1); the daemon must be root. Resolved at start time,
+    /// on the host that runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Primary group instead of the user's own (needs `user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     #[serde(skip)]
     pub pos: Pos,
 }
@@ -371,6 +378,8 @@ impl PartialEq for Action {
             depends_on,
             schedule,
             tags,
+            user,
+            group,
             pos: _,
         } = self;
         *name == o.name
@@ -388,6 +397,8 @@ impl PartialEq for Action {
             && *depends_on == o.depends_on
             && *schedule == o.schedule
             && *tags == o.tags
+            && *user == o.user
+            && *group == o.group
     }
 }
 impl Eq for Action {}
@@ -617,6 +628,8 @@ mod tests {
             depends_on: vec![Named::new("prep")],
             schedule: None,
             tags: vec!["t".into()],
+            user: Some("hero".into()),
+            group: Some("hero".into()),
             pos: Pos::default(),
         };
         let json = serde_json::to_string(&a).unwrap();

@@ -35,7 +35,7 @@ pub struct Decoder<'d> {
     pub diags: &'d mut Diagnostics,
 }
 
-const ACTION_FIELDS: [&str; 15] = [
+const ACTION_FIELDS: [&str; 17] = [
     "name",
     "context",
     "description",
@@ -51,6 +51,8 @@ const ACTION_FIELDS: [&str; 15] = [
     "depends_on",
     "schedule",
     "tags",
+    "user",
+    "group",
 ];
 const SERVICE_FIELDS: [&str; 7] = ["name", "context", "description", "status", "actions", "requires", "after"];
 const SETTINGS_FIELDS: [&str; 5] = ["required_services", "self_heal", "prune", "interval", "retention"];
@@ -314,6 +316,17 @@ impl<'d> Decoder<'d> {
                 items.iter().filter_map(|t| self.name(t, "tag")).map(|n| n.name).collect()
             }
         };
+        let user = get("user").and_then(|n| self.account(n, "user"));
+        let group = get("group").and_then(|n| self.account(n, "group"));
+        if let (None, Some(n)) = (get("user"), get("group")) {
+            let pos = self.pos(n);
+            self.diags
+                .error(&pos, "action.group-without-user", "`group` is set but `user` is not")
+                .hint("add `user:` (the account to run as); `group` only replaces that user's primary group");
+            ok = false;
+        }
+        ok &= get("user").is_none() || user.is_some();
+        ok &= get("group").is_none() || group.is_some();
 
         // Cross-field rules of one action.
         if let (Some(true), Some(n)) = (process, get("schedule")) {
@@ -366,8 +379,29 @@ impl<'d> Decoder<'d> {
                 None => None,
             },
             tags,
+            user,
+            group,
             pos: start,
         })
+    }
+
+    /// A user or group name as `useradd` accepts it. Whether it exists is known only on
+    /// the host that runs the action, so that is checked at start time.
+    fn account(&mut self, node: &Node, what: &str) -> Option<String> {
+        let s = self.string(node)?;
+        let valid = !s.is_empty()
+            && s.len() <= 32
+            && s.chars().enumerate().all(|(i, c)| {
+                c.is_ascii_lowercase() || c == '_' || (i > 0 && (c.is_ascii_digit() || c == '-' || c == '.'))
+            });
+        if !valid {
+            let pos = self.pos(node);
+            self.diags
+                .error(&pos, "action.account-invalid", format!("`{s}` is not a valid {what} name"))
+                .hint("an account name: up to 32 of a-z, 0-9, `_`, `-`, `.`, starting with a letter or `_` (not a numeric id)");
+            return None;
+        }
+        Some(s)
     }
 
     /// `exec` runs no shell: an argv that cannot be split, or shell syntax that would be

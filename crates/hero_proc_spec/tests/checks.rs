@@ -640,3 +640,29 @@ fn submodule_checkouts_are_refused() {
     t.file("hosts/web1/actions/x.yaml", "actions:\n  - name: x\n    script: /bin/true\n");
     absent(&t.check(), "layout.submodule");
 }
+
+// ---- user / group (issue 13) ---------------------------------------------------------
+
+#[test]
+fn user_and_group_are_account_names() {
+    let t = Tree::new();
+    t.file("actions/web.yaml", "actions:\n  - name: web\n    script: run\n    user: hero\n    group: hero-ops\n");
+    let c = t.check();
+    absent(&c, "schema.unknown-field");
+    absent(&c, "action.account-invalid");
+    let a = c.tree.base.actions.iter().find(|a| a.name == "web").expect("the action");
+    assert_eq!((a.user.as_deref(), a.group.as_deref()), (Some("hero"), Some("hero-ops")));
+
+    let t = Tree::new();
+    t.file("actions/web.yaml", "actions:\n  - name: web\n    script: run\n    user: \"0\"\n");
+    let msg = expect(&t.check(), "action.account-invalid", "actions/web.yaml:4:11");
+    assert!(msg.contains("`0` is not a valid user name"), "{msg}");
+}
+
+#[test]
+fn group_needs_user() {
+    let t = Tree::new();
+    t.file("actions/web.yaml", "actions:\n  - name: web\n    script: run\n    group: hero\n");
+    let msg = expect(&t.check(), "action.group-without-user", "actions/web.yaml:4:12");
+    assert!(msg.contains("`group` is set but `user` is not"), "{msg}");
+}

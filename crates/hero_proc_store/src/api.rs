@@ -264,6 +264,22 @@ impl Store {
         self.read(|db| db.applied_migrations())
     }
 
+    // ---- stop intent ------------------------------------------------------------------
+
+    /// Records that `service stop` was asked by hand: the service stays stopped across
+    /// daemon restarts until it is started or its config changes.
+    pub fn set_stop_intent(&self, context: &str, name: &str, at_ms: i64) -> R<()> {
+        self.transaction(|tx| tx.db().set_stop_intent(context, name, at_ms))
+    }
+    /// `false` if there was none.
+    pub fn clear_stop_intent(&self, context: &str, name: &str) -> R<bool> {
+        self.transaction(|tx| tx.db().clear_stop_intent(context, name))
+    }
+    /// Services stopped by hand, with when.
+    pub fn stop_intents(&self) -> R<Vec<(Ref, i64)>> {
+        self.read(|db| db.stop_intents())
+    }
+
     // ---- stats ------------------------------------------------------------------------
 
     /// Page counts and bytes on disk.

@@ -708,6 +708,33 @@ impl<'a> Db<'a> {
             .map_err(|e| self.fail(e))
     }
 
+    // ---- stop intent ------------------------------------------------------------------
+
+    pub fn set_stop_intent(&self, context: &str, name: &str, at_ms: i64) -> R<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO service_stops (context, name, stopped_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (context, name) DO UPDATE SET stopped_at_ms = excluded.stopped_at_ms",
+            )
+            .and_then(|mut s| s.execute(params![context, name, at_ms]))
+            .map(|_| ())
+            .map_err(|e| self.fail(e))
+    }
+
+    pub fn clear_stop_intent(&self, context: &str, name: &str) -> R<bool> {
+        self.delete_keyed("DELETE FROM service_stops WHERE context = ?1 AND name = ?2", context, name)
+    }
+
+    pub fn stop_intents(&self) -> R<Vec<(Ref, i64)>> {
+        self.conn
+            .prepare_cached("SELECT context, name, stopped_at_ms FROM service_stops ORDER BY context, name")
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((Ref::new(r.get::<_, String>(0)?, r.get::<_, String>(1)?), r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(|e| self.fail(e))
+    }
+
     // ---- stats ------------------------------------------------------------------------
 
     pub fn pragma_u64(&self, name: &str) -> R<u64> {

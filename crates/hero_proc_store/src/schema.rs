@@ -163,6 +163,16 @@ CREATE TRIGGER sync_history_count_ins AFTER INSERT ON sync_history BEGIN
     UPDATE row_counts SET n = n + 1 WHERE tbl = 'sync_history';
 END;
 "#,
+    // v2: a service stopped by hand stays stopped across daemon restarts, until someone
+    // starts it or its config changes (issue 13).
+    r#"
+CREATE TABLE service_stops (
+    context       TEXT    NOT NULL,
+    name          TEXT    NOT NULL,
+    stopped_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (context, name)
+) STRICT;
+"#,
 ];
 
 /// Recomputes `row_counts` (see the v1 schema). Run at every read-write open.
@@ -206,7 +216,10 @@ mod tests {
     /// append a new migration instead. When you append one, add its hash here.
     #[test]
     fn migrations_are_pinned() {
-        const PINNED: &[&str] = &["dbd6805bb5c80efcce20122a401c4c0e8337af77e49ff242991039a1d6573dd8"];
+        const PINNED: &[&str] = &[
+            "dbd6805bb5c80efcce20122a401c4c0e8337af77e49ff242991039a1d6573dd8",
+            "6140667883d6817231aa8b4f5729051a8b627fb6da2c856dbb989dd9850f11ae",
+        ];
         let actual: Vec<String> = MIGRATIONS.iter().map(|m| hex::encode(Sha256::digest(m.as_bytes()))).collect();
         assert!(actual.len() >= PINNED.len(), "a released migration was removed: {actual:?}");
         for (i, (want, got)) in PINNED.iter().zip(&actual).enumerate() {
