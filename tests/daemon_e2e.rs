@@ -52,7 +52,8 @@ fn a_killed_service_is_restarted_with_backoff_and_a_crash_loop_is_visible() {
     unsafe { libc::kill(first as i32, libc::SIGKILL) };
     let s = d.wait_status("web", "restarted", |s| s["state"] == "running" && s["pid"].as_u64() != Some(first as u64));
     assert_eq!(s["restarts"], 1);
-    assert_eq!(d.children().len(), 1);
+    // /proc/PID/environ reads empty for a moment around exec: wait for the count to settle.
+    wait_for("exactly one process of web", Duration::from_secs(5), || d.children().len() == 1);
 
     d.set("actions:\n  - name: crashy\n    interpreter: sh\n    script: exit 3\n    process: true\n    restart: { policy: on-failure, delay: 50ms, max_delay: 200ms }\nservices:\n  - name: crashy\n");
     let s = d.wait_status("crashy", "crash looping", |s| s["crash_loop"] == true);
