@@ -236,21 +236,79 @@ mod tests {
         assert!(dk.open(&enc, b"b:").is_none());
     }
 
-    #[test]
-    fn shamir_recombines_vault_style_parts() {
-        // secret byte s=0x42, polynomial f(x) = 0x42 + 0x17*x (threshold 2).
-        let f = |x: u8| 0x42 ^ gf_mul(0x17, x);
-        let p1 = Zeroizing::new(vec![f(1), 1]);
-        let p3 = Zeroizing::new(vec![f(3), 3]);
-        assert_eq!(shamir_combine(&[p1.clone(), p3.clone()]).unwrap().as_slice(), &[0x42]);
-        assert!(shamir_combine(&[p1.clone(), p1]).is_err());
-        assert!(shamir_combine(&[p3]).is_err());
+    /// Written by the real `sops` 3.11 (tests/fixtures/shamir/make.sh): four age key
+    /// groups, `shamir_threshold: 3`, with the test-only keys that made it.
+    const SHAMIR_FILE: &str = include_str!("../tests/fixtures/shamir/secrets.sops.yaml");
+    const SHAMIR_KEYS: [&str; 4] = [
+        include_str!("../tests/fixtures/shamir/key1.txt"),
+        include_str!("../tests/fixtures/shamir/key2.txt"),
+        include_str!("../tests/fixtures/shamir/key3.txt"),
+        include_str!("../tests/fixtures/shamir/key4.txt"),
+    ];
+
+    /// The Shamir parts sops wrapped for each group, unwrapped with that group's key.
+    fn sops_parts() -> Vec<Zeroizing<Vec<u8>>> {
+        let meta = crate::decrypt::parse_file(SHAMIR_FILE.as_bytes()).unwrap().metadata;
+        assert_eq!((meta.groups.len(), meta.shamir_threshold), (4, 3));
+        meta.groups
+            .iter()
+            .zip(SHAMIR_KEYS)
+            .map(|(group, key)| {
+                let id = crate::LoadedIdentities::parse(key, "fixture").unwrap();
+                match age_unwrap(&group[0].enc, id.identities()) {
+                    Unwrap::Ok(part) => part,
+                    _ => panic!("the fixture key does not open its group"),
+                }
+            })
+            .collect()
+    }
+
+    /// Opens the file's one value with a recombined key, as sops wrote it (AAD `api_token:`).
+    fn opens(key: &[u8]) -> Option<Vec<u8>> {
+        let key: [u8; 32] = key.try_into().ok()?;
+        let line = SHAMIR_FILE.lines().find(|l| l.starts_with("api_token: ")).unwrap();
+        let enc = parse_enc(line.trim_start_matches("api_token: ")).unwrap();
+        DataKey::new(&key).open(&enc, b"api_token:").map(|v| v.to_vec())
     }
 
     #[test]
-    fn gf_inverse_is_correct() {
+    fn shamir_recombines_parts_that_real_sops_split() {
+        let parts = sops_parts();
+        // sops (Vault's code) appends the x coordinate to each 32-byte share.
+        assert!(parts.iter().all(|p| p.len() == 33), "{:?}", parts.iter().map(|p| p.len()).collect::<Vec<_>>());
+        let mut keys = Vec::new();
+        for skip in 0..4 {
+            // Every 3 of the 4 groups, in any order, give the data key sops used.
+            let mut three: Vec<_> = (0..4).filter(|i| *i != skip).map(|i| parts[i].clone()).collect();
+            for _ in 0..3 {
+                let key = shamir_combine(&three).unwrap();
+                assert_eq!(opens(&key).as_deref(), Some(&b"shamir-3-of-4-from-real-sops"[..]), "without group {skip}");
+                keys.push(key);
+                three.rotate_left(1);
+            }
+            // All four (more than the threshold) give it too.
+            assert!(keys.windows(2).all(|w| w[0] == w[1]));
+        }
+        assert_eq!(opens(&shamir_combine(&parts).unwrap()).as_deref(), Some(&b"shamir-3-of-4-from-real-sops"[..]));
+        // Two (below the threshold) interpolate a line through two points: not the key.
+        for (a, b) in [(0, 1), (1, 3), (2, 3)] {
+            let key = shamir_combine(&[parts[a].clone(), parts[b].clone()]).unwrap();
+            assert!(opens(&key).is_none(), "two of four parts must not recover the key");
+        }
+        assert!(shamir_combine(&[parts[0].clone(), parts[0].clone(), parts[1].clone()]).is_err());
+        assert!(shamir_combine(&parts[..1]).is_err());
+    }
+
+    #[test]
+    fn gf_arithmetic_matches_published_aes_vectors() {
+        // FIPS-197 section 4.2: {57}*{83} = {c1}, {57}*{13} = {fe}.
+        assert_eq!(gf_mul(0x57, 0x83), 0xc1);
+        assert_eq!(gf_mul(0x57, 0x13), 0xfe);
+        // FIPS-197 section 5.1.1: the S-box input {53} has inverse {ca}.
+        assert_eq!(gf_inv(0x53), 0xca);
+        assert_eq!(gf_inv(0x01), 0x01);
         for a in 1..=255u8 {
-            assert_eq!(gf_mul(a, gf_inv(a)), 1);
+            assert_eq!(gf_mul(a, gf_inv(a)), 1, "{a:#04x}");
         }
     }
 }

@@ -228,7 +228,12 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         for input in ["a: [", "a: b: c", "- [}", "&a *a", "a: *nope", "\t- x:\n  y"] {
-            let _ = parse_documents(input);
+            match parse_documents(input) {
+                Err(SopsError::Yaml { line, col, message }) => {
+                    assert!(line >= 1 && col >= 1 && !message.is_empty(), "{input:?}: {line}:{col} {message:?}")
+                }
+                other => panic!("{input:?} must be a YAML error with a position, got {other:?}"),
+            }
         }
     }
 }
