@@ -340,6 +340,8 @@ fn writers_keep_working_during_a_compaction() {
     assert_eq!(store.job_counts_by_phase().unwrap().running, written);
 }
 
+/// The store's `None` (no limit) is what its API offers; what `hero.yaml` can say is
+/// checked separately below, since the schema refuses `0` there.
 #[test]
 fn no_limits_means_no_deletion() {
     let (_t, store) = open();
@@ -347,9 +349,37 @@ fn no_limits_means_no_deletion() {
     let r = store.compact(&Retention { max_age_days: None, max_rows_per_table: None }, NOW).unwrap();
     assert_eq!(r.rows_deleted(), 0);
     assert_eq!(all_jobs(&store).len(), 100);
-    // hero.yaml's 0 means "no limit".
-    let spec = hero_proc_spec::Retention { max_age_days: 0, max_rows_per_table: 0, ..Default::default() };
-    assert_eq!(Retention::from(&spec), Retention { max_age_days: None, max_rows_per_table: None });
+    // The same rows under a limit do go, so the zero above is the limit being off.
+    let r = store.compact(&cap(10), NOW).unwrap();
+    assert_eq!(r.jobs_deleted, 90);
+}
+
+/// Loads `hero.yaml` with the real loader: the retention it yields and its diagnostics.
+fn hero_yaml_retention(text: &str) -> (Retention, Vec<hero_proc_spec::Diagnostic>) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hero.yaml"), text).unwrap();
+    let mut diags = hero_proc_spec::Diagnostics::new();
+    let tree = hero_proc_spec::load::load(&hero_proc_spec::DirSource::new(dir.path()), &mut diags);
+    (Retention::from(&tree.settings.retention), diags.finish())
+}
+
+#[test]
+fn hero_yaml_retention_reaches_the_store_and_refuses_zero() {
+    let (r, diags) = hero_yaml_retention("retention: { max_age_days: 7, max_rows_per_table: 100 }\n");
+    assert!(diags.is_empty(), "{diags:?}");
+    assert_eq!(r, Retention { max_age_days: Some(7), max_rows_per_table: Some(100) });
+    // Unset keeps the built-in limits: never "no limit".
+    let (r, _) = hero_yaml_retention("retention: { compact_every: 10m }\n");
+    assert_eq!(r, Retention { max_age_days: Some(30), max_rows_per_table: Some(100_000) });
+    // `0` cannot switch a limit off from git: it is refused, saying which field and why.
+    for field in ["max_age_days", "max_rows_per_table"] {
+        let (_, diags) = hero_yaml_retention(&format!("retention: {{ {field}: 0 }}\n"));
+        let d = diags
+            .iter()
+            .find(|d| d.code == "settings.retention")
+            .unwrap_or_else(|| panic!("{field}: 0 accepted: {diags:?}"));
+        assert!(d.message.contains(field) && d.message.contains("at least 1"), "{}", d.message);
+    }
 }
 
 fn counts_match(path: &std::path::Path) {
