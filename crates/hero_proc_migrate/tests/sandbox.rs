@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -179,39 +179,71 @@ fn cancel_stops_a_running_script() {
     assert!(e.message.starts_with("cancelled"), "{}", e.message);
 }
 
-/// The script runs on its own thread; a runaway one leaves the rest of the process
-/// running (here: another thread keeps making progress the whole time).
+/// Records when, and on which thread, each `proc.log` call is served.
+struct Served(Vec<(Instant, std::thread::ThreadId)>);
+
+impl hero_proc_migrate::ProcOps for Served {
+    fn action_set(&mut self, _: hero_proc_spec::Action) -> Result<(), String> {
+        Err("unused".into())
+    }
+    fn action_get(&mut self, _: &str, _: &str) -> Result<Option<hero_proc_spec::Action>, String> {
+        Err("unused".into())
+    }
+    fn action_list(&mut self) -> Result<Vec<hero_proc_spec::Action>, String> {
+        Err("unused".into())
+    }
+    fn service_set(&mut self, _: hero_proc_spec::Service) -> Result<(), String> {
+        Err("unused".into())
+    }
+    fn service_start(&mut self, _: &str, _: &str) -> Result<(), String> {
+        Err("unused".into())
+    }
+    fn service_stop(&mut self, _: &str, _: &str) -> Result<(), String> {
+        Err("unused".into())
+    }
+    fn service_list(&mut self) -> Result<Vec<hero_proc_migrate::ServiceRow>, String> {
+        Err("unused".into())
+    }
+    fn run_submit(&mut self, _: Vec<String>) -> Result<i64, String> {
+        Err("unused".into())
+    }
+    fn secret_names(&mut self, _: &str) -> Result<Vec<String>, String> {
+        Err("unused".into())
+    }
+    fn log(&mut self, _: &str, _: hero_proc_migrate::LogLevel, _: &str) -> Result<(), String> {
+        self.0.push((Instant::now(), std::thread::current().id()));
+        Ok(())
+    }
+}
+
+/// A spinning script runs off the caller's thread: the caller keeps serving its `proc`
+/// calls the whole time (the script is not stuck behind the caller, nor the caller
+/// behind the script), and gets its thread back at the wall-clock limit.
 #[test]
-fn the_daemon_stays_responsive_while_a_script_spins() {
-    let progress = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let ticker = {
-        let (progress, done) = (progress.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                progress.fetch_add(1, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
-    let runner = std::thread::spawn(|| {
-        let mut ops = InMemoryProc::new();
-        let opts = RunOptions::with_wall_limit(Duration::from_millis(800));
-        run_migration(&raw("1_spin.rhai", SLOW_LOOP), &mut ops, &opts)
+fn a_spinning_script_is_served_by_its_caller_throughout_and_stopped_at_the_wall_limit() {
+    let wall = Duration::from_millis(1200);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let caller = std::thread::spawn(move || {
+        let mut ops = Served(Vec::new());
+        let started = Instant::now();
+        let source = "loop {\n  proc.log(\"info\", \"tick\");\n  let s = \"x\"; s.pad(100000, \"y\");\n}\n";
+        let r = run_migration(&raw("1_spin.rhai", source), &mut ops, &RunOptions::with_wall_limit(wall));
+        let _ = tx.send((r, started, Instant::now(), ops.0, std::thread::current().id()));
     });
-
-    std::thread::sleep(Duration::from_millis(300));
-    let mid = progress.load(Ordering::Relaxed);
-    assert!(!runner.is_finished(), "the script should still be spinning");
-    std::thread::sleep(Duration::from_millis(200));
-    let later = progress.load(Ordering::Relaxed);
-    assert!(!runner.is_finished(), "the script should still be spinning");
-    assert!(later > mid, "another thread must progress while the script spins ({mid} -> {later})");
-
-    let r = runner.join().unwrap();
-    done.store(true, Ordering::Relaxed);
-    ticker.join().unwrap();
-    assert!(r.unwrap_err().message.contains("wall-clock limit"));
+    let (r, started, ended, served, caller_id) = rx
+        .recv_timeout(wall + Duration::from_secs(10))
+        .expect("the spinning script was not stopped: no wall-clock limit");
+    caller.join().unwrap();
+    let e = r.expect_err("an endless loop cannot succeed");
+    assert!(e.message.contains("wall-clock limit"), "{}", e.message);
+    let took = ended - started;
+    assert!(took >= wall && took < wall + Duration::from_secs(3), "stopped at {took:?}, limit {wall:?}");
+    assert!(served.len() >= 5, "only {} proc calls served in {took:?}", served.len());
+    assert!(served.iter().all(|(_, t)| *t == caller_id), "proc calls must run on the caller's thread");
+    // Served all along: from the start, without long gaps, up to the stop.
+    let times: Vec<Instant> = std::iter::once(started).chain(served.iter().map(|(t, _)| *t)).chain([ended]).collect();
+    let gap = times.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(gap < wall / 2, "a {gap:?} stretch with no proc call served ({} calls in {took:?})", served.len());
 }
 
 #[test]
