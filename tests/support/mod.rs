@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod config_repo;
+pub mod require;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
