@@ -5,6 +5,7 @@
 //! - `self_heal: true`: reconcile_e2e::pr_preview_apply_drift_and_revert (a stop by hand is
 //!   reverted); `self_heal: false`: reconcile_e2e::objects_set_by_hand_are_left_alone_and_self_heal_off_only_reports.
 //! - `prune: true`: reconcile_e2e::pr_preview_apply_drift_and_revert (a removed service is deleted).
+//!
 //! Here: `retention` (each field, flags over git, where each value came from), `prune:
 //! false`, and `interval` from hero.yaml polling a remote.
 

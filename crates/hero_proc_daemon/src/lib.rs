@@ -169,16 +169,18 @@ pub fn start(opts: ServeOptions) -> Result<Daemon, DaemonError> {
     );
     let host = opts.host.or_else(reconciler::system_host_name);
     let retention = compactor::RetentionSettings::new(opts.retention);
-    let reconciler = Arc::new(reconciler::Reconciler::new(
-        engine.clone(),
-        vault.clone(),
-        paths.state.join("source"),
-        opts.age_keys,
-        host,
-        opts.reconcile,
-        !opts.skip_hero_db_check,
-        retention.clone(),
-    ));
+    let reconciler = Arc::new(
+        reconciler::Reconciler::new(
+            engine.clone(),
+            vault.clone(),
+            paths.state.join("source"),
+            opts.age_keys,
+            host,
+            opts.reconcile,
+            !opts.skip_hero_db_check,
+        )
+        .with_retention(retention.clone()),
+    );
     Ok(Daemon {
         engine,
         vault,

@@ -183,7 +183,6 @@ impl Reconciler {
         host: Option<String>,
         options: Option<ReconcileOptions>,
         check_hero_db: bool,
-        retention: Arc<crate::compactor::RetentionSettings>,
     ) -> Reconciler {
         Reconciler {
             engine,
@@ -198,8 +197,14 @@ impl Reconciler {
             manual: tokio::sync::Notify::new(),
             runtime: Mutex::new(Runtime::default()),
             check_hero_db,
-            retention,
+            retention: crate::compactor::RetentionSettings::new(Default::default()),
         }
+    }
+
+    /// Where each applied revision's `retention:` goes (the compactor's settings).
+    pub fn with_retention(mut self, retention: Arc<crate::compactor::RetentionSettings>) -> Reconciler {
+        self.retention = retention;
+        self
     }
 
     pub fn options(&self) -> Option<&ReconcileOptions> {
