@@ -209,3 +209,33 @@ fn interval_in_hero_yaml_polls_a_remote_repository() {
     assert_eq!(status(&d)["applied_revision"].as_str(), Some(two.as_str()));
     assert!(started.elapsed() < Duration::from_secs(15), "polled at hero.yaml's 1s: {:?}", started.elapsed());
 }
+
+#[test]
+fn settings_follow_the_applied_revision_not_a_preview_nor_a_restart() {
+    let (repo, rev) = settings_repo(
+        "required_services: []\nself_heal: true\nretention: { max_age_days: 7, max_rows_per_table: 20, compact_every: 1h }\n",
+    );
+    // The PR exists before the daemon starts: no commit later wakes a sync that would
+    // hide what the preview did.
+    repo.git(&["checkout", "-q", "-b", "pr"]);
+    repo.write("hero.yaml", "required_services: []\nself_heal: false\n");
+    repo.commit("PR: self_heal off");
+    repo.git(&["checkout", "-q", "main"]);
+    let mut d = follow(&repo);
+    wait_applied(&d, &rev);
+
+    // A preview of another revision changes nothing the daemon obeys.
+    assert!(d.cli(&["reconcile", "--dry-run", "--rev", "pr"]).status.success());
+    assert_eq!(status(&d)["self_heal"], true, "the applied revision's self_heal");
+
+    // Suspended, then restarted: nothing is applied, and git's retention still holds.
+    assert!(d.cli(&["reconcile", "suspend"]).status.success());
+    d.kill9();
+    d.spawn();
+    wait_for("git's retention after a restart with sync suspended", Duration::from_secs(20), || {
+        compactor(&d)["sources"]["max_rows_per_table"] == from_git(&rev).as_str()
+    });
+    let s = compactor(&d);
+    assert_eq!((s["max_age_days"].as_u64(), s["max_rows_per_table"].as_u64()), (Some(7), Some(20)), "{s}");
+    assert!(status(&d)["suspended"].as_bool().unwrap());
+}

@@ -656,7 +656,8 @@ impl Reconciler {
             last_duration_ms: rt.last_duration_ms,
             next_sync_at_ms: rt.next_sync_at_ms,
             consecutive_failures: rt.failures,
-            self_heal: rt.self_heal,
+            // The applied revision's, not that of the last preview of another revision.
+            self_heal: rt.applied_settings.as_ref().map(|(_, s)| s.self_heal).or(rt.self_heal),
             interval_secs: interval.as_ref().map(|(d, _)| d.as_secs()),
             interval_source: interval.map(|(_, s)| s),
             drift: rt.drift.clone(),
@@ -668,6 +669,25 @@ impl Reconciler {
         let mut m = rt.metrics.clone();
         m.drifted = rt.drift.len();
         m
+    }
+
+    /// Suspended at start, nothing is applied, yet the applied revision's settings hold
+    /// (retention, interval): read them from that revision.
+    async fn load_applied_settings(&self) {
+        let Ok(Some(applied)) = self.engine.store.sync_state().map(|s| s.applied_revision) else {
+            return;
+        };
+        let _guard = self.one_writer.lock().await;
+        match self.prepare(&PlanRequest { rev: Some(applied.clone()), ..PlanRequest::default() }).await {
+            Ok(p) => {
+                self.retention.set_from_git(&p.desired.commit.id, &p.desired.settings.retention);
+                self.runtime.lock().expect("runtime lock").applied_settings =
+                    Some((p.desired.commit.id.clone(), p.desired.settings.clone()));
+            }
+            Err((e, _)) => tracing::warn!(
+                "sync is suspended and the settings of the applied revision {applied} cannot be read ({e}); built-in defaults and flags hold until `hero_proc reconcile resume`"
+            ),
+        }
     }
 
     fn interval(&self) -> Duration {
@@ -702,6 +722,8 @@ impl Reconciler {
             let suspended = self.engine.store.sync_state().map(|s| s.suspended).unwrap_or(false);
             if !suspended {
                 let _ = self.apply(PlanRequest::default()).await;
+            } else if first {
+                self.load_applied_settings().await;
             }
             if first {
                 first = false;
