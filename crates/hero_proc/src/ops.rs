@@ -293,6 +293,11 @@ pub async fn system(cmd: SystemCmd, out: &Output) -> anyhow::Result<ExitCode> {
                     "compactor: every {}s, keep {} days / {} rows per table; {} runs",
                     s.every_secs, s.max_age_days, s.max_rows_per_table, s.runs
                 );
+                let src = &s.sources;
+                println!(
+                    "  from: every {}, max_age_days {}, max_rows_per_table {}",
+                    src.every, src.max_age_days, src.max_rows_per_table
+                );
                 println!("  last run: {}", s.last_run_ms.map(fmt_ms).unwrap_or_else(|| "never".into()));
                 println!("  next run: {}", s.next_run_ms.map(fmt_ms).unwrap_or_else(|| "-".into()));
                 if let Some(c) = &s.last {

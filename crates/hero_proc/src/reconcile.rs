@@ -297,6 +297,9 @@ fn print_status(s: &SyncStatus, out: &Output) -> anyhow::Result<ExitCode> {
             println!("            ({} failure(s) in a row; retrying with backoff)", s.consecutive_failures);
         }
     }
+    if let (Some(i), Some(src)) = (s.interval_secs, &s.interval_source) {
+        println!("interval:   {i}s (from {src})");
+    }
     if s.drift.is_empty() {
         println!("drift:      none");
     } else {

@@ -17,15 +17,18 @@ pub struct Args {
     /// the next daemon re-attaches to them).
     #[arg(long)]
     stop_on_exit: bool,
-    /// Delete finished jobs and runs older than this many days.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
-    max_age_days: u64,
-    /// Keep at most about this many finished rows per history table.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
-    max_rows_per_table: u64,
-    /// How often the compactor runs (e.g. 10m, 1h).
-    #[arg(long, default_value = "1h", value_parser = parse_every)]
-    compact_every: std::time::Duration,
+    /// Delete finished jobs and runs older than this many days; given, it wins over
+    /// hero.yaml `retention.max_age_days` [default: hero.yaml, else 30].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_age_days: Option<u64>,
+    /// Keep at most about this many finished rows per history table; given, it wins over
+    /// hero.yaml `retention.max_rows_per_table` [default: hero.yaml, else 100000].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_rows_per_table: Option<u64>,
+    /// How often the compactor runs (e.g. 10m, 1h); given, it wins over hero.yaml
+    /// `retention.compact_every` [default: hero.yaml, else 1h].
+    #[arg(long, value_parser = parse_every)]
+    compact_every: Option<std::time::Duration>,
     /// Also serve `/metrics` on this TCP address (e.g. 127.0.0.1:9464) for Prometheus.
     #[arg(long)]
     metrics_addr: Option<String>,
@@ -127,7 +130,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
         reconcile,
         host: args.host,
         age_keys,
-        retention: hero_proc_daemon::compactor::RetentionConfig {
+        retention: hero_proc_daemon::compactor::RetentionFlags {
             max_age_days: args.max_age_days,
             max_rows_per_table: args.max_rows_per_table,
             every: args.compact_every,

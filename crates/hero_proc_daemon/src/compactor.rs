@@ -15,21 +15,87 @@ use std::time::Duration;
 use hero_proc_engine::Engine;
 use hero_proc_engine::output_cap::OutputCap;
 use hero_proc_engine::supervisor::now_ms;
-use hero_proc_rpc::wire::{CompactView, CompactorStatusView};
+use hero_proc_rpc::wire::{CompactView, CompactorStatusView, RetentionSources};
 use hero_proc_store::Retention;
 
-/// Retention settings (hero.yaml `retention:` or `serve` flags).
-#[derive(Clone, Debug)]
+/// Retention values the operator gave as `serve` flags: each one given wins over
+/// hero.yaml; `None` was not given.
+#[derive(Clone, Debug, Default)]
+pub struct RetentionFlags {
+    pub max_age_days: Option<u64>,
+    pub max_rows_per_table: Option<u64>,
+    pub every: Option<Duration>,
+}
+
+/// The retention in force, with where each value came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetentionConfig {
     pub max_age_days: u64,
     pub max_rows_per_table: u64,
     pub every: Duration,
+    pub sources: RetentionSources,
 }
 
-impl Default for RetentionConfig {
-    fn default() -> Self {
-        RetentionConfig { max_age_days: 30, max_rows_per_table: 100_000, every: Duration::from_secs(3600) }
+/// Flags over the applied revision's hero.yaml over the built-in defaults; the revision
+/// that last set them, fed by the reconciler after each apply.
+pub struct RetentionSettings {
+    flags: RetentionFlags,
+    git: Mutex<Option<(String, hero_proc_spec::Retention)>>,
+    /// The compactor sleeps on this: a new `compact_every` reschedules the next cycle.
+    changed: tokio::sync::Notify,
+}
+
+pub const SOURCE_DEFAULT: &str = "default";
+pub const SOURCE_FLAG: &str = "flag";
+
+impl RetentionSettings {
+    pub fn new(flags: RetentionFlags) -> Arc<RetentionSettings> {
+        Arc::new(RetentionSettings { flags, git: Mutex::new(None), changed: tokio::sync::Notify::new() })
     }
+
+    /// The retention of hero.yaml at `rev` (the revision just applied).
+    pub fn set_from_git(&self, rev: &str, retention: &hero_proc_spec::Retention) {
+        let before = self.effective();
+        *self.git.lock().expect("not poisoned") = Some((rev.to_owned(), retention.clone()));
+        let after = self.effective();
+        if before != after {
+            tracing::info!(
+                max_age_days = after.max_age_days,
+                max_rows_per_table = after.max_rows_per_table,
+                compact_every_secs = after.every.as_secs(),
+                revision = rev,
+                "retention changed"
+            );
+            self.changed.notify_one();
+        }
+    }
+
+    pub fn effective(&self) -> RetentionConfig {
+        let git = self.git.lock().expect("not poisoned").clone();
+        let from_git = git.as_ref().map(|(rev, _)| format!("hero.yaml@{}", short(rev)));
+        let base = git.map(|(_, r)| r).unwrap_or_default();
+        let base_source = from_git.unwrap_or_else(|| SOURCE_DEFAULT.to_owned());
+        let pick = |flag: Option<u64>, base: u64| match flag {
+            Some(v) => (v, SOURCE_FLAG.to_owned()),
+            None => (base, base_source.clone()),
+        };
+        let (max_age_days, age_src) = pick(self.flags.max_age_days, base.max_age_days);
+        let (max_rows_per_table, rows_src) = pick(self.flags.max_rows_per_table, base.max_rows_per_table);
+        let (every, every_src) = match self.flags.every {
+            Some(v) => (v, SOURCE_FLAG.to_owned()),
+            None => (base.compact_every.0, base_source.clone()),
+        };
+        RetentionConfig {
+            max_age_days,
+            max_rows_per_table,
+            every,
+            sources: RetentionSources { max_age_days: age_src, max_rows_per_table: rows_src, every: every_src },
+        }
+    }
+}
+
+fn short(rev: &str) -> &str {
+    rev.get(..12).unwrap_or(rev)
 }
 
 #[derive(Default)]
@@ -44,15 +110,15 @@ struct State {
 #[derive(Clone)]
 pub struct Compactor {
     engine: Engine,
-    config: RetentionConfig,
+    settings: Arc<RetentionSettings>,
     state: Arc<Mutex<State>>,
     /// One compaction at a time (scheduled and on-demand never overlap).
     running: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Compactor {
-    pub fn new(engine: Engine, config: RetentionConfig) -> Compactor {
-        Compactor { engine, config, state: Arc::default(), running: Arc::default() }
+    pub fn new(engine: Engine, settings: Arc<RetentionSettings>) -> Compactor {
+        Compactor { engine, settings, state: Arc::default(), running: Arc::default() }
     }
 
     pub async fn run_on_schedule(self) {
@@ -66,12 +132,17 @@ impl Compactor {
             }
         };
         loop {
-            let next = tokio::time::Instant::now() + self.config.every;
-            self.state.lock().expect("not poisoned").next_run_ms =
-                Some(now_ms() + self.config.every.as_millis() as i64);
+            // A new `compact_every` moves the next run to this cycle's start plus it (at
+            // once when that is past), without waiting out the old period.
+            let started = tokio::time::Instant::now();
+            let started_ms = now_ms();
             loop {
+                let every = self.settings.effective().every;
+                let next = started + every;
+                self.state.lock().expect("not poisoned").next_run_ms = Some(started_ms + every.as_millis() as i64);
                 tokio::select! {
                     () = tokio::time::sleep_until(next) => break,
+                    () = self.settings.changed.notified() => {}
                     () = over_total.notified() => {
                         if let Err(e) = self.enforce_log_caps().await {
                             tracing::warn!("log caps failed: {e}");
@@ -110,10 +181,9 @@ impl Compactor {
         let _one = self.running.lock().await;
         let store = self.engine.store.clone();
         let logs = self.engine.logs.clone();
-        let retention = Retention {
-            max_age_days: Some(self.config.max_age_days),
-            max_rows_per_table: Some(self.config.max_rows_per_table),
-        };
+        let config = self.settings.effective();
+        let retention =
+            Retention { max_age_days: Some(config.max_age_days), max_rows_per_table: Some(config.max_rows_per_table) };
         let result = tokio::task::spawn_blocking(move || -> Result<CompactView, String> {
             let report = store.compact(&retention, now_ms()).map_err(|e| e.to_string())?;
             let mut log_files = 0u64;
@@ -156,14 +226,16 @@ impl Compactor {
 
     pub fn status(&self) -> Result<CompactorStatusView, String> {
         let stats = self.engine.store.db_stats().map_err(|e| e.to_string())?;
+        let config = self.settings.effective();
         let st = self.state.lock().expect("not poisoned");
         Ok(CompactorStatusView {
             last_run_ms: st.last_run_ms,
             next_run_ms: st.next_run_ms,
-            every_secs: self.config.every.as_secs(),
+            every_secs: config.every.as_secs(),
             runs: st.runs,
-            max_age_days: self.config.max_age_days,
-            max_rows_per_table: self.config.max_rows_per_table,
+            max_age_days: config.max_age_days,
+            max_rows_per_table: config.max_rows_per_table,
+            sources: config.sources,
             last: st.last.clone(),
             last_error: st.last_error.clone(),
             db_size_bytes: stats.size_bytes,

@@ -55,8 +55,9 @@ pub struct ServeOptions {
     pub stop_on_exit: bool,
     /// `HERO_PROC_NO_AUTOSTART_DB=1`: do not check that hero_db runs (SPEC 5.3).
     pub skip_hero_db_check: bool,
-    /// History retention and the compactor's schedule (SPEC 5.5).
-    pub retention: compactor::RetentionConfig,
+    /// History retention and the compactor's schedule given as `serve` flags (SPEC 5.5):
+    /// each one given wins over hero.yaml `retention:`.
+    pub retention: compactor::RetentionFlags,
     /// Also serve `/metrics` (and only that) on this TCP address, for Prometheus.
     pub metrics_addr: Option<String>,
     /// `--repo` and friends: follow a config repository (SPEC 1, 3).
@@ -72,7 +73,8 @@ pub struct Daemon {
     pub engine: Engine,
     pub vault: Arc<secrets::Vault>,
     pub paths: Paths,
-    pub retention: compactor::RetentionConfig,
+    /// Flags, else the applied hero.yaml, else defaults (the reconciler updates it).
+    pub retention: Arc<compactor::RetentionSettings>,
     pub metrics_addr: Option<String>,
     pub reconciler: Arc<reconciler::Reconciler>,
     /// Bound before the engine starts, so a daemon that cannot have its socket starts
@@ -166,20 +168,24 @@ pub fn start(opts: ServeOptions) -> Result<Daemon, DaemonError> {
         },
     );
     let host = opts.host.or_else(reconciler::system_host_name);
-    let reconciler = Arc::new(reconciler::Reconciler::new(
-        engine.clone(),
-        vault.clone(),
-        paths.state.join("source"),
-        opts.age_keys,
-        host,
-        opts.reconcile,
-        !opts.skip_hero_db_check,
-    ));
+    let retention = compactor::RetentionSettings::new(opts.retention);
+    let reconciler = Arc::new(
+        reconciler::Reconciler::new(
+            engine.clone(),
+            vault.clone(),
+            paths.state.join("source"),
+            opts.age_keys,
+            host,
+            opts.reconcile,
+            !opts.skip_hero_db_check,
+        )
+        .with_retention(retention.clone()),
+    );
     Ok(Daemon {
         engine,
         vault,
         paths,
-        retention: opts.retention,
+        retention,
         metrics_addr: opts.metrics_addr,
         reconciler,
         listener: Some(listener),

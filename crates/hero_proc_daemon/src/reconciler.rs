@@ -103,6 +103,9 @@ struct Runtime {
     next_sync_at_ms: Option<i64>,
     failures: u32,
     self_heal: Option<bool>,
+    /// The settings of the revision last applied from the followed repository, and that
+    /// revision: what the sync loop and the compactor obey.
+    applied_settings: Option<(String, hero_proc_spec::Settings)>,
     drift: Vec<hero_proc_reconcile::DriftItem>,
     metrics: SyncMetrics,
 }
@@ -144,6 +147,8 @@ pub struct Reconciler {
     manual: tokio::sync::Notify,
     runtime: Mutex<Runtime>,
     check_hero_db: bool,
+    /// hero.yaml `retention:` of each applied revision goes to the compactor.
+    retention: Arc<crate::compactor::RetentionSettings>,
 }
 
 /// The host name overlays are chosen by (`--host` overrides).
@@ -192,7 +197,14 @@ impl Reconciler {
             manual: tokio::sync::Notify::new(),
             runtime: Mutex::new(Runtime::default()),
             check_hero_db,
+            retention: crate::compactor::RetentionSettings::new(Default::default()),
         }
+    }
+
+    /// Where each applied revision's `retention:` goes (the compactor's settings).
+    pub fn with_retention(mut self, retention: Arc<crate::compactor::RetentionSettings>) -> Reconciler {
+        self.retention = retention;
+        self
     }
 
     pub fn options(&self) -> Option<&ReconcileOptions> {
@@ -426,6 +438,13 @@ impl Reconciler {
                 stops: applied.stops,
             })
             .await?;
+        // The config of this revision is live: so are its settings (a one-off apply of
+        // another repository sets none).
+        if follows {
+            self.retention.set_from_git(&desired.commit.id, &desired.settings.retention);
+            self.runtime.lock().expect("runtime lock").applied_settings =
+                Some((desired.commit.id.clone(), desired.settings.clone()));
+        }
         let migrations =
             if plan.migrations.is_empty() { Vec::new() } else { self.run_migrations(&desired, &plan).await? };
         if !plan.is_empty() {
@@ -615,6 +634,7 @@ impl Reconciler {
     pub async fn status(&self) -> Result<SyncStatus, ReconcileError> {
         let s = self.engine.store.sync_state()?;
         let drift = self.drift_now(s.applied_revision.as_deref()).await;
+        let interval = self.options.as_ref().map(|_| self.interval_and_source());
         let mut rt = self.runtime.lock().expect("runtime lock");
         if let Some(d) = drift {
             rt.drift = d;
@@ -636,7 +656,10 @@ impl Reconciler {
             last_duration_ms: rt.last_duration_ms,
             next_sync_at_ms: rt.next_sync_at_ms,
             consecutive_failures: rt.failures,
-            self_heal: rt.self_heal,
+            // The applied revision's, not that of the last preview of another revision.
+            self_heal: rt.applied_settings.as_ref().map(|(_, s)| s.self_heal).or(rt.self_heal),
+            interval_secs: interval.as_ref().map(|(d, _)| d.as_secs()),
+            interval_source: interval.map(|(_, s)| s),
             drift: rt.drift.clone(),
         })
     }
@@ -648,12 +671,44 @@ impl Reconciler {
         m
     }
 
-    fn interval(&self) -> Duration {
-        if let Some(i) = self.options.as_ref().and_then(|o| o.interval) {
-            return i;
+    /// Suspended at start, nothing is applied, yet the applied revision's settings hold
+    /// (retention, interval): read them from that revision.
+    async fn load_applied_settings(&self) {
+        let Ok(Some(applied)) = self.engine.store.sync_state().map(|s| s.applied_revision) else {
+            return;
+        };
+        let _guard = self.one_writer.lock().await;
+        match self.prepare(&PlanRequest { rev: Some(applied.clone()), ..PlanRequest::default() }).await {
+            Ok(p) => {
+                self.retention.set_from_git(&p.desired.commit.id, &p.desired.settings.retention);
+                self.runtime.lock().expect("runtime lock").applied_settings =
+                    Some((p.desired.commit.id.clone(), p.desired.settings.clone()));
+            }
+            Err((e, _)) => tracing::warn!(
+                "sync is suspended and the settings of the applied revision {applied} cannot be read ({e}); built-in defaults and flags hold until `hero_proc reconcile resume`"
+            ),
         }
-        let cache = self.cache.lock().expect("cache lock");
-        cache.entries.first().map(|(_, d)| d.settings.interval.0).unwrap_or(Duration::from_secs(60))
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval_and_source().0
+    }
+
+    /// `--interval`, else the applied revision's hero.yaml (before any, the last loaded
+    /// one), else 1m.
+    fn interval_and_source(&self) -> (Duration, String) {
+        if let Some(i) = self.options.as_ref().and_then(|o| o.interval) {
+            return (i, crate::compactor::SOURCE_FLAG.to_owned());
+        }
+        let applied = self.runtime.lock().expect("runtime lock").applied_settings.clone();
+        let from = applied.or_else(|| {
+            let cache = self.cache.lock().expect("cache lock");
+            cache.entries.first().map(|(_, d)| (d.commit.id.clone(), d.settings.clone()))
+        });
+        match from {
+            Some((rev, s)) => (s.interval.0, format!("hero.yaml@{}", rev.get(..12).unwrap_or(&rev))),
+            None => (Duration::from_secs(60), crate::compactor::SOURCE_DEFAULT.to_owned()),
+        }
     }
 
     /// The automatic sync loop: at start, on every trigger and every interval; after a
@@ -667,6 +722,8 @@ impl Reconciler {
             let suspended = self.engine.store.sync_state().map(|s| s.suspended).unwrap_or(false);
             if !suspended {
                 let _ = self.apply(PlanRequest::default()).await;
+            } else if first {
+                self.load_applied_settings().await;
             }
             if first {
                 first = false;

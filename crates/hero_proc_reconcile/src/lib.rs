@@ -53,6 +53,12 @@ pub struct SyncStatus {
     pub next_sync_at_ms: Option<i64>,
     pub consecutive_failures: u32,
     pub self_heal: Option<bool>,
+    /// How often the followed repository is fetched and reconciled.
+    #[serde(default)]
+    pub interval_secs: Option<u64>,
+    /// Where `interval_secs` came from: `default`, `hero.yaml@<rev>` or `flag` (`--interval`).
+    #[serde(default)]
+    pub interval_source: Option<String>,
     /// Live objects that differ from the applied revision.
     pub drift: Vec<DriftItem>,
 }

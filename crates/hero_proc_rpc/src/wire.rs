@@ -395,6 +395,15 @@ pub struct CompactView {
     pub log_bytes_reclaimed: u64,
 }
 
+/// Where each retention value came from: `default`, `hero.yaml@<rev>` (the applied
+/// revision) or `flag` (a `serve` flag, which wins over git).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionSources {
+    pub max_age_days: String,
+    pub max_rows_per_table: String,
+    pub every: String,
+}
+
 /// `system.compactor_status`: last and next run, what it deleted, DB size and free pages.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CompactorStatusView {
@@ -404,6 +413,9 @@ pub struct CompactorStatusView {
     pub runs: u64,
     pub max_age_days: u64,
     pub max_rows_per_table: u64,
+    /// Where each value came from.
+    #[serde(default)]
+    pub sources: RetentionSources,
     pub last: Option<CompactView>,
     pub last_error: Option<String>,
     /// `page_count * page_size`.
