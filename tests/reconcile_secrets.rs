@@ -67,25 +67,6 @@ services:
     )
 }
 
-fn files_containing(dir: &Path, needle: &[u8], skip: &[&Path]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return hits };
-    for e in rd.flatten() {
-        let p = e.path();
-        if skip.iter().any(|s| p.starts_with(s)) {
-            continue;
-        }
-        if p.is_dir() {
-            hits.extend(files_containing(&p, needle, skip));
-        } else if let Ok(bytes) = std::fs::read(&p)
-            && bytes.windows(needle.len()).any(|w| w == needle)
-        {
-            hits.push(p.display().to_string());
-        }
-    }
-    hits
-}
-
 #[test]
 fn sops_secrets_reach_their_process_rotate_and_never_leak() {
     if !tools() {
@@ -151,12 +132,17 @@ fn sops_secrets_reach_their_process_rotate_and_never_leak() {
         said.push(text(&out.stderr));
     }
     for s in &said {
-        assert!(!s.contains(MARKER) && !s.contains(ROTATED), "a value leaked into CLI/RPC output: {s}");
+        for marker in [MARKER, ROTATED] {
+            let found = support::leaks_in(s, marker);
+            assert!(found.is_empty(), "{marker} leaked into CLI/RPC output as {found:?}: {s}");
+        }
     }
+    // Raw, hex or base64 (any alphabet, padding and offset), anywhere under the root.
     for marker in [MARKER, ROTATED] {
-        let hits = files_containing(d.root(), marker.as_bytes(), &[]);
+        let hits = support::leaks(d.root(), marker, &[]);
         assert!(hits.is_empty(), "{marker} found in {hits:?}");
     }
+    support::assert_secrets_are_age_files(d.root());
 }
 
 #[test]

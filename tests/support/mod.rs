@@ -323,3 +323,15 @@ pub fn assert_secrets_are_age_files(root: &Path) {
         );
     }
 }
+
+impl Daemon {
+    /// Ids of every job the store records (newest first), with their phase.
+    pub fn jobs(&self) -> Vec<(i64, String)> {
+        self.json(&["job", "list", "--limit", "1000"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| (j["id"].as_i64().unwrap(), j["phase"].as_str().unwrap_or_default().to_owned()))
+            .collect()
+    }
+}
