@@ -150,6 +150,8 @@ fn many_rpc_clients_at_once_get_answers() {
     let p99 = l[l.len() * 99 / 100];
     eprintln!("50 clients x 40 calls: p50 {:?}, p99 {:?}", l[l.len() / 2], p99);
     assert_eq!(l.len(), 2000);
+    // About 5x the 100-120 ms measured on the 2-core machine with other builds running.
+    assert!(p99 < Duration::from_millis(600), "p99 {p99:?} over 600 ms (p50 {:?})", l[l.len() / 2]);
 }
 
 /// Unmounts a tmpfs when dropped (after the daemon that used it).
