@@ -261,21 +261,30 @@ fn rpc_surface_discovery_health_and_permissions() {
 #[test]
 fn cron_schedule_creates_a_job_per_tick() {
     let d = Daemon::start();
-    d.set("actions:\n  - name: tick\n    interpreter: sh\n    script: echo tick\n    schedule: '* * * * * *'\n");
-    wait_for("two scheduled runs", Duration::from_secs(10), || {
-        let runs = d.json(&["run", "list"]);
-        runs.as_array()
+    // `clock` ticks on the same schedule: its runs prove the scheduler kept firing.
+    d.set("actions:\n  - name: tick\n    interpreter: sh\n    script: echo tick\n    schedule: '* * * * * *'\n  - name: clock\n    interpreter: sh\n    script: echo clock\n    schedule: '* * * * * *'\n");
+    let runs = |d: &Daemon, of: &str| {
+        let label = format!("schedule core/{of}");
+        d.json(&["run", "list", "--limit", "100"]).as_array().unwrap().iter().filter(|r| r["label"] == label).count()
+    };
+    let succeeded = |d: &Daemon, of: &str| {
+        let label = format!("schedule core/{of}");
+        d.json(&["run", "list", "--limit", "100"])
+            .as_array()
             .unwrap()
             .iter()
-            .filter(|r| r["label"] == "schedule core/tick" && r["phase"] == "succeeded")
+            .filter(|r| r["label"] == label && r["phase"] == "succeeded")
             .count()
-            >= 2
-    });
+    };
+    wait_for("two scheduled runs", Duration::from_secs(10), || succeeded(&d, "tick") >= 2);
     // Deleting the action stops the schedule.
     assert!(d.cli(&["action", "delete", "tick"]).status.success());
-    let count = |d: &Daemon| d.json(&["run", "list", "--limit", "100"]).as_array().unwrap().len();
-    std::thread::sleep(Duration::from_millis(1200));
-    let before = count(&d);
-    std::thread::sleep(Duration::from_millis(2100));
-    assert_eq!(count(&d), before, "no runs after the action is gone");
+    // One tick of the clock after the delete (a run of tick already under way is counted
+    // by then), then two more ticks: tick may not have fired on either.
+    let clock = runs(&d, "clock");
+    wait_for("a clock tick after the delete", Duration::from_secs(10), || runs(&d, "clock") > clock);
+    let before = runs(&d, "tick");
+    let clock = runs(&d, "clock");
+    wait_for("two more clock ticks", Duration::from_secs(10), || runs(&d, "clock") >= clock + 2);
+    assert_eq!(runs(&d, "tick"), before, "no runs after the action is gone");
 }
