@@ -146,4 +146,10 @@ fn killing_the_daemon_during_apply_never_leaves_half_a_revision() {
         "{TRIALS} kills (seed {seed:#x}): the database held the old revision {} times, the new one {} times, never a mix",
         outcomes[0], outcomes[1]
     );
+    // Both must occur, or the kills did not land mid-apply and the run proved nothing.
+    assert!(
+        outcomes[0] > 0 && outcomes[1] > 0,
+        "seed {seed:#x}: every kill found the {} revision: none landed before the commit, or none after it; the test did not exercise a kill during apply",
+        if outcomes[0] == 0 { "new" } else { "old" }
+    );
 }

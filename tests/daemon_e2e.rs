@@ -27,14 +27,24 @@ fn services_survive_a_daemon_kill_and_are_reattached_not_duplicated() {
         v
     });
 
+    let jobs = d.jobs();
     d.kill9();
     assert!(alive(web) && alive(api), "a daemon crash must not take its services with it");
     d.spawn();
     let s = d.wait_status("web", "running", |s| s["state"] == "running");
     assert_eq!(pid_of(&s), web, "re-attached to the same process");
     assert_eq!(pid_of(&d.status("api")), api);
-    // Give a buggy daemon the chance to start duplicates, then count.
-    std::thread::sleep(Duration::from_millis(300));
+    // The engine re-attached both and answered after its boot pass (which starts what has
+    // no process): a duplicate would be a job recorded since, so the job list is the proof.
+    let reattached = |pid: u32| {
+        d.events("hero_proc.engine").iter().any(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("re-attached to ") && m.ends_with(&format!("(pid {pid})")))
+        })
+    };
+    wait_for("both re-attach events", Duration::from_secs(10), || reattached(web) && reattached(api));
+    assert_eq!(d.jobs(), jobs, "no job started for a re-attached service");
     assert_eq!(d.children().len(), 2, "no duplicates: {:?}", d.children());
 
     // A re-attached process that dies is noticed (pidfd) and restarted.
@@ -98,9 +108,14 @@ fn concurrent_restarts_leave_exactly_one_process() {
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
     d.wait_status("web", "running again", |s| s["state"] == "running" && s["pid"].as_u64() != Some(first as u64));
-    std::thread::sleep(Duration::from_millis(300));
+    // Every restart call has returned: the jobs settle to exactly one live job of web (a
+    // second copy never does, and fails this wait), then exactly its process.
+    let live = || -> Vec<(i64, String)> {
+        d.jobs().into_iter().filter(|(_, p)| matches!(p.as_str(), "pending" | "running")).collect()
+    };
+    wait_for("one live job of web after the restarts", Duration::from_secs(10), || live().len() == 1);
     let s = d.wait_status("web", "running", |s| s["state"] == "running");
-    assert_eq!(d.children(), vec![pid_of(&s)], "exactly one process");
+    wait_for("exactly one process of web", Duration::from_secs(5), || d.children() == vec![pid_of(&s)]);
 }
 
 #[test]
@@ -246,21 +261,30 @@ fn rpc_surface_discovery_health_and_permissions() {
 #[test]
 fn cron_schedule_creates_a_job_per_tick() {
     let d = Daemon::start();
-    d.set("actions:\n  - name: tick\n    interpreter: sh\n    script: echo tick\n    schedule: '* * * * * *'\n");
-    wait_for("two scheduled runs", Duration::from_secs(10), || {
-        let runs = d.json(&["run", "list"]);
-        runs.as_array()
+    // `clock` ticks on the same schedule: its runs prove the scheduler kept firing.
+    d.set("actions:\n  - name: tick\n    interpreter: sh\n    script: echo tick\n    schedule: '* * * * * *'\n  - name: clock\n    interpreter: sh\n    script: echo clock\n    schedule: '* * * * * *'\n");
+    let runs = |d: &Daemon, of: &str| {
+        let label = format!("schedule core/{of}");
+        d.json(&["run", "list", "--limit", "100"]).as_array().unwrap().iter().filter(|r| r["label"] == label).count()
+    };
+    let succeeded = |d: &Daemon, of: &str| {
+        let label = format!("schedule core/{of}");
+        d.json(&["run", "list", "--limit", "100"])
+            .as_array()
             .unwrap()
             .iter()
-            .filter(|r| r["label"] == "schedule core/tick" && r["phase"] == "succeeded")
+            .filter(|r| r["label"] == label && r["phase"] == "succeeded")
             .count()
-            >= 2
-    });
+    };
+    wait_for("two scheduled runs", Duration::from_secs(10), || succeeded(&d, "tick") >= 2);
     // Deleting the action stops the schedule.
     assert!(d.cli(&["action", "delete", "tick"]).status.success());
-    let count = |d: &Daemon| d.json(&["run", "list", "--limit", "100"]).as_array().unwrap().len();
-    std::thread::sleep(Duration::from_millis(1200));
-    let before = count(&d);
-    std::thread::sleep(Duration::from_millis(2100));
-    assert_eq!(count(&d), before, "no runs after the action is gone");
+    // One tick of the clock after the delete (a run of tick already under way is counted
+    // by then), then two more ticks: tick may not have fired on either.
+    let clock = runs(&d, "clock");
+    wait_for("a clock tick after the delete", Duration::from_secs(10), || runs(&d, "clock") > clock);
+    let before = runs(&d, "tick");
+    let clock = runs(&d, "clock");
+    wait_for("two more clock ticks", Duration::from_secs(10), || runs(&d, "clock") >= clock + 2);
+    assert_eq!(runs(&d, "tick"), before, "no runs after the action is gone");
 }

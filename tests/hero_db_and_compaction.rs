@@ -107,7 +107,8 @@ fn with_a_repository_the_check_runs_after_the_first_reconcile() {
     let d = Daemon::start_with(&["--repo", &repo.location(), "--interval", "1h"], true);
     wait_applied(&d, &rev);
     d.wait_status("hero_db", "running", |s| s["state"] == "running");
-    std::thread::sleep(Duration::from_millis(200));
+    // The check ran (it says so) after the first reconcile: and it found hero_db.
+    d.wait_event("hero_proc.auto_start_db", ": nothing to do");
     let errors: Vec<_> = auto_start_db_events(&d).into_iter().filter(|e| e["level"] == "error").collect();
     assert!(errors.is_empty(), "hero_db came from git before the check: {errors:?}");
 

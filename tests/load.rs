@@ -87,6 +87,9 @@ fn five_hundred_services_and_fifty_clients() {
         pct(0.99),
         l[l.len() - 1]
     );
+    // A generous bound (about 5x the 1.9 s measured on the 2-core machine with other builds
+    // running), so a regression of an order of magnitude fails instead of printing.
+    assert!(pct(0.99) < Duration::from_secs(10), "p99 {:?} over 10 s", pct(0.99));
     // Everything is still running and the daemon still answers.
     let v = d.json(&["service", "list"]);
     assert_eq!(v.as_array().unwrap().iter().filter(|s| s["state"] == "running").count(), SERVICES);

@@ -186,6 +186,7 @@ fn deleting_a_required_service_is_refused() {
     repo.write("hero.yaml", "required_services: []\n");
     repo.rm("actions/hero_db.yaml");
     repo.write("actions/web.yaml", &service("web", "w2"));
+    let web_pid = pid(&d, "web");
     let both = repo.commit("drop hero_db");
     let out = d.cli(&["reconcile", "--dry-run"]);
     assert_eq!(out.status.code(), Some(1));
@@ -194,7 +195,13 @@ fn deleting_a_required_service_is_refused() {
     let s = status(&d);
     assert!(s["last_error"].as_str().unwrap().contains("required service core/hero_db"), "{s}");
     assert_eq!(s["applied_revision"].as_str(), Some(restored.as_str()));
+    // The sync that refused is over once a dry-run (same one-writer lock) answers; then
+    // nothing of the plan may be in the store or the processes.
+    let _ = d.cli(&["reconcile", "--dry-run"]);
     assert_eq!(state(&d, "hero_db").as_deref(), Some("running"));
+    let web_def = text(&d.cli(&["--format", "json", "action", "get", "web"]).stdout);
+    assert!(web_def.contains("\"w\"") && !web_def.contains("w2"), "a refused plan stores nothing: {web_def}");
+    assert_eq!(pid(&d, "web"), web_pid, "a refused plan restarts nothing");
     assert_eq!(greeting(&d, "web").as_deref(), Some("w"), "a refused plan applies nothing");
     let h = d.json(&["history"]);
     assert!(
@@ -231,8 +238,10 @@ fn objects_set_by_hand_are_left_alone_and_self_heal_off_only_reports() {
     let out = d.cli(&["reconcile", "--dry-run", "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "drift is reported only: {}", text(&out.stdout));
     assert!(text(&out.stdout).contains("reported only"), "{}", text(&out.stdout));
-    assert!(d.cli(&["reconcile", "now"]).status.success());
-    std::thread::sleep(Duration::from_millis(300));
+    // `reconcile now` returns once its sync applied: what it did is in its answer.
+    let now = d.json(&["reconcile", "now"]);
+    assert!(now["plan"]["starts"].as_array().unwrap().is_empty(), "self_heal off starts nothing: {now}");
+    assert!(now["plan"]["changes"].as_array().unwrap().is_empty(), "{now}");
     assert_eq!(state(&d, "web").as_deref(), Some("inactive"));
     assert_eq!(state(&d, "manual").as_deref(), Some("running"));
     let s = status(&d);
@@ -268,7 +277,9 @@ fn rev_pins_until_resume_and_suspend_freezes_sync() {
     // New commits do not fight the pin.
     repo.write("actions/web.yaml", &service("web", "three"));
     let three = repo.commit("three");
-    std::thread::sleep(Duration::from_millis(500));
+    // The sync that fetched three has finished: its plan (the pin) changes nothing.
+    let plan = wait_seen(&d, &three);
+    assert!(plan["changes"].as_array().unwrap().is_empty(), "pinned: {plan}");
     let s = status(&d);
     assert_eq!(s["pinned_revision"].as_str(), Some(one.as_str()));
     assert_eq!(s["head_revision"].as_str(), Some(three.as_str()), "status names the head too: {s}");
@@ -286,9 +297,12 @@ fn rev_pins_until_resume_and_suspend_freezes_sync() {
     let s = d.json(&["reconcile", "suspend"]);
     assert_eq!(s["suspended"], true);
     repo.write("actions/web.yaml", &service("web", "four"));
+    let committed = now_ms();
     let four = repo.commit("four");
-    std::thread::sleep(Duration::from_millis(500));
+    wait_loop_pass(&d, committed);
     assert_eq!(status(&d)["applied_revision"].as_str(), Some(three.as_str()));
+    assert_ne!(status(&d)["head_revision"].as_str(), Some(four.as_str()), "suspended: not even fetched");
+    assert_eq!(greeting(&d, "web").as_deref(), Some("three"));
     assert!(text(&d.cli(&["reconcile", "status"]).stdout).contains("SUSPENDED"));
     d.json(&["reconcile", "resume"]);
     wait_applied(&d, &four);
@@ -519,10 +533,17 @@ fn checking_out_a_branch_in_the_followed_work_tree_does_not_deploy_it() {
     let d = Daemon::start_with(&["--repo", &repo.location(), "--interval", "1h"], false);
     wait_applied(&d, &first);
     assert_eq!(status(&d)["branch"], "main");
+    // The watcher fires on the checkout and on the commit; each sync fetches main, not pr.
+    let checkout = now_ms();
     repo.git(&["checkout", "-q", "-b", "pr"]);
+    wait_loop_pass(&d, checkout);
     repo.write("actions/web.yaml", &service("web", "pr"));
+    let committed = now_ms();
     let pr = repo.commit("a pull request");
-    std::thread::sleep(Duration::from_millis(400));
+    wait_loop_pass(&d, committed);
+    let plan = d.json(&["reconcile", "--dry-run"]);
+    assert!(plan["changes"].as_array().unwrap().is_empty(), "{plan}");
+    assert_eq!(status(&d)["head_revision"].as_str(), Some(first.as_str()));
     assert_eq!(status(&d)["applied_revision"].as_str(), Some(first.as_str()), "the checkout deployed nothing");
     assert_eq!(greeting(&d, "web").as_deref(), Some("main"));
     // A preview of the checkout: --repo PATH reads its HEAD.

@@ -147,8 +147,18 @@ fn the_webhook_needs_a_valid_signature() {
     mac.update(body.as_bytes());
     let wrong = hex::encode(mac.finalize().into_bytes());
     assert_eq!(post(port, &body, &[("X-Gitea-Signature", wrong)]), 401, "signed with another secret");
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(status(&d)["applied_revision"].as_str(), Some(one.as_str()), "nothing triggered");
+    // The webhook's own record of its three decisions, and no sync since: every sync
+    // fetches first, so the head in status would be `two`.
+    let said =
+        |what: &str| std::fs::read_to_string(d.root().join("daemon.log")).unwrap_or_default().matches(what).count();
+    wait_for("the three refusals in the daemon's log", Duration::from_secs(10), || {
+        said("webhook: refused an unsigned request") == 1
+            && said("webhook: refused a request with a wrong signature") == 2
+    });
+    assert_eq!(said("webhook: push received"), 0);
+    let s = status(&d);
+    assert_eq!(s["head_revision"].as_str(), Some(one.as_str()), "no sync fetched: {s}");
+    assert_eq!(s["applied_revision"].as_str(), Some(one.as_str()), "nothing triggered");
 
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"hook-secret").unwrap();
     mac.update(body.as_bytes());
@@ -156,6 +166,7 @@ fn the_webhook_needs_a_valid_signature() {
     assert_eq!(post(port, &body, &[("X-Forgejo-Signature", good)]), 202);
     wait_applied(&d, &two);
     wait_greeting(&d, "web", "two");
+    assert_eq!(said("webhook: push received"), 1);
 }
 
 #[test]

@@ -68,25 +68,6 @@ services:
     )
 }
 
-fn files_containing(dir: &Path, needle: &[u8], skip: &[&Path]) -> Vec<String> {
-    let mut hits = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return hits };
-    for e in rd.flatten() {
-        let p = e.path();
-        if skip.iter().any(|s| p.starts_with(s)) {
-            continue;
-        }
-        if p.is_dir() {
-            hits.extend(files_containing(&p, needle, skip));
-        } else if let Ok(bytes) = std::fs::read(&p)
-            && bytes.windows(needle.len()).any(|w| w == needle)
-        {
-            hits.push(p.display().to_string());
-        }
-    }
-    hits
-}
-
 #[test]
 fn sops_secrets_reach_their_process_rotate_and_never_leak() {
     if !tools() {
@@ -123,6 +104,9 @@ fn sops_secrets_reach_their_process_rotate_and_never_leak() {
     assert!(preview.status.success(), "{}", text(&preview.stderr));
     assert!(shown.contains("~ secret core/api_token") && shown.contains("(sensitive value changed)"), "{shown}");
     let json_preview = d.cli(&["--format", "json", "reconcile", "--dry-run", "--rev", "rotate"]);
+    // The old process wrote "ok" already: only a file written after this can prove the
+    // new process got the new token.
+    std::fs::remove_file(out_file(&d, "api")).unwrap();
     repo.git(&["checkout", "-q", "main"]);
     repo.git(&["merge", "-q", "--ff-only", "rotate"]);
     wait_applied(&d, &rotate);
@@ -149,12 +133,17 @@ fn sops_secrets_reach_their_process_rotate_and_never_leak() {
         said.push(text(&out.stderr));
     }
     for s in &said {
-        assert!(!s.contains(MARKER) && !s.contains(ROTATED), "a value leaked into CLI/RPC output: {s}");
+        for marker in [MARKER, ROTATED] {
+            let found = support::leaks_in(s, marker);
+            assert!(found.is_empty(), "{marker} leaked into CLI/RPC output as {found:?}: {s}");
+        }
     }
+    // Raw, hex or base64 (any alphabet, padding and offset), anywhere under the root.
     for marker in [MARKER, ROTATED] {
-        let hits = files_containing(d.root(), marker.as_bytes(), &[]);
+        let hits = support::leaks(d.root(), marker, &[]);
         assert!(hits.is_empty(), "{marker} found in {hits:?}");
     }
+    support::assert_secrets_are_age_files(d.root());
 }
 
 #[test]
@@ -191,6 +180,7 @@ fn tampered_or_foreign_secrets_files_apply_nothing() {
     // A change to web rides along: it must not be applied either.
     repo.write("secrets/core.sops.yaml", &swapped);
     repo.write("actions/web.yaml", &service("web", "v2"));
+    let web_pid = pid(&d, "web");
     let bad = repo.commit("swapped values");
     wait_for("the tampered revision to be refused", Duration::from_secs(20), || {
         status(&d)["attempted_revision"].as_str() == Some(bad.as_str())
@@ -199,7 +189,11 @@ fn tampered_or_foreign_secrets_files_apply_nothing() {
     let err = s["last_error"].as_str().unwrap();
     assert!(err.contains("cannot decrypt secrets/core.sops.yaml"), "{err}");
     assert_eq!(s["applied_revision"].as_str(), Some(first.as_str()));
-    std::thread::sleep(Duration::from_millis(300));
+    // The refusing sync is over once a dry-run (same one-writer lock) answers.
+    let _ = d.cli(&["reconcile", "--dry-run"]);
+    let web_def = text(&d.cli(&["--format", "json", "action", "get", "web"]).stdout);
+    assert!(web_def.contains("\"v1\"") && !web_def.contains("v2"), "nothing of the revision stored: {web_def}");
+    assert_eq!(pid(&d, "web"), web_pid, "nothing of the revision restarted");
     assert_eq!(greeting(&d, "web").as_deref(), Some("v1"), "nothing of the revision applied");
     assert!(!err.contains("first-value") && !err.contains("second-value"));
 

@@ -27,28 +27,6 @@ fn set_secret(d: &Daemon, name: &str, value: &str) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
-/// Every file under `dir`, recursively, that contains `needle`.
-fn files_containing(dir: &std::path::Path, needle: &str, skip: &std::path::Path) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p == skip {
-                continue;
-            }
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p)
-                && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
-            {
-                hits.push(p.display().to_string());
-            }
-        }
-    }
-    hits
-}
-
 #[test]
 fn a_secret_reaches_its_process_and_nothing_else() {
     let d = Daemon::start();
@@ -88,7 +66,8 @@ fn a_secret_reaches_its_process_and_nothing_else() {
             outputs.push_str(&text(&o.stderr));
         }
     }
-    assert!(!outputs.contains(MARKER), "a CLI answer leaked the value");
+    let found = leaks_in(&outputs, MARKER);
+    assert!(found.is_empty(), "a CLI answer leaked the value, encoded as {found:?}");
     assert!(outputs.contains("token"), "the name is shown");
 
     // Raw RPC answers to every documented method.
@@ -114,15 +93,19 @@ fn a_secret_reaches_its_process_and_nothing_else() {
                     Ok(v) => v.to_string(),
                     Err(e) => e.to_string(),
                 };
-                assert!(!answer.contains(MARKER), "{name} leaked the value");
+                let found = leaks_in(&answer, MARKER);
+                assert!(found.is_empty(), "{name} leaked the value, encoded as {found:?}");
             }
         }
     });
 
     // At rest: not in the database, WAL, log store or daemon log. (The child's own file is
     // the one place the value should be.)
-    let hits = files_containing(d.root(), MARKER, &saw);
+    // Raw, hex or base64 (any alphabet, padding and offset).
+    let hits = leaks(d.root(), MARKER, &[&saw]);
     assert!(hits.is_empty(), "value found in {hits:?}");
+    // And what the database holds instead is an age file.
+    assert_secrets_are_age_files(d.root());
 
     // Rotate: the service restarts with the new value, the fingerprint changes.
     let fp1 = d.json(&["secret", "get", "token"])["fingerprint"].as_str().unwrap().to_owned();
@@ -137,7 +120,9 @@ fn a_secret_reaches_its_process_and_nothing_else() {
     // Setting the same value again changes nothing and restarts nothing.
     let out = set_secret(&d, "token", MARKER2);
     assert!(text(&out.stdout).contains("unchanged"), "{}", text(&out.stdout));
-    assert!(files_containing(d.root(), MARKER2, &saw).is_empty());
+    let hits = leaks(d.root(), MARKER2, &[&saw]);
+    assert!(hits.is_empty(), "value found in {hits:?}");
+    assert_secrets_are_age_files(d.root());
 }
 
 #[test]

@@ -115,3 +115,28 @@ pub fn wait_applied(d: &Daemon, rev: &str) {
         status(d)["applied_revision"].as_str() == Some(rev)
     });
 }
+
+/// Wait until the daemon's sync has fetched `rev` as the branch head (the proof that a
+/// sync saw the commit), then until that sync has finished: a dry-run takes the same
+/// one-writer lock as a sync, so it answers only after the sync that saw `rev` is done.
+/// Returns that dry-run's plan.
+pub fn wait_seen(d: &Daemon, rev: &str) -> Value {
+    wait_for(&format!("a sync to see {rev} as the head"), Duration::from_secs(20), || {
+        status(d)["head_revision"].as_str() == Some(rev)
+    });
+    d.json(&["reconcile", "--dry-run"])
+}
+
+/// While suspended a sync applies nothing and fetches nothing; the one mark a pass of the
+/// sync loop leaves is its next wake-up time. Wait for a pass that started after
+/// `after_ms` (interval 1h, as [`follow`] sets), so the commit made before it was seen
+/// by the loop and passed over.
+pub fn wait_loop_pass(d: &Daemon, after_ms: i64) {
+    wait_for("the sync loop to pass after the commit", Duration::from_secs(20), || {
+        status(d)["next_sync_at_ms"].as_i64().is_some_and(|n| n - 3_600_000 >= after_ms)
+    });
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}

@@ -205,3 +205,134 @@ pub fn alive(pid: u32) -> bool {
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+impl Daemon {
+    /// Events the daemon recorded (`log query --source SOURCE`), oldest first.
+    pub fn events(&self, source: &str) -> Vec<serde_json::Value> {
+        let v = self.json(&["log", "query", "--source", source, "--limit", "1000"]);
+        let mut v = v.as_array().cloned().unwrap_or_default();
+        v.sort_by_key(|e| e["ts_ms"].as_i64().unwrap_or(0));
+        v
+    }
+
+    /// Wait for an event of `source` whose message contains `needle`; returns it.
+    pub fn wait_event(&self, source: &str, needle: &str) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            if let Some(e) =
+                self.events(source).into_iter().find(|e| e["message"].as_str().is_some_and(|m| m.contains(needle)))
+            {
+                return e;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out waiting for a {source} event containing {needle:?}; saw: {:?}",
+                self.events(source)
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+/// Each way a value can sit in a file: raw, hex (both cases), base64 standard and URL-safe,
+/// padded or not, at each of the 3 byte offsets (a value inside a longer encoded blob is
+/// encoded from whatever offset it lands at; the stable middle of each is searched).
+pub fn encodings(value: &[u8]) -> Vec<(String, Vec<u8>)> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let mut out = vec![
+        ("raw".to_owned(), value.to_vec()),
+        ("hex".to_owned(), hex::encode(value).into_bytes()),
+        ("HEX".to_owned(), hex::encode_upper(value).into_bytes()),
+    ];
+    for (name, engine) in [
+        ("base64", &STANDARD),
+        ("base64-nopad", &STANDARD_NO_PAD),
+        ("base64url", &URL_SAFE),
+        ("base64url-nopad", &URL_SAFE_NO_PAD),
+    ] {
+        for offset in 0..3usize {
+            // Prefix `offset` bytes, encode, then keep only the characters that depend on
+            // the value alone: drop the first group touched by the prefix and the last
+            // (possibly partial) group.
+            let mut buf = vec![0u8; offset];
+            buf.extend_from_slice(value);
+            let enc = engine.encode(&buf);
+            let skip = if offset == 0 { 0 } else { 4 };
+            let full = (offset + value.len()) / 3 * 4;
+            if full > skip + 8 {
+                out.push((format!("{name}@{offset}"), enc.as_bytes()[skip..full].to_vec()));
+            }
+            if offset == 0 {
+                out.push((format!("{name}-whole"), enc.into_bytes()));
+            }
+        }
+    }
+    out
+}
+
+/// Every file under `dir` (recursively, `skip` excluded) holding `value` in any of its
+/// [`encodings`], as "path (encoding)".
+pub fn leaks(dir: &Path, value: &str, skip: &[&Path]) -> Vec<String> {
+    let encs = encodings(value.as_bytes());
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if skip.iter().any(|s| p.starts_with(s)) {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                for (name, needle) in &encs {
+                    if bytes.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                        hits.push(format!("{} ({name})", p.display()));
+                    }
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// The same, for text the daemon said (CLI output, RPC answers).
+pub fn leaks_in(said: &str, value: &str) -> Vec<String> {
+    encodings(value.as_bytes())
+        .into_iter()
+        .filter(|(_, n)| said.as_bytes().windows(n.len()).any(|w| w == n.as_slice()))
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// The stored ciphertext of every secret in the root's database: each must be an age file.
+pub fn assert_secrets_are_age_files(root: &Path) {
+    let db = root.join("var/hero_proc/hero_proc.db");
+    let conn = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
+    let mut stmt = conn.prepare("SELECT context, name, ciphertext FROM secrets").unwrap();
+    let rows: Vec<(String, String, Vec<u8>)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+    assert!(!rows.is_empty(), "no secret stored in {}", db.display());
+    for (context, name, ct) in rows {
+        assert!(
+            ct.starts_with(b"age-encryption.org/v1\n"),
+            "secret {context}/{name} is stored as {:?}..., not an age file",
+            String::from_utf8_lossy(&ct[..ct.len().min(40)])
+        );
+    }
+}
+
+impl Daemon {
+    /// Ids of every job the store records (newest first), with their phase.
+    pub fn jobs(&self) -> Vec<(i64, String)> {
+        self.json(&["job", "list", "--limit", "1000"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| (j["id"].as_i64().unwrap(), j["phase"].as_str().unwrap_or_default().to_owned()))
+            .collect()
+    }
+}

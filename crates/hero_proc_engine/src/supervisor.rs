@@ -1686,7 +1686,14 @@ impl Supervisor {
         let registered = self.services.get(&key).map(|s| (s.spec.status, s.state));
         let decision = db::decide(registered, false);
         match decision {
-            Decision::Skip | Decision::AlreadyActive | Decision::InProgress => {}
+            Decision::Skip => {}
+            // Said too, so the check leaves a mark that it ran (tests and operators wait on it).
+            Decision::AlreadyActive => {
+                self.event(Level::Info, db::SOURCE, "hero_db is active: nothing to do".into(), None)
+            }
+            Decision::InProgress => {
+                self.event(Level::Info, db::SOURCE, "hero_db is starting: nothing to do".into(), None)
+            }
             Decision::Start if self.store.stop_intents().is_ok_and(|l| l.iter().any(|(r, _)| *r == key)) => {
                 self.event(
                     Level::Warn,
