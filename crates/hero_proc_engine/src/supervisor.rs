@@ -990,6 +990,31 @@ impl Supervisor {
         }
     }
 
+    /// Restart a running service whose main process started from an older version of a
+    /// changed action than the store now holds (description and tags aside, as the plan
+    /// counts them); a restart already under way is enough.
+    fn restart_if_stale(&mut self, key: &Ref, changed: &HashSet<&Ref>) {
+        let Some(svc) = self.services.get(key) else { return };
+        let Some(job) = svc.job.filter(|_| !svc.restart_after_stop) else { return };
+        let Ok(current) = self.action_for(key, svc.spec.actions.len().saturating_sub(1)) else { return };
+        if !changed.contains(&Ref::new(&current.context, &current.name)) {
+            return;
+        }
+        let Ok(Some(row)) = self.store.get_job(job) else { return };
+        let Ok(old) = row.spec() else { return };
+        let runtime = |a: &Action| Action { description: None, tags: Vec::new(), ..a.clone() };
+        if row.action != Ref::new(&current.context, &current.name) || runtime(&old) == runtime(&current) {
+            return;
+        }
+        let why = format!("its process started from an older {}/{}", current.context, current.name);
+        self.event(Level::Info, "hero_proc.reconcile", format!("restarting {key}: {why}"), Some(job));
+        if let Some(svc) = self.services.get_mut(key) {
+            svc.restart_after_stop = true;
+            svc.wanted = true;
+        }
+        self.stop_job_of(key);
+    }
+
     /// Why a re-attached service process no longer matches its config, if it does not:
     /// its main action is another one, or changed, or a secret it reads changed since it
     /// started.
@@ -1662,6 +1687,13 @@ impl Supervisor {
             // by hand.
             self.set_stop_intent(r, false);
             self.want_start(r);
+        }
+        // The plan restarts services it saw running; one that a restart in flight started
+        // while the new rows were being committed runs the old action: restart it too.
+        let changed: HashSet<&Ref> = c.actions_changed.iter().collect();
+        let running: Vec<Ref> = self.services.iter().filter(|(_, s)| s.job.is_some()).map(|(k, _)| k.clone()).collect();
+        for r in running {
+            self.restart_if_stale(&r, &changed);
         }
         let stopped: HashSet<Ref> =
             self.store.stop_intents().map(|l| l.into_iter().map(|(r, _)| r).collect()).unwrap_or_default();
