@@ -64,6 +64,24 @@ pub struct Account {
 }
 
 impl Account {
+    /// The whole environment of a process run as this account (the daemon's is not
+    /// passed): HOME, USER, LOGNAME, SHELL, a default PATH and HERO_ROOTDIR.
+    fn env(&self, root: &std::path::Path) -> [(&'static str, std::ffi::OsString); 6] {
+        [
+            ("HOME", self.home.clone().into()),
+            ("USER", self.name.clone().into()),
+            ("LOGNAME", self.name.clone().into()),
+            ("SHELL", self.shell.clone().into()),
+            ("PATH", USER_PATH.into()),
+            ("HERO_ROOTDIR", root.into()),
+        ]
+    }
+
+    /// (uid, gid, supplementary groups), prepared before a fork for [`become_account`].
+    fn ids(&self) -> (u32, u32, Vec<u32>) {
+        (self.uid, self.gid, self.groups.clone())
+    }
+
     /// Look up `user` (and `group`) now: accounts exist per host, so this happens at start
     /// time, and only root may switch to one.
     pub fn resolve(user: &str, group: Option<&str>) -> Result<Account, SpawnError> {
@@ -120,23 +138,24 @@ fn forget_child(pid: u32) {
 /// Make `cmd` run as `a` with a clean environment (HOME, USER, LOGNAME, SHELL, PATH,
 /// HERO_ROOTDIR): for commands outside [`spawn_in`], like `exec` health checks.
 pub fn run_as(cmd: &mut std::process::Command, a: &Account, root: &std::path::Path) {
-    cmd.env_clear()
-        .env("HOME", &a.home)
-        .env("USER", &a.name)
-        .env("LOGNAME", &a.name)
-        .env("SHELL", &a.shell)
-        .env("PATH", USER_PATH)
-        .env("HERO_ROOTDIR", root);
-    let (uid, gid, groups) = (a.uid, a.gid, a.groups.clone());
+    cmd.env_clear().envs(a.env(root));
+    let ids = a.ids();
     // SAFETY: only async-signal-safe calls on data prepared before the fork.
     unsafe {
-        cmd.pre_exec(move || {
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || become_account(&ids));
     }
+}
+
+/// Supplementary groups, then gid, then uid: the order that still has the right to set
+/// each. Async-signal-safe (called between fork and exec).
+fn become_account((uid, gid, groups): &(u32, u32, Vec<u32>)) -> io::Result<()> {
+    // SAFETY: plain syscalls on owned data.
+    if unsafe {
+        libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setgid(*gid) != 0 || libc::setuid(*uid) != 0
+    } {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// PATH for a process run as another account (the daemon's own is not passed).
@@ -252,13 +271,7 @@ pub fn spawn_in(
         .kill_on_drop(false);
     if let Some(a) = &place.account {
         // Another account gets none of the daemon's environment.
-        cmd.env_clear()
-            .env("HOME", &a.home)
-            .env("USER", &a.name)
-            .env("LOGNAME", &a.name)
-            .env("SHELL", &a.shell)
-            .env("PATH", USER_PATH)
-            .env("HERO_ROOTDIR", expand.root());
+        cmd.env_clear().envs(a.env(expand.root()));
     } else {
         // Touching the environment makes std copy all of it into a map for every spawn, so
         // only do it when needed: the daemon scrubs its own environment at start
@@ -282,7 +295,7 @@ pub fn spawn_in(
     // the fast posix_spawn path that a pre_exec hook would lose.)
     cmd.as_std_mut().process_group(0);
     let procs_fd = place.cgroup_procs.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
-    let ids = place.account.as_ref().map(|a| (a.uid, a.gid, a.groups.clone()));
+    let ids = place.account.as_ref().map(Account::ids);
     if procs_fd.is_some() || ids.is_some() {
         // SAFETY: the hook makes only async-signal-safe calls (write, setgroups, setgid,
         // setuid) on data prepared before the fork. It runs after std's setpgid, so the
@@ -292,14 +305,10 @@ pub fn spawn_in(
                 if let Some(fd) = procs_fd {
                     crate::contain::join_self(fd)?;
                 }
-                if let Some((uid, gid, groups)) = &ids
-                    && (libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                        || libc::setgid(*gid) != 0
-                        || libc::setuid(*uid) != 0)
-                {
-                    return Err(io::Error::last_os_error());
+                match &ids {
+                    Some(ids) => become_account(ids),
+                    None => Ok(()),
                 }
-                Ok(())
             });
         }
     }

@@ -591,19 +591,11 @@ impl Supervisor {
         for (leaf, unit) in self.contain.existing() {
             let tracked =
                 self.services.iter().any(|(k, s)| s.job.is_some() && format!("{}.{}", k.context, k.name) == leaf);
-            let pids = unit.pids();
-            if !tracked && !pids.is_empty() {
-                let gone = unit.kill_all(Duration::from_secs(5));
-                let list: Vec<String> = pids.iter().map(u32::to_string).collect();
-                self.event(
-                    Level::Warn,
-                    "hero_proc.contain",
-                    format!(
-                        "killed process(es) {} in the cgroup of {leaf} that no job of this daemon records (lost or replaced database, or a service deleted meanwhile){}",
-                        list.join(", "),
-                        if gone { "" } else { "; some did not exit within 5s" }
-                    ),
-                    None,
+            if !tracked {
+                self.kill_unrecorded(
+                    &unit,
+                    &format!("in the cgroup of {leaf}"),
+                    "(lost or replaced database, or a service deleted meanwhile)",
                 );
             }
             unit.remove_if_empty();
@@ -1118,6 +1110,15 @@ impl Supervisor {
     /// starting a second copy next to them is what must never happen.
     fn end_unknown_processes(&mut self, key: &Ref) {
         let unit = self.unit_of(key);
+        self.kill_unrecorded(
+            &unit,
+            &format!("of {key}"),
+            "(lost database or an earlier daemon's process) before starting it, so it never runs twice",
+        );
+    }
+
+    /// Kill every process in `unit` (none of them is recorded by a job) and say so.
+    fn kill_unrecorded(&mut self, unit: &Unit, whose: &str, why: &str) {
         let pids = unit.pids();
         if pids.is_empty() {
             return;
@@ -1128,7 +1129,7 @@ impl Supervisor {
             Level::Warn,
             "hero_proc.contain",
             format!(
-                "{key}: killed process(es) {} that no job of this daemon records (lost database or an earlier daemon's process) before starting it, so it never runs twice{}",
+                "killed process(es) {} {whose} that no job of this daemon records {why}{}",
                 list.join(", "),
                 if gone { "" } else { "; some did not exit within 5s" }
             ),
