@@ -207,29 +207,6 @@ fn base64(s: &str) -> String {
     text(&child.wait_with_output().unwrap().stdout)
 }
 
-/// Every file under `dir` (the daemon's whole root: DB and its WAL, the log store, the
-/// mirror's git config, the daemon's own log) that holds `needle`.
-fn files_holding(dir: &std::path::Path, needle: &str) -> Vec<String> {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            let p = e.path();
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(p);
-            } else if ft.is_file()
-                && let Ok(bytes) = std::fs::read(&p)
-                && bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
-            {
-                hits.push(p.display().to_string());
-            }
-        }
-    }
-    hits
-}
-
 #[test]
 fn a_token_in_the_repository_url_is_used_but_never_shown_logged_or_stored() {
     const TOKEN: &str = "glpat-PLANTED7x9Qk2";
@@ -282,8 +259,8 @@ fn a_token_in_the_repository_url_is_used_but_never_shown_logged_or_stored() {
     assert!(!all.contains(TOKEN), "the token leaked into an answer:\n{all}");
     // The mirror's config holds the URL without credentials.
     let root = d.root().to_path_buf();
-    assert_eq!(files_holding(&root, TOKEN), Vec::<String>::new(), "the token is stored in these files");
-    assert!(!files_holding(&root, &format!("127.0.0.1:{port}/org/cfg.git")).is_empty(), "the mirror was made");
+    assert_eq!(leaks(&root, TOKEN, &[]), Vec::<String>::new(), "the token is stored in these files");
+    assert!(!leaks(&root, &format!("127.0.0.1:{port}/org/cfg.git"), &[]).is_empty(), "the mirror was made");
 
     // A one-off `reconcile --repo URL` through the daemon leaks nothing either.
     let other = format!("http://bob:{TOKEN}@127.0.0.1:{port}/org/other.git");
@@ -292,7 +269,7 @@ fn a_token_in_the_repository_url_is_used_but_never_shown_logged_or_stored() {
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(said.contains(&format!("http://bob:***@127.0.0.1:{port}/org/other.git")), "{said}");
     assert!(!said.contains(TOKEN), "{said}");
-    assert_eq!(files_holding(&root, TOKEN), Vec::<String>::new(), "the token is stored in these files");
+    assert_eq!(leaks(&root, TOKEN, &[]), Vec::<String>::new(), "the token is stored in these files");
 }
 
 // ---- links and submodules at a revision ----------------------------------------------
