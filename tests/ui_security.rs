@@ -197,16 +197,23 @@ fn tcp_needs_the_login_token() {
     wait_for("the token file to go with the UI", Duration::from_secs(10), || !ui.token_file.exists());
 }
 
-#[test]
-fn a_foreign_host_is_misdirected_and_writes_need_this_origin() {
-    if !require_root() {
-        return;
-    }
+/// A daemon following a repository of one service, applied (the repository must outlive
+/// the daemon).
+fn following_one_service() -> (ConfigRepo, Daemon, String) {
     let repo = ConfigRepo::new();
     repo.write("actions/web.yaml", &service("web", "one"));
     let first = repo.commit("web");
     let d = follow(&repo);
     wait_applied(&d, &first);
+    (repo, d, first)
+}
+
+#[test]
+fn a_foreign_host_is_misdirected_and_writes_need_this_origin() {
+    if !require_root() {
+        return;
+    }
+    let (_repo, d, _) = following_one_service();
     let ui = start_ui(d.root(), None, &["--allow-host", "hero.example"]);
     let port = ui.addr.rsplit_once(':').unwrap().1;
 
@@ -283,11 +290,7 @@ fn the_ui_forwards_no_repository_branch_or_host_and_bounds_reads() {
     if !require_root() {
         return;
     }
-    let repo = ConfigRepo::new();
-    repo.write("actions/web.yaml", &service("web", "one"));
-    let first = repo.commit("web");
-    let d = follow(&repo);
-    wait_applied(&d, &first);
+    let (_repo, d, first) = following_one_service();
     // Root's private repository, which the local attacker wants the daemon to read.
     let private = ConfigRepo::new();
     private.write("actions/stolen.yaml", &service("stolen", "PRIVATE-7f3e"));
