@@ -66,6 +66,8 @@ fn children_that_fork_grandchildren_are_cleaned_up_with_their_group() {
     // The main process dies: the rest of its group must not linger as orphans.
     unsafe { libc::kill(s["pid"].as_u64().unwrap() as i32, libc::SIGKILL) };
     wait_for("the whole group to be gone", Duration::from_secs(5), || d.children().is_empty());
+    // The group can be gone a moment before the engine records the exit: wait for the record.
+    d.wait_status("forky", "failed", |s| s["state"] != "running");
     assert_eq!(d.status("forky")["state"], "failed");
 }
 
