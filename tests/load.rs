@@ -1,5 +1,6 @@
-//! Load: 500 services from a config repository, 50 RPC clients at once for 60 s
-//! (`HERO_LOAD_SECS` changes it): no errors, latency percentiles reported.
+//! Load: 500 services from a config repository, 50 RPC clients at once for 20 s
+//! (`HERO_LOAD_SECS=60` for the figure in docs/RELIABILITY.md): no errors, latency
+//! percentiles reported, p99 bounded.
 
 mod support;
 
@@ -13,7 +14,7 @@ const CLIENTS: usize = 50;
 
 #[test]
 fn five_hundred_services_and_fifty_clients() {
-    let secs: u64 = std::env::var("HERO_LOAD_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let secs: u64 = std::env::var("HERO_LOAD_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     let repo = ConfigRepo::new();
     // 50 files of 10 services each.
     for f in 0..SERVICES / 10 {

@@ -152,6 +152,22 @@ fn an_explicit_serve_flag_wins_over_git_and_says_so() {
 }
 
 #[test]
+fn a_key_hero_yaml_leaves_out_is_a_default_not_the_revision() {
+    let (repo, rev) = settings_repo("required_services: []\nretention: { max_rows_per_table: 20 }\n");
+    // No `--interval` flag: the interval must come from hero.yaml or the default.
+    let d = Daemon::start_with(&["--repo", &repo.location(), "--branch", "main"], false);
+    wait_applied(&d, &rev);
+    let s = compactor(&d);
+    assert_eq!((s["max_age_days"].as_u64(), s["max_rows_per_table"].as_u64()), (Some(30), Some(20)), "{s}");
+    assert_eq!(s["sources"]["max_rows_per_table"], from_git(&rev).as_str(), "{s}");
+    assert_eq!(s["sources"]["max_age_days"], "default", "{s}");
+    assert_eq!(s["sources"]["every"], "default", "{s}");
+    // hero.yaml has no `interval`: the sync interval is the default one, and says so.
+    let st = status(&d);
+    assert_eq!((st["interval_secs"].as_u64(), st["interval_source"].as_str()), (Some(60), Some("default")), "{st}");
+}
+
+#[test]
 fn without_a_repository_every_value_is_a_default() {
     let d = Daemon::start_with(&["--compact-every", "10m"], false);
     let s = compactor(&d);

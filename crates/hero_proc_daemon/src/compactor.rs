@@ -40,7 +40,7 @@ pub struct RetentionConfig {
 /// that last set them, fed by the reconciler after each apply.
 pub struct RetentionSettings {
     flags: RetentionFlags,
-    git: Mutex<Option<(String, hero_proc_spec::Retention)>>,
+    git: Mutex<Option<(String, hero_proc_spec::Settings)>>,
     /// The compactor sleeps on this: a new `compact_every` reschedules the next cycle.
     changed: tokio::sync::Notify,
 }
@@ -54,9 +54,9 @@ impl RetentionSettings {
     }
 
     /// The retention of hero.yaml at `rev` (the revision just applied).
-    pub fn set_from_git(&self, rev: &str, retention: &hero_proc_spec::Retention) {
+    pub fn set_from_git(&self, rev: &str, settings: &hero_proc_spec::Settings) {
         let before = self.effective();
-        *self.git.lock().expect("not poisoned") = Some((rev.to_owned(), retention.clone()));
+        *self.git.lock().expect("not poisoned") = Some((rev.to_owned(), settings.clone()));
         let after = self.effective();
         if before != after {
             tracing::info!(
@@ -72,19 +72,19 @@ impl RetentionSettings {
 
     pub fn effective(&self) -> RetentionConfig {
         let git = self.git.lock().expect("not poisoned").clone();
-        let from_git = git.as_ref().map(|(rev, _)| format!("hero.yaml@{}", short(rev)));
-        let base = git.map(|(_, r)| r).unwrap_or_default();
-        let base_source = from_git.unwrap_or_else(|| SOURCE_DEFAULT.to_owned());
-        let pick = |flag: Option<u64>, base: u64| match flag {
-            Some(v) => (v, SOURCE_FLAG.to_owned()),
-            None => (base, base_source.clone()),
+        let base = git.as_ref().map(|(_, s)| s.retention.clone()).unwrap_or_default();
+        // A flag wins; else hero.yaml if it sets the key; else the built-in default.
+        let source = |flag: bool, key: &str| match &git {
+            _ if flag => SOURCE_FLAG.to_owned(),
+            Some((rev, s)) if s.is_given(key) => format!("hero.yaml@{}", short(rev)),
+            _ => SOURCE_DEFAULT.to_owned(),
         };
-        let (max_age_days, age_src) = pick(self.flags.max_age_days, base.max_age_days);
-        let (max_rows_per_table, rows_src) = pick(self.flags.max_rows_per_table, base.max_rows_per_table);
-        let (every, every_src) = match self.flags.every {
-            Some(v) => (v, SOURCE_FLAG.to_owned()),
-            None => (base.compact_every.0, base_source.clone()),
-        };
+        let max_age_days = self.flags.max_age_days.unwrap_or(base.max_age_days);
+        let age_src = source(self.flags.max_age_days.is_some(), "retention.max_age_days");
+        let max_rows_per_table = self.flags.max_rows_per_table.unwrap_or(base.max_rows_per_table);
+        let rows_src = source(self.flags.max_rows_per_table.is_some(), "retention.max_rows_per_table");
+        let every = self.flags.every.unwrap_or(base.compact_every.0);
+        let every_src = source(self.flags.every.is_some(), "retention.compact_every");
         RetentionConfig {
             max_age_days,
             max_rows_per_table,

@@ -441,7 +441,7 @@ impl Reconciler {
         // The config of this revision is live: so are its settings (a one-off apply of
         // another repository sets none).
         if follows {
-            self.retention.set_from_git(&desired.commit.id, &desired.settings.retention);
+            self.retention.set_from_git(&desired.commit.id, &desired.settings);
             self.runtime.lock().expect("runtime lock").applied_settings =
                 Some((desired.commit.id.clone(), desired.settings.clone()));
         }
@@ -680,7 +680,7 @@ impl Reconciler {
         let _guard = self.one_writer.lock().await;
         match self.prepare(&PlanRequest { rev: Some(applied.clone()), ..PlanRequest::default() }).await {
             Ok(p) => {
-                self.retention.set_from_git(&p.desired.commit.id, &p.desired.settings.retention);
+                self.retention.set_from_git(&p.desired.commit.id, &p.desired.settings);
                 self.runtime.lock().expect("runtime lock").applied_settings =
                     Some((p.desired.commit.id.clone(), p.desired.settings.clone()));
             }
@@ -706,8 +706,10 @@ impl Reconciler {
             cache.entries.first().map(|(_, d)| (d.commit.id.clone(), d.settings.clone()))
         });
         match from {
-            Some((rev, s)) => (s.interval.0, format!("hero.yaml@{}", rev.get(..12).unwrap_or(&rev))),
-            None => (Duration::from_secs(60), crate::compactor::SOURCE_DEFAULT.to_owned()),
+            Some((rev, s)) if s.is_given("interval") => {
+                (s.interval.0, format!("hero.yaml@{}", rev.get(..12).unwrap_or(&rev)))
+            }
+            _ => (hero_proc_spec::Settings::default().interval.0, crate::compactor::SOURCE_DEFAULT.to_owned()),
         }
     }
 

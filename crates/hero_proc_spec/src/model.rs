@@ -499,6 +499,18 @@ pub struct Settings {
     pub prune: bool,
     pub interval: Dur,
     pub retention: Retention,
+    /// The keys the file sets (`interval`, `retention.max_age_days`, ...): a key it
+    /// leaves out keeps the built-in default, and status says `default` for it, not the
+    /// revision.
+    #[serde(default)]
+    pub given: std::collections::BTreeSet<String>,
+}
+
+impl Settings {
+    /// Whether `hero.yaml` sets `key` (dotted for nested keys: `retention.compact_every`).
+    pub fn is_given(&self, key: &str) -> bool {
+        self.given.contains(key)
+    }
 }
 
 impl Default for Settings {
@@ -509,6 +521,7 @@ impl Default for Settings {
             prune: true,
             interval: Dur::secs(60),
             retention: Retention::default(),
+            given: Default::default(),
         }
     }
 }

@@ -716,16 +716,24 @@ impl<'d> Decoder<'d> {
                     None => ok = false,
                 },
                 _ => match self.retention(v) {
-                    Some(r) => s.retention = r,
+                    Some((r, keys)) => {
+                        s.retention = r;
+                        s.given.extend(keys.into_iter().map(|k| format!("retention.{k}")));
+                    }
                     None => ok = false,
                 },
+            }
+            if ok {
+                s.given.insert(k.clone());
             }
         }
         ok.then_some(s)
     }
 
-    fn retention(&mut self, node: &Node) -> Option<Retention> {
+    /// The retention and the keys the file sets.
+    fn retention(&mut self, node: &Node) -> Option<(Retention, Vec<String>)> {
         let fields = self.fields(node, &["max_age_days", "max_rows_per_table", "compact_every"], "retention")?;
+        let keys = fields.iter().map(|(k, _)| k.clone()).collect();
         let mut r = Retention::default();
         let mut ok = true;
         for (k, v) in &fields {
@@ -746,7 +754,7 @@ impl<'d> Decoder<'d> {
                 },
             }
         }
-        ok.then_some(r)
+        ok.then_some((r, keys))
     }
 }
 

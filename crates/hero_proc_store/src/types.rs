@@ -400,12 +400,10 @@ impl Default for Retention {
 }
 
 impl From<&hero_proc_spec::Retention> for Retention {
-    /// `0` in `hero.yaml` means "no limit".
+    /// `hero.yaml` always sets both limits: its schema refuses `0`, and an unset key keeps
+    /// the built-in one. Only the store's own API can say "no limit" (`None`).
     fn from(r: &hero_proc_spec::Retention) -> Self {
-        Retention {
-            max_age_days: (r.max_age_days > 0).then_some(r.max_age_days),
-            max_rows_per_table: (r.max_rows_per_table > 0).then_some(r.max_rows_per_table),
-        }
+        Retention { max_age_days: Some(r.max_age_days), max_rows_per_table: Some(r.max_rows_per_table) }
     }
 }
 
