@@ -225,7 +225,13 @@ fn open_value(gcm: &SopsGcm, key: &str, enc: &str) -> String {
         Tag::from_slice(&tag),
     )
     .expect("AES-GCM open");
-    String::from_utf8(data).expect("UTF-8 value")
+    let text = String::from_utf8(data).expect("UTF-8 value");
+    // sops encrypts booleans as `True`/`False` (the format of the Python sops) and prints
+    // them lower case.
+    match fields.next().expect("type") {
+        "bool" => text.to_lowercase(),
+        _ => text,
+    }
 }
 
 fn floor_decrypt(located: &Located, identity: &age::x25519::Identity) -> Vec<(String, String)> {
