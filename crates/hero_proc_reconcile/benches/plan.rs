@@ -10,8 +10,9 @@
 //!   * store read + plan: what the daemon's reconciler does for a revision whose desired
 //!     state it has cached (`sync_state`, `Live::read` of every row, the engine's service
 //!     states, `plan()`); the no-op target applies to this;
-//!   * plan only: `plan()` against that live state read once beforehand;
-//!   the plan is checked to be empty;
+//!   * plan only: `plan()` against that live state read once beforehand.
+//!
+//!   Both plans are checked to be empty;
 //! - a second commit changing 1% of the actions (one env value each): load + plan, the
 //!   cost of syncing a new commit, with the plan checked to hold exactly those updates.
 //!
