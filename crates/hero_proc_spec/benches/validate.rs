@@ -5,7 +5,12 @@
 //!           validator that only checks syntax would cost).
 //! Each size also runs in a fresh child process to report its peak RSS.
 //!
-//! Run: `cargo bench -p hero_proc_spec --bench validate`
+//! Checks (a panic, in both modes): each generated tree validates with no error and
+//! holds every action; the same tree with one dangling `depends_on` reports it.
+//!
+//! Run: `cargo bench --workspace --bench validate`. Without `--bench` (what `cargo test`
+//! runs) it is a smoke run of 50 and 100 actions, one round each.
+//! `HERO_BENCH_SIZES=1000,5000` sets the sizes.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,7 +18,7 @@ use std::time::{Duration, Instant};
 use hero_proc_spec::{DirSource, load_tree};
 
 const SIZES: [usize; 4] = [1_000, 2_000, 5_000, 10_000];
-const RUNS: usize = 5;
+const SMOKE_SIZES: [usize; 2] = [50, 100];
 
 /// One service per file with five actions: four one-shot steps and the supervised main
 /// process, with env, health checks and dependencies, like a real hero service.
@@ -60,9 +65,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn time(f: impl Fn()) -> Duration {
+fn time(runs: usize, f: impl Fn()) -> Duration {
     median(
-        (0..RUNS)
+        (0..runs)
             .map(|_| {
                 let t = Instant::now();
                 f();
@@ -95,7 +100,14 @@ fn main() {
         return;
     }
 
-    println!("validate benchmark — `cargo bench -p hero_proc_spec --bench validate`, median of {RUNS} runs");
+    let full = std::env::args().any(|a| a == "--bench");
+    let runs = if full { 5 } else { 1 };
+    let sizes: Vec<usize> = match std::env::var("HERO_BENCH_SIZES") {
+        Ok(v) => v.split(',').map(|n| n.trim().parse().expect("HERO_BENCH_SIZES: numbers")).collect(),
+        Err(_) if full => SIZES.to_vec(),
+        Err(_) => SMOKE_SIZES.to_vec(),
+    };
+    println!("validate benchmark — `cargo bench --workspace --bench validate`, median of {runs} runs");
     println!(
         "{:>8} {:>8} {:>6} | {:>8} {:>9} {:>11} | {:>14} {:>11} | {:>13} {:>8}",
         "actions",
@@ -109,16 +121,16 @@ fn main() {
         "cold-proc ms",
         "peak RSS"
     );
-    for n in SIZES {
+    for (k, &n) in sizes.iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
         generate(dir.path(), n);
         let fs = files(dir.path());
-        let read = time(|| {
+        let read = time(runs, || {
             for f in &fs {
                 std::hint::black_box(std::fs::read(f).unwrap());
             }
         });
-        let parse = time(|| {
+        let parse = time(runs, || {
             for f in &fs {
                 let text = std::fs::read_to_string(f).unwrap();
                 std::hint::black_box(serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text).unwrap());
@@ -128,13 +140,14 @@ fn main() {
         let checked = load_tree(&src);
         assert_eq!(checked.errors(), 0, "generated tree must be valid");
         assert_eq!(checked.tree.base.actions.len(), n + 1);
-        let validate = time(|| {
+        let validate = time(runs, || {
             std::hint::black_box(load_tree(&src));
         });
         let child = std::process::Command::new(std::env::current_exe().unwrap())
             .env("HERO_BENCH_VALIDATE_DIR", dir.path())
             .output()
             .unwrap();
+        assert!(child.status.success(), "cold-process validate: {}", String::from_utf8_lossy(&child.stderr));
         let out = String::from_utf8_lossy(&child.stdout);
         let mut parts = out.split_whitespace();
         let cold: f64 = parts.next().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
@@ -152,5 +165,15 @@ fn main() {
             cold,
             rss_kb / 1024.0
         );
+        if k == 0 {
+            // The validator must still catch a mistake in a tree this size.
+            std::fs::write(
+                dir.path().join("actions/broken.yaml"),
+                "actions:\n  - name: broken\n    script: /bin/true\n    depends_on: [no_such_action]\n",
+            )
+            .unwrap();
+            let broken = load_tree(&src);
+            assert_eq!(broken.errors(), 1, "one dangling depends_on, one error");
+        }
     }
 }
