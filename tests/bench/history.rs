@@ -4,6 +4,7 @@
 //!   - retention ON: hero.yaml `retention: { max_rows_per_table: N/10, ... }`, compacted
 //!     (`system.compact`) after every N/10 jobs;
 //!   - retention OFF: hero.yaml sets a cap no history reaches, never compacted.
+//!
 //! The effective values and where they came from are checked with `hero_proc system
 //! compactor-status` (they must say hero.yaml@<revision>).
 //!
