@@ -1,25 +1,51 @@
-//! Engine benchmark: the supervisor measured against baselines taken in the same run.
+//! Engine benchmark: the supervisor in the shapes users drive it, each against a baseline
+//! measured in the same run.
 //!
-//!   jobs:     1,000 one-shot `true` jobs through the daemon (RPC, SQLite rows, output
-//!             files) vs a bare fork/exec of `true` 1,000 times (spawn all, wait all).
-//!   services: `serve` to 50 services running; idle cost (CPU ticks, context switches,
-//!             RSS) over 5 s; stopping all 50. Then the same for supervisord when it is
-//!             installed (`apt-get install supervisor`).
+//! Jobs (one daemon, one RPC connection, the action `t` = exec `true`):
+//!   - one call each: N `run.submit` calls of one action, each waiting for its answer,
+//!     then until every job has finished;
+//!   - one batch: one `run.submit` of N actions, until the run has finished;
+//!   - baseline: a bare fork/exec of `true` N times (spawn all, wait all).
 //!
-//! Run: `cargo bench -p hero_proc --bench engine`
+//!   The three are interleaved round by round (best of each) so load elsewhere on the
+//!   machine hits them alike.
+//!   - one CLI process per job: `hero_proc run submit t` N times, until all have
+//!     finished; baselines `hero_proc --version` N times (the CLI process alone) and
+//!     `pueue add -- true` N times when pueue is installed.
+//!
+//! Services, the same for every supervisor (hero_proc, supervisord, pueue): S programs
+//! `sleep MARK`, each added by one CLI call, then idle cost, a cold start of the daemon
+//! with the S programs configured (not pueue: it does not restart tasks at boot), and S
+//! stops of one CLI call each. Every moment is observed twice: by the supervisor's own
+//! status CLI (a new process every 10 ms after the previous one returned), and by a
+//! thread that scans /proc every 5 ms for live `sleep MARK` processes.
+//!
+//! Full size: `cargo bench --workspace --bench engine`. Without `--bench` (what `cargo
+//! test` runs) a smoke size. HERO_BENCH_JOBS / HERO_BENCH_SERVICES override the sizes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+#[path = "../support/mod.rs"]
+mod support;
+
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::bench::Mode;
+use support::{Daemon, bin, text};
 
-const JOBS: usize = 1000;
-const SERVICES: usize = 50;
-const IDLE: Duration = Duration::from_secs(5);
+/// Interval between two status polls through a supervisor's CLI.
+const POLL: Duration = Duration::from_millis(10);
+/// Interval between two /proc scans.
+const SCAN: Duration = Duration::from_millis(5);
+/// Longest any wait may take before the benchmark fails.
+const LIMIT: Duration = Duration::from_secs(120);
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_hero_proc")
+struct Sizes {
+    jobs: usize,
+    rounds: usize,
+    tasks: usize,
+    services: usize,
+    idle: Duration,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -44,367 +70,580 @@ fn proc_cost(pid: u32) -> (u64, u64, u64) {
     (ticks, field("voluntary_ctxt_switches:") + field("nonvoluntary_ctxt_switches:"), field("VmRSS:"))
 }
 
-struct Daemon {
-    root: tempfile::TempDir,
+/// Wait until `f` holds, polling every `every`; panics with `what` after [`LIMIT`].
+fn wait(what: &str, every: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < LIMIT, "timed out after {LIMIT:?} waiting for {what}");
+        std::thread::sleep(every);
+    }
+}
+
+fn main() {
+    let Some(mode) = Mode::from_args("engine") else { return };
+    let sizes = Sizes {
+        jobs: mode.size("HERO_BENCH_JOBS", 1000, 20),
+        rounds: if mode.is_smoke() { 1 } else { 5 },
+        tasks: mode.size("HERO_BENCH_JOBS", 500, 10),
+        services: mode.size("HERO_BENCH_SERVICES", 50, 2),
+        idle: if mode.is_smoke() { Duration::from_millis(200) } else { Duration::from_secs(5) },
+    };
+    println!("{}", mode.banner("engine"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(jobs(&sizes));
+    rt.block_on(cli_jobs(&sizes));
+    services(&sizes);
+}
+
+// ---- jobs ---------------------------------------------------------------------------
+
+const TRUE_ACTION: &str = "actions:\n  - name: t\n    interpreter: exec\n    script: 'true'\n";
+
+fn daemon(args: &[&str]) -> Daemon {
+    Daemon::start_env(args, false, &[("RUST_LOG", "warn")])
+}
+
+/// A daemon with the action `t` (exec `true`) and an RPC connection to it.
+async fn jobs_daemon() -> (Daemon, hero_proc_rpc::Client) {
+    let d = daemon(&[]);
+    let file = d.root().join("t.yaml");
+    std::fs::write(&file, TRUE_ACTION).unwrap();
+    let out = d.cli(&["action", "set", file.to_str().unwrap()]);
+    assert!(out.status.success(), "action set: {}", text(&out.stderr));
+    let c = hero_proc_rpc::Client::connect(&d.socket()).await.expect("connect to the daemon's socket");
+    (d, c)
+}
+
+fn bare_spawn(n: usize) -> Duration {
+    let t = Instant::now();
+    let children: Vec<Child> = (0..n).map(|_| Command::new("true").spawn().expect("spawn `true`")).collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    t.elapsed()
+}
+
+async fn call(c: &mut hero_proc_rpc::Client, method: &str, params: Value) -> Value {
+    c.call_value(method, params).await.unwrap_or_else(|e| panic!("{method}: {e}"))
+}
+
+/// Until no job is pending or running. Panics after [`LIMIT`].
+async fn until_idle(c: &mut hero_proc_rpc::Client, what: &str) {
+    let start = Instant::now();
+    loop {
+        let mut busy = false;
+        for phase in ["pending", "running"] {
+            let v = call(c, "job.list", json!({ "phase": phase, "limit": 1 })).await;
+            busy |= !v.as_array().expect("job.list answers a list").is_empty();
+        }
+        if !busy {
+            return;
+        }
+        assert!(start.elapsed() < LIMIT, "timed out after {LIMIT:?} waiting for {what} to finish");
+        // Poll gently: the poller must not compete with the daemon for the CPU.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn assert_succeeded(c: &mut hero_proc_rpc::Client, id: i64) {
+    let r = call(c, "run.get", json!({ "id": id, "jobs": false })).await;
+    assert_eq!(r["phase"], "succeeded", "run {id} did not succeed: {r}");
+}
+
+/// N runs of one job, one `run.submit` call each, until all have finished.
+async fn one_call_each(c: &mut hero_proc_rpc::Client, n: usize) -> Duration {
+    let t = Instant::now();
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let run = call(c, "run.submit", json!({ "actions": ["t"] })).await;
+        ids.push(run["id"].as_i64().expect("run.submit answers the run's id"));
+    }
+    until_idle(c, &format!("{n} runs submitted one call each")).await;
+    let took = t.elapsed();
+    for id in ids {
+        assert_succeeded(c, id).await;
+    }
+    took
+}
+
+/// One run of N jobs, until it has finished.
+async fn one_batch(c: &mut hero_proc_rpc::Client, n: usize) -> Duration {
+    let t = Instant::now();
+    let run = call(c, "run.submit", json!({ "actions": vec!["t"; n] })).await;
+    let id = run["id"].as_i64().expect("run.submit answers the run's id");
+    loop {
+        let r = call(c, "run.get", json!({ "id": id, "jobs": false })).await;
+        if r["phase"] == "succeeded" {
+            return t.elapsed();
+        }
+        assert!(r["phase"] == "running" || r["phase"] == "pending", "run of {n} jobs failed: {r}");
+        assert!(t.elapsed() < LIMIT, "timed out after {LIMIT:?} waiting for a run of {n} jobs: {r}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn jobs(s: &Sizes) {
+    let n = s.jobs;
+    let (_d, mut c) = jobs_daemon().await;
+    // Warm the page cache and the daemon.
+    bare_spawn(50.min(n));
+    one_batch(&mut c, 50.min(n)).await;
+    let (mut bare, mut each, mut batch) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    for _ in 0..s.rounds {
+        bare = bare.min(bare_spawn(n));
+        each = each.min(one_call_each(&mut c, n).await);
+        batch = batch.min(one_batch(&mut c, n).await);
+    }
+    println!();
+    println!(
+        "{n} one-shot `true` jobs through the daemon (RPC, SQLite rows, an output file each), best of {} interleaved rounds",
+        s.rounds
+    );
+    println!("{:<58} {:>10} {:>10} {:>8}", "shape", "ms", "ms/job", "ratio");
+    for (what, d) in [
+        (format!("baseline: bare fork/exec of `true` {n} times"), bare),
+        (format!("{n} runs, one `run.submit` call each (one connection)"), each),
+        (format!("1 run of {n} jobs, one `run.submit` call"), batch),
+    ] {
+        println!(
+            "{:<58} {:>10.1} {:>10.3} {:>7.2}x",
+            what,
+            ms(d),
+            ms(d) / n as f64,
+            d.as_secs_f64() / bare.as_secs_f64()
+        );
+    }
+    println!(
+        "per-job overhead ratio vs bare fork/exec: one call each {:.2}x, one batch {:.2}x",
+        each.as_secs_f64() / bare.as_secs_f64(),
+        batch.as_secs_f64() / bare.as_secs_f64()
+    );
+}
+
+/// `hero_proc run submit t` (a CLI process each) N times, until every job has finished;
+/// against the CLI process alone and pueue.
+async fn cli_jobs(s: &Sizes) {
+    let n = s.tasks;
+    let (d, mut c) = jobs_daemon().await;
+    let t = Instant::now();
+    for _ in 0..n {
+        let out = d.cli(&["--version"]);
+        assert!(out.status.success(), "hero_proc --version: {}", text(&out.stderr));
+    }
+    let floor = t.elapsed();
+    let t = Instant::now();
+    for _ in 0..n {
+        let out = d.cli(&["run", "submit", "t"]);
+        assert!(out.status.success(), "hero_proc run submit t: {}", text(&out.stderr));
+    }
+    until_idle(&mut c, &format!("{n} runs submitted by the CLI")).await;
+    let ours = t.elapsed();
+    let failed = call(&mut c, "job.list", json!({ "phase": "failed", "limit": 1 })).await;
+    assert_eq!(failed, json!([]), "a job submitted by the CLI failed");
+    let pueue = Pueue::start().map(|p| p.throughput(n));
+
+    println!();
+    println!("{n} short `true` tasks, one CLI process each, until all are done");
+    println!("{:<58} {:>10} {:>10}", "", "ms", "ratio");
+    println!("{:<58} {:>10.1}", "hero_proc: `hero_proc run submit t`", ms(ours));
+    println!(
+        "{:<58} {:>10.1} {:>9.2}x",
+        "baseline: `hero_proc --version` (the CLI process alone)",
+        ms(floor),
+        ours.as_secs_f64() / floor.as_secs_f64()
+    );
+    match pueue {
+        Some(p) => println!(
+            "{:<58} {:>10.1} {:>9.2}x",
+            "baseline: pueue, `pueue add -- true` (parallel 64)",
+            ms(p),
+            ours.as_secs_f64() / p.as_secs_f64()
+        ),
+        None => println!("{}", Pueue::MISSING),
+    }
+}
+
+// ---- services -----------------------------------------------------------------------
+
+/// Live, non-zombie processes whose command line is exactly `sleep MARK`.
+fn sleepers(mark: &str) -> usize {
+    let want = format!("sleep\0{mark}\0");
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        if std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want.as_bytes())
+            && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| !r.trim_start().starts_with('Z')))
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// A thread scanning /proc every [`SCAN`] from now until the `sleep MARK` count is `want`.
+struct ProcWatch {
+    thread: std::thread::JoinHandle<Option<Duration>>,
+}
+
+impl ProcWatch {
+    fn start(t0: Instant, mark: &str, want: usize) -> ProcWatch {
+        let mark = mark.to_owned();
+        let thread = std::thread::spawn(move || {
+            while t0.elapsed() < LIMIT {
+                if sleepers(&mark) == want {
+                    return Some(t0.elapsed());
+                }
+                std::thread::sleep(SCAN);
+            }
+            None
+        });
+        ProcWatch { thread }
+    }
+
+    fn finish(self, what: &str) -> Duration {
+        self.thread.join().unwrap().unwrap_or_else(|| panic!("timed out after {LIMIT:?} waiting for {what} in /proc"))
+    }
+}
+
+/// One observation: when the processes were there (or gone) in /proc, and when the
+/// supervisor's CLI said so.
+#[derive(Clone, Copy)]
+struct Seen {
+    procs: Duration,
+    cli: Duration,
+}
+
+/// Poll `says` through the CLI every [`POLL`] until true, then the /proc watch.
+fn observe(t0: Instant, watch: ProcWatch, what: &str, mut says: impl FnMut() -> bool) -> Seen {
+    wait(&format!("the CLI to say {what}"), POLL, &mut says);
+    let cli = t0.elapsed();
+    Seen { procs: watch.finish(what), cli }
+}
+
+#[derive(Default)]
+struct PeerResult {
+    add: Option<Seen>,
+    idle: (u64, u64, u64),
+    cold: Option<Seen>,
+    stop: Option<Seen>,
+}
+
+fn idle_cost(pid: u32, idle: Duration) -> (u64, u64, u64) {
+    // Let the last status poll's work settle, then measure a quiet window.
+    std::thread::sleep(Duration::from_millis(300));
+    let (t0, s0, _) = proc_cost(pid);
+    std::thread::sleep(idle);
+    let (t1, s1, rss) = proc_cost(pid);
+    (t1 - t0, s1 - s0, rss)
+}
+
+fn services(s: &Sizes) {
+    let mark = format!("{}", 7_000_000 + std::process::id());
+    assert_eq!(sleepers(&mark), 0, "`sleep {mark}` processes are already running");
+    let ours = hero_proc_services(s, &mark);
+    let sup = Supervisord::installed().then(|| supervisord_services(s, &mark));
+    let pq = Pueue::start().map(|p| pueue_services(p, s, &mark));
+
+    let n = s.services;
+    println!();
+    println!(
+        "{n} long-running programs (`sleep {mark}`) per supervisor, each added and stopped by one CLI call; idle {:?}",
+        s.idle
+    );
+    println!(
+        "polling client: each supervisor's own status CLI (`hero_proc --format json service list`, `supervisorctl status`, `pueue status --json`), one process every {} ms after the previous returned; in brackets: a thread scanning /proc every {} ms for the live `sleep` processes",
+        POLL.as_millis(),
+        SCAN.as_millis()
+    );
+    let mut peers: Vec<(&str, &PeerResult)> = Vec::new();
+    if let Some(r) = &sup {
+        peers.push(("supervisord", r));
+    }
+    if let Some(r) = &pq {
+        peers.push(("pueue", r));
+    }
+    let mut head = format!("{:<40} {:>22}", "measure", "hero_proc");
+    for (name, _) in &peers {
+        head.push_str(&format!(" {:>22} {:>8}", name, "ratio"));
+    }
+    println!("{head}");
+    // Each row: its label, and from a result the cell and the number its ratio uses.
+    type Cell = fn(&PeerResult) -> (String, Option<f64>);
+    fn seen(o: Option<Seen>) -> (String, Option<f64>) {
+        match o {
+            Some(o) => (format!("{:.1} ({:.1}) ms", ms(o.cli), ms(o.procs)), Some(o.cli.as_secs_f64())),
+            None => ("n/a".to_owned(), None),
+        }
+    }
+    let rows: [(String, Cell); 6] = [
+        (format!("add {n}, one CLI call each, to running"), |r| seen(r.add)),
+        (format!("cold start to {n} running"), |r| seen(r.cold)),
+        (format!("stop {n}, one CLI call each, to stopped"), |r| seen(r.stop)),
+        (format!("idle {:?}: CPU ticks", s.idle), |r| (r.idle.0.to_string(), Some(r.idle.0 as f64))),
+        (format!("idle {:?}: context switches", s.idle), |r| (r.idle.1.to_string(), Some(r.idle.1 as f64))),
+        (format!("RSS with {n} running"), |r| (format!("{:.1} MB", r.idle.2 as f64 / 1024.0), Some(r.idle.2 as f64))),
+    ];
+    for (what, cell) in rows {
+        let (mine, a) = cell(&ours);
+        let mut line = format!("{what:<40} {mine:>22}");
+        for (_, r) in &peers {
+            let (theirs, b) = cell(r);
+            let ratio = match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+                _ => String::new(),
+            };
+            line.push_str(&format!(" {theirs:>22} {ratio:>8}"));
+        }
+        println!("{line}");
+    }
+    println!(
+        "(ratio: hero_proc / that supervisor, on what the CLI said; pueue does not restart tasks at boot: no cold start)"
+    );
+    if sup.is_none() {
+        println!("{}", Supervisord::MISSING);
+    }
+    if pq.is_none() {
+        println!("{}", Pueue::MISSING);
+    }
+}
+
+fn service_yaml(name: &str, mark: &str) -> String {
+    format!(
+        "actions:\n  - name: {name}\n    interpreter: exec\n    script: sleep {mark}\n    process: true\n    stop: {{ signal: SIGTERM, timeout: 10s }}\nservices:\n  - name: {name}\n    status: start\n    actions: [{name}]\n"
+    )
+}
+
+/// (running, inactive) as `hero_proc service list` says; (0, 0) while it cannot answer.
+fn hero_proc_states(d: &Daemon) -> (usize, usize) {
+    let out = d.cli(&["--format", "json", "service", "list"]);
+    if !out.status.success() {
+        return (0, 0);
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).expect("service list --format json is JSON");
+    let list = v.as_array().expect("service list answers a list");
+    let count = |state: &str| list.iter().filter(|s| s["state"] == state).count();
+    (count("running"), count("inactive"))
+}
+
+fn hero_proc_services(s: &Sizes, mark: &str) -> PeerResult {
+    let n = s.services;
+    let mut d = daemon(&["--stop-on-exit"]);
+    let files: Vec<String> = (0..n)
+        .map(|i| {
+            let f = d.root().join(format!("s{i}.yaml"));
+            std::fs::write(&f, service_yaml(&format!("s{i}"), mark)).unwrap();
+            f.display().to_string()
+        })
+        .collect();
+    let mut r = PeerResult::default();
+
+    let t0 = Instant::now();
+    let watch = ProcWatch::start(t0, mark, n);
+    for f in &files {
+        let out = d.cli(&["service", "set", f]);
+        assert!(out.status.success(), "hero_proc service set: {}", text(&out.stderr));
+    }
+    r.add = Some(observe(t0, watch, &format!("{n} hero_proc services running"), || hero_proc_states(&d).0 == n));
+    r.idle = idle_cost(d.child.as_ref().unwrap().id(), s.idle);
+
+    // A daemon stop with --stop-on-exit stops every service without recording a stop by
+    // hand, so the next start starts them all again from the store: a cold start.
+    let mut child = d.child.take().unwrap();
+    // SAFETY: signalling the daemon this benchmark started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < LIMIT, "the daemon did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    wait("the --stop-on-exit daemon's services to be gone", SCAN, || sleepers(mark) == 0);
+
+    let t0 = Instant::now();
+    let watch = ProcWatch::start(t0, mark, n);
+    let log = std::fs::OpenOptions::new().append(true).open(d.root().join("daemon.log")).unwrap();
+    let child = Command::new(bin())
+        .arg("serve")
+        .args(&d.args)
+        .env("HERO_ROOTDIR", d.root())
+        .env("HERO_PROC_NO_AUTOSTART_DB", "1")
+        .env("RUST_LOG", "warn")
+        .env_remove("HERO_PROC_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("spawn hero_proc serve");
+    d.child = Some(child);
+    r.cold = Some(observe(t0, watch, &format!("{n} hero_proc services running after a cold start"), || {
+        hero_proc_states(&d).0 == n
+    }));
+
+    let t0 = Instant::now();
+    let watch = ProcWatch::start(t0, mark, 0);
+    for i in 0..n {
+        let out = d.cli(&["service", "stop", &format!("s{i}")]);
+        assert!(out.status.success(), "hero_proc service stop: {}", text(&out.stderr));
+    }
+    r.stop = Some(observe(t0, watch, &format!("{n} hero_proc services inactive"), || hero_proc_states(&d).1 == n));
+    r
+}
+
+// ---- supervisord --------------------------------------------------------------------
+
+struct Supervisord {
+    dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
-impl Daemon {
-    fn new() -> Daemon {
-        Daemon { root: tempfile::tempdir().unwrap(), child: None }
+impl Supervisord {
+    const MISSING: &str = "supervisord: missing, not measured (install it with `apt-get install supervisor`)";
+
+    fn installed() -> bool {
+        // (`supervisorctl` has no --version; `-h` answers 0.)
+        support::require::runs("supervisord")
+            && Command::new("supervisorctl").arg("-h").output().is_ok_and(|o| o.status.success())
     }
-    fn socket(&self) -> PathBuf {
-        self.root.path().join("var/sockets/hero_proc.sock")
+
+    fn new() -> Supervisord {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("conf.d")).unwrap();
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("supervisord.conf"),
+            format!(
+                "[unix_http_server]\nfile={d}/supervisor.sock\n[supervisord]\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\nchildlogdir={d}\nnodaemon=true\n[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n[supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n[include]\nfiles = {d}/conf.d/*.conf\n"
+            ),
+        )
+        .unwrap();
+        Supervisord { dir, child: None }
     }
-    fn spawn(&mut self) -> Instant {
-        let t = Instant::now();
-        let child = Command::new(bin())
-            .arg("serve")
-            .env("HERO_ROOTDIR", self.root.path())
-            .env("HERO_PROC_NO_AUTOSTART_DB", "1")
-            .env("RUST_LOG", "warn")
+
+    fn spawn(&mut self) {
+        let child = Command::new("supervisord")
+            .arg("-c")
+            .arg(self.dir.path().join("supervisord.conf"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap();
+            .expect("spawn supervisord");
         self.child = Some(child);
-        t
     }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        Command::new("supervisorctl")
+            .arg("-c")
+            .arg(self.dir.path().join("supervisord.conf"))
+            .args(args)
+            .output()
+            .expect("run supervisorctl")
+    }
+
+    /// How many programs `supervisorctl status` shows in `state`.
+    fn count(&self, state: &str) -> usize {
+        text(&self.ctl(&["status"]).stdout).lines().filter(|l| l.split_whitespace().nth(1) == Some(state)).count()
+    }
+
     fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
-    fn stop(&mut self) {
+
+    /// SIGTERM: supervisord stops its programs, then exits.
+    fn terminate(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling the supervisord this benchmark started.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let start = Instant::now();
+            while c.try_wait().unwrap().is_none() {
+                if start.elapsed() > LIMIT {
+                    let _ = c.kill();
+                    panic!("supervisord did not exit after SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+impl Drop for Supervisord {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = self.ctl(&["stop", "all"]);
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop();
-        // Kill what it started (every child carries HERO_ROOTDIR=<root>).
-        let marker = format!("HERO_ROOTDIR={}", self.root.path().display());
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-            if let Ok(env) = std::fs::read(format!("/proc/{pid}/environ"))
-                && env.split(|b| *b == 0).any(|v| v == marker.as_bytes())
-            {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-    }
-}
+fn supervisord_services(s: &Sizes, mark: &str) -> PeerResult {
+    let n = s.services;
+    let mut sv = Supervisord::new();
+    sv.spawn();
+    wait("supervisord to answer", POLL, || sv.ctl(&["pid"]).status.success());
+    let mut r = PeerResult::default();
 
-async fn connect(path: &Path) -> hero_proc_rpc::Client {
-    let start = Instant::now();
-    loop {
-        if let Ok(c) = hero_proc_rpc::Client::connect(path).await {
-            return c;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "daemon did not come up");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-fn bare_spawn(n: usize) -> Duration {
-    let t = Instant::now();
-    let children: Vec<Child> = (0..n).map(|_| Command::new("true").spawn().unwrap()).collect();
-    for mut c in children {
-        c.wait().unwrap();
-    }
-    t.elapsed()
-}
-
-async fn running_count(c: &mut hero_proc_rpc::Client) -> usize {
-    let list: Value = c.call_value("service.list", json!({})).await.unwrap();
-    list.as_array().unwrap().iter().filter(|s| s["state"] == "running").count()
-}
-
-async fn inactive_count(c: &mut hero_proc_rpc::Client) -> usize {
-    let list: Value = c.call_value("service.list", json!({})).await.unwrap();
-    list.as_array().unwrap().iter().filter(|s| s["state"] == "inactive").count()
-}
-
-struct Row {
-    what: String,
-    ours: f64,
-    base: f64,
-    unit: &'static str,
-    base_name: String,
-}
-
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let mut rows: Vec<Row> = Vec::new();
-
-    // ---- 1,000 one-shot jobs --------------------------------------------------------
-    let _ = bare_spawn(50); // warm the page cache
-    let mut d = Daemon::new();
-    d.spawn();
-    let mut c = connect(&d.socket()).await;
-    let action = json!({ "name": "t", "context": "core", "interpreter": "exec", "script": "true", "process": false,
-        "restart": { "policy": "never", "delay": "1s", "max_delay": "1s", "max_retries": 0 }, "stop": { "signal": "SIGTERM", "timeout": "10s" } });
-    c.call_value("action.set", json!({ "action": action })).await.unwrap();
-    // Interleave baseline and engine rounds so a burst of load elsewhere on the machine
-    // hits both alike; keep the best of each.
-    let mut bare = Duration::MAX;
-    let mut best = Duration::MAX;
-    for _ in 0..5 {
-        bare = bare.min(bare_spawn(JOBS));
-        let t = Instant::now();
-        let run: Value = c.call_value("run.submit", json!({ "actions": vec!["t"; JOBS] })).await.unwrap();
-        let id = run["id"].as_i64().unwrap();
-        loop {
-            let r: Value = c.call_value("run.get", json!({ "id": id, "jobs": false })).await.unwrap();
-            if r["phase"] == "succeeded" {
-                break;
-            }
-            assert!(r["phase"] == "running" || r["phase"] == "pending", "run failed: {r}");
-            // Poll gently: the poller must not compete with the daemon for the CPU.
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        best = best.min(t.elapsed());
-    }
-    rows.push(Row {
-        what: format!("{JOBS} one-shot `true` jobs"),
-        ours: ms(best),
-        base: ms(bare),
-        unit: "ms",
-        base_name: "bare fork/exec".into(),
-    });
-    drop(c);
-    drop(d);
-
-    // ---- 50 services: start, idle, stop --------------------------------------------
-    let mut d = Daemon::new();
-    d.spawn();
-    let mut c = connect(&d.socket()).await;
-    for i in 0..SERVICES {
-        let a = json!({ "name": format!("s{i}"), "context": "core", "interpreter": "exec", "script": "sleep 100000", "process": true,
-            "restart": { "policy": "on-failure", "delay": "1s", "max_delay": "60s", "max_retries": 0 }, "stop": { "signal": "SIGTERM", "timeout": "10s" } });
-        c.call_value("action.set", json!({ "action": a })).await.unwrap();
-        let s = json!({ "name": format!("s{i}"), "context": "core", "status": "start", "actions": [format!("s{i}")] });
-        c.call_value("service.set", json!({ "service": s })).await.unwrap();
-    }
-    while running_count(&mut c).await < SERVICES {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    // Stop them (the spec still says start), then restart the daemon cold.
-    for i in 0..SERVICES {
-        c.call_value("service.stop", json!({ "name": format!("s{i}") })).await.unwrap();
-    }
-    while inactive_count(&mut c).await < SERVICES {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    drop(c);
-    d.stop();
-    let t = d.spawn();
-    let mut c = connect(&d.socket()).await;
-    while running_count(&mut c).await < SERVICES {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let ours_start = t.elapsed();
-    drop(c);
-    let pid = d.pid();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (t0, s0, _) = proc_cost(pid);
-    tokio::time::sleep(IDLE).await;
-    let (t1, s1, rss) = proc_cost(pid);
-    let ours_idle = (t1 - t0, s1 - s0, rss);
-    let mut c = connect(&d.socket()).await;
-    let t = Instant::now();
-    for i in 0..SERVICES {
-        c.call_value("service.stop", json!({ "name": format!("s{i}") })).await.unwrap();
-    }
-    while inactive_count(&mut c).await < SERVICES {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let ours_stop = t.elapsed();
-    drop(c);
-    drop(d);
-
-    let sup = supervisord();
-    let (base_name, sb) = match &sup {
-        Some(s) => ("supervisord".to_owned(), s.clone()),
-        None => (
-            "supervisord (not installed)".to_owned(),
-            Peer { start: f64::NAN, ticks: 0, switches: 0, rss_kb: 0, stop: f64::NAN },
-        ),
-    };
-    rows.push(Row {
-        what: format!("cold start to {SERVICES} services running"),
-        ours: ms(ours_start),
-        base: sb.start,
-        unit: "ms",
-        base_name: base_name.clone(),
-    });
-    rows.push(Row {
-        what: format!("idle {}s: CPU ticks", IDLE.as_secs()),
-        ours: ours_idle.0 as f64,
-        base: sb.ticks as f64,
-        unit: "ticks",
-        base_name: base_name.clone(),
-    });
-    rows.push(Row {
-        what: format!("idle {}s: context switches", IDLE.as_secs()),
-        ours: ours_idle.1 as f64,
-        base: sb.switches as f64,
-        unit: "",
-        base_name: base_name.clone(),
-    });
-    rows.push(Row {
-        what: format!("RSS with {SERVICES} services"),
-        ours: ours_idle.2 as f64 / 1024.0,
-        base: sb.rss_kb as f64 / 1024.0,
-        unit: "MB",
-        base_name: base_name.clone(),
-    });
-    rows.push(Row {
-        what: format!("stop {SERVICES} services"),
-        ours: ms(ours_stop),
-        base: sb.stop,
-        unit: "ms",
-        base_name,
-    });
-    if let Some(p) = pueue() {
-        for (what, ours, base, unit) in [
-            (format!("{SERVICES} long tasks added and running"), ms(ours_start), p.start, "ms"),
-            (format!("idle {}s: CPU ticks", IDLE.as_secs()), ours_idle.0 as f64, p.ticks as f64, "ticks"),
-            (format!("idle {}s: context switches", IDLE.as_secs()), ours_idle.1 as f64, p.switches as f64, ""),
-            (format!("RSS with {SERVICES} tasks"), ours_idle.2 as f64 / 1024.0, p.rss_kb as f64 / 1024.0, "MB"),
-            (format!("stop {SERVICES} tasks (kill --all)"), ms(ours_stop), p.stop, "ms"),
-        ] {
-            rows.push(Row { what, ours, base, unit, base_name: "pueue".into() });
-        }
-    } else {
-        eprintln!("pueue not found: `cargo install pueue` (or set PUEUE_BIN_DIR) to include it");
-    }
-    if let Some(pueue_ms) = pueue_throughput() {
-        let ours = hero_proc_throughput().await;
-        rows.push(Row {
-            what: format!("{TASKS} short tasks, one CLI call each, to all done"),
-            ours,
-            base: pueue_ms,
-            unit: "ms",
-            base_name: "pueue (parallel 64)".into(),
-        });
-    }
-
-    println!(
-        "engine benchmark — `cargo bench -p hero_proc --bench engine` ({} cores)",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
-    );
-    println!("{:<36} {:>12} {:>12} {:>9}  baseline", "measure", "hero_proc", "baseline", "ratio");
-    for r in rows {
-        let ratio = if r.base > 0.0 { format!("{:.2}x", r.ours / r.base) } else { "-".into() };
-        println!(
-            "{:<36} {:>9.1} {:<2} {:>9.1} {:<2} {:>9}  {}",
-            r.what, r.ours, r.unit, r.base, r.unit, ratio, r.base_name
-        );
-    }
-}
-
-#[derive(Clone)]
-struct Peer {
-    start: f64,
-    ticks: u64,
-    switches: u64,
-    rss_kb: u64,
-    stop: f64,
-}
-
-/// The same start / idle / stop cycle with supervisord, if installed.
-fn supervisord() -> Option<Peer> {
-    Command::new("supervisord").arg("--version").output().ok()?;
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("supervisord.conf");
-    let sock = dir.path().join("supervisor.sock");
-    let mut text = format!(
-        "[unix_http_server]\nfile={s}\n[supervisord]\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\nchildlogdir={d}\nnodaemon=true\n[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n[supervisorctl]\nserverurl=unix://{s}\n",
-        s = sock.display(),
-        d = dir.path().display()
-    );
-    for i in 0..SERVICES {
+    let t0 = Instant::now();
+    let watch = ProcWatch::start(t0, mark, n);
+    for i in 0..n {
         // startsecs=0: RUNNING as soon as spawned, like ours without health checks.
-        text.push_str(&format!("[program:s{i}]\ncommand=sleep 100000\nautostart=true\nstartsecs=0\nstopwaitsecs=10\n"));
+        std::fs::write(
+            sv.dir.path().join(format!("conf.d/s{i}.conf")),
+            format!("[program:s{i}]\ncommand=sleep {mark}\nautostart=true\nautorestart=unexpected\nstartsecs=0\nstopwaitsecs=10\n"),
+        )
+        .unwrap();
+        let out = sv.ctl(&["update", &format!("s{i}")]);
+        assert!(out.status.success(), "supervisorctl update s{i}: {}", text(&out.stdout));
     }
-    std::fs::write(&conf, text).unwrap();
-    let ctl = |args: &[&str]| Command::new("supervisorctl").arg("-c").arg(&conf).args(args).output().unwrap();
-    let t = Instant::now();
-    let mut child =
-        Command::new("supervisord").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    loop {
-        let out = String::from_utf8_lossy(&ctl(&["status"]).stdout).into_owned();
-        if out.matches("RUNNING").count() >= SERVICES {
-            break;
-        }
-        if t.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(1));
+    r.add = Some(observe(t0, watch, &format!("{n} supervisord programs RUNNING"), || sv.count("RUNNING") == n));
+    r.idle = idle_cost(sv.pid(), s.idle);
+
+    sv.terminate();
+    wait("supervisord's programs to be gone", SCAN, || sleepers(mark) == 0);
+
+    let t0 = Instant::now();
+    let watch = ProcWatch::start(t0, mark, n);
+    sv.spawn();
+    r.cold = Some(observe(t0, watch, &format!("{n} supervisord programs RUNNING after a cold start"), || {
+        sv.count("RUNNING") == n
+    }));
+
+    let t0 = Instant::now();
+    let watch = ProcWatch::start(t0, mark, 0);
+    for i in 0..n {
+        let out = sv.ctl(&["stop", &format!("s{i}")]);
+        assert!(out.status.success(), "supervisorctl stop s{i}: {}", text(&out.stdout));
     }
-    let start = ms(t.elapsed());
-    std::thread::sleep(Duration::from_millis(500));
-    let (t0, s0, _) = proc_cost(child.id());
-    std::thread::sleep(IDLE);
-    let (t1, s1, rss_kb) = proc_cost(child.id());
-    let t = Instant::now();
-    ctl(&["stop", "all"]);
-    let stop = ms(t.elapsed());
-    let _ = child.kill();
-    let _ = child.wait();
-    Some(Peer { start, ticks: t1 - t0, switches: s1 - s0, rss_kb, stop })
+    r.stop = Some(observe(t0, watch, &format!("{n} supervisord programs STOPPED"), || sv.count("STOPPED") == n));
+    r
 }
 
-const TASKS: usize = 500;
-
-/// Throughput as a user sees it: `hero_proc run submit t` (a CLI process each) 500
-/// times, until every job has finished.
-async fn hero_proc_throughput() -> f64 {
-    let mut d = Daemon::new();
-    d.spawn();
-    let mut c = connect(&d.socket()).await;
-    let action = json!({ "name": "t", "context": "core", "interpreter": "exec", "script": "true", "process": false,
-        "restart": { "policy": "never", "delay": "1s", "max_delay": "1s", "max_retries": 0 }, "stop": { "signal": "SIGTERM", "timeout": "10s" } });
-    c.call_value("action.set", json!({ "action": action })).await.unwrap();
-    let t = Instant::now();
-    for _ in 0..TASKS {
-        let out = Command::new(bin()).args(["run", "submit", "t"]).env("HERO_ROOTDIR", d.root.path()).output().unwrap();
-        assert!(out.status.success());
-    }
-    loop {
-        let v: Value = c.call_value("job.list", json!({ "phase": "succeeded", "limit": TASKS + 10 })).await.unwrap();
-        if v.as_array().map(|a| a.len()).unwrap_or(0) >= TASKS {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(120), "hero_proc did not finish {TASKS} tasks");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    ms(t.elapsed())
-}
+// ---- pueue --------------------------------------------------------------------------
 
 /// A private pueued (its own HOME and XDG folders), found on PATH or in $PUEUE_BIN_DIR;
 /// shut down and killed on drop.
 struct Pueue {
     _dir: tempfile::TempDir,
-    envs: Vec<(&'static str, PathBuf)>,
+    envs: Vec<(&'static str, std::path::PathBuf)>,
     bin_dir: Option<String>,
     child: Child,
 }
 
 impl Pueue {
+    const MISSING: &str = "pueue: missing, not measured (install it with `cargo install pueue --locked`, then put it on PATH or set PUEUE_BIN_DIR)";
+
     fn tool(bin_dir: &Option<String>, name: &str) -> String {
         bin_dir.as_ref().map(|d| format!("{d}/{name}")).unwrap_or_else(|| name.to_owned())
     }
 
-    /// `None` when pueue is not installed or its daemon does not come up.
+    /// `None` when pueue is not installed. Panics when it is but its daemon does not answer.
     fn start() -> Option<Pueue> {
         let bin_dir = std::env::var("PUEUE_BIN_DIR").ok();
-        Command::new(Self::tool(&bin_dir, "pueue")).arg("--version").output().ok()?;
+        if !support::require::runs(&Self::tool(&bin_dir, "pueue"))
+            || !support::require::runs(&Self::tool(&bin_dir, "pueued"))
+        {
+            return None;
+        }
         let dir = tempfile::tempdir().unwrap();
         let envs = vec![
             ("HOME", dir.path().to_owned()),
@@ -415,79 +654,75 @@ impl Pueue {
         for (_, p) in &envs {
             std::fs::create_dir_all(p).unwrap();
         }
-        let mut d = Command::new(Self::tool(&bin_dir, "pueued"));
-        d.envs(envs.iter().map(|(k, v)| (*k, v)));
-        let child = d.stdout(Stdio::null()).stderr(Stdio::null()).spawn().ok()?;
+        let child = Command::new(Self::tool(&bin_dir, "pueued"))
+            .envs(envs.iter().map(|(k, v)| (*k, v)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pueued");
         let p = Pueue { _dir: dir, envs, bin_dir, child };
-        let up = Instant::now();
-        while !p.client(&["status"]).status.success() {
-            if up.elapsed() > Duration::from_secs(20) {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait("pueued to answer", POLL, || p.client(&["status"]).status.success());
         Some(p)
     }
 
-    fn client(&self, args: &[&str]) -> std::process::Output {
+    fn client(&self, args: &[&str]) -> Output {
         Command::new(Self::tool(&self.bin_dir, "pueue"))
             .args(args)
             .envs(self.envs.iter().map(|(k, v)| (*k, v)))
             .output()
-            .unwrap()
+            .expect("run pueue")
     }
 
-    fn status_json(&self) -> String {
-        String::from_utf8_lossy(&self.client(&["status", "--json"]).stdout).into_owned()
+    fn ok(&self, args: &[&str]) {
+        let out = self.client(args);
+        assert!(out.status.success(), "pueue {args:?}: {}{}", text(&out.stdout), text(&out.stderr));
+    }
+
+    /// How many tasks `pueue status --json` shows with status `state` (a task's status is
+    /// `{"Running":{...}}`, a group's is `"Running"`: only tasks are counted).
+    fn count(&self, state: &str) -> usize {
+        text(&self.client(&["status", "--json"]).stdout).matches(&format!("\"{state}\":{{")).count()
+    }
+
+    /// `pueue add -- true` N times (64 in parallel), until all are done.
+    fn throughput(&self, n: usize) -> Duration {
+        self.ok(&["parallel", "64"]);
+        let t = Instant::now();
+        for _ in 0..n {
+            self.ok(&["add", "--", "true"]);
+        }
+        wait(&format!("{n} pueue tasks done"), Duration::from_millis(5), || self.count("Done") == n);
+        t.elapsed()
     }
 }
 
 impl Drop for Pueue {
     fn drop(&mut self) {
+        let _ = self.client(&["kill", "--all"]);
         let _ = self.client(&["shutdown"]);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// The same with pueue: `pueue add -- true` 500 times (64 in parallel), until all are done.
-fn pueue_throughput() -> Option<f64> {
-    let p = Pueue::start()?;
-    p.client(&["parallel", "64"]);
-    let t = Instant::now();
-    for _ in 0..TASKS {
-        p.client(&["add", "--", "true"]);
+/// pueue is a task queue, not a supervisor: N long tasks added (`pueue add`) and killed
+/// (`pueue kill ID`) one CLI call each; it does not restart tasks at boot, so no cold start.
+fn pueue_services(p: Pueue, s: &Sizes, mark: &str) -> PeerResult {
+    let n = s.services;
+    p.ok(&["parallel", &n.to_string()]);
+    let mut r = PeerResult::default();
+    let t0 = Instant::now();
+    let watch = ProcWatch::start(t0, mark, n);
+    for _ in 0..n {
+        p.ok(&["add", "--", "sleep", mark]);
     }
-    // A finished task's status is `{"Done":{...}}`.
-    while p.status_json().matches("\"Done\":{").count() < TASKS && t.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(5));
+    r.add = Some(observe(t0, watch, &format!("{n} pueue tasks Running"), || p.count("Running") == n));
+    r.idle = idle_cost(p.child.id(), s.idle);
+    let t0 = Instant::now();
+    let watch = ProcWatch::start(t0, mark, 0);
+    for i in 0..n {
+        p.ok(&["kill", &i.to_string()]);
     }
-    Some(ms(t.elapsed()))
-}
-
-/// pueue (a task queue, not a supervisor): 50 long tasks added and running, idle cost,
-/// `kill --all`. Found on PATH or in $PUEUE_BIN_DIR.
-fn pueue() -> Option<Peer> {
-    let p = Pueue::start()?;
-    p.client(&["parallel", &SERVICES.to_string()]);
-    let t = Instant::now();
-    for _ in 0..SERVICES {
-        p.client(&["add", "--", "sleep", "100000"]);
-    }
-    while p.status_json().matches("\"Running\":{").count() < SERVICES && t.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let start = ms(t.elapsed());
-    std::thread::sleep(Duration::from_millis(500));
-    let (t0, s0, _) = proc_cost(p.child.id());
-    std::thread::sleep(IDLE);
-    let (t1, s1, rss_kb) = proc_cost(p.child.id());
-    let t = Instant::now();
-    p.client(&["kill", "--all"]);
-    // A task's status is `{"Running":{...}}`; a group's is `"Running"` (not counted).
-    while p.status_json().contains("\"Running\":{") && t.elapsed() < Duration::from_secs(30) {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let stop = ms(t.elapsed());
-    Some(Peer { start, ticks: t1 - t0, switches: s1 - s0, rss_kb, stop })
+    r.stop = Some(observe(t0, watch, &format!("{n} pueue tasks Done"), || p.count("Done") == n));
+    r
 }

@@ -3,6 +3,7 @@
 //! child), so tests run in parallel and leave nothing behind.
 #![allow(dead_code)]
 
+pub mod bench;
 pub mod config_repo;
 pub mod require;
 
