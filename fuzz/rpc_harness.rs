@@ -87,7 +87,7 @@ impl Harness {
     /// answer; `Err` says what is wrong with which one.
     pub fn feed(&self, input: &[u8]) -> Result<(), String> {
         let n = self.fed.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if n % REAP_EVERY == 0 {
+        if n.is_multiple_of(REAP_EVERY) {
             reap_descendants();
         }
         for request in
