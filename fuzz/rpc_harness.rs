@@ -139,8 +139,8 @@ impl Drop for Harness {
 /// `result` and `error`; an error has an integer code and a message, and is never the
 /// product's internal error (a handler that panicked in a blocking task, a run that
 /// vanished, ...). Only notifications are acknowledged with nothing (`null`); jsonrpsee
-/// 0.26 takes a request whose id is not a string, an unsigned integer or null for one
-/// (`"id": -1` or `1.5` gets no answer, and the method does not run).
+/// 0.26 takes a call it cannot decode for one (`"id": -1`, `"id": 1.5` or a key given
+/// twice gets no answer, and the method does not run).
 pub fn check_answer(request: &[u8], status: u16, body: &[u8]) -> Result<(), String> {
     if status == 400 {
         // jsonrpsee's answer to a body that is neither an object nor an array.
@@ -161,15 +161,21 @@ pub fn check_answer(request: &[u8], status: u16, body: &[u8]) -> Result<(), Stri
     }
 }
 
-/// A request without a valid id, or a batch of only those.
+/// Not a call jsonrpsee answers: what does not decode as its `Request` (no id, an id that
+/// is not a string, an unsigned integer or null, a duplicate key, ...) and does decode as
+/// a notification is acknowledged with `null` and not run; a batch of only those.
 fn is_notification(request: &[u8]) -> bool {
-    let no_id = |v: &serde_json::Value| {
-        v.as_object().is_some_and(|o| !o.get("id").is_some_and(|id| id.is_string() || id.is_u64() || id.is_null()))
+    use jsonrpsee::types::{Notification, Request};
+    use serde_json::value::RawValue;
+    // Decoded as jsonrpsee's server does: the first byte tells a batch, entries are text.
+    let notif = |raw: &[u8]| {
+        serde_json::from_slice::<Request>(raw).is_err()
+            && serde_json::from_slice::<Notification<Option<&RawValue>>>(raw).is_ok()
     };
-    match serde_json::from_slice::<serde_json::Value>(request) {
-        Ok(serde_json::Value::Array(items)) => !items.is_empty() && items.iter().all(no_id),
-        Ok(v) => no_id(&v),
-        Err(_) => false,
+    match request.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice::<Vec<&RawValue>>(request)
+            .is_ok_and(|items| !items.is_empty() && items.iter().all(|i| notif(i.get().as_bytes()))),
+        _ => notif(request),
     }
 }
 

@@ -6,7 +6,7 @@
 //! of the daemon. The libFuzzer target is for longer runs (docs/RELIABILITY.md).
 //!
 //! The seed changes on every run and is printed; `HERO_PROC_FUZZ_SEED=<seed>` replays a
-//! run, `HERO_PROC_FUZZ_CASES=<n>` sets the number of mutated inputs (default 1500). A
+//! run, `HERO_PROC_FUZZ_CASES=<n>` sets the number of mutated inputs (default 2000). A
 //! failing input is written to `fuzz/artifacts/rpc_request/` and named in the failure.
 
 #[path = "../../../fuzz/rpc_harness.rs"]
@@ -29,7 +29,7 @@ fn rpc_corpus_and_seeded_mutations_through_the_real_router() {
         Ok(s) => s.parse().expect("HERO_PROC_FUZZ_SEED is a number"),
         Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
     };
-    let cases: u64 = std::env::var("HERO_PROC_FUZZ_CASES").map_or(1500, |s| s.parse().expect("a number"));
+    let cases: u64 = std::env::var("HERO_PROC_FUZZ_CASES").map_or(2000, |s| s.parse().expect("a number"));
     println!(
         "rpc_corpus: seed {seed}, {cases} mutated inputs (replay: HERO_PROC_FUZZ_SEED={seed} cargo test --workspace \
          --test rpc_corpus)"
