@@ -1,19 +1,59 @@
 #!/usr/bin/env bash
-# A short fuzz run of every target (CI); the seeds are real files from this repository.
-# Longer: SECS=600 fuzz/run-short.sh. The stable toolchain accepts cargo-fuzz's
-# sanitizer flags with RUSTC_BOOTSTRAP=1 (no nightly here).
+# Fuzz each target for SECS seconds (default 20, as CI runs it), starting from its
+# committed, minimised corpus (fuzz/corpus/<target>/) and the hand-written seeds
+# (fuzz/seeds/<target>/). The stable toolchain accepts cargo-fuzz's sanitizer flags with
+# RUSTC_BOOTSTRAP=1 (no nightly here).
+#
+#   TARGETS="spec_loader sops_parser"   which targets (default: all three)
+#   SEED=<n>      libFuzzer's seed (default: a new one per run, printed)
+#   SECS=<n>      seconds per target
+#   KEEP=1        write new inputs into fuzz/corpus/<target>/ (to grow the committed
+#                 corpus; minimise it afterwards, see docs/RELIABILITY.md); otherwise
+#                 they go to fuzz/target/scratch-corpus/<target>/, which git ignores
+#
+# A crash fails the script; libFuzzer keeps the input in fuzz/artifacts/<target>/ and the
+# script prints the command that replays it.
+#
+# rpc_request links the whole daemon (`--features daemon`) and starts the processes its
+# inputs ask for; it runs in its own PID namespace where `unshare` allows it, so nothing
+# it started outlives it even after a crash. CI leaves it out (a second, sanitizer build
+# of the daemon) and runs its corpus and seeded mutations in `cargo test` instead
+# (crates/hero_proc_daemon/tests/rpc_corpus.rs).
 set -euo pipefail
 cd "$(dirname "$0")"
 secs="${SECS:-20}"
+targets="${TARGETS:-spec_loader sops_parser rpc_request}"
+# libFuzzer's seed is an unsigned int; 0 would mean "pick one" (unprinted).
+seed="${SEED:-$(( ( $(date +%s) * 32768 + RANDOM ) % 2147483646 + 1 ))}"
+echo "fuzz: seed $seed, ${secs}s per target (repeat: SEED=$seed SECS=$secs TARGETS=\"$targets\" bash fuzz/run-short.sh)"
 log="$(mktemp)"
-for t in spec_loader sops_parser rpc_request; do
-  mkdir -p "corpus/$t"
-  cp -n seeds/$t/* "corpus/$t/" 2>/dev/null || true
-  if ! RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$t" "corpus/$t" -- -max_total_time="$secs" -seed=1 >"$log" 2>&1; then
+trap 'rm -f "$log"' EXIT
+for t in $targets; do
+  features=()
+  wrap=()
+  if [ "$t" = rpc_request ]; then
+    features=(--features daemon)
+    if unshare --pid --fork --kill-child --mount-proc true 2>/dev/null; then
+      wrap=(unshare --pid --fork --kill-child --mount-proc)
+    else
+      echo "fuzz: no PID namespace here; rpc_request kills what it started at exit, but not after a crash" >&2
+    fi
+  fi
+  if [ "${KEEP:-}" = 1 ]; then
+    out="corpus/$t"
+    dirs=("seeds/$t")
+  else
+    out="target/scratch-corpus/$t"
+    dirs=("corpus/$t" "seeds/$t")
+  fi
+  mkdir -p "$out" "corpus/$t"
+  if ! RUSTC_BOOTSTRAP=1 "${wrap[@]}" cargo fuzz run -O "${features[@]}" "$t" "$out" "${dirs[@]}" -- \
+    -max_total_time="$secs" -seed="$seed" -timeout=120 >"$log" 2>&1; then
     tail -60 "$log" >&2
-    echo "fuzz target $t failed (a crash is kept in fuzz/artifacts/$t/)" >&2
+    crash="$(ls -t "artifacts/$t"/* 2>/dev/null | head -1 || true)"
+    echo "fuzz target $t failed with seed $seed; the input is kept in fuzz/${crash:-artifacts/$t/}" >&2
+    echo "replay it: cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O ${features[*]} $t ${crash:-artifacts/$t/<file>}" >&2
     exit 1
   fi
-  echo "$t: $(grep -E '^Done' "$log" | tail -1)"
+  echo "$t: $(grep -E '^Done' "$log" | tail -1) (corpus $(ls "corpus/$t" | wc -l) files + $(ls "$out" | wc -l) new)"
 done
-rm -f "$log"

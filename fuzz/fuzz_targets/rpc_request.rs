@@ -1,32 +1,39 @@
-//! The RPC request decoder: a JSON-RPC envelope, then each method's parameters into the
-//! wire types the daemon decodes them into. Errors only, no panic.
+//! The daemon's RPC request path on arbitrary bytes: each line of an input is POSTed to
+//! the router the socket serves (`hero_proc_daemon::rpc::Router`: jsonrpsee's HTTP
+//! handling, then the real handlers on a real store and engine over a temporary root,
+//! see `fuzz/rpc_harness.rs`). Every answer must be a well-formed JSON-RPC response that
+//! is not an internal error; a panic in any thread (a handler, the engine) aborts.
 #![no_main]
 
-use hero_proc_rpc::wire::*;
-use libfuzzer_sys::fuzz_target;
-use serde::Deserialize;
+use std::sync::OnceLock;
 
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct Envelope {
-    jsonrpc: String,
-    id: Option<serde_json::Value>,
-    method: String,
-    #[serde(default)]
-    params: serde_json::Value,
+use libfuzzer_sys::fuzz_target;
+
+#[path = "../rpc_harness.rs"]
+mod rpc_harness;
+
+static HARNESS: OnceLock<rpc_harness::Harness> = OnceLock::new();
+
+extern "C" fn at_exit() {
+    // The processes inputs started, and the root (a crash skips this: run-short.sh runs
+    // the fuzzer in its own PID namespace, which the kernel empties when it ends).
+    rpc_harness::reap_descendants();
+    if let Some(h) = HARNESS.get() {
+        let _ = std::fs::remove_dir_all(h.root());
+    }
 }
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(req) = serde_json::from_slice::<Envelope>(data) else { return };
-    let p = req.params;
-    match req.method.as_str() {
-        "action.set" => drop(serde_json::from_value::<ActionSet>(p)),
-        "service.set" => drop(serde_json::from_value::<ServiceSet>(p)),
-        "run.submit" => drop(serde_json::from_value::<RunSubmit>(p)),
-        "run.get" => drop(serde_json::from_value::<RunGet>(p)),
-        "job.list" => drop(serde_json::from_value::<JobQuery>(p)),
-        "log.query" => drop(serde_json::from_value::<LogQuery>(p)),
-        "secret.set" => drop(serde_json::from_value::<SecretSet>(p)),
-        _ => drop(serde_json::from_value::<ObjectRef>(p)),
+fuzz_target!(
+    init: {
+        // SAFETY: libFuzzer calls init once, before any input, from its only thread.
+        HARNESS.get_or_init(|| unsafe { rpc_harness::Harness::boot() });
+        // SAFETY: registers a plain function to run at exit.
+        unsafe { libc::atexit(at_exit) };
+    },
+    |data: &[u8]| {
+        let h = HARNESS.get().expect("init ran");
+        if let Err(e) = h.feed(data) {
+            panic!("{e}");
+        }
     }
-});
+);

@@ -14,7 +14,10 @@ use hero_proc_rpc::ErrorCode;
 use hero_proc_rpc::methods::{METHODS, openrpc_document};
 use hero_proc_rpc::wire::*;
 use hero_proc_store::{JobFilter, JobId, Origin, Phase, Ref, RunId, StoreError};
-use jsonrpsee::server::{HttpBody, HttpRequest, HttpResponse, RpcModule, Server, StopHandle, stop_channel};
+use jsonrpsee::server::{
+    HttpBody, HttpRequest, HttpResponse, RpcModule, Server, ServerHandle, StopHandle, TowerService,
+    TowerServiceBuilder, stop_channel,
+};
 use jsonrpsee::types::{ErrorObjectOwned, Params};
 use tokio::net::UnixListener;
 
@@ -59,7 +62,7 @@ pub fn into_tokio(path: &Path, l: Option<std::os::unix::net::UnixListener>) -> R
 pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, shutdown: impl Future<Output = ()>) {
     let module = methods(ctx.clone());
     let (stop_handle, server_handle) = stop_channel();
-    let builder = Server::builder().to_service_builder();
+    let builder = service_builder();
     // Owner-only socket: a larger cap, but a share of the fd limit so supervised processes'
     // pipes and the log files keep theirs; no request timeout (calls may wait on processes).
     let mut limits = hero_proc_net::Limits::public("rpc socket", hero_proc_net::fd_budget(256, 4));
@@ -72,6 +75,40 @@ pub async fn serve(listener: UnixListener, ctx: Arc<Ctx>, shutdown: impl Future<
     };
     hero_proc_net::serve(listener, limits, make, shutdown).await;
     let _ = server_handle.stop();
+}
+
+/// The jsonrpsee service settings (body size, batches): the socket's and [`Router`]'s.
+fn service_builder() -> TowerServiceBuilder<tower::layer::util::Identity, tower::layer::util::Identity> {
+    Server::builder().to_service_builder()
+}
+
+/// What the socket does with every request that is not a GET, without the socket: the
+/// module of [`methods`] behind the same jsonrpsee service (content type, body limit,
+/// parse errors, batches, notifications). The RPC fuzzer and its corpus replay test
+/// (`fuzz/rpc_harness.rs`) feed it.
+pub struct Router {
+    svc: TowerService<tower::layer::util::Identity, tower::layer::util::Identity>,
+    _server: ServerHandle,
+}
+
+impl Router {
+    pub fn new(ctx: Arc<Ctx>) -> Router {
+        let (stop_handle, server) = stop_channel();
+        Router { svc: service_builder().build(methods(ctx), stop_handle), _server: server }
+    }
+
+    /// `POST /rpc` with `body` as `application/json`, as a client on the socket sends it:
+    /// the HTTP status and the response body.
+    pub async fn post(&self, body: Vec<u8>) -> Result<(u16, Vec<u8>), Box<dyn std::error::Error + Send + Sync>> {
+        use http_body_util::BodyExt;
+        let req = http::Request::post("/rpc")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))?;
+        let resp = tower::Service::call(&mut self.svc.clone(), req).await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes().to_vec();
+        Ok((status, body))
+    }
 }
 
 /// Plain HTTP routes in front of the JSON-RPC service.
