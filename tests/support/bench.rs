@@ -1,4 +1,4 @@
-//! The mode of a daemon-level benchmark (`tests/bench/*.rs`, `harness = false`).
+//! The mode of a benchmark (`tests/bench/*.rs` and the crates' `benches/`, `harness = false`).
 //!
 //! `cargo bench` passes `--bench`: full size. `cargo test` runs the same binary without
 //! it (every `[[bench]]` has `test = true`): a tiny size that still goes through every

@@ -16,6 +16,11 @@
 //! `cargo bench --workspace --bench append` runs 1M events; without `--bench` (what
 //! `cargo test` runs) it is a 2,000-event smoke run. `HERO_BENCH_EVENTS=N` sets the size.
 
+/// Full size or smoke: the convention the daemon-level benchmarks use.
+#[path = "../../../tests/support/bench.rs"]
+#[allow(dead_code)]
+mod bench;
+
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -48,7 +53,7 @@ struct Size {
 }
 
 fn size() -> Size {
-    let full = std::env::args().any(|a| a == "--bench");
+    let full = bench::Mode::from_args("append") == Some(bench::Mode::Full);
     let events = std::env::var("HERO_BENCH_EVENTS").ok().and_then(|v| v.parse().ok());
     if full {
         Size { events: events.unwrap_or(1_000_000), runs: 5 }
@@ -204,6 +209,10 @@ fn queries(n: usize) -> Vec<Q> {
 }
 
 fn main() {
+    // `--list`, or a test-name filter that does not match: nothing to run.
+    if bench::Mode::from_args("append").is_none() {
+        return;
+    }
     let Size { events: n, runs } = size();
     let dir = tempfile::tempdir().unwrap();
     let cfg = LogStoreConfig::default();

@@ -23,6 +23,11 @@
 //! `HERO_BENCH_ROUNDS=3` for a quicker run. Without `--bench` (what `cargo test` runs) it
 //! is a smoke run of 200 actions / 40 services, one round, with the same checks.
 
+/// Full size or smoke: the convention the daemon-level benchmarks use.
+#[path = "../../../tests/support/bench.rs"]
+#[allow(dead_code)]
+mod bench;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -325,9 +330,13 @@ fn run(scale: Scale) -> Row {
 }
 
 fn main() {
+    // `--list`, or a test-name filter that does not match: nothing to run.
+    if bench::Mode::from_args("plan").is_none() {
+        return;
+    }
     // `cargo bench` passes `--bench`; `cargo test` does not: then a smoke run, one small
     // round through every path and check.
-    let quick = !std::env::args().any(|a| a == "--bench");
+    let quick = bench::Mode::from_args("plan") != Some(bench::Mode::Full);
     let rounds = std::env::var("HERO_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok());
     let scales = if quick {
         vec![Scale { actions: 200, services: 40, rounds: rounds.unwrap_or(1) }]

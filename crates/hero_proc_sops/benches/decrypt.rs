@@ -17,6 +17,11 @@
 //! `HERO_BENCH_KEYS=N` sets the size; `HERO_BENCH_SOPS=/path/to/sops` picks the binary.
 //! `sops` and `age-keygen` must be installed (`HERO_TEST_ALLOW_SKIP=1` skips without).
 
+/// Full size or smoke: the convention the daemon-level benchmarks use.
+#[path = "../../../tests/support/bench.rs"]
+#[allow(dead_code)]
+mod bench;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -43,7 +48,7 @@ struct Size {
 }
 
 fn size() -> Size {
-    let full = std::env::args().any(|a| a == "--bench");
+    let full = bench::Mode::from_args("decrypt") == Some(bench::Mode::Full);
     let keys = std::env::var("HERO_BENCH_KEYS").ok().and_then(|v| v.parse().ok());
     if full {
         Size { keys: keys.unwrap_or(1_000), runs: 21, sops_runs: 11 }
@@ -248,6 +253,10 @@ fn ours(enc: &[u8], keys: &LoadedIdentities) -> BTreeMap<String, String> {
 }
 
 fn main() {
+    // `--list`, or a test-name filter that does not match: nothing to run.
+    if bench::Mode::from_args("decrypt").is_none() {
+        return;
+    }
     let size = size();
     let sops = find_sops();
     let keygen = on_path("age-keygen").into_iter().next();

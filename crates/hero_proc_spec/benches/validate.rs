@@ -12,6 +12,11 @@
 //! runs) it is a smoke run of 50 and 100 actions, one round each.
 //! `HERO_BENCH_SIZES=1000,5000` sets the sizes.
 
+/// Full size or smoke: the convention the daemon-level benchmarks use.
+#[path = "../../../tests/support/bench.rs"]
+#[allow(dead_code)]
+mod bench;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -91,6 +96,10 @@ fn peak_rss_kb() -> u64 {
 }
 
 fn main() {
+    // `--list`, or a test-name filter that does not match: nothing to run.
+    if bench::Mode::from_args("validate").is_none() {
+        return;
+    }
     // Child mode: validate once in a fresh process and report wall time and peak RSS.
     if let Ok(dir) = std::env::var("HERO_BENCH_VALIDATE_DIR") {
         let t = Instant::now();
@@ -100,7 +109,7 @@ fn main() {
         return;
     }
 
-    let full = std::env::args().any(|a| a == "--bench");
+    let full = bench::Mode::from_args("validate") == Some(bench::Mode::Full);
     let runs = if full { 5 } else { 1 };
     let sizes: Vec<usize> = match std::env::var("HERO_BENCH_SIZES") {
         Ok(v) => v.split(',').map(|n| n.trim().parse().expect("HERO_BENCH_SIZES: numbers")).collect(),

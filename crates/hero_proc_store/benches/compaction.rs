@@ -17,6 +17,11 @@
 //! Without `--bench` (what `cargo test` runs) every part runs at about 1/100 of the size.
 //! `HERO_BENCH_ONLY=growth|big|scaling` runs one part.
 
+/// Full size or smoke: the convention the daemon-level benchmarks use.
+#[path = "../../../tests/support/bench.rs"]
+#[allow(dead_code)]
+mod bench;
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -43,7 +48,7 @@ struct Size {
 
 impl Size {
     fn get() -> Size {
-        if std::env::args().any(|a| a == "--bench") {
+        if bench::Mode::from_args("compaction") == Some(bench::Mode::Full) {
             Size {
                 step_jobs: 10_000,
                 steps: 10,
@@ -339,6 +344,10 @@ fn scaling(a: &Action, size: &Size) {
 }
 
 fn main() {
+    // `--list`, or a test-name filter that does not match: nothing to run.
+    if bench::Mode::from_args("compaction").is_none() {
+        return;
+    }
     let size = Size::get();
     let a = action("core", "hero_agent_server");
     println!("# hero_proc_store compaction benchmark\n");
