@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::bench::Mode;
-use support::{Daemon, bin, text};
+use support::{Daemon, text};
 
 /// Interval between two status polls through a supervisor's CLI.
 const POLL: Duration = Duration::from_millis(10);
@@ -462,20 +462,8 @@ fn hero_proc_services(s: &Sizes, mark: &str) -> PeerResult {
 
     let t0 = Instant::now();
     let watch = ProcWatch::start(t0, mark, n);
-    let log = std::fs::OpenOptions::new().append(true).open(d.root().join("daemon.log")).unwrap();
-    let child = Command::new(bin())
-        .arg("serve")
-        .args(&d.args)
-        .env("HERO_ROOTDIR", d.root())
-        .env("HERO_PROC_NO_AUTOSTART_DB", "1")
-        .env("RUST_LOG", "warn")
-        .env_remove("HERO_PROC_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("spawn hero_proc serve");
-    d.child = Some(child);
+    // The same command as the first start (flags, RUST_LOG=warn), timed from the launch.
+    d.launch();
     r.cold = Some(observe(t0, watch, &format!("{n} hero_proc services running after a cold start"), || {
         hero_proc_states(&d).0 == n
     }));

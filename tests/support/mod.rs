@@ -58,6 +58,21 @@ impl Daemon {
 
     /// Start (or restart) the daemon process and wait until it answers.
     pub fn spawn(&mut self) {
+        self.launch();
+        let start = Instant::now();
+        while !self.cli(&["system", "info"]).status.success() {
+            if start.elapsed() > Duration::from_secs(20) {
+                let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                let log = std::fs::read_to_string(self.root().join("daemon.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+                panic!("the daemon did not answer (exit: {exited:?}); its log ends:\n{}", tail.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Start the daemon process without waiting for it (a benchmark times its start).
+    pub fn launch(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.root().join("daemon.log")).unwrap();
         let mut cmd = Command::new(bin());
         cmd.arg("serve").args(&self.args);
@@ -78,16 +93,6 @@ impl Daemon {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let start = Instant::now();
-        while !self.cli(&["system", "info"]).status.success() {
-            if start.elapsed() > Duration::from_secs(20) {
-                let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-                let log = std::fs::read_to_string(self.root().join("daemon.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
-                panic!("the daemon did not answer (exit: {exited:?}); its log ends:\n{}", tail.join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     /// `kill -9` the daemon (its children keep running).
