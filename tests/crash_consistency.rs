@@ -11,21 +11,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::config_repo::*;
+use support::rng::Rng;
 use support::{Daemon, bin, text, wait_for};
 
 const TRIALS: u64 = 100;
-
-/// A tiny deterministic generator (SplitMix64): the same seed, the same kill points.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 /// Generation `g`: services s0..s5 with GREETING g<g>; even generations add e0, e1,
 /// odd ones o0 (so every switch also creates and deletes services).

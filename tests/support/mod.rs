@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod config_repo;
 pub mod require;
+pub mod rng;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

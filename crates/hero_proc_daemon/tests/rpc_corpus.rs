@@ -9,6 +9,8 @@
 //! run, `HERO_PROC_FUZZ_CASES=<n>` sets the number of mutated inputs (default 2000). A
 //! failing input is written to `fuzz/artifacts/rpc_request/` and named in the failure.
 
+#[path = "../../../tests/support/rng.rs"]
+mod rng;
 #[path = "../../../fuzz/rpc_harness.rs"]
 mod rpc_harness;
 
@@ -17,6 +19,8 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use serde_json::{Value, json};
+
+use rng::Rng;
 
 /// The first panic of any thread (a handler, the engine's task, a blocking task), which
 /// the harness's answers alone could miss.
@@ -108,22 +112,6 @@ fn read_inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
         .into_iter()
         .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
         .collect()
-}
-
-/// SplitMix64: small, seeded, the same sequence everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 /// One mutation: of the bytes (as libFuzzer does), of the JSON tree (a value swapped for
