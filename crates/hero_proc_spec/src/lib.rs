@@ -9,6 +9,7 @@ pub mod load;
 pub mod migrations;
 pub mod model;
 pub mod object;
+pub mod reference;
 pub mod schema;
 pub mod sops_meta;
 pub mod source;
@@ -17,6 +18,7 @@ pub mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics, Pos, Severity};
 pub use model::*;
+pub use reference::{Ref, RefError};
 pub use source::{DirSource, GitSource, TreeSource};
 
 /// The outcome of loading and checking a tree.
