@@ -70,7 +70,9 @@ mod spec_citations {
         let sections: Vec<String> = spec
             .lines()
             .filter(|l| l.starts_with('#'))
-            .filter_map(|l| l.trim_start_matches('#').split_whitespace().next().map(|s| s.trim_end_matches('.').to_owned()))
+            .filter_map(|l| {
+                l.trim_start_matches('#').split_whitespace().next().map(|s| s.trim_end_matches('.').to_owned())
+            })
             .collect();
         let cite = regex::Regex::new(r"SPEC §?(\d+(?:\.\d+)?)").unwrap();
         let mut files = Vec::new();
