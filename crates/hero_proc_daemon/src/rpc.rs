@@ -666,7 +666,8 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
         let q: RunList = if p.as_str().is_some() { parse(&p)? } else { RunList::default() };
         let limit = bounded("run.list", q.limit, 50, RUN_LIST_MAX, "`before_id` (the smallest id returned)")?;
         // One snapshot, two queries (not one per run).
-        let runs = c.engine.store.list_runs_with_jobs(limit, q.before_id.map(RunId), RUN_LIST_JOBS).map_err(store_err)?;
+        let runs =
+            c.engine.store.list_runs_with_jobs(limit, q.before_id.map(RunId), RUN_LIST_JOBS).map_err(store_err)?;
         Ok(runs
             .into_iter()
             .map(|r| RunView {

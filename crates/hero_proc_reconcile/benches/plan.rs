@@ -467,7 +467,9 @@ fn main() {
         );
     }
     println!();
-    println!("1% of the files changed (1 in {CHANGE_FILE_EVERY}), loaded through the parse cache holding the first commit:");
+    println!(
+        "1% of the files changed (1 in {CHANGE_FILE_EVERY}), loaded through the parse cache holding the first commit:"
+    );
     println!("| actions / services / files | files parsed | cached load | plan | load + plan |");
     println!("|---|---:|---:|---:|---:|");
     for r in &rows {

@@ -381,8 +381,11 @@ fn reads_during_compaction(a: &Action, size: &Size) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let (n, keep) = (size.big_jobs, size.big_keep);
-    println!("## 2b. Read latency while a compaction of {} rows runs
-", n + ACTIVE - keep);
+    println!(
+        "## 2b. Read latency while a compaction of {} rows runs
+",
+        n + ACTIVE - keep
+    );
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("reads.db");
     let active = big_db(&db, a, n);

@@ -202,12 +202,8 @@ impl Store {
         self.ensure_writable()?;
         let started = Instant::now();
         let before = self.db_stats()?;
-        let mut w = Work {
-            observe,
-            report: CompactReport::default(),
-            kept_runs: HashSet::new(),
-            deleted_runs: HashSet::new(),
-        };
+        let mut w =
+            Work { observe, report: CompactReport::default(), kept_runs: HashSet::new(), deleted_runs: HashSet::new() };
         if let Some(days) = retention.max_age_days {
             let cutoff = now_ms.saturating_sub(i64::try_from(days).unwrap_or(i64::MAX).saturating_mul(DAY_MS));
             self.loose_jobs_older_than(cutoff, &mut w)?;
