@@ -577,20 +577,9 @@ fn runs_differently(a: &Action, b: &Action) -> bool {
     strip(a) != strip(b)
 }
 
-/// The engine's reference rule: `ctx/name` is explicit; a bare name is the object's own
-/// context when that exists, else `core`.
+/// The one reference rule ([`Ref::resolve`]), for a name written in a file.
 fn resolve(n: &Named, context: &str, exists: impl Fn(&Ref) -> bool) -> Ref {
-    match n.split() {
-        (Some(c), name) => Ref::new(c, name),
-        (None, name) => {
-            let own = Ref::new(context, name);
-            if exists(&own) {
-                return own;
-            }
-            let core = Ref::new(DEFAULT_CONTEXT, name);
-            if exists(&core) { core } else { own }
-        }
-    }
+    Ref::resolve(&n.name, context, exists)
 }
 
 /// Why a running service must restart, if it must; and whether that is drift only.

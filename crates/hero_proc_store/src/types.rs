@@ -35,24 +35,8 @@ pub struct Stored<T> {
     pub updated_at_ms: i64,
 }
 
-/// `(context, name)`: the address of an action or service.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Ref {
-    pub context: String,
-    pub name: String,
-}
-
-impl Ref {
-    pub fn new(context: impl Into<String>, name: impl Into<String>) -> Ref {
-        Ref { context: context.into(), name: name.into() }
-    }
-}
-
-impl fmt::Display for Ref {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.context, self.name)
-    }
-}
+/// `(context, name)`: the address of an action or service (the spec crate's one identity type).
+pub use hero_proc_spec::Ref;
 
 macro_rules! id_type {
     ($(#[$m:meta])* $name:ident) => {
