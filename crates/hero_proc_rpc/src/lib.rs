@@ -9,6 +9,7 @@ pub mod client;
 pub mod error;
 pub mod listen;
 pub mod methods;
+pub mod schema;
 pub mod wire;
 
 pub use client::{Client, ClientError};
