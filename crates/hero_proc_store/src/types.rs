@@ -257,7 +257,7 @@ pub struct SecretMeta {
 }
 
 /// The outcome of one reconcile attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncResult {
     Applied,
@@ -266,6 +266,8 @@ pub enum SyncResult {
     Refused,
     /// Nothing to do.
     Noop,
+    /// Applied, but a migration of the revision failed: retried on the next sync.
+    Degraded,
 }
 
 impl SyncResult {
@@ -275,12 +277,13 @@ impl SyncResult {
             SyncResult::Failed => "failed",
             SyncResult::Refused => "refused",
             SyncResult::Noop => "noop",
+            SyncResult::Degraded => "degraded",
         }
     }
+    pub const ALL: [SyncResult; 5] =
+        [SyncResult::Applied, SyncResult::Noop, SyncResult::Degraded, SyncResult::Failed, SyncResult::Refused];
     pub fn parse(s: &str) -> Option<SyncResult> {
-        [SyncResult::Applied, SyncResult::Failed, SyncResult::Refused, SyncResult::Noop]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        SyncResult::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 
