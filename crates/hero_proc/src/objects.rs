@@ -215,7 +215,7 @@ fn status_name(s: hero_proc_spec::ServiceStatus) -> &'static str {
     }
 }
 
-/// The tree of `../shared/SPEC.md` section 5.4: `S: running (pid N)` then one line per check.
+/// The SPEC 5.4 tree: `S: running (pid N)` then one line per check.
 fn print_status(s: &ServiceView) {
     let pid = s.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
     let crash = if s.crash_loop { ", crash loop" } else { "" };

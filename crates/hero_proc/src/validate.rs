@@ -89,7 +89,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `../shared/SPEC.md` section 3.3: applied migrations are checked by SHA-256 against the database's record.
+/// SPEC 3.3: applied migrations are checked by SHA-256 against the database's record.
 fn check_against_db(checked: &mut Checked, db: &std::path::Path) -> anyhow::Result<()> {
     let store = hero_proc_store::Store::open_read_only(db)
         .with_context(|| format!("--db {}: cannot open the database read-only", db.display()))?;

@@ -1,7 +1,7 @@
 //! `hero_proc serve` as a library function: the binary only parses flags, and tests
 //! boot the real daemon in-process (or as a process) against a temporary root.
 //!
-//! Start-up order (`../shared/SPEC.md` section 5.1): state folders (0700 when created), the locks (one daemon
+//! Start-up order (SPEC 5.1): state folders (0700 when created), the locks (one daemon
 //! per root, per database file and per socket), the RPC socket (0600, bound before any
 //! process starts), the store (schema migrations), the log store, the engine (re-attach,
 //! then autostart), then serving. A stop leaves supervised processes running
@@ -54,14 +54,14 @@ pub enum DaemonError {
 pub struct ServeOptions {
     pub paths: Paths,
     pub stop_on_exit: bool,
-    /// `HERO_PROC_NO_AUTOSTART_DB=1`: do not check that hero_db runs (`../shared/SPEC.md` section 5.3).
+    /// `HERO_PROC_NO_AUTOSTART_DB=1`: do not check that hero_db runs (SPEC 5.3).
     pub skip_hero_db_check: bool,
-    /// History retention and the compactor's schedule given as `serve` flags (`../shared/SPEC.md` section 5.5):
+    /// History retention and the compactor's schedule given as `serve` flags (SPEC 5.5):
     /// each one given wins over hero.yaml `retention:`.
     pub retention: compactor::RetentionFlags,
     /// Also serve `/metrics` (and only that) on this TCP address, for Prometheus.
     pub metrics_addr: Option<String>,
-    /// `--repo` and friends: follow a config repository (`../shared/SPEC.md` sections 1 and 3).
+    /// `--repo` and friends: follow a config repository (SPEC 1, 3).
     pub reconcile: Option<reconciler::ReconcileOptions>,
     /// `--host`: which `hosts/<host>/` overlay applies (default: the system host name).
     pub host: Option<String>,

@@ -1,6 +1,6 @@
 //! The RPC contract shared by the daemon and every client (CLI, UI, scripts).
 //!
-//! JSON-RPC 2.0 over HTTP on a Unix socket (`../shared/SPEC.md` section 6). This crate holds what both sides
+//! JSON-RPC 2.0 over HTTP on a Unix socket (SPEC 6). This crate holds what both sides
 //! must agree on, and nothing else: the method table (from which the OpenRPC document
 //! is generated), the wire types, the error codes, and a small client. The daemon
 //! registers a handler for each method of [`methods`] by its type; a test holds it to that.

@@ -4,8 +4,10 @@
 //! ([`crate::Client::call_typed`]), the UI's allowlist (by type) and the OpenRPC document
 //! (`rpc.discover`, `GET /openrpc.json`) with each method's params and result schemas.
 
+use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
-use schemars::{JsonSchema, Schema, SchemaGenerator};
+/// The schema types of [`Method`], for callers that generate a schema themselves.
+pub use schemars::{Schema, SchemaGenerator};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};

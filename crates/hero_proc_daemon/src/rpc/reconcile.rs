@@ -54,3 +54,34 @@ async fn history(q: HistoryQuery, c: Arc<Ctx>) -> Res<Foreign> {
     let limit = bounded("reconcile.history", q.limit, 50, HISTORY_MAX, "a smaller limit")?;
     foreign(c.engine.store.history(limit).map_err(store_err)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use hero_proc_rpc::methods::{self as m, Method};
+    use serde_json::Value;
+
+    fn schema<M: Method>() -> Value {
+        let mut g = m::SchemaGenerator::default();
+        M::result_schema(&mut g).to_value()
+    }
+
+    fn keys(v: &Value) -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    }
+
+    /// The hand-written schemas of the reconciler's results (the contract crate cannot
+    /// derive them) name exactly the fields those types write, and every sync result.
+    #[test]
+    fn hand_written_result_schemas_follow_the_reconcilers_types() {
+        let status = serde_json::to_value(hero_proc_reconcile::SyncStatus::default()).unwrap();
+        assert_eq!(keys(&schema::<m::ReconcileStatus>()["properties"]), keys(&status));
+        let migrate = serde_json::to_value(hero_proc_reconcile::MigrateStatus::default()).unwrap();
+        assert_eq!(keys(&schema::<m::MigrateStatus>()["properties"]), keys(&migrate));
+        let results = &schema::<m::ReconcileHistory>()["items"]["properties"]["record"]["properties"]["result"]["enum"];
+        for r in hero_proc_store::SyncResult::ALL {
+            assert!(results.as_array().unwrap().iter().any(|x| x == r.as_str()), "{}", r.as_str());
+        }
+    }
+}
