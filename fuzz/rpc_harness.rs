@@ -68,7 +68,7 @@ impl Harness {
         };
         let daemon = rt.block_on(async { hero_proc_daemon::start(opts) }).expect("the daemon starts");
         // The context `serve` builds for its socket.
-        let ctx = Arc::new(rpc::Ctx::new(
+        let ctx = Arc::new(hero_proc_daemon::context::Ctx::new(
             daemon.engine.clone(),
             daemon.paths.clone(),
             Compactor::new(daemon.engine.clone(), daemon.retention.clone()),

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use hero_proc_rpc::methods::{self as m, Method};
 use hero_proc_rpc::wire::*;
 use hero_proc_spec::{Diagnostics, ObjectSet, Service};
 use serde_json::json;
@@ -54,11 +55,6 @@ pub enum ServiceCmd {
     },
 }
 
-fn oref(name: &str) -> anyhow::Result<serde_json::Value> {
-    let r = Ref::parse(name)?;
-    Ok(json!({ "context": r.context, "name": r.name }))
-}
-
 /// Read and check a YAML file with the validator's rules; print its problems.
 fn load_file(file: &PathBuf) -> anyhow::Result<ObjectSet> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -80,12 +76,18 @@ async fn send_set(set: ObjectSet, out: &Output) -> anyhow::Result<ExitCode> {
     let mut results = Vec::new();
     for a in set.actions {
         let key = format!("action {}/{}", a.context, a.name);
-        let d: Done = client.call("action.set", json!({ "action": a })).await.with_context(|| key.clone())?;
+        let d: Done = client
+            .call_typed::<m::ActionSet>(&ActionSet { action: std::sync::Arc::unwrap_or_clone(a) })
+            .await
+            .with_context(|| key.clone())?;
         results.push((key, d.changed));
     }
     for s in set.services {
         let key = format!("service {}/{}", s.context, s.name);
-        let d: Done = client.call("service.set", json!({ "service": s })).await.with_context(|| key.clone())?;
+        let d: Done = client
+            .call_typed::<m::ServiceSet>(&ServiceSet { service: std::sync::Arc::unwrap_or_clone(s) })
+            .await
+            .with_context(|| key.clone())?;
         results.push((key, d.changed));
     }
     if out.json() {
@@ -103,7 +105,7 @@ pub async fn action(cmd: ActionCmd, out: &Output) -> anyhow::Result<ExitCode> {
     match cmd {
         ActionCmd::Set { file } => send_set(load_file(&file)?, out).await,
         ActionCmd::Get { name } => {
-            let v: ActionView = connect(out).await?.call("action.get", oref(&name)?).await?;
+            let v: ActionView = connect(out).await?.call_typed::<m::ActionGet>(&Ref::parse(&name)?).await?;
             if out.json() {
                 out.print_json(&v)?;
             } else {
@@ -118,7 +120,7 @@ pub async fn action(cmd: ActionCmd, out: &Output) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ActionCmd::List => {
-            let list: Vec<ActionView> = connect(out).await?.call("action.list", json!({})).await?;
+            let list: Vec<ActionView> = connect(out).await?.call_typed::<m::ActionList>(&NoParams {}).await?;
             if out.json() {
                 out.print_json(&list)?;
             } else {
@@ -142,12 +144,17 @@ pub async fn action(cmd: ActionCmd, out: &Output) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ActionCmd::Delete { name } => simple(out, "action.delete", &name, "deleted", "not found").await,
+        ActionCmd::Delete { name } => simple::<m::ActionDelete>(out, &name, "deleted", "not found").await,
     }
 }
 
-async fn simple(out: &Output, method: &str, name: &str, yes: &str, no: &str) -> anyhow::Result<ExitCode> {
-    let d: Done = connect(out).await?.call(method, oref(name)?).await?;
+async fn simple<M: Method<Params = Ref, Result = Done>>(
+    out: &Output,
+    name: &str,
+    yes: &str,
+    no: &str,
+) -> anyhow::Result<ExitCode> {
+    let d: Done = connect(out).await?.call_typed::<M>(&Ref::parse(name)?).await?;
     if out.json() {
         out.print_json(&d)?;
     } else if !out.quiet {
@@ -161,7 +168,7 @@ pub async fn service(cmd: ServiceCmd, out: &Output) -> anyhow::Result<ExitCode> 
     match cmd {
         ServiceCmd::Set { file } => send_set(load_file(&file)?, out).await,
         ServiceCmd::Get { name } => {
-            let s: Service = connect(out).await?.call("service.get", oref(&name)?).await?;
+            let s: Service = connect(out).await?.call_typed::<m::ServiceGet>(&Ref::parse(&name)?).await?;
             if out.json() {
                 out.print_json(&s)?;
             } else {
@@ -170,7 +177,7 @@ pub async fn service(cmd: ServiceCmd, out: &Output) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::SUCCESS)
         }
         ServiceCmd::List => {
-            let list: Vec<ServiceView> = connect(out).await?.call("service.list", json!({})).await?;
+            let list: Vec<ServiceView> = connect(out).await?.call_typed::<m::ServiceList>(&NoParams {}).await?;
             if out.json() {
                 out.print_json(&list)?;
             } else {
@@ -189,12 +196,12 @@ pub async fn service(cmd: ServiceCmd, out: &Output) -> anyhow::Result<ExitCode> 
             }
             Ok(ExitCode::SUCCESS)
         }
-        ServiceCmd::Delete { name } => simple(out, "service.delete", &name, "deleted", "not found").await,
-        ServiceCmd::Start { name } => simple(out, "service.start", &name, "starting", "already running").await,
-        ServiceCmd::Stop { name } => simple(out, "service.stop", &name, "stopping", "not running").await,
-        ServiceCmd::Restart { name } => simple(out, "service.restart", &name, "restarting", "restarting").await,
+        ServiceCmd::Delete { name } => simple::<m::ServiceDelete>(out, &name, "deleted", "not found").await,
+        ServiceCmd::Start { name } => simple::<m::ServiceStart>(out, &name, "starting", "already running").await,
+        ServiceCmd::Stop { name } => simple::<m::ServiceStop>(out, &name, "stopping", "not running").await,
+        ServiceCmd::Restart { name } => simple::<m::ServiceRestart>(out, &name, "restarting", "restarting").await,
         ServiceCmd::Status { name } => {
-            let s: ServiceView = connect(out).await?.call("service.status", oref(&name)?).await?;
+            let s: ServiceView = connect(out).await?.call_typed::<m::ServiceStatus>(&Ref::parse(&name)?).await?;
             if out.json() {
                 out.print_json(&s)?;
             } else {

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
+use hero_proc_rpc::methods as m;
 use hero_proc_rpc::wire::*;
-use serde_json::json;
 
 use crate::{Output, connect};
 
@@ -129,12 +129,18 @@ pub async fn job(cmd: JobCmd, out: &Output) -> anyhow::Result<ExitCode> {
                 })?),
             };
             let jobs: Vec<JobView> = c
-                .call("job.list", JobQuery { phase, service, run_id: run, limit: Some(limit), before_id: before })
+                .call_typed::<m::JobList>(&JobQuery {
+                    phase,
+                    service,
+                    run_id: run,
+                    limit: Some(limit),
+                    before_id: before,
+                })
                 .await?;
             if out.json() { out.print_json(&jobs)? } else { print_jobs(&jobs) }
         }
         JobCmd::Get { id } => {
-            let j: JobView = c.call("job.get", json!({ "id": id })).await?;
+            let j: JobView = c.call_typed::<m::JobGet>(&IdRef { id }).await?;
             if out.json() { out.print_json(&j)? } else { print_jobs(&[j]) }
         }
         JobCmd::Logs { id, tail } => print_job_logs(&mut c, id, tail, out).await?,
@@ -156,7 +162,7 @@ async fn print_job_logs(
     let mut offset: Option<u64> = None;
     loop {
         let q = JobLogs { id, tail, offset, max_bytes: None };
-        let page: LogLines = c.call("job.logs", q).await?;
+        let page: LogLines = c.call_typed::<m::JobLogs>(&q).await?;
         if out.json() {
             serde_json::to_writer(&mut w, &page)?;
             writeln!(w)?;
@@ -183,16 +189,16 @@ pub async fn run(cmd: RunCmd, out: &Output) -> anyhow::Result<ExitCode> {
     let mut c = connect(out).await?;
     match cmd {
         RunCmd::Submit { actions, label, wait } => {
-            let mut r: RunView = c.call("run.submit", RunSubmit { actions, label }).await?;
+            let mut r: RunView = c.call_typed::<m::RunSubmit>(&RunSubmit { actions, label }).await?;
             if wait {
                 // The run's jobs report through the store; poll the run, gently.
                 let mut delay = Duration::from_millis(5);
                 while !r.phase.is_terminal() {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_millis(200));
-                    r = c.call("run.get", json!({ "id": r.id, "jobs": false })).await?;
+                    r = c.call_typed::<m::RunGet>(&RunGet { id: r.id, jobs: false }).await?;
                 }
-                r = c.call("run.get", json!({ "id": r.id })).await?;
+                r = c.call_typed::<m::RunGet>(&RunGet { id: r.id, jobs: true }).await?;
             }
             if out.json() {
                 out.print_json(&r)?;
@@ -210,7 +216,8 @@ pub async fn run(cmd: RunCmd, out: &Output) -> anyhow::Result<ExitCode> {
             }
         }
         RunCmd::List { limit, before } => {
-            let runs: Vec<RunView> = c.call("run.list", RunList { limit: Some(limit), before_id: before }).await?;
+            let runs: Vec<RunView> =
+                c.call_typed::<m::RunList>(&RunList { limit: Some(limit), before_id: before }).await?;
             if out.json() {
                 out.print_json(&runs)?
             } else {
@@ -222,7 +229,7 @@ pub async fn run(cmd: RunCmd, out: &Output) -> anyhow::Result<ExitCode> {
             }
         }
         RunCmd::Get { id } => {
-            let r: RunView = c.call("run.get", json!({ "id": id })).await?;
+            let r: RunView = c.call_typed::<m::RunGet>(&RunGet { id, jobs: true }).await?;
             if out.json() {
                 out.print_json(&r)?
             } else {
@@ -231,7 +238,7 @@ pub async fn run(cmd: RunCmd, out: &Output) -> anyhow::Result<ExitCode> {
             }
         }
         RunCmd::Cancel { id } => {
-            let d: Done = c.call("run.cancel", json!({ "id": id })).await?;
+            let d: Done = c.call_typed::<m::RunCancel>(&IdRef { id }).await?;
             if out.json() {
                 out.print_json(&d)?
             } else {
@@ -245,7 +252,7 @@ pub async fn run(cmd: RunCmd, out: &Output) -> anyhow::Result<ExitCode> {
 pub async fn log(cmd: LogCmd, out: &Output) -> anyhow::Result<ExitCode> {
     let LogCmd::Query { source, level, contains, limit, until_ms } = cmd;
     let q = LogQuery { source, min_level: level, since_ms: None, contains, limit: Some(limit), until_ms };
-    let events: Vec<LogEventView> = connect(out).await?.call("log.query", q).await?;
+    let events: Vec<LogEventView> = connect(out).await?.call_typed::<m::LogQuery>(&q).await?;
     if out.json() {
         out.print_json(&events)?;
     } else {
@@ -276,7 +283,7 @@ pub async fn system(cmd: SystemCmd, out: &Output) -> anyhow::Result<ExitCode> {
     match cmd {
         SystemCmd::Info => {}
         SystemCmd::Compact => {
-            let c: CompactView = connect(out).await?.call("system.compact", json!({})).await?;
+            let c: CompactView = connect(out).await?.call_typed::<m::SystemCompact>(&NoParams {}).await?;
             if out.json() {
                 out.print_json(&c)?
             } else {
@@ -285,7 +292,8 @@ pub async fn system(cmd: SystemCmd, out: &Output) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         SystemCmd::CompactorStatus => {
-            let s: CompactorStatusView = connect(out).await?.call("system.compactor_status", json!({})).await?;
+            let s: CompactorStatusView =
+                connect(out).await?.call_typed::<m::SystemCompactorStatus>(&NoParams {}).await?;
             if out.json() {
                 out.print_json(&s)?;
             } else {
@@ -316,7 +324,7 @@ pub async fn system(cmd: SystemCmd, out: &Output) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let i: SystemInfo = connect(out).await?.call("system.info", json!({})).await?;
+    let i: SystemInfo = connect(out).await?.call_typed::<m::SystemInfo>(&NoParams {}).await?;
     if out.json() {
         out.print_json(&i)?;
     } else {

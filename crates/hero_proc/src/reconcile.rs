@@ -11,8 +11,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 use hero_proc_reconcile::{ApplyOutcome, Desired, Live, Plan, Repo, RepoConfig, SopsOpener, SyncStatus};
+use hero_proc_rpc::methods as m;
+use hero_proc_rpc::wire::{HistoryQuery, MigrateBaseline, NoParams, ReconcileParams};
 use hero_proc_store::{Store, SyncEntry};
-use serde_json::json;
 
 use crate::{Output, connect};
 
@@ -74,19 +75,20 @@ pub struct HistoryArgs {
 pub async fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
     match args.cmd {
         Some(ReconcileCmd::Status) => {
-            let s: SyncStatus = connect(out).await?.call("reconcile.status", json!({})).await?;
+            let s: SyncStatus = connect(out).await?.call_foreign::<m::ReconcileStatus, _>(&NoParams {}).await?;
             print_status(&s, out)
         }
         Some(ReconcileCmd::Suspend) => {
-            let s: SyncStatus = connect(out).await?.call("reconcile.suspend", json!({})).await?;
+            let s: SyncStatus = connect(out).await?.call_foreign::<m::ReconcileSuspend, _>(&NoParams {}).await?;
             print_status(&s, out)
         }
         Some(ReconcileCmd::Resume) => {
-            let s: SyncStatus = connect(out).await?.call("reconcile.resume", json!({})).await?;
+            let s: SyncStatus = connect(out).await?.call_foreign::<m::ReconcileResume, _>(&NoParams {}).await?;
             print_status(&s, out)
         }
         Some(ReconcileCmd::Now) => {
-            let o: ApplyOutcome = connect(out).await?.call("reconcile.apply", json!({})).await?;
+            let o: ApplyOutcome =
+                connect(out).await?.call_foreign::<m::ReconcileApply, _>(&ReconcileParams::default()).await?;
             print_applied(&o, out, false)
         }
         None if args.empty || args.db.is_some() => {
@@ -101,13 +103,13 @@ pub async fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
                 ),
                 None => None,
             };
-            let params = json!({ "repo": repo, "branch": args.branch, "rev": args.rev, "host": args.host });
+            let params = ReconcileParams { repo, branch: args.branch, rev: args.rev, host: args.host };
             let mut client = connect(out).await?;
             if args.dry_run {
-                let plan: Plan = client.call("reconcile.plan", params).await?;
+                let plan: Plan = client.call_foreign::<m::ReconcilePlan, _>(&params).await?;
                 print_plan(&plan, out, args.detailed_exitcode)
             } else {
-                let o: ApplyOutcome = client.call("reconcile.apply", params).await?;
+                let o: ApplyOutcome = client.call_foreign::<m::ReconcileApply, _>(&params).await?;
                 print_applied(&o, out, args.detailed_exitcode)
             }
         }
@@ -314,7 +316,8 @@ fn print_status(s: &SyncStatus, out: &Output) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn history(args: HistoryArgs, out: &Output) -> anyhow::Result<ExitCode> {
-    let entries: Vec<SyncEntry> = connect(out).await?.call("reconcile.history", json!({ "limit": args.limit })).await?;
+    let entries: Vec<SyncEntry> =
+        connect(out).await?.call_foreign::<m::ReconcileHistory, _>(&HistoryQuery { limit: Some(args.limit) }).await?;
     if out.json() {
         out.print_json(&entries)?;
         return Ok(ExitCode::SUCCESS);
@@ -375,8 +378,10 @@ pub enum MigrateCmd {
 pub async fn migrate(cmd: MigrateCmd, out: &Output) -> anyhow::Result<ExitCode> {
     let mut client = connect(out).await?;
     let status: hero_proc_reconcile::MigrateStatus = match &cmd {
-        MigrateCmd::Status => client.call("migrate.status", json!({})).await?,
-        MigrateCmd::Baseline { name } => client.call("migrate.baseline", json!({ "name": name })).await?,
+        MigrateCmd::Status => client.call_foreign::<m::MigrateStatus, _>(&NoParams {}).await?,
+        MigrateCmd::Baseline { name } => {
+            client.call_foreign::<m::MigrateBaseline, _>(&MigrateBaseline { name: name.clone() }).await?
+        }
     };
     if out.json() {
         out.print_json(&status)?;

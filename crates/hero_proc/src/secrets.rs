@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use hero_proc_rpc::methods as m;
 use hero_proc_rpc::wire::*;
-use serde_json::json;
 
 use crate::{Output, connect};
 
@@ -56,10 +56,11 @@ pub async fn secret(cmd: SecretCmd, out: &Output) -> anyhow::Result<ExitCode> {
                 }
             };
             let d: Done = c
-                .call(
-                    "secret.set",
-                    SecretSet { context: context.clone(), name: name.clone(), value: SecretText::new(value) },
-                )
+                .call_typed::<m::SecretSet>(&SecretSet {
+                    context: context.clone(),
+                    name: name.clone(),
+                    value: SecretText::new(value),
+                })
                 .await?;
             if out.json() {
                 out.print_json(&d)?;
@@ -72,18 +73,18 @@ pub async fn secret(cmd: SecretCmd, out: &Output) -> anyhow::Result<ExitCode> {
             }
         }
         SecretCmd::Get { name, context } => {
-            let list: Vec<SecretMetaView> = c.call("secret.list", json!({})).await?;
+            let list: Vec<SecretMetaView> = c.call_typed::<m::SecretList>(&NoParams {}).await?;
             let Some(s) = list.into_iter().find(|s| s.name == name && s.context == context) else {
                 bail!("no secret {context}/{name}; `hero_proc secret list` shows what exists");
             };
             if out.json() { out.print_json(&s)? } else { print_list(&[s]) }
         }
         SecretCmd::List => {
-            let list: Vec<SecretMetaView> = c.call("secret.list", json!({})).await?;
+            let list: Vec<SecretMetaView> = c.call_typed::<m::SecretList>(&NoParams {}).await?;
             if out.json() { out.print_json(&list)? } else { print_list(&list) }
         }
         SecretCmd::Delete { name, context } => {
-            let d: Done = c.call("secret.delete", json!({ "context": context, "name": name })).await?;
+            let d: Done = c.call_typed::<m::SecretDelete>(&Ref::new(&context, &name)).await?;
             if out.json() {
                 out.print_json(&d)?
             } else {

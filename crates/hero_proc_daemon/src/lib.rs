@@ -8,6 +8,7 @@
 //! unless `stop_on_exit`; the next daemon re-attaches to them.
 
 pub mod compactor;
+pub mod context;
 pub mod lock;
 pub mod metrics;
 pub mod migrate_ops;
@@ -117,7 +118,7 @@ pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Re
     };
     let _watcher = daemon.reconciler.watch_local();
     let sync_task = tokio::spawn(daemon.reconciler.clone().run());
-    let ctx = Arc::new(rpc::Ctx::new(
+    let ctx = Arc::new(context::Ctx::new(
         daemon.engine.clone(),
         daemon.paths.clone(),
         compactor,

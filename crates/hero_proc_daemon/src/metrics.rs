@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use hero_proc_rpc::wire::ServiceState;
 
-use crate::rpc::Ctx;
+use crate::context::Ctx;
 
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// The classic Prometheus text format, for clients that do not ask for OpenMetrics

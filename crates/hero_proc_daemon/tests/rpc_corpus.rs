@@ -55,6 +55,29 @@ fn rpc_corpus_and_seeded_mutations_through_the_real_router() {
 
     // SAFETY: this binary's only test; nothing else reads the environment while it boots.
     let h = unsafe { rpc_harness::Harness::boot() };
+
+    // The one method list, the router and the OpenRPC document agree: every method of
+    // the list is served (a missing handler would answer "method not found", -32601),
+    // and `rpc.discover` documents exactly the list, each with a result schema.
+    let answer = |method: &str| -> Value {
+        let req = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": { "name": "nope" } });
+        let (_, body) = h.post(serde_json::to_vec(&req).unwrap().as_slice()).unwrap();
+        serde_json::from_slice(&body).unwrap()
+    };
+    for m in hero_proc_rpc::methods::METHODS {
+        // Harmless here: `core/nope` does not exist, and this daemon follows no repository.
+        let a = answer(m.name);
+        assert_ne!(a["error"]["code"], -32601, "{} is in the list but not served: {a}", m.name);
+    }
+    assert_eq!(answer("no.such")["error"]["code"], -32601);
+    let doc = answer("rpc.discover");
+    let documented: Vec<&str> =
+        doc["result"]["methods"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    let listed: Vec<&str> = hero_proc_rpc::methods::METHODS.iter().map(|m| m.name).collect();
+    assert_eq!(documented, listed);
+    for m in doc["result"]["methods"].as_array().unwrap() {
+        assert!(m["result"]["schema"].as_object().is_some_and(|s| !s.is_empty()), "{}", m["name"]);
+    }
     let started = Instant::now();
     let fail = |what: &str, input: &[u8], e: String| -> ! {
         let dir = fuzz.join("artifacts/rpc_request");

@@ -59,12 +59,32 @@ impl Client {
         &self.path
     }
 
-    /// Call `method` with by-name `params`; decode the result.
+    /// Call `method` with by-name `params`; decode the result. Prefer [`Client::call_typed`],
+    /// which takes the name and both types from the method's one definition.
     pub async fn call<P: Serialize, R: DeserializeOwned>(&mut self, method: &str, params: P) -> Result<R, ClientError> {
         let value = self
             .call_value(method, serde_json::to_value(params).map_err(|e| ClientError::Protocol(e.to_string()))?)
             .await?;
         serde_json::from_value(value).map_err(|e| ClientError::Protocol(format!("{method}: {e}")))
+    }
+
+    /// Call the method `M` with its params; decode its result.
+    pub async fn call_typed<M: crate::methods::Method>(
+        &mut self,
+        params: &M::Params,
+    ) -> Result<M::Result, ClientError> {
+        self.call(M::NAME, params).await
+    }
+
+    /// Call `M`, whose result is the JSON of a type this crate does not define (the
+    /// reconciler's), and decode it as `T`.
+    pub async fn call_foreign<M, T>(&mut self, params: &M::Params) -> Result<T, ClientError>
+    where
+        M: crate::methods::Method<Result = crate::wire::Foreign>,
+        T: DeserializeOwned,
+    {
+        let raw = self.call_typed::<M>(params).await?;
+        raw.decode().map_err(|e| ClientError::Protocol(format!("{}: {e}", M::NAME)))
     }
 
     pub async fn call_value(&mut self, method: &str, params: Value) -> Result<Value, ClientError> {

@@ -3,6 +3,7 @@
 //! Params are JSON objects (by-name). `context` defaults to `core` everywhere.
 
 use hero_proc_spec::{Action, Service};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 fn core() -> String {
@@ -13,20 +14,23 @@ fn core() -> String {
 pub use hero_proc_spec::Ref;
 
 /// `action.set`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ActionSet {
+    #[schemars(schema_with = "crate::schema::action")]
     pub action: Action,
 }
 
 /// `service.set`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ServiceSet {
+    #[schemars(schema_with = "crate::schema::service")]
     pub service: Service,
 }
 
 /// An action as stored, with where it came from.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ActionView {
+    #[schemars(schema_with = "crate::schema::action")]
     pub action: Action,
     /// Managed from git (the reconciler owns it) or set by hand.
     pub managed: bool,
@@ -35,7 +39,7 @@ pub struct ActionView {
 }
 
 /// The runtime state of a service: one explicit state machine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceState {
     /// Not running and not wanted (or never started).
@@ -76,7 +80,7 @@ impl ServiceState {
 }
 
 /// One health check's last result.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CheckView {
     /// e.g. `tcp 127.0.0.1:8080`, or a hero socket role (`service`, `ui`, `root/delivery`).
     pub check: String,
@@ -85,11 +89,12 @@ pub struct CheckView {
     pub detail: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ServiceView {
     pub context: String,
     pub name: String,
     /// The wanted status from the spec: start | stop | ignore.
+    #[schemars(schema_with = "crate::schema::service_status")]
     pub status: hero_proc_spec::ServiceStatus,
     pub state: ServiceState,
     pub pid: Option<u32>,
@@ -109,7 +114,7 @@ pub struct ServiceView {
     pub managed: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobPhase {
     Pending,
@@ -144,7 +149,7 @@ impl JobPhase {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct JobView {
     pub id: i64,
     pub run_id: Option<i64>,
@@ -163,7 +168,7 @@ pub struct JobView {
     pub finished_at_ms: Option<i64>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RunView {
     pub id: i64,
     pub label: String,
@@ -199,7 +204,7 @@ pub const LOG_QUERY_MAX: usize = 1000;
 pub const HISTORY_MAX: u32 = 1000;
 
 /// `run.list`: newest first; `before_id` (the smallest id of the previous page) pages on.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct RunList {
     #[serde(default)]
     pub limit: Option<u32>,
@@ -208,7 +213,7 @@ pub struct RunList {
 }
 
 /// `run.submit`: one job per action; `depends_on` between them orders the jobs.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RunSubmit {
     /// `name` or `context/name` of each action.
     pub actions: Vec<String>,
@@ -217,7 +222,7 @@ pub struct RunSubmit {
 }
 
 /// `job.list`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct JobQuery {
     #[serde(default)]
     pub phase: Option<JobPhase>,
@@ -235,13 +240,13 @@ pub struct JobQuery {
 }
 
 /// `job.get`, `run.cancel`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct IdRef {
     pub id: i64,
 }
 
 /// `run.get`: `jobs: false` leaves the job list out (cheap polling of a big run).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct RunGet {
     pub id: i64,
     #[serde(default = "yes")]
@@ -262,7 +267,7 @@ fn yes() -> bool {
 ///
 /// `max_bytes` defaults to, and may not exceed, [`LOG_PAGE_MAX_BYTES`]. A range the
 /// write-time cap dropped reads as one line `[... N bytes dropped ...]`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct JobLogs {
     pub id: i64,
     #[serde(default)]
@@ -273,7 +278,7 @@ pub struct JobLogs {
     pub max_bytes: Option<u64>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct LogLines {
     pub lines: Vec<String>,
     /// Where the next forward page starts (an offset in the live file).
@@ -291,7 +296,7 @@ pub struct LogLines {
 }
 
 /// `log.query`: the daemon's structured events.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct LogQuery {
     /// Dotted prefix: `hero_proc.migration` matches `hero_proc.migration.x`.
     #[serde(default)]
@@ -312,7 +317,7 @@ pub struct LogQuery {
     pub until_ms: Option<i64>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct LogEventView {
     pub ts_ms: i64,
     pub source: String,
@@ -323,7 +328,7 @@ pub struct LogEventView {
 }
 
 /// `system.info`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct SystemInfo {
     pub version: String,
     pub pid: u32,
@@ -348,7 +353,7 @@ pub struct SystemInfo {
 }
 
 /// What a mutating call did.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Done {
     /// False when nothing had to change (e.g. starting a running service).
     pub changed: bool,
@@ -357,7 +362,7 @@ pub struct Done {
 }
 
 /// What one compaction did (`system.compact`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct CompactView {
     pub jobs_deleted: u64,
     pub runs_deleted: u64,
@@ -373,7 +378,7 @@ pub struct CompactView {
 
 /// Where each retention value came from: `default`, `hero.yaml@<rev>` (the applied
 /// revision) or `flag` (a `serve` flag, which wins over git).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RetentionSources {
     pub max_age_days: String,
     pub max_rows_per_table: String,
@@ -381,7 +386,7 @@ pub struct RetentionSources {
 }
 
 /// `system.compactor_status`: last and next run, what it deleted, DB size and free pages.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct CompactorStatusView {
     pub last_run_ms: Option<i64>,
     pub next_run_ms: Option<i64>,
@@ -406,7 +411,7 @@ pub struct CompactorStatusView {
 
 /// A secret value on the wire: it travels only into the daemon (over the owner-only
 /// socket) and never prints itself.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct SecretText(String);
 
@@ -426,7 +431,7 @@ impl std::fmt::Debug for SecretText {
 }
 
 /// `secret.set`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct SecretSet {
     #[serde(default = "core")]
     pub context: String,
@@ -435,7 +440,7 @@ pub struct SecretSet {
 }
 
 /// `secret.list`: metadata only, never a value.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct SecretMetaView {
     pub context: String,
     pub name: String,
@@ -446,4 +451,64 @@ pub struct SecretMetaView {
     pub managed: bool,
     pub revision: Option<String>,
     pub updated_at_ms: i64,
+}
+
+/// Methods that take no parameters: `{}` on the wire (the server ignores what is sent).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct NoParams {}
+
+/// `reconcile.plan` and `reconcile.apply`. All absent: the daemon's repository at its
+/// branch head (or pinned revision).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ReconcileParams {
+    /// A path or URL (default: the daemon's `--repo`).
+    #[serde(default)]
+    pub repo: Option<String>,
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// A commit, tag or branch; on apply it pins the revision until `reconcile.resume`.
+    #[serde(default)]
+    pub rev: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// `reconcile.history`: at most [`HISTORY_MAX`]; default 50.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct HistoryQuery {
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// `migrate.baseline`: record every migration up to `name` as applied.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct MigrateBaseline {
+    pub name: String,
+}
+
+/// `service.domain_health`: one domain socket `<name>_server/<domain_context>/<domain>.sock`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct DomainHealth {
+    #[serde(default = "core")]
+    pub context: String,
+    pub name: String,
+    pub domain_context: String,
+    pub domain: String,
+}
+
+/// A result whose Rust type lives beside the code that makes it (the reconciler's plan,
+/// status and history, which this crate does not depend on): its JSON text as the daemon
+/// wrote it, decoded by the caller with [`Foreign::decode`]. The method table carries
+/// its schema.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Foreign(Box<serde_json::value::RawValue>);
+
+impl Foreign {
+    pub fn encode<T: Serialize>(value: &T) -> Result<Foreign, serde_json::Error> {
+        serde_json::value::to_raw_value(value).map(Foreign)
+    }
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.0.get())
+    }
 }

@@ -1,7 +1,10 @@
 //! What the UI forwards to the daemon: a fixed list of methods, each with the only
 //! parameters it may carry and their types. A repository URL, path, branch or host is no
-//! parameter of any of them: the UI works on the daemon's own repository only.
+//! parameter of any of them: the UI works on the daemon's own repository only. Each
+//! method is named by its type in [`hero_proc_rpc::methods`], so the list cannot name a
+//! method the daemon does not have.
 
+use hero_proc_rpc::methods::{self as m, Method as _};
 use serde_json::{Map, Value};
 
 #[derive(Clone, Copy, Debug)]
@@ -41,12 +44,12 @@ const LIMIT: Param = Param { name: "limit", kind: Kind::Int { min: 1, max: 500 }
 const PHASES: &[&str] = &["pending", "running", "succeeded", "failed", "cancelled"];
 
 pub const METHODS: &[Method] = &[
-    Method { name: "reconcile.status", write: false, params: &[] },
-    Method { name: "reconcile.history", write: false, params: &[LIMIT] },
-    Method { name: "reconcile.plan", write: false, params: &[opt("rev", Kind::Rev)] },
-    Method { name: "service.list", write: false, params: &[] },
+    Method { name: m::ReconcileStatus::NAME, write: false, params: &[] },
+    Method { name: m::ReconcileHistory::NAME, write: false, params: &[LIMIT] },
+    Method { name: m::ReconcilePlan::NAME, write: false, params: &[opt("rev", Kind::Rev)] },
+    Method { name: m::ServiceList::NAME, write: false, params: &[] },
     Method {
-        name: "job.list",
+        name: m::JobList::NAME,
         write: false,
         params: &[
             LIMIT,
@@ -56,21 +59,21 @@ pub const METHODS: &[Method] = &[
         ],
     },
     Method {
-        name: "job.logs",
+        name: m::JobLogs::NAME,
         write: false,
         params: &[
             Param { name: "id", kind: Kind::Int { min: 1, max: i64::MAX }, required: true, default: None },
             Param { name: "tail", kind: Kind::Int { min: 1, max: 5000 }, required: false, default: Some(1000) },
         ],
     },
-    Method { name: "run.list", write: false, params: &[LIMIT] },
-    Method { name: "secret.list", write: false, params: &[] },
-    Method { name: "migrate.status", write: false, params: &[] },
-    Method { name: "system.info", write: false, params: &[] },
-    Method { name: "system.compactor_status", write: false, params: &[] },
-    Method { name: "reconcile.suspend", write: true, params: &[] },
-    Method { name: "reconcile.resume", write: true, params: &[] },
-    Method { name: "reconcile.apply", write: true, params: &[] },
+    Method { name: m::RunList::NAME, write: false, params: &[LIMIT] },
+    Method { name: m::SecretList::NAME, write: false, params: &[] },
+    Method { name: m::MigrateStatus::NAME, write: false, params: &[] },
+    Method { name: m::SystemInfo::NAME, write: false, params: &[] },
+    Method { name: m::SystemCompactorStatus::NAME, write: false, params: &[] },
+    Method { name: m::ReconcileSuspend::NAME, write: true, params: &[] },
+    Method { name: m::ReconcileResume::NAME, write: true, params: &[] },
+    Method { name: m::ReconcileApply::NAME, write: true, params: &[] },
 ];
 
 pub fn method(name: &str, write: bool) -> Option<&'static Method> {
@@ -212,6 +215,23 @@ mod tests {
     fn the_api_never_exposes_secret_or_object_writes() {
         assert!(!METHODS.iter().any(|m| m.name.starts_with("secret.") && m.name != "secret.list"));
         assert!(!METHODS.iter().any(|m| m.write && (m.name.starts_with("service.") || m.name.starts_with("action."))));
+    }
+
+    /// Each forwarded parameter is one the daemon's method takes (its OpenRPC params).
+    #[test]
+    fn every_forwarded_param_is_one_the_daemon_takes() {
+        let doc = hero_proc_rpc::methods::openrpc_document("0");
+        for um in METHODS {
+            let dm = doc["methods"].as_array().unwrap().iter().find(|x| x["name"] == um.name).expect(um.name);
+            for p in um.params {
+                assert!(
+                    dm["params"].as_array().unwrap().iter().any(|x| x["name"] == p.name),
+                    "{}: the daemon takes no `{}`",
+                    um.name,
+                    p.name
+                );
+            }
+        }
     }
 
     #[test]
