@@ -17,7 +17,7 @@ use hero_proc_reconcile::{
     ApplyError, ApplyOutcome, CommitInfo, Desired, Live, LoadError, Plan, Repo, RepoConfig, RepoError, RunState,
     SopsOpener, SyncStatus,
 };
-use hero_proc_rpc::wire::ServiceState;
+use hero_proc_engine::ServiceState;
 use hero_proc_sops::KeyEnv;
 use hero_proc_store::{Ref, StoreError, SyncResult};
 use serde::{Deserialize, Serialize};

@@ -457,7 +457,9 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
             }
         }
     });
-    method!("service.list", |_p, c| -> Vec<ServiceView> { c.engine.status(None).await.map_err(engine_err) });
+    method!("service.list", |_p, c| -> Vec<ServiceView> {
+        c.engine.status(None).await.map(crate::views::services).map_err(engine_err)
+    });
     method!("service.delete", |p, c| -> Done {
         let r: ObjectRef = parse(&p)?;
         let res = c.engine.delete_service(to_ref(&r)).await.map(done).map_err(engine_err);
@@ -482,7 +484,7 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
     });
     method!("service.status", |p, c| -> ServiceView {
         let r: ObjectRef = parse(&p)?;
-        let mut v = c.engine.status(Some(to_ref(&r))).await.map_err(engine_err)?;
+        let mut v = c.engine.status(Some(to_ref(&r))).await.map(crate::views::services).map_err(engine_err)?;
         v.pop().ok_or_else(|| rpc_err(ErrorCode::NotFound, format!("no service {r}")))
     });
     method!("service.domains", |p, c| -> Vec<CheckView> {
@@ -727,7 +729,7 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
     // system.*
     method!("system.info", |_p, c| -> SystemInfo {
         let stats = c.engine.store.db_stats().map_err(store_err)?;
-        let services = c.engine.status(None).await.map_err(engine_err)?;
+        let services = c.engine.status(None).await.map(crate::views::services).map_err(engine_err)?;
         let counts = c.engine.store.job_counts_by_phase().map_err(store_err)?;
         Ok(SystemInfo {
             version: env!("CARGO_PKG_VERSION").to_owned(),
