@@ -15,5 +15,6 @@ pub mod process;
 pub mod supervisor;
 
 pub use supervisor::{
-    CheckResult, ConfigChange, Engine, EngineConfig, EngineError, NoSecrets, SecretSource, ServiceSnapshot, ServiceState,
+    CheckResult, ConfigChange, Engine, EngineConfig, EngineError, NoSecrets, SecretSource, ServiceSnapshot,
+    ServiceState,
 };

@@ -23,7 +23,8 @@ impl Supervisor {
     pub(super) fn delete_action(&mut self, r: Ref) -> Result<bool, EngineError> {
         let used = self.services.values().any(|s| {
             s.spec.actions.iter().any(|a| {
-                resolve_ref(&a.name, &s.spec.context, |_| true) == r || (a.name == r.name && s.spec.context == r.context)
+                resolve_ref(&a.name, &s.spec.context, |_| true) == r
+                    || (a.name == r.name && s.spec.context == r.context)
             })
         });
         if used {
@@ -137,9 +138,8 @@ impl Supervisor {
             .filter(|(_, svc)| svc.life.job().is_some())
             .filter(|(k, svc)| {
                 (0..svc.spec.actions.len()).any(|step| {
-                    self.action_for(k, step).is_ok_and(|a| {
-                        a.context == secret.context && a.secret_refs().any(|n| n.name == secret.name)
-                    })
+                    self.action_for(k, step)
+                        .is_ok_and(|a| a.context == secret.context && a.secret_refs().any(|n| n.name == secret.name))
                 })
             })
             .map(|(k, _)| k.clone())
@@ -294,5 +294,4 @@ impl Supervisor {
         }
         decision
     }
-
 }

@@ -109,7 +109,8 @@ impl Supervisor {
         let after: Vec<Ref> = svc.spec.after.iter().map(|r| resolve(&r.name)).collect();
         let state = |r: &Ref| self.services.get(r).map(|s| s.state());
         // Not active yet, or not defined yet (it may be set in another call): wait.
-        let mut waiting_for: Vec<Ref> = requires.iter().filter(|r| !state(r).is_some_and(|s| s.is_active())).cloned().collect();
+        let mut waiting_for: Vec<Ref> =
+            requires.iter().filter(|r| !state(r).is_some_and(|s| s.is_active())).cloned().collect();
         // `after` orders only against services that are on their way up.
         waiting_for.extend(
             after.iter().filter(|r| matches!(state(r), Some(ServiceState::Waiting | ServiceState::Starting))).cloned(),
@@ -203,9 +204,10 @@ impl Supervisor {
     /// A service's job ended: look up its main action if the machine needs it, and feed.
     pub(super) fn on_service_exit(&mut self, key: &Ref, job: JobId, exit: process::Exit, timed_out: bool) {
         let Some(svc) = self.services.get(key) else { return };
-        let main = svc.live_step(job).filter(|s| *s == svc.main_step()).map(|step| {
-            self.action_for(key, step).map(|a| MainFacts { process: a.process, restart: a.restart })
-        });
+        let main = svc
+            .live_step(job)
+            .filter(|s| *s == svc.main_step())
+            .map(|step| self.action_for(key, step).map(|a| MainFacts { process: a.process, restart: a.restart }));
         let text = if timed_out { "timed out".into() } else { exit.to_string() };
         self.feed(key, Event::Exited { job, success: exit.success() && !timed_out, text, main });
     }

@@ -253,7 +253,6 @@ impl Supervisor {
             let _ = tx.send(Msg::FlushExits);
         });
     }
-
 }
 
 /// Where and as whom `action` runs: its account (`user:`), its unit's cgroup and marker.
@@ -268,4 +267,3 @@ fn placement(action: &Action, unit: Option<&Unit>) -> Result<process::Placement,
     };
     Ok(process::Placement { account, cgroup_procs, marker: unit.map(|u| u.marker.clone()) })
 }
-

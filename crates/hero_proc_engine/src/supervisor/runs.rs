@@ -140,7 +140,12 @@ impl Supervisor {
             };
             let r = self.store.transaction(|tx| doomed.iter().try_for_each(|id| tx.finish_job(*id, &exit)));
             if let Err(e) = r {
-                self.event(Level::Error, "hero_proc.job", format!("cannot record {} cancelled jobs: {e}", doomed.len()), None);
+                self.event(
+                    Level::Error,
+                    "hero_proc.job",
+                    format!("cannot record {} cancelled jobs: {e}", doomed.len()),
+                    None,
+                );
             }
         }
         let mut started = Vec::with_capacity(ready.len());

@@ -43,10 +43,25 @@ pub enum Life {
     Waiting,
     /// Running step `step` (a pre-action, or the main action until it is healthy).
     /// `job` is None only between the decision to run a step and its spawn.
-    Starting { step: usize, job: Option<(JobId, u32)>, main_since: Option<Instant> },
-    Running { job: JobId, pid: u32, main_since: Instant },
-    Backoff { until_ms: i64 },
-    Stopping { job: JobId, pid: u32, step: usize, then: Then },
+    Starting {
+        step: usize,
+        job: Option<(JobId, u32)>,
+        main_since: Option<Instant>,
+    },
+    Running {
+        job: JobId,
+        pid: u32,
+        main_since: Instant,
+    },
+    Backoff {
+        until_ms: i64,
+    },
+    Stopping {
+        job: JobId,
+        pid: u32,
+        step: usize,
+        then: Then,
+    },
     Exited,
     Failed,
 }
@@ -277,7 +292,9 @@ pub fn step(svc: &mut Svc, event: Event, now: Now) -> Step {
             }
         }
         Event::Exited { job, success, text, main } => exited(svc, job, success, text, main, now, &mut out.effects),
-        Event::Health { generation, checks, healthy } => health(svc, generation, checks, healthy, now, &mut out.effects),
+        Event::Health { generation, checks, healthy } => {
+            health(svc, generation, checks, healthy, now, &mut out.effects)
+        }
         Event::BackoffDone { generation } => {
             if svc.generation == generation && matches!(svc.life, Life::Backoff { .. }) && svc.wanted {
                 svc.restarts += 1;

@@ -215,7 +215,8 @@ fn a_crash_before_a_stop_then_the_stop_cancels_the_backoff() {
     let mut clock = Clock::new();
     let mut svc = running(1, &clock);
     let fx = go(&mut svc, exit(1, false, Some(process(RestartMode::Always))), &clock);
-    let Some(Effect::ArmBackoff { generation, .. }) = fx.iter().find(|e| matches!(e, Effect::ArmBackoff { .. })).cloned()
+    let Some(Effect::ArmBackoff { generation, .. }) =
+        fx.iter().find(|e| matches!(e, Effect::ArmBackoff { .. })).cloned()
     else {
         panic!("no backoff armed: {fx:?}")
     };
@@ -390,7 +391,12 @@ fn restart_policies_on_a_clean_or_failed_exit() {
 fn the_main_action_gone_at_exit_fails_the_service() {
     let clock = Clock::new();
     let mut svc = running(1, &clock);
-    let ev = Event::Exited { job: JobId(1), success: false, text: "exit 1".into(), main: Some(Err("action core/a0 does not exist".into())) };
+    let ev = Event::Exited {
+        job: JobId(1),
+        success: false,
+        text: "exit 1".into(),
+        main: Some(Err("action core/a0 does not exist".into())),
+    };
     go(&mut svc, ev, &clock);
     assert_eq!(svc.state(), ServiceState::Failed);
     assert_eq!(svc.reason.as_deref(), Some("action core/a0 does not exist"));
@@ -402,7 +408,11 @@ fn a_spawn_failure_is_retried_like_a_crash_only_for_a_main_process() {
     let mut svc = service(1);
     go(&mut svc, Event::Start, &clock);
     go(&mut svc, Event::Begin { waiting_for: vec![] }, &clock);
-    let fx = go(&mut svc, Event::SpawnFailed { why: "no such file".into(), retry: Some(process(RestartMode::OnFailure)) }, &clock);
+    let fx = go(
+        &mut svc,
+        Event::SpawnFailed { why: "no such file".into(), retry: Some(process(RestartMode::OnFailure)) },
+        &clock,
+    );
     assert_eq!(svc.state(), ServiceState::Backoff);
     assert!(fx.iter().any(|e| matches!(e, Effect::ArmBackoff { .. })));
     assert_eq!(svc.last_exit.as_deref(), Some("no such file"));
@@ -410,7 +420,11 @@ fn a_spawn_failure_is_retried_like_a_crash_only_for_a_main_process() {
     let mut svc = service(2);
     go(&mut svc, Event::Start, &clock);
     go(&mut svc, Event::Begin { waiting_for: vec![] }, &clock);
-    go(&mut svc, Event::SpawnFailed { why: "no such file".into(), retry: Some(process(RestartMode::OnFailure)) }, &clock);
+    go(
+        &mut svc,
+        Event::SpawnFailed { why: "no such file".into(), retry: Some(process(RestartMode::OnFailure)) },
+        &clock,
+    );
     assert_eq!(svc.state(), ServiceState::Failed);
     let mut svc = service(1);
     go(&mut svc, Event::Start, &clock);
