@@ -194,10 +194,8 @@ impl Supervisor {
             .action_for(key, step)
             .map(|a| (a.stop.signal, a.stop.timeout.0))
             .unwrap_or((Signal::Term, Duration::from_secs(10)));
-        if let Some(live) = self.jobs.get_mut(&job)
-            && let Some(stop) = live.stop.take()
-        {
-            let _ = stop.send((sig, timeout));
+        if let Some(live) = self.jobs.get_mut(&job) {
+            live.stop(sig, timeout);
         }
     }
 
@@ -290,7 +288,7 @@ impl Supervisor {
         let unit = self.unit_of(key);
         let pid = running.pid;
         let stop = self.watch(job, running, None, Some(unit));
-        self.jobs.insert(job, LiveJob { purpose: Purpose::Service { key: key.clone() }, stop: Some(stop) });
+        self.jobs.insert(job, LiveJob::running(Purpose::Service { key: key.clone() }, stop));
         self.event(Level::Info, "hero_proc.engine", format!("re-attached to {key} (pid {pid})"), Some(job));
         self.feed(key, Event::Adopt { job, pid });
     }

@@ -8,7 +8,7 @@ use hero_proc_spec::{Action, EnvValue, Signal};
 use hero_proc_store::{JobExit, JobId, NewJob, Phase, Ref, RunId, StoreError};
 use tokio::sync::oneshot;
 
-use super::{LiveJob, Msg, Purpose, Supervisor, now_ms};
+use super::{JobLife, LiveJob, Msg, Purpose, Supervisor, now_ms};
 use crate::contain::Unit;
 use crate::process::{self, Exit, Running};
 
@@ -77,7 +77,7 @@ impl Supervisor {
             action.timeout.map(|d| (d.0, action.stop.signal, action.stop.timeout.0))
         };
         let stop = self.watch(job, running, timeout, unit);
-        self.jobs.insert(job, LiveJob { purpose, stop: Some(stop) });
+        self.jobs.insert(job, LiveJob::running(purpose, stop));
         Ok(started)
     }
 
@@ -160,7 +160,7 @@ impl Supervisor {
         let mut done = Vec::with_capacity(batch.len());
         for (job, exit, timed_out) in batch {
             let Some(live) = self.jobs.remove(&job) else { continue };
-            let stopped = live.stop.is_none();
+            let stopped = matches!(live.life, JobLife::Stopping);
             let phase = if exit.success() && !timed_out {
                 Phase::Succeeded
             } else if stopped && !timed_out {
@@ -188,27 +188,50 @@ impl Supervisor {
                 JobExit { phase, exit_code: code, signal, error, finished_at_ms: now },
             ));
         }
+        // A run whose last job this is ends now: its phase goes in the same transaction.
+        let mut finished = Vec::new();
+        for (job, live, _, _, ex) in &done {
+            if let Purpose::Run { run } = live.purpose
+                && let Some(phase) = self.run_job_exited(run, *job, ex.phase == Phase::Succeeded)
+            {
+                finished.push((run, phase));
+            }
+        }
         self.unrecorded.extend(done.iter().map(|(job, _, _, _, ex)| (*job, ex.clone())));
-        self.flush_exits();
-        for (job, live, exit, timed_out, ex) in done {
+        if !self.flush_exits_and(&finished) {
+            for (run, phase) in &finished {
+                let _ = self.store.set_run_phase(*run, *phase, now);
+            }
+        }
+        for (job, live, exit, timed_out, _) in done {
             match live.purpose {
                 Purpose::Service { key } => self.on_service_exit(&key, job, exit, timed_out),
-                Purpose::Run { run } => self.on_run_job_exit(run, job, ex.phase == Phase::Succeeded),
+                Purpose::Run { run } => self.advance_run(run),
             }
         }
     }
 
-    /// Write the exits not yet recorded, in one transaction. On failure they stay in
-    /// memory, and the retry timer is armed (doubling from 1 s to 30 s) unless the
-    /// database was replaced (nothing can be written until a restart).
+    /// Write the exits not yet recorded (see [`Self::flush_exits_and`]).
     pub(super) fn flush_exits(&mut self) {
+        self.flush_exits_and(&[]);
+    }
+
+    /// Write the exits not yet recorded and the phases of the runs they ended, in one
+    /// transaction; returns whether it was written. On failure the exits stay in memory,
+    /// and the retry timer is armed (doubling from 1 s to 30 s) unless the database was
+    /// replaced (nothing can be written until a restart).
+    fn flush_exits_and(&mut self, runs: &[(RunId, Phase)]) -> bool {
         if self.unrecorded.is_empty() {
-            return;
+            return runs.is_empty();
         }
         let pending = std::mem::take(&mut self.unrecorded);
+        let now = now_ms();
         let r = self.store.transaction(|tx| {
             for (job, ex) in &pending {
                 tx.finish_job(*job, ex)?;
+            }
+            for (run, phase) in runs {
+                tx.set_run_phase(*run, *phase, now)?;
             }
             Ok(())
         });
@@ -223,7 +246,7 @@ impl Supervisor {
                     );
                 }
                 self.flush_delay = None;
-                return;
+                return true;
             }
             Err(e) => e,
         };
@@ -242,7 +265,7 @@ impl Supervisor {
             self.event(Level::Error, "hero_proc.job", msg, None);
         }
         if !retry {
-            return;
+            return false;
         }
         self.unrecorded = pending;
         let delay = self.flush_delay.map_or(Duration::from_secs(1), |d| (d * 2).min(Duration::from_secs(30)));
@@ -252,6 +275,7 @@ impl Supervisor {
             tokio::time::sleep(delay).await;
             let _ = tx.send(Msg::FlushExits);
         });
+        false
     }
 }
 

@@ -194,7 +194,7 @@ impl Engine {
         // The actor's own thread (see the module comment). Boot finishes before this
         // returns, as callers expect services loaded and re-attached once it has.
         let (booted_tx, booted) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new().name("hero_proc-supervisor".into()).spawn(move || {
+        let thread = std::thread::Builder::new().name("hero_proc-sup".into()).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => return tracing::error!("cannot start the supervisor runtime: {e}"),
@@ -290,9 +290,31 @@ enum Purpose {
     Run { run: RunId },
 }
 
+/// A job's process, as the supervisor sees it until its exit is reported.
+enum JobLife {
+    /// Running; the sender asks its watcher to stop it (signal, then SIGKILL after the
+    /// timeout).
+    Running(oneshot::Sender<(Signal, Duration)>),
+    /// Asked to stop: its exit is a cancellation, not a failure.
+    Stopping,
+}
+
 struct LiveJob {
     purpose: Purpose,
-    stop: Option<oneshot::Sender<(Signal, Duration)>>,
+    life: JobLife,
+}
+
+impl LiveJob {
+    fn running(purpose: Purpose, stop: oneshot::Sender<(Signal, Duration)>) -> LiveJob {
+        LiveJob { purpose, life: JobLife::Running(stop) }
+    }
+
+    /// Ask its watcher to stop it; a job already stopping is left alone.
+    fn stop(&mut self, signal: Signal, timeout: Duration) {
+        if let JobLife::Running(tx) = std::mem::replace(&mut self.life, JobLife::Stopping) {
+            let _ = tx.send((signal, timeout));
+        }
+    }
 }
 
 struct Supervisor {

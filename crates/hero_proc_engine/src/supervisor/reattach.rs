@@ -108,7 +108,7 @@ impl Supervisor {
                     // continue its run, so stop tracking after it exits.
                     let stop = self.watch(job.id, running, None, None);
                     let purpose = Purpose::Run { run: job.run_id.unwrap_or(RunId(0)) };
-                    self.jobs.insert(job.id, LiveJob { purpose, stop: Some(stop) });
+                    self.jobs.insert(job.id, LiveJob::running(purpose, stop));
                 }
                 (None, _) => {
                     // Gone, reused PID, or no longer ours: record it and move on. Services
@@ -172,8 +172,9 @@ impl Supervisor {
             job.spec().map(|a| (a.stop.signal, a.stop.timeout.0)).unwrap_or((Signal::Term, Duration::from_secs(10)));
         let unit = job.service.as_ref().map(|k| self.unit_of(k));
         let stop = self.watch(job.id, running, None, unit);
-        let _ = stop.send((sig, timeout));
-        self.jobs.insert(job.id, LiveJob { purpose: Purpose::Run { run: job.run_id.unwrap_or(RunId(0)) }, stop: None });
+        let mut live = LiveJob::running(Purpose::Run { run: job.run_id.unwrap_or(RunId(0)) }, stop);
+        live.stop(sig, timeout);
+        self.jobs.insert(job.id, live);
         let name = job.service.as_ref().map(|s| s.to_string()).unwrap_or_default();
         self.event(
             Level::Warn,

@@ -127,7 +127,7 @@ impl Supervisor {
         Ok(run)
     }
 
-    fn advance_run(&mut self, run: RunId) {
+    pub(super) fn advance_run(&mut self, run: RunId) {
         let Some(live) = self.runs.get_mut(&run) else { return };
         let Advance { ready, doomed } = live.advance();
         if !doomed.is_empty() {
@@ -203,12 +203,15 @@ impl Supervisor {
         }
     }
 
-    pub(super) fn on_run_job_exit(&mut self, run: RunId, job: JobId, ok: bool) {
-        if let Some(live) = self.runs.get_mut(&run) {
-            live.running.remove(&job);
-            live.done.insert(job, ok);
-            self.advance_run(run);
-        }
+    /// A job of a run ended: note it. When it was the run's last job, the run ends here
+    /// and its phase is returned (the caller records it with the exit).
+    pub(super) fn run_job_exited(&mut self, run: RunId, job: JobId, ok: bool) -> Option<Phase> {
+        let live = self.runs.get_mut(&run)?;
+        live.running.remove(&job);
+        live.done.insert(job, ok);
+        let phase = live.outcome()?;
+        self.runs.remove(&run);
+        Some(phase)
     }
 
     pub(super) fn cancel_run(&mut self, run: RunId) -> Result<bool, EngineError> {
@@ -221,10 +224,8 @@ impl Supervisor {
         live.cancelled = true;
         let running: Vec<JobId> = live.running.iter().copied().collect();
         for j in running {
-            if let Some(lj) = self.jobs.get_mut(&j)
-                && let Some(stop) = lj.stop.take()
-            {
-                let _ = stop.send((Signal::Term, Duration::from_secs(10)));
+            if let Some(lj) = self.jobs.get_mut(&j) {
+                lj.stop(Signal::Term, Duration::from_secs(10));
             }
         }
         self.advance_run(run);
