@@ -4,7 +4,7 @@
 //! sync, exactly the new revision's services run, once each, with the new environment,
 //! each tracked by a job row, and nothing of a deleted service is left running.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

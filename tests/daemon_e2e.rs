@@ -1,7 +1,7 @@
 //! End to end: the real daemon and CLI, real processes, a real SQLite file, a real
 //! Unix socket. Each test has its own HERO_ROOTDIR.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! token in a repository URL is never shown, logged or stored; links and submodules in
 //! a committed tree refuse the revision.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! any size are read in pages with bounded daemon memory. Real daemon, real children,
 //! real files.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;

@@ -2,7 +2,7 @@
 //! webhook under a low fd limit must not make the daemon spin, flood its log or stop
 //! answering on the RPC socket; slow and idle clients are timed out.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -2,7 +2,7 @@
 //! folders and files it does not own, a second daemon on the same database or socket,
 //! the database deleted under it, and a full disk.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

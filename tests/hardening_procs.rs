@@ -6,7 +6,7 @@
 //! These tests need root (the daemon runs as root in production and in CI). Not root is
 //! a failure, unless `HERO_TEST_ALLOW_SKIP=1`.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,6 +1,6 @@
 //! hero_db requirement (SPEC 5.3) and bounded history (SPEC 5.5), end to end.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! `/metrics`: Prometheus text by default (checked with the real `promtool`), OpenMetrics
 //! when asked, on the RPC socket and on `--metrics-addr` (where nothing else is served).
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};

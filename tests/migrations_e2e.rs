@@ -2,7 +2,7 @@
 //! once each, in order, recorded with their SHA-256; edits refused; a runaway script
 //! stopped by the sandbox while the daemon keeps answering.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! The reconciler end to end: real git repositories (made here), the real daemon
 //! following them, real processes whose environment shows which revision they run.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::Duration;

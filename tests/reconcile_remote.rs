@@ -1,7 +1,7 @@
 //! A daemon following a remote repository (file:// URL, fetched into its mirror):
 //! force-pushes, a deleted branch, a vanished remote, and the signed push webhook.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;

@@ -2,7 +2,7 @@
 //! by the daemon at apply time, sealed at rest, handed only to the processes that
 //! reference them; tampered or foreign files refuse the whole revision.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

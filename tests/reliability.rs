@@ -1,7 +1,7 @@
 //! Faults and races (issue 9), bounded to seconds: each ends in a clear status and the
 //! daemon keeps serving.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! it, and nothing else: not the database, WAL, log store, daemon log, CLI output or
 //! any RPC answer. A changed value restarts the services that use it.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

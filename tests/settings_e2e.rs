@@ -9,7 +9,7 @@
 //! Here: `retention` (each field, flags over git, where each value came from), `prune:
 //! false`, and `interval` from hero.yaml polling a remote.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! It must show a service started from git, the diff of a pending plan, and a secret's
 //! name but never its value; without the login it shows nothing.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

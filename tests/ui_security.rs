@@ -4,7 +4,7 @@
 //! repository, branch or host reaches the daemon (a recording relay on the UI's path to
 //! the daemon socket proves what the daemon was sent).
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::MetadataExt;

@@ -54,9 +54,9 @@ pub enum ServiceCmd {
     },
 }
 
-fn oref(name: &str) -> serde_json::Value {
-    let r = ObjectRef::parse(name);
-    json!({ "context": r.context, "name": r.name })
+fn oref(name: &str) -> anyhow::Result<serde_json::Value> {
+    let r = Ref::parse(name)?;
+    Ok(json!({ "context": r.context, "name": r.name }))
 }
 
 /// Read and check a YAML file with the validator's rules; print its problems.
@@ -103,7 +103,7 @@ pub async fn action(cmd: ActionCmd, out: &Output) -> anyhow::Result<ExitCode> {
     match cmd {
         ActionCmd::Set { file } => send_set(load_file(&file)?, out).await,
         ActionCmd::Get { name } => {
-            let v: ActionView = connect(out).await?.call("action.get", oref(&name)).await?;
+            let v: ActionView = connect(out).await?.call("action.get", oref(&name)?).await?;
             if out.json() {
                 out.print_json(&v)?;
             } else {
@@ -147,11 +147,11 @@ pub async fn action(cmd: ActionCmd, out: &Output) -> anyhow::Result<ExitCode> {
 }
 
 async fn simple(out: &Output, method: &str, name: &str, yes: &str, no: &str) -> anyhow::Result<ExitCode> {
-    let d: Done = connect(out).await?.call(method, oref(name)).await?;
+    let d: Done = connect(out).await?.call(method, oref(name)?).await?;
     if out.json() {
         out.print_json(&d)?;
     } else if !out.quiet {
-        let r = ObjectRef::parse(name);
+        let r = Ref::parse(name)?;
         println!("{r}: {}", if d.changed { yes } else { no });
     }
     Ok(ExitCode::SUCCESS)
@@ -161,7 +161,7 @@ pub async fn service(cmd: ServiceCmd, out: &Output) -> anyhow::Result<ExitCode> 
     match cmd {
         ServiceCmd::Set { file } => send_set(load_file(&file)?, out).await,
         ServiceCmd::Get { name } => {
-            let s: Service = connect(out).await?.call("service.get", oref(&name)).await?;
+            let s: Service = connect(out).await?.call("service.get", oref(&name)?).await?;
             if out.json() {
                 out.print_json(&s)?;
             } else {
@@ -194,7 +194,7 @@ pub async fn service(cmd: ServiceCmd, out: &Output) -> anyhow::Result<ExitCode> 
         ServiceCmd::Stop { name } => simple(out, "service.stop", &name, "stopping", "not running").await,
         ServiceCmd::Restart { name } => simple(out, "service.restart", &name, "restarting", "restarting").await,
         ServiceCmd::Status { name } => {
-            let s: ServiceView = connect(out).await?.call("service.status", oref(&name)).await?;
+            let s: ServiceView = connect(out).await?.call("service.status", oref(&name)?).await?;
             if out.json() {
                 out.print_json(&s)?;
             } else {

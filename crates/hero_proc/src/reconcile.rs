@@ -283,7 +283,7 @@ fn print_status(s: &SyncStatus, out: &Output) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(r) = &s.last_result {
-        println!("last:       {r}{}", s.last_duration_ms.map(|d| format!(" in {d} ms")).unwrap_or_default());
+        println!("last:       {}{}", r.as_str(), s.last_duration_ms.map(|d| format!(" in {d} ms")).unwrap_or_default());
     }
     if s.attempted_revision != s.applied_revision || s.last_error.is_some() {
         println!("attempted:  {}{}", short(&s.attempted_revision), ago(s.attempted_at_ms));

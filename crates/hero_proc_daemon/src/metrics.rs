@@ -144,8 +144,9 @@ async fn reconcile_metrics(o: &mut Out, ctx: &Ctx) {
         "counter",
         "Reconcile attempts by result (applied, noop, degraded, failed, refused).",
     );
-    for result in ["applied", "noop", "degraded", "failed", "refused"] {
-        o.sample("hero_proc_reconcile_total", &[("result", result)], m.results.get(result).copied().unwrap_or(0));
+    for result in hero_proc_store::SyncResult::ALL {
+        let n = m.results.get(&result).copied().unwrap_or(0);
+        o.sample("hero_proc_reconcile_total", &[("result", result.as_str())], n);
     }
     o.family("hero_proc_reconcile_duration_seconds", "histogram", "Time of one reconcile: fetch, load, plan, apply.");
     for (i, le) in DURATION_BUCKETS.iter().enumerate() {

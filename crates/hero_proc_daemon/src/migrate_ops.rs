@@ -55,13 +55,7 @@ impl ProcOps for EngineProc {
     }
 
     fn run_submit(&mut self, actions: Vec<String>) -> Result<i64, String> {
-        let refs: Vec<Ref> = actions
-            .iter()
-            .map(|a| match a.split_once('/') {
-                Some((c, n)) => Ref::new(c, n),
-                None => Ref::new(hero_proc_spec::DEFAULT_CONTEXT, a),
-            })
-            .collect();
+        let refs = actions.iter().map(|a| Ref::parse(a).map_err(|e| e.to_string())).collect::<Result<Vec<Ref>, _>>()?;
         let label = format!("migration: {}", actions.join(" "));
         self.handle.block_on(self.engine.submit(refs, label)).map(|id| id.0).map_err(|e| e.to_string())
     }

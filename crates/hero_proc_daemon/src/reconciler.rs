@@ -78,7 +78,7 @@ pub enum ReconcileError {
 #[derive(Clone, Debug, Default)]
 pub struct SyncMetrics {
     /// By result: applied, noop, failed, refused.
-    pub results: BTreeMap<&'static str, u64>,
+    pub results: BTreeMap<SyncResult, u64>,
     /// Duration histogram: cumulative counts for [`DURATION_BUCKETS`], then +Inf.
     pub buckets: Vec<u64>,
     pub duration_sum_s: f64,
@@ -98,7 +98,7 @@ struct Runtime {
     head: Option<CommitInfo>,
     /// The last apply's config is live but a migration failed.
     degraded: bool,
-    last_result: Option<&'static str>,
+    last_result: Option<SyncResult>,
     last_duration_ms: Option<u64>,
     next_sync_at_ms: Option<i64>,
     failures: u32,
@@ -348,12 +348,14 @@ impl Reconciler {
         let result = self.apply_inner(&req).await;
         let elapsed = started.elapsed();
         let degraded = std::mem::take(&mut self.runtime.lock().expect("runtime lock").degraded);
-        let label: &'static str = match &result {
-            Ok(_) if degraded => "degraded",
-            Ok(o) if o.plan.is_empty() => "noop",
-            Ok(_) => "applied",
-            Err(ReconcileError::Refused { .. } | ReconcileError::Load(LoadError::Refused { .. })) => "refused",
-            Err(_) => "failed",
+        let label = match &result {
+            Ok(_) if degraded => SyncResult::Degraded,
+            Ok(o) if o.plan.is_empty() => SyncResult::Noop,
+            Ok(_) => SyncResult::Applied,
+            Err(ReconcileError::Refused { .. } | ReconcileError::Load(LoadError::Refused { .. })) => {
+                SyncResult::Refused
+            }
+            Err(_) => SyncResult::Failed,
         };
         {
             let mut rt = self.runtime.lock().expect("runtime lock");
@@ -652,7 +654,7 @@ impl Reconciler {
             suspended: s.suspended,
             pinned_revision: s.pinned_revision,
             head_revision: rt.head.as_ref().map(|h| h.id.clone()),
-            last_result: rt.last_result.map(str::to_owned),
+            last_result: rt.last_result,
             last_duration_ms: rt.last_duration_ms,
             next_sync_at_ms: rt.next_sync_at_ms,
             consecutive_failures: rt.failures,

@@ -241,6 +241,11 @@ fn parse<T: serde::de::DeserializeOwned>(p: &Params<'_>) -> Result<T, ErrorObjec
     })
 }
 
+/// A reference written as `name` or `context/name` in a string parameter.
+fn parse_ref(s: &str) -> Result<Ref, ErrorObjectOwned> {
+    Ref::parse(s).map_err(|e| ErrorObjectOwned::owned(ErrorCode::Invalid.code(), e.to_string(), None::<()>))
+}
+
 /// Check `params.<key>` with the decoder `hero_proc validate` uses on files, so the RPC
 /// refuses what `validate` refuses, with the same codes and messages, and names each
 /// field (`action.schedule: ... [cron.invalid]`). Problems go in the error's `data`.
@@ -276,10 +281,6 @@ fn validate_object<T>(
         }
     }
     Err(ErrorObjectOwned::owned(ErrorCode::Invalid.code(), message, Some(serde_json::json!({ "problems": errors }))))
-}
-
-fn to_ref(r: &ObjectRef) -> Ref {
-    Ref::new(&r.context, &r.name)
 }
 
 fn done(changed: bool) -> Done {
@@ -403,7 +404,7 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
         r
     });
     method!("action.get", |p, c| -> ActionView {
-        let r: ObjectRef = parse(&p)?;
+        let r: Ref = parse(&p)?;
         match c.engine.store.get_action(&r.context, &r.name).map_err(store_err)? {
             Some(s) => Ok(ActionView {
                 action: s.value,
@@ -429,8 +430,8 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
             .collect())
     });
     method!("action.delete", |p, c| -> Done {
-        let r: ObjectRef = parse(&p)?;
-        let res = c.engine.delete_action(to_ref(&r)).await.map(done).map_err(engine_err);
+        let r: Ref = parse(&p)?;
+        let res = c.engine.delete_action(r.clone()).await.map(done).map_err(engine_err);
         c.reconciler.changed_by_hand();
         res
     });
@@ -449,7 +450,7 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
         r
     });
     method!("service.get", |p, c| -> hero_proc_spec::Service {
-        let r: ObjectRef = parse(&p)?;
+        let r: Ref = parse(&p)?;
         match c.engine.store.get_service(&r.context, &r.name).map_err(store_err)? {
             Some(s) => Ok(s.value),
             None => {
@@ -461,34 +462,34 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
         c.engine.status(None).await.map(crate::views::services).map_err(engine_err)
     });
     method!("service.delete", |p, c| -> Done {
-        let r: ObjectRef = parse(&p)?;
-        let res = c.engine.delete_service(to_ref(&r)).await.map(done).map_err(engine_err);
+        let r: Ref = parse(&p)?;
+        let res = c.engine.delete_service(r.clone()).await.map(done).map_err(engine_err);
         c.reconciler.changed_by_hand();
         res
     });
     method!("service.start", |p, c| -> Done {
-        let r: ObjectRef = parse(&p)?;
-        let res = c.engine.start_service(to_ref(&r)).await.map(done).map_err(engine_err);
+        let r: Ref = parse(&p)?;
+        let res = c.engine.start_service(r.clone()).await.map(done).map_err(engine_err);
         c.reconciler.changed_by_hand();
         res
     });
     method!("service.stop", |p, c| -> Done {
-        let r: ObjectRef = parse(&p)?;
-        let res = c.engine.stop_service(to_ref(&r)).await.map(done).map_err(engine_err);
+        let r: Ref = parse(&p)?;
+        let res = c.engine.stop_service(r.clone()).await.map(done).map_err(engine_err);
         c.reconciler.changed_by_hand();
         res
     });
     method!("service.restart", |p, c| -> Done {
-        let r: ObjectRef = parse(&p)?;
-        c.engine.restart_service(to_ref(&r)).await.map(done).map_err(engine_err)
+        let r: Ref = parse(&p)?;
+        c.engine.restart_service(r.clone()).await.map(done).map_err(engine_err)
     });
     method!("service.status", |p, c| -> ServiceView {
-        let r: ObjectRef = parse(&p)?;
-        let mut v = c.engine.status(Some(to_ref(&r))).await.map(crate::views::services).map_err(engine_err)?;
+        let r: Ref = parse(&p)?;
+        let mut v = c.engine.status(Some(r.clone())).await.map(crate::views::services).map_err(engine_err)?;
         v.pop().ok_or_else(|| rpc_err(ErrorCode::NotFound, format!("no service {r}")))
     });
     method!("service.domains", |p, c| -> Vec<CheckView> {
-        let r: ObjectRef = parse(&p)?;
+        let r: Ref = parse(&p)?;
         let expand = c.paths.expand();
         let tree = hero_proc_engine::health::hero_sockets(&r.name, &expand).await;
         Ok(tree
@@ -567,7 +568,7 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
             .collect())
     });
     method!("secret.delete", |p, c| -> Done {
-        let r: ObjectRef = parse(&p)?;
+        let r: Ref = parse(&p)?;
         c.engine.store.delete_secret(&r.context, &r.name).map(done).map_err(store_err)
     });
 
@@ -576,10 +577,7 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
         let q: JobQuery = parse(&p)?;
         let filter = JobFilter {
             phase: q.phase.map(phase_from_wire),
-            service: q.service.as_deref().map(|s| {
-                let r = ObjectRef::parse(s);
-                Ref::new(r.context, r.name)
-            }),
+            service: q.service.as_deref().map(parse_ref).transpose()?,
             run_id: q.run_id.map(RunId),
             limit: bounded("job.list", q.limit, 100, JOB_LIST_MAX, "`before_id` (the smallest id returned)")?,
             before_id: q.before_id.map(JobId),
@@ -646,14 +644,7 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
     // run.*
     method!("run.submit", |p, c| -> RunView {
         let q: RunSubmit = parse(&p)?;
-        let refs: Vec<Ref> = q
-            .actions
-            .iter()
-            .map(|a| {
-                let r = ObjectRef::parse(a);
-                Ref::new(r.context, r.name)
-            })
-            .collect();
+        let refs = q.actions.iter().map(|a| parse_ref(a)).collect::<Result<Vec<Ref>, _>>()?;
         let label = q.label.unwrap_or_else(|| q.actions.join(" "));
         let id = c.engine.submit(refs, label).await.map_err(engine_err)?;
         let run = c

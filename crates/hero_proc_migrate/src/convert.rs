@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use hero_proc_spec::diag::{Diagnostics, Severity};
 use hero_proc_spec::schema::{Decoder, NAME_HINT, is_valid_name};
-use hero_proc_spec::{Action, DEFAULT_CONTEXT, Pos, Service};
+use hero_proc_spec::{Action, Pos, Service};
 use rhai::{Array, Dynamic, Map};
 
 /// Deepest nesting accepted in a map passed to `proc` (the YAML reader allows 64; real
@@ -181,14 +181,9 @@ pub(crate) fn object_to_dynamic<T: serde::Serialize>(value: &T) -> Dynamic {
 
 /// Split `name` or `context/name` (context `core` when omitted), checking both parts.
 pub(crate) fn parse_ref(s: &str, what: &str) -> Result<(String, String), String> {
-    let (context, name) = match s.split_once('/') {
-        Some((c, n)) => (c, n),
-        None => (DEFAULT_CONTEXT, s),
-    };
-    if !is_valid_name(context) || !is_valid_name(name) {
-        return Err(format!("invalid {what} reference `{s}`: write `name` or `context/name`; {NAME_HINT}"));
-    }
-    Ok((context.to_owned(), name.to_owned()))
+    let r = hero_proc_spec::Ref::parse(s)
+        .map_err(|_| format!("invalid {what} reference `{s}`: write `name` or `context/name`; {NAME_HINT}"))?;
+    Ok((r.context, r.name))
 }
 
 /// Check a bare context name.

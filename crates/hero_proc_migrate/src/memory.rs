@@ -126,8 +126,9 @@ impl World {
 
     fn run_submit(&mut self, actions: Vec<String>) -> Result<i64, String> {
         for r in &actions {
-            let (c, n) = r.split_once('/').unwrap_or((hero_proc_spec::DEFAULT_CONTEXT, r));
-            if !self.actions.contains_key(&key(c, n)) {
+            let hero_proc_spec::Ref { context: c, name: n } =
+                hero_proc_spec::Ref::parse(r).map_err(|e| e.to_string())?;
+            if !self.actions.contains_key(&key(&c, &n)) {
                 return Err(format!("no action {c}/{n}; create it first with proc.action_set"));
             }
         }

@@ -68,11 +68,10 @@ pub fn history_summary(plan: &Plan) -> serde_json::Value {
     })
 }
 
+/// The plan names services as `context/name` it printed from a [`Ref`] of a validated
+/// spec, so the parse cannot fail; a bare name would be in `core`.
 fn parse_ref(s: &str) -> Ref {
-    match s.split_once('/') {
-        Some((c, n)) => Ref::new(c, n),
-        None => Ref::new(hero_proc_spec::DEFAULT_CONTEXT, s),
-    }
+    Ref::parse(s).unwrap_or_else(|_| Ref::new(hero_proc_spec::DEFAULT_CONTEXT, s))
 }
 
 /// Write the plan's changes for `desired` in one transaction and record the revision as

@@ -24,7 +24,7 @@ pub use apply::{AppliedChange, ApplyError, SecretSealer, apply, record_failure};
 pub use desired::{Desired, DesiredSecret, LoadError, SecretOpener, SopsOpener};
 pub use live::{FailedMigration, Live, LiveSecret, RunState};
 pub use plan::{
-    Change, DriftItem, HeldMigration, MigrationPreview, Op, Plan, Restart, StateChange, Summary, plan,
+    Cause, Change, DriftItem, HeldMigration, MigrationPreview, Op, Plan, Restart, StateChange, Summary, plan,
     preview_migrations,
 };
 pub use repo::{CommitInfo, Repo, RepoConfig, RepoError};
@@ -47,8 +47,8 @@ pub struct SyncStatus {
     pub pinned_revision: Option<String>,
     /// The branch head seen at the last fetch.
     pub head_revision: Option<String>,
-    /// `applied`, `noop`, `failed` or `refused`.
-    pub last_result: Option<String>,
+    /// How the last attempt ended (`applied`, `noop`, `degraded`, `failed`, `refused`).
+    pub last_result: Option<hero_proc_store::SyncResult>,
     pub last_duration_ms: Option<u64>,
     pub next_sync_at_ms: Option<i64>,
     pub consecutive_failures: u32,

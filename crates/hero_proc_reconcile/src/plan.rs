@@ -15,6 +15,7 @@
 //!   new or of the applied revision) is refused: dropping one takes two commits.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use hero_proc_spec::{Action, DEFAULT_CONTEXT, Kind, Named, Service, ServiceStatus};
 use hero_proc_store::Ref;
@@ -66,11 +67,81 @@ impl Change {
     }
 }
 
+/// Why the plan starts, stops or restarts a service. On the wire (dry-run JSON, the RPC,
+/// the UI) it is the sentence [`Cause`]'s `Display` writes, so the JSON did not change
+/// when this became an enum.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cause {
+    NewService,
+    StatusSetToStart,
+    StatusSetToStop,
+    StoppedByHand,
+    StartedByHand,
+    Deleted,
+    ActionListChanged,
+    ActionChanged(Ref),
+    SecretChanged(Ref),
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::NewService => f.write_str("new service"),
+            Cause::StatusSetToStart => f.write_str("status set to start"),
+            Cause::StatusSetToStop => f.write_str("status set to stop"),
+            Cause::StoppedByHand => f.write_str("stopped by hand"),
+            Cause::StartedByHand => f.write_str("started by hand"),
+            Cause::Deleted => f.write_str("deleted"),
+            Cause::ActionListChanged => f.write_str("its action list changed"),
+            Cause::ActionChanged(r) => write!(f, "action {r} changed"),
+            Cause::SecretChanged(r) => write!(f, "secret {r} changed"),
+        }
+    }
+}
+
+impl std::str::FromStr for Cause {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Cause, String> {
+        let fixed = [
+            Cause::NewService,
+            Cause::StatusSetToStart,
+            Cause::StatusSetToStop,
+            Cause::StoppedByHand,
+            Cause::StartedByHand,
+            Cause::Deleted,
+            Cause::ActionListChanged,
+        ];
+        if let Some(c) = fixed.into_iter().find(|c| c.to_string() == s) {
+            return Ok(c);
+        }
+        let object = |prefix: &str| {
+            s.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(" changed")).and_then(|r| Ref::parse(r).ok())
+        };
+        match (object("action "), object("secret ")) {
+            (Some(r), _) => Ok(Cause::ActionChanged(r)),
+            (_, Some(r)) => Ok(Cause::SecretChanged(r)),
+            _ => Err(format!("unknown cause `{s}`")),
+        }
+    }
+}
+
+impl Serialize for Cause {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cause {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cause, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A service restart the plan implies, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Restart {
     pub service: String,
-    pub because: String,
+    pub because: Cause,
     #[serde(default)]
     pub drift: bool,
 }
@@ -79,7 +150,7 @@ pub struct Restart {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateChange {
     pub service: String,
-    pub because: String,
+    pub because: Cause,
     #[serde(default)]
     pub drift: bool,
 }
@@ -341,7 +412,7 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
                 yaml_diff(&r, Kind::Service, "", &yaml(s)),
             ));
             if s.status == ServiceStatus::Start {
-                starts.push(StateChange { service: r.to_string(), because: "new service".into(), drift });
+                starts.push(StateChange { service: r.to_string(), because: Cause::NewService, drift });
             }
             continue;
         };
@@ -355,12 +426,12 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
         let up = matches!(state, RunState::Up | RunState::Unknown);
         match s.status {
             ServiceStatus::Start if old.status != ServiceStatus::Start => {
-                starts.push(StateChange { service: r.to_string(), because: "status set to start".into(), drift });
+                starts.push(StateChange { service: r.to_string(), because: Cause::StatusSetToStart, drift });
             }
             ServiceStatus::Start if state == RunState::Down => {
                 // Stopped by hand (git wants it running). Drift unless git just changed it.
                 let drift = prev.is_some_and(|p| p.is_some_and(|p| p.status == ServiceStatus::Start));
-                starts.push(StateChange { service: r.to_string(), because: "stopped by hand".into(), drift });
+                starts.push(StateChange { service: r.to_string(), because: Cause::StoppedByHand, drift });
             }
             ServiceStatus::Start if up => {
                 if let Some((because, drift)) =
@@ -370,11 +441,11 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
                 }
             }
             ServiceStatus::Stop if old.status != ServiceStatus::Stop && up => {
-                stops.push(StateChange { service: r.to_string(), because: "status set to stop".into(), drift });
+                stops.push(StateChange { service: r.to_string(), because: Cause::StatusSetToStop, drift });
             }
             ServiceStatus::Stop if state == RunState::Up => {
                 let drift = prev.is_some_and(|p| p.is_some_and(|p| p.status == ServiceStatus::Stop));
-                stops.push(StateChange { service: r.to_string(), because: "started by hand".into(), drift });
+                stops.push(StateChange { service: r.to_string(), because: Cause::StartedByHand, drift });
             }
             _ => {}
         }
@@ -391,7 +462,7 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
             continue;
         };
         if matches!(live.state(r), RunState::Up | RunState::Unknown) {
-            stops.push(StateChange { service: r.to_string(), because: "deleted".into(), drift });
+            stops.push(StateChange { service: r.to_string(), because: Cause::Deleted, drift });
         }
         let deps: Vec<Ref> = s
             .value
@@ -458,7 +529,7 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
         drift.push(DriftItem { object: c.object(), what: what.into() });
     }
     for s in starts.iter().chain(&stops).filter(|s| s.drift) {
-        drift.push(DriftItem { object: format!("service {}", s.service), what: s.because.clone() });
+        drift.push(DriftItem { object: format!("service {}", s.service), what: s.because.to_string() });
     }
     if !settings.self_heal {
         changes.retain(|c| !c.drift);
@@ -483,7 +554,7 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
         }
     }
     for s in &stops {
-        if s.because != "deleted" && required.iter().any(|r| r.to_string() == s.service) {
+        if s.because != Cause::Deleted && required.iter().any(|r| r.to_string() == s.service) {
             refusals.push(format!(
                 "this revision stops required service {}; a required service (hero.yaml `required_services`) must keep running: set `status: start`, or first remove it from `required_services`",
                 s.service
@@ -577,20 +648,9 @@ fn runs_differently(a: &Action, b: &Action) -> bool {
     strip(a) != strip(b)
 }
 
-/// The engine's reference rule: `ctx/name` is explicit; a bare name is the object's own
-/// context when that exists, else `core`.
+/// The one reference rule ([`Ref::resolve`]), for a name written in a file.
 fn resolve(n: &Named, context: &str, exists: impl Fn(&Ref) -> bool) -> Ref {
-    match n.split() {
-        (Some(c), name) => Ref::new(c, name),
-        (None, name) => {
-            let own = Ref::new(context, name);
-            if exists(&own) {
-                return own;
-            }
-            let core = Ref::new(DEFAULT_CONTEXT, name);
-            if exists(&core) { core } else { own }
-        }
-    }
+    Ref::resolve(&n.name, context, exists)
 }
 
 /// Why a running service must restart, if it must; and whether that is drift only.
@@ -601,24 +661,24 @@ fn restart_cause(
     action_changed: &BTreeMap<Ref, bool>,
     secret_changed: &BTreeMap<Ref, bool>,
     service_drift: bool,
-) -> Option<(String, bool)> {
+) -> Option<(Cause, bool)> {
     // Every cause, then the first one git made (a drift cause must not hide it: with
     // self_heal off drift restarts are dropped, git's must still happen).
-    let mut causes: Vec<(String, bool)> = Vec::new();
+    let mut causes: Vec<(Cause, bool)> = Vec::new();
     if s.actions != old.actions {
-        causes.push(("its action list changed".into(), service_drift));
+        causes.push((Cause::ActionListChanged, service_drift));
     }
     let exists = |r: &Ref| desired.state.actions.contains_key(&key_of(r));
     for n in &s.actions {
         let ar = resolve(n, &s.context, exists);
         if let Some(drift) = action_changed.get(&ar) {
-            causes.push((format!("action {ar} changed"), *drift));
+            causes.push((Cause::ActionChanged(ar.clone()), *drift));
         }
         if let Some(a) = desired.state.actions.get(&key_of(&ar)) {
             for sec in a.secret_refs() {
                 let sr = Ref::new(&a.context, &sec.name);
                 if let Some(drift) = secret_changed.get(&sr) {
-                    causes.push((format!("secret {sr} changed"), *drift));
+                    causes.push((Cause::SecretChanged(sr.clone()), *drift));
                 }
             }
         }

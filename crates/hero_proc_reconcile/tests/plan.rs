@@ -112,13 +112,13 @@ fn change<'p>(p: &'p Plan, kind: Kind, object: &str) -> &'p hero_proc_reconcile:
 
 /// `(service, because, drift)` of a list of restarts/starts/stops.
 fn restarts(p: &Plan) -> Vec<(String, String, bool)> {
-    p.restarts.iter().map(|x| (x.service.clone(), x.because.clone(), x.drift)).collect()
+    p.restarts.iter().map(|x| (x.service.clone(), x.because.to_string(), x.drift)).collect()
 }
 fn starts(p: &Plan) -> Vec<(String, String, bool)> {
-    p.starts.iter().map(|x| (x.service.clone(), x.because.clone(), x.drift)).collect()
+    p.starts.iter().map(|x| (x.service.clone(), x.because.to_string(), x.drift)).collect()
 }
 fn stops(p: &Plan) -> Vec<(String, String, bool)> {
-    p.stops.iter().map(|x| (x.service.clone(), x.because.clone(), x.drift)).collect()
+    p.stops.iter().map(|x| (x.service.clone(), x.because.to_string(), x.drift)).collect()
 }
 fn t(service: &str, because: &str, drift: bool) -> (String, String, bool) {
     (service.to_owned(), because.to_owned(), drift)
@@ -913,4 +913,32 @@ fn render_of_an_empty_plan_says_no_changes() {
     let fresh = render_text(&plan(&desired("actions: []\n"), &Live::empty(), None, None), false);
     assert!(fresh.contains("  live: nothing applied from git yet\n"), "{fresh}");
     assert!(fresh.contains("No changes"), "{fresh}");
+}
+
+/// The dry-run JSON and the UI read a cause as its sentence: every variant must come
+/// back as itself, and an unknown sentence is an error, not a guess.
+#[test]
+fn causes_round_trip_through_their_sentence() {
+    use hero_proc_reconcile::Cause;
+    use hero_proc_store::Ref;
+    let all = [
+        Cause::NewService,
+        Cause::StatusSetToStart,
+        Cause::StatusSetToStop,
+        Cause::StoppedByHand,
+        Cause::StartedByHand,
+        Cause::Deleted,
+        Cause::ActionListChanged,
+        Cause::ActionChanged(Ref::new("shop", "web")),
+        Cause::SecretChanged(Ref::new("core", "db_password")),
+    ];
+    for c in all {
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(serde_json::from_str::<Cause>(&json).unwrap(), c, "{json}");
+    }
+    assert_eq!(
+        serde_json::to_string(&Cause::ActionChanged(Ref::new("shop", "web"))).unwrap(),
+        r#""action shop/web changed""#
+    );
+    assert!(serde_json::from_str::<Cause>(r#""the moon is full""#).is_err());
 }

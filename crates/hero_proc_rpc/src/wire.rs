@@ -10,31 +10,7 @@ fn core() -> String {
 }
 
 /// Names one object: `{ "name": "web" }` or `{ "context": "shop", "name": "web" }`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectRef {
-    #[serde(default = "core")]
-    pub context: String,
-    pub name: String,
-}
-
-impl ObjectRef {
-    pub fn new(context: impl Into<String>, name: impl Into<String>) -> Self {
-        ObjectRef { context: context.into(), name: name.into() }
-    }
-    /// Parse `name` or `context/name`.
-    pub fn parse(s: &str) -> Self {
-        match s.split_once('/') {
-            Some((c, n)) => ObjectRef::new(c, n),
-            None => ObjectRef::new(core(), s),
-        }
-    }
-}
-
-impl std::fmt::Display for ObjectRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.context, self.name)
-    }
-}
+pub use hero_proc_spec::Ref;
 
 /// `action.set`.
 #[derive(Clone, Debug, Serialize, Deserialize)]

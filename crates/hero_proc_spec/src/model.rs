@@ -61,10 +61,7 @@ impl Named {
     }
     /// Split an optional `context/` prefix: `core/hero_db` -> (Some("core"), "hero_db").
     pub fn split(&self) -> (Option<&str>, &str) {
-        match self.name.split_once('/') {
-            Some((ctx, name)) => (Some(ctx), name),
-            None => (None, &self.name),
-        }
+        crate::Ref::split(&self.name)
     }
 }
 

@@ -126,11 +126,7 @@ impl<'d> Decoder<'d> {
     /// A reference: `name` or `context/name`.
     fn reference(&mut self, node: &Node, what: &str) -> Option<Named> {
         let s = self.string(node)?;
-        let ok = match s.split_once('/') {
-            Some((ctx, name)) => is_valid_name(ctx) && is_valid_name(name),
-            None => is_valid_name(&s),
-        };
-        if !ok {
+        if crate::Ref::parse(&s).is_err() {
             let pos = self.pos(node);
             self.diags
                 .error(&pos, "name.invalid", format!("invalid {what} reference `{s}`"))

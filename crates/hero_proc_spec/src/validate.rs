@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::diag::{Diagnostics, Pos, did_you_mean};
 use crate::model::*;
+use crate::reference::Ref;
 
 /// All cross-object checks of a loaded tree.
 pub fn check_tree(tree: &ConfigTree, diags: &mut Diagnostics) {
@@ -54,19 +55,15 @@ fn check_unique(set: &ObjectSet, diags: &mut Diagnostics) {
     }
 }
 
-/// Resolve `name` or `context/name` from an object in `context`: an explicit context
-/// wins; otherwise the object's own context, then `core` (shared infrastructure).
+/// Resolve `name` or `context/name` from an object in `context` ([`Ref::resolve`]).
 fn resolve<'m, T>(
     map: &'m BTreeMap<(String, String), T>,
     context: &str,
     r: &Named,
 ) -> Option<(&'m (String, String), &'m T)> {
-    match r.split() {
-        (Some(ctx), name) => map.get_key_value(&(ctx.to_owned(), name.to_owned())),
-        (None, name) => map
-            .get_key_value(&(context.to_owned(), name.to_owned()))
-            .or_else(|| map.get_key_value(&(DEFAULT_CONTEXT.to_owned(), name.to_owned()))),
-    }
+    let key = |r: &Ref| (r.context.clone(), r.name.clone());
+    let found = Ref::resolve(&r.name, context, |r| map.contains_key(&key(r)));
+    map.get_key_value(&key(&found))
 }
 
 fn suggest<T>(map: &BTreeMap<(String, String), T>, context: &str, r: &Named) -> Option<String> {

@@ -35,24 +35,8 @@ pub struct Stored<T> {
     pub updated_at_ms: i64,
 }
 
-/// `(context, name)`: the address of an action or service.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Ref {
-    pub context: String,
-    pub name: String,
-}
-
-impl Ref {
-    pub fn new(context: impl Into<String>, name: impl Into<String>) -> Ref {
-        Ref { context: context.into(), name: name.into() }
-    }
-}
-
-impl fmt::Display for Ref {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.context, self.name)
-    }
-}
+/// `(context, name)`: the address of an action or service (the spec crate's one identity type).
+pub use hero_proc_spec::Ref;
 
 macro_rules! id_type {
     ($(#[$m:meta])* $name:ident) => {
@@ -273,7 +257,7 @@ pub struct SecretMeta {
 }
 
 /// The outcome of one reconcile attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncResult {
     Applied,
@@ -282,6 +266,8 @@ pub enum SyncResult {
     Refused,
     /// Nothing to do.
     Noop,
+    /// Applied, but a migration of the revision failed: retried on the next sync.
+    Degraded,
 }
 
 impl SyncResult {
@@ -291,12 +277,13 @@ impl SyncResult {
             SyncResult::Failed => "failed",
             SyncResult::Refused => "refused",
             SyncResult::Noop => "noop",
+            SyncResult::Degraded => "degraded",
         }
     }
+    pub const ALL: [SyncResult; 5] =
+        [SyncResult::Applied, SyncResult::Noop, SyncResult::Degraded, SyncResult::Failed, SyncResult::Refused];
     pub fn parse(s: &str) -> Option<SyncResult> {
-        [SyncResult::Applied, SyncResult::Failed, SyncResult::Refused, SyncResult::Noop]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        SyncResult::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 

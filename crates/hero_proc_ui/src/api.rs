@@ -145,11 +145,7 @@ fn typed(m: &Method, p: &Param, v: &str) -> Result<Value, ParamError> {
 }
 
 fn is_service_ref(v: &str) -> bool {
-    let valid = hero_proc_spec::schema::is_valid_name;
-    match v.split_once('/') {
-        Some((c, n)) => valid(c) && valid(n),
-        None => valid(v),
-    }
+    hero_proc_spec::Ref::parse(v).is_ok()
 }
 
 /// A ref name in git's safe subset (no `..`, `@{`, `:`, spaces, leading `-`), then any

@@ -10,7 +10,7 @@ use hero_proc_store::{Origin, Ref};
 
 use super::services::{Event, Svc};
 use super::view::ServiceSnapshot;
-use super::{ConfigChange, EngineError, Supervisor, key_of, now_ms, recordable, resolve_ref};
+use super::{ConfigChange, EngineError, Supervisor, key_of, now_ms, recordable};
 
 impl Supervisor {
     pub(super) fn set_action(&mut self, a: Action, origin: Origin) -> Result<bool, EngineError> {
@@ -23,7 +23,7 @@ impl Supervisor {
     pub(super) fn delete_action(&mut self, r: Ref) -> Result<bool, EngineError> {
         let used = self.services.values().any(|s| {
             s.spec.actions.iter().any(|a| {
-                resolve_ref(&a.name, &s.spec.context, |_| true) == r
+                Ref::resolve(&a.name, &s.spec.context, |_| true) == r
                     || (a.name == r.name && s.spec.context == r.context)
             })
         });
@@ -41,7 +41,7 @@ impl Supervisor {
 
     pub(super) fn set_service(&mut self, spec: Service, origin: Origin) -> Result<bool, EngineError> {
         for a in &spec.actions {
-            let r = resolve_ref(&a.name, &spec.context, |r| {
+            let r = Ref::resolve(&a.name, &spec.context, |r| {
                 self.store.get_action(&r.context, &r.name).ok().flatten().is_some()
             });
             if self.store.get_action(&r.context, &r.name)?.is_none() {

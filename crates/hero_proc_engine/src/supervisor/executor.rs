@@ -10,7 +10,7 @@ use hero_proc_store::{JobId, Ref};
 
 use super::services::{self, Effect, Event, MainFacts, Now, Step};
 use super::view::{CheckResult, ServiceState};
-use super::{LiveJob, Msg, Purpose, Supervisor, now_ms, resolve_ref};
+use super::{LiveJob, Msg, Purpose, Supervisor, now_ms};
 use crate::contain::Unit;
 use crate::health::{self, Health};
 use crate::process;
@@ -90,7 +90,7 @@ impl Supervisor {
     pub(super) fn action_for(&self, key: &Ref, step: usize) -> Result<Action, String> {
         let svc = self.services.get(key).ok_or("service vanished")?;
         let named = svc.spec.actions.get(step).ok_or("no such step")?;
-        let r = resolve_ref(&named.name, &svc.spec.context, |r| {
+        let r = Ref::resolve(&named.name, &svc.spec.context, |r| {
             self.store.get_action(&r.context, &r.name).ok().flatten().is_some()
         });
         match self.store.get_action(&r.context, &r.name) {
@@ -104,7 +104,7 @@ impl Supervisor {
     fn begin(&mut self, key: &Ref) {
         let Some(svc) = self.services.get(key) else { return };
         let ctx = svc.spec.context.clone();
-        let resolve = |name: &str| resolve_ref(name, &ctx, |k| self.services.contains_key(k));
+        let resolve = |name: &str| Ref::resolve(name, &ctx, |k| self.services.contains_key(k));
         let requires: Vec<Ref> = svc.spec.requires.iter().map(|r| resolve(&r.name)).collect();
         let after: Vec<Ref> = svc.spec.after.iter().map(|r| resolve(&r.name)).collect();
         let state = |r: &Ref| self.services.get(r).map(|s| s.state());
@@ -271,7 +271,7 @@ impl Supervisor {
             // them waiting forever.
             let Some(svc) = self.services.get(&k) else { continue };
             let failed_dep = svc.spec.requires.iter().find_map(|r| {
-                let rr = resolve_ref(&r.name, &svc.spec.context, |x| self.services.contains_key(x));
+                let rr = Ref::resolve(&r.name, &svc.spec.context, |x| self.services.contains_key(x));
                 self.services.get(&rr).filter(|s| s.state() == ServiceState::Failed).map(|_| rr)
             });
             match failed_dep {

@@ -349,19 +349,6 @@ fn key_of(s: &Service) -> Ref {
     Ref::new(&s.context, &s.name)
 }
 
-/// Resolve a reference written in `context`: own context, then `core`; `ctx/name` explicit.
-fn resolve_ref(name: &str, context: &str, exists: impl Fn(&Ref) -> bool) -> Ref {
-    if let Some((c, n)) = name.split_once('/') {
-        return Ref::new(c, n);
-    }
-    let own = Ref::new(context, name);
-    if exists(&own) {
-        return own;
-    }
-    let core = Ref::new(hero_proc_spec::DEFAULT_CONTEXT, name);
-    if exists(&core) { core } else { own }
-}
-
 impl Supervisor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         let mut shutting: Option<Reply<()>> = None;

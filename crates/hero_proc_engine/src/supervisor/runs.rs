@@ -9,7 +9,7 @@ use hero_proc_logstore::Level;
 use hero_proc_spec::{Action, Signal};
 use hero_proc_store::{JobExit, JobId, NewJob, Phase, Ref, RunId};
 
-use super::{EngineError, Purpose, Supervisor, now_ms, resolve_ref};
+use super::{EngineError, Purpose, Supervisor, now_ms};
 
 /// A run in progress.
 #[derive(Default)]
@@ -116,7 +116,7 @@ impl Supervisor {
                 .depends_on
                 .iter()
                 .filter_map(|d| {
-                    let r = resolve_ref(&d.name, &a.context, |x| ids.iter().any(|(k, _)| k == x));
+                    let r = Ref::resolve(&d.name, &a.context, |x| ids.iter().any(|(k, _)| k == x));
                     ids.iter().find(|(k, _)| *k == r).map(|(_, j)| *j)
                 })
                 .collect();
