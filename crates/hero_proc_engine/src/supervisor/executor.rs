@@ -8,6 +8,7 @@ use hero_proc_logstore::{Level, LogEvent};
 use hero_proc_spec::{Action, Signal};
 use hero_proc_store::{JobId, Ref};
 
+use super::deps;
 use super::services::{self, Effect, Event, MainFacts, Now, Step};
 use super::view::{CheckResult, ServiceState};
 use super::{LiveJob, Msg, Purpose, Supervisor, now_ms};
@@ -102,32 +103,14 @@ impl Supervisor {
 
     /// Check what a service waits for, pull in what it requires, and feed `Begin`.
     fn begin(&mut self, key: &Ref) {
-        let Some(svc) = self.services.get(key) else { return };
-        let ctx = svc.spec.context.clone();
-        let resolve = |name: &str| Ref::resolve(name, &ctx, |k| self.services.contains_key(k));
-        let requires: Vec<Ref> = svc.spec.requires.iter().map(|r| resolve(&r.name)).collect();
-        let after: Vec<Ref> = svc.spec.after.iter().map(|r| resolve(&r.name)).collect();
-        let state = |r: &Ref| self.services.get(r).map(|s| s.state());
-        // Not active yet, or not defined yet (it may be set in another call): wait.
-        let mut waiting_for: Vec<Ref> =
-            requires.iter().filter(|r| !state(r).is_some_and(|s| s.is_active())).cloned().collect();
-        // `after` orders only against services that are on their way up.
-        waiting_for.extend(
-            after.iter().filter(|r| matches!(state(r), Some(ServiceState::Waiting | ServiceState::Starting))).cloned(),
-        );
-        if !waiting_for.is_empty() {
-            // Pull in what it requires, as systemd's Requires= does.
-            for r in &requires {
-                if self.services.get(r).is_some_and(|s| !s.wanted) {
-                    self.want_start(r);
-                }
+        let d = deps::deps(&self.services, key);
+        for r in &d.pull_in {
+            // Starting one may have pulled in the next already.
+            if self.services.get(r).is_some_and(|s| !s.wanted) {
+                self.want_start(r);
             }
         }
-        let names = waiting_for
-            .iter()
-            .map(|r| if self.services.contains_key(r) { r.to_string() } else { format!("{r} (not defined)") })
-            .collect();
-        self.feed(key, Event::Begin { waiting_for: names });
+        self.feed(key, Event::Begin { waiting_for: d.waiting_for });
     }
 
     /// Before a service starts (it has no job here): processes already in its unit are
@@ -267,14 +250,13 @@ impl Supervisor {
             .map(|(k, _)| k.clone())
             .collect();
         for k in waiting {
+            // An earlier one in this loop may have started it already (a wake inside).
+            if !self.services.get(&k).is_some_and(|s| s.state() == ServiceState::Waiting && s.wanted) {
+                continue;
+            }
             // A required service that failed fails its dependents instead of leaving
             // them waiting forever.
-            let Some(svc) = self.services.get(&k) else { continue };
-            let failed_dep = svc.spec.requires.iter().find_map(|r| {
-                let rr = Ref::resolve(&r.name, &svc.spec.context, |x| self.services.contains_key(x));
-                self.services.get(&rr).filter(|s| s.state() == ServiceState::Failed).map(|_| rr)
-            });
-            match failed_dep {
+            match deps::failed_dependency(&self.services, &k) {
                 Some(dep) => {
                     self.feed(&k, Event::DepFailed { dep });
                 }

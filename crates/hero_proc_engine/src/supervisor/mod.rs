@@ -24,6 +24,7 @@
 
 mod commands;
 mod cron;
+mod deps;
 mod executor;
 mod launch;
 mod reattach;

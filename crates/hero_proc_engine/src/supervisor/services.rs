@@ -378,6 +378,11 @@ fn restart(svc: &mut Svc, recordable: Result<(), String>, now: Now, out: &mut St
 }
 
 fn begin(svc: &mut Svc, waiting_for: Vec<String>, now: Now, fx: &mut Vec<Effect>) {
+    // Already under way (a begin queued twice): a second first step would leave the
+    // first process unwatched.
+    if svc.life.job().is_some() || matches!(svc.life, Life::Starting { .. }) {
+        return;
+    }
     if !waiting_for.is_empty() {
         svc.set(Life::Waiting, now);
         svc.reason = Some(format!("waiting for {}", waiting_for.join(", ")));

@@ -568,3 +568,16 @@ fn a_snapshot_shows_what_the_state_carries() {
     assert!(s.managed);
     assert_eq!(s.status, ServiceStatus::Start);
 }
+
+#[test]
+fn a_second_begin_while_it_starts_or_runs_is_ignored() {
+    let clock = Clock::new();
+    let mut svc = service(1);
+    go(&mut svc, Event::Start, &clock);
+    go(&mut svc, Event::Begin { waiting_for: vec![] }, &clock);
+    let g = svc.generation;
+    assert!(go(&mut svc, Event::Begin { waiting_for: vec![] }, &clock).is_empty());
+    go(&mut svc, Event::Spawned { job: JobId(1), pid: 11, probe: false }, &clock);
+    assert!(go(&mut svc, Event::Begin { waiting_for: vec![] }, &clock).is_empty());
+    assert_eq!((svc.generation, svc.snapshot().job_id), (g, Some(1)));
+}
