@@ -658,8 +658,21 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
     method!("run.list", |p, c| -> Vec<RunView> {
         let q: RunList = if p.as_str().is_some() { parse(&p)? } else { RunList::default() };
         let limit = bounded("run.list", q.limit, 50, RUN_LIST_MAX, "`before_id` (the smallest id returned)")?;
-        let runs = c.engine.store.list_runs(limit, q.before_id.map(RunId)).map_err(store_err)?;
-        runs.into_iter().map(|r| run_view_jobs(&c, r, RUN_LIST_JOBS)).collect()
+        // One snapshot, two queries (not one per run).
+        let runs =
+            c.engine.store.list_runs_with_jobs(limit, q.before_id.map(RunId), RUN_LIST_JOBS).map_err(store_err)?;
+        Ok(runs
+            .into_iter()
+            .map(|r| RunView {
+                id: r.run.id.0,
+                label: r.run.label,
+                phase: phase_to_wire(r.run.phase),
+                created_at_ms: r.run.created_at_ms,
+                finished_at_ms: r.run.finished_at_ms,
+                jobs: r.jobs.into_iter().map(job_view).collect(),
+                jobs_more: r.jobs_more,
+            })
+            .collect())
     });
     method!("run.get", |p, c| -> RunView {
         let q: RunGet = parse(&p)?;

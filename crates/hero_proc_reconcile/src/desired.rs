@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use hero_proc_sops::SecretValue;
+use hero_proc_spec::load::ParseCache;
 use hero_proc_spec::{DesiredState, GitSource, Migration, SecretsFile, Settings, Severity};
 use hero_proc_store::Ref;
 use serde::{Deserialize, Serialize};
@@ -88,10 +89,24 @@ impl Desired {
         host: Option<&str>,
         opener: &dyn SecretOpener,
     ) -> Result<Desired, LoadError> {
+        Desired::load_cached(repo, commit, host, opener, &mut ParseCache::new())
+    }
+
+    /// [`Desired::load`] through `cache`: only the actions files whose blob the cache has
+    /// not seen are parsed, the objects of the others are shared with the revisions
+    /// loaded before (one copy in memory). The result, diagnostics included, is that of
+    /// [`Desired::load`]: the cross-object checks run on the whole tree every time.
+    pub fn load_cached(
+        repo: &git2::Repository,
+        commit: CommitInfo,
+        host: Option<&str>,
+        opener: &dyn SecretOpener,
+        cache: &mut ParseCache,
+    ) -> Result<Desired, LoadError> {
         let short = commit.short().to_owned();
         let source = GitSource::at_rev(repo, &commit.id)
             .map_err(|e| LoadError::Source { rev: short.clone(), message: e.to_string() })?;
-        let checked = hero_proc_spec::load_tree(&source);
+        let checked = hero_proc_spec::load::load_tree_cached(&source, cache);
         let errors: Vec<String> = checked
             .diagnostics
             .iter()

@@ -256,8 +256,8 @@ pub fn preview_migrations(plan: &mut Plan, desired: &Desired, live: &Live) {
         return;
     }
     let mut snap = Snapshot::default();
-    snap.actions.extend(desired.state.actions.values().cloned());
-    snap.services.extend(desired.state.services.values().cloned());
+    snap.actions.extend(desired.state.actions.values().map(|a| Action::clone(a)));
+    snap.services.extend(desired.state.services.values().map(|s| Service::clone(s)));
     for (r, a) in &live.actions {
         if !a.managed && !desired.state.actions.contains_key(&key_of(r)) {
             snap.actions.push(a.value.clone());
@@ -365,7 +365,7 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
                 false,
                 yaml_diff(&r, Kind::Action, "", &yaml(a)),
             )),
-            Some(s) if s.value != *a => {
+            Some(s) if s.value != **a => {
                 if runs_differently(&s.value, a) {
                     action_changed.insert(r.clone(), drift);
                 }
@@ -417,7 +417,7 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
             continue;
         };
         let old = &stored.value;
-        if old != s {
+        if *old != **s {
             let diff = yaml_diff(&r, Kind::Service, &yaml(old), &yaml(s));
             changes.push(change(Kind::Service, &r, Op::Update, drift, !stored.managed, diff));
         } else if !stored.managed {

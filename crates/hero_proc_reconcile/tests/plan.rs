@@ -68,8 +68,9 @@ fn secret(fp: &str) -> DesiredSecret {
     DesiredSecret { source: SOURCE.into(), fingerprint: Some(fp.into()) }
 }
 
-fn stored<T>(value: T, managed: bool) -> Stored<T> {
-    Stored { value, managed, revision: managed.then(|| REV1.to_owned()), updated_at_ms: 1 }
+/// A store row holding its own copy of `value` (the desired state shares its objects).
+fn stored<T: Clone>(value: impl AsRef<T>, managed: bool) -> Stored<T> {
+    Stored { value: value.as_ref().clone(), managed, revision: managed.then(|| REV1.to_owned()), updated_at_ms: 1 }
 }
 
 /// The live state an apply of `d` leaves behind: every row managed, every secret with its
@@ -597,7 +598,7 @@ fn a_changed_secret_restarts_the_services_whose_actions_read_it() {
     web3.value.name = "web3".into();
     live.services.insert(r("core/web3"), web3.clone());
     live.states.insert(r("core/web3"), RunState::Down);
-    d.state.services.insert(key("core/web3"), web3.value);
+    d.state.services.insert(key("core/web3"), web3.value.into());
 
     let p = plan(&d, &live, None, Some(REV1));
     assert_eq!(ops(&p), ["~ secret core/tok"]);

@@ -4,6 +4,7 @@
 //! `migrations/*.rhai`, `hosts/<host>/actions/*.yaml`. Anything else at the root (README,
 //! `.sops.yaml`, `.forgejo/`) is not ours and is ignored.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::diag::{Diagnostics, Pos};
@@ -11,7 +12,7 @@ use crate::migrations::{check_migration, check_order};
 use crate::model::{ConfigTree, ObjectSet};
 use crate::schema::{Decoder, NAME_HINT, is_valid_name};
 use crate::sops_meta::check_secrets_file;
-use crate::source::{EntryKind, TreeSource};
+use crate::source::{ContentId, EntryKind, TreeSource};
 use crate::yaml::{self, Mark, Node};
 
 /// The root names the loader reads.
@@ -22,9 +23,88 @@ fn is_doc_file(name: &str) -> bool {
     name.ends_with(".md") || name == ".gitkeep" || name == ".keep"
 }
 
+/// Actions files already parsed, by path and content id (git's blob id), with what
+/// parsing them reported: a revision that changes 1% of the files parses those 1%.
+///
+/// What a file decodes to depends only on its path and its bytes, so reusing it is exact:
+/// a load through the cache returns the same tree and, once the cross-object checks have
+/// run again on it, the same diagnostics as a load without. The objects are shared
+/// (`Arc`) with every tree loaded through the cache, so they are held once. Files unused
+/// by the last [`ParseCache::KEEP_LOADS`] loads are dropped.
+#[derive(Debug, Default)]
+pub struct ParseCache {
+    files: HashMap<(Arc<str>, ContentId), CachedFile>,
+    /// Loads made through this cache (the clock of `CachedFile::used`).
+    loads: u64,
+    stats: ParseStats,
+}
+
+#[derive(Debug)]
+struct CachedFile {
+    set: ObjectSet,
+    diags: Diagnostics,
+    /// The last load that used it.
+    used: u64,
+}
+
+/// What a [`ParseCache`] did, counted over its life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParseStats {
+    /// Files parsed (not found in the cache).
+    pub parsed: u64,
+    /// Files reused without parsing.
+    pub reused: u64,
+}
+
+impl ParseCache {
+    /// A file stays while one of this many most recent loads used it: the revisions a
+    /// daemon compares (target, applied) and a few before.
+    pub const KEEP_LOADS: u64 = 4;
+
+    pub fn new() -> ParseCache {
+        ParseCache::default()
+    }
+    pub fn stats(&self) -> ParseStats {
+        self.stats
+    }
+    /// Files held.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+/// [`crate::load_tree`] through a [`ParseCache`]: the same result, parsing only the
+/// actions files the cache has not seen at their content id.
+pub fn load_tree_cached(source: &dyn TreeSource, cache: &mut ParseCache) -> crate::Checked {
+    let mut diags = Diagnostics::new();
+    let tree = load_with(source, Some(cache), &mut diags);
+    crate::validate::check_tree(&tree, &mut diags);
+    crate::Checked { tree, diagnostics: diags.finish() }
+}
+
 /// Read and parse every file of the tree. Problems go to `diags`; what could be read is
 /// returned so later checks can still run and report more.
 pub fn load(source: &dyn TreeSource, diags: &mut Diagnostics) -> ConfigTree {
+    load_with(source, None, diags)
+}
+
+/// [`load`], reusing (and filling) `cache` for actions files when given.
+pub fn load_with(source: &dyn TreeSource, mut cache: Option<&mut ParseCache>, diags: &mut Diagnostics) -> ConfigTree {
+    if let Some(c) = cache.as_deref_mut() {
+        c.loads += 1;
+    }
+    let tree = load_inner(source, cache.as_deref_mut(), diags);
+    if let Some(c) = cache {
+        let now = c.loads;
+        c.files.retain(|_, f| f.used + ParseCache::KEEP_LOADS > now);
+    }
+    tree
+}
+
+fn load_inner(source: &dyn TreeSource, mut cache: Option<&mut ParseCache>, diags: &mut Diagnostics) -> ConfigTree {
     let mut tree = ConfigTree::default();
     let root = list(source, "", diags);
 
@@ -74,7 +154,7 @@ pub fn load(source: &dyn TreeSource, diags: &mut Diagnostics) -> ConfigTree {
     }
 
     if ok("actions") {
-        load_actions_dir(source, "actions", &mut tree.base, diags);
+        load_actions_dir(source, "actions", &mut tree.base, cache.as_deref_mut(), diags);
     }
 
     let hosts = if ok("hosts") { list(source, "hosts", diags) } else { Vec::new() };
@@ -124,7 +204,7 @@ pub fn load(source: &dyn TreeSource, diags: &mut Diagnostics) -> ConfigTree {
         }
         let set = tree.hosts.entry(host.name.clone()).or_default();
         if actions_ok {
-            load_actions_dir(source, &format!("{dir}/actions"), set, diags);
+            load_actions_dir(source, &format!("{dir}/actions"), set, cache.as_deref_mut(), diags);
         }
     }
 
@@ -207,7 +287,13 @@ fn is_valid_host(name: &str) -> bool {
         && name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
 }
 
-fn load_actions_dir(source: &dyn TreeSource, dir: &str, set: &mut ObjectSet, diags: &mut Diagnostics) {
+fn load_actions_dir(
+    source: &dyn TreeSource,
+    dir: &str,
+    set: &mut ObjectSet,
+    mut cache: Option<&mut ParseCache>,
+    diags: &mut Diagnostics,
+) {
     for entry in list(source, dir, diags) {
         let path = format!("{dir}/{}", entry.name);
         let file: Arc<str> = path.as_str().into();
@@ -215,26 +301,34 @@ fn load_actions_dir(source: &dyn TreeSource, dir: &str, set: &mut ObjectSet, dia
             EntryKind::Symlink => refuse_symlink(&file, diags),
             EntryKind::Submodule => refuse_submodule(&file, diags),
             EntryKind::File if entry.name.ends_with(".yaml") || entry.name.ends_with(".yml") => {
-                let Some(docs) = read_yaml(source, &file, diags) else {
+                let Some(cache) = cache.as_deref_mut() else {
+                    actions_file(source, &file, set, diags);
                     continue;
                 };
-                match docs.as_slice() {
-                    [] => {
-                        diags
-                            .warning(&Pos::file(&file), "layout.empty-file", "file is empty")
-                            .hint("delete it, or add `actions:` / `services:`");
+                let Some(id) = source.content_id(&file) else {
+                    actions_file(source, &file, set, diags);
+                    continue;
+                };
+                let key = (file.clone(), id);
+                let now = cache.loads;
+                let cached = match cache.files.get_mut(&key) {
+                    Some(f) => {
+                        cache.stats.reused += 1;
+                        f.used = now;
+                        f
                     }
-                    [doc] => Decoder::new(file.clone(), diags).action_file(doc, set),
-                    [_, second, ..] => {
-                        diags
-                            .error(
-                                &Pos::new(&file, second.mark()),
-                                "yaml.multi-document",
-                                "an actions file holds one YAML document",
-                            )
-                            .hint("put the objects of both documents in one mapping, or split the file");
+                    None => {
+                        cache.stats.parsed += 1;
+                        let mut own = ObjectSet::default();
+                        let mut reported = Diagnostics::new();
+                        actions_file(source, &file, &mut own, &mut reported);
+                        cache.files.entry(key).or_insert(CachedFile { set: own, diags: reported, used: now })
                     }
-                }
+                };
+                set.actions.extend(cached.set.actions.iter().cloned());
+                set.services.extend(cached.set.services.iter().cloned());
+                set.broken.extend(cached.set.broken.iter().cloned());
+                diags.extend(cached.diags.clone());
             }
             _ if is_doc_file(&entry.name) => {}
             _ => {
@@ -242,6 +336,26 @@ fn load_actions_dir(source: &dyn TreeSource, dir: &str, set: &mut ObjectSet, dia
                     .warning(&Pos::file(&file), "layout.unknown", format!("`{path}` is ignored"))
                     .hint(format!("only `{dir}/*.yaml` files are read"));
             }
+        }
+    }
+}
+
+/// Reads and decodes one actions file into `set`.
+fn actions_file(source: &dyn TreeSource, file: &Arc<str>, set: &mut ObjectSet, diags: &mut Diagnostics) {
+    let Some(docs) = read_yaml(source, file, diags) else {
+        return;
+    };
+    match docs.as_slice() {
+        [] => {
+            diags
+                .warning(&Pos::file(file), "layout.empty-file", "file is empty")
+                .hint("delete it, or add `actions:` / `services:`");
+        }
+        [doc] => Decoder::new(file.clone(), diags).action_file(doc, set),
+        [_, second, ..] => {
+            diags
+                .error(&Pos::new(file, second.mark()), "yaml.multi-document", "an actions file holds one YAML document")
+                .hint("put the objects of both documents in one mapping, or split the file");
         }
     }
 }

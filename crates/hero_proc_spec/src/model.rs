@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -546,11 +547,13 @@ pub struct Migration {
     pub source: String,
 }
 
-/// The actions and services of one layer (the base tree or one host overlay).
+/// The actions and services of one layer (the base tree or one host overlay). Objects are
+/// shared (`Arc`): the parse cache, every merged [`DesiredState`] and every cached
+/// revision hold the same copy of an object that did not change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectSet {
-    pub actions: Vec<Action>,
-    pub services: Vec<Service>,
+    pub actions: Vec<Arc<Action>>,
+    pub services: Vec<Arc<Service>>,
     /// Objects whose name was read but which had errors: references to them are not
     /// reported again as unknown.
     pub broken: Vec<ObjectKey>,
@@ -573,14 +576,15 @@ pub struct ConfigTree {
 /// host's overlay, keyed for lookup.
 #[derive(Clone, Debug, Default)]
 pub struct DesiredState {
-    pub actions: BTreeMap<(String, String), Action>,
-    pub services: BTreeMap<(String, String), Service>,
+    pub actions: BTreeMap<(String, String), Arc<Action>>,
+    pub services: BTreeMap<(String, String), Arc<Service>>,
     /// See [`ObjectSet::broken`].
     pub broken: std::collections::BTreeSet<ObjectKey>,
 }
 
 impl ConfigTree {
     /// Merge the base set with the overlay of `host` (if any): same key replaces, new adds.
+    /// The objects are shared with the tree, not copied.
     pub fn desired_for(&self, host: Option<&str>) -> DesiredState {
         let mut out = DesiredState::default();
         let overlay = host.and_then(|h| self.hosts.get(h));

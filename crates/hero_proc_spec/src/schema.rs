@@ -195,9 +195,9 @@ impl<'d> Decoder<'d> {
             let items = self.list(&value);
             for item in &items {
                 let (kind, ok) = if key == "actions" {
-                    (Kind::Action, self.action(item).map(|a| set.actions.push(a)).is_some())
+                    (Kind::Action, self.action(item).map(|a| set.actions.push(std::sync::Arc::new(a))).is_some())
                 } else {
-                    (Kind::Service, self.service(item).map(|s| set.services.push(s)).is_some())
+                    (Kind::Service, self.service(item).map(|s| set.services.push(std::sync::Arc::new(s))).is_some())
                 };
                 if !ok && let Some(name) = item.get("name").and_then(Node::as_scalar) {
                     let context = item.get("context").and_then(Node::as_scalar).unwrap_or(DEFAULT_CONTEXT);

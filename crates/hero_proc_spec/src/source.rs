@@ -48,7 +48,17 @@ pub trait TreeSource {
     fn read(&self, path: &str) -> Result<Vec<u8>, SourceError>;
     /// What to call this tree in messages (a path, or `repo@rev`).
     fn describe(&self) -> String;
+    /// An id of the file's content that changes whenever the content does (git's blob
+    /// id), or `None` when the source has none (a directory): files with an id can be
+    /// parsed once and reused from a [`crate::load::ParseCache`].
+    fn content_id(&self, _path: &str) -> Option<ContentId> {
+        None
+    }
 }
+
+/// A file's content id: git's blob id (SHA-1 or SHA-256 object ids, as raw bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ContentId(pub Box<[u8]>);
 
 /// A tree on disk.
 pub struct DirSource {
@@ -199,5 +209,10 @@ impl TreeSource for GitSource<'_> {
 
     fn describe(&self) -> String {
         self.label.clone()
+    }
+
+    fn content_id(&self, path: &str) -> Option<ContentId> {
+        let entry = self.tree.get_path(Path::new(path)).ok()?;
+        (entry.kind() == Some(git2::ObjectType::Blob)).then(|| ContentId(entry.id().as_bytes().into()))
     }
 }

@@ -10,12 +10,15 @@
 //!    throughout), against ours (batches of 2,000 rows, `incremental_vacuum`).
 //! 4. Deleting the same 5,000 rows from 10,000 vs 100,000 rows of history: about equal.
 //!
+//! And (2b) the latency of reads made by another thread while a compaction of the same
+//! 100,000 rows runs: target p99 < 5 ms (reads have their own connections).
+//!
 //! Checks (a panic, in both modes): the rows each compaction deletes are exactly the ones
 //! retention selects (oldest finished first); pending and running jobs are never deleted;
 //! the baseline and ours leave the same rows.
 //!
 //! Without `--bench` (what `cargo test` runs) every part runs at about 1/100 of the size.
-//! `HERO_BENCH_ONLY=growth|big|scaling` runs one part.
+//! `HERO_BENCH_ONLY=growth|big|reads|scaling` runs one part.
 
 /// Full size or smoke: the convention the daemon-level benchmarks use.
 #[path = "../../../tests/support/bench.rs"]
@@ -29,7 +32,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use hero_proc_spec::Action;
-use hero_proc_store::{CompactReport, JobId, NewJob, Phase, Retention, Store};
+use hero_proc_store::{CompactReport, JobFilter, JobId, NewJob, Phase, Retention, Store};
 use support::{action, exit, new_job};
 
 /// The sizes of one run: full (`--bench`) or smoke.
@@ -363,7 +366,68 @@ fn main() {
     if run("big") {
         big_compaction(&a, &size);
     }
+    if run("reads") {
+        reads_during_compaction(&a, &size);
+    }
     if run("scaling") {
         scaling(&a, &size);
     }
+}
+
+/// Reads by another thread, one after the other, for as long as a compaction of the big
+/// database runs (the RPC reads of a daemon: one job, a page of jobs, a page of runs with
+/// their jobs). Their latency must not follow the compaction's write steps.
+fn reads_during_compaction(a: &Action, size: &Size) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (n, keep) = (size.big_jobs, size.big_keep);
+    println!(
+        "## 2b. Read latency while a compaction of {} rows runs
+",
+        n + ACTIVE - keep
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("reads.db");
+    let active = big_db(&db, a, n);
+    let store = Arc::new(Store::open(&db).unwrap());
+    let done = Arc::new(AtomicBool::new(false));
+    let (started_tx, started) = std::sync::mpsc::channel();
+    let reader = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut lat = Vec::new();
+            let mut i = 0u64;
+            while !done.load(Ordering::Acquire) {
+                let t = Instant::now();
+                match i % 3 {
+                    0 => assert!(store.get_job(JobId(active[(i as usize / 3) % active.len()])).unwrap().is_some()),
+                    1 => assert!(!store.list_jobs(&JobFilter { limit: 50, ..Default::default() }).unwrap().is_empty()),
+                    _ => drop(store.list_runs_with_jobs(50, None, 20).unwrap()),
+                }
+                lat.push(t.elapsed());
+                if i == 0 {
+                    started_tx.send(()).unwrap();
+                }
+                i += 1;
+            }
+            lat
+        })
+    };
+    // The compaction starts once reads are flowing, so they overlap it from its first step.
+    started.recv().unwrap();
+    let t = Instant::now();
+    let r = store.compact(&Retention { max_age_days: None, max_rows_per_table: Some(keep as u64) }, NOW).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    done.store(true, Ordering::Release);
+    let mut lat = reader.join().unwrap();
+    assert_eq!(r.rows_deleted() as usize, n + ACTIVE - keep);
+    lat.sort();
+    let at = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
+    let p99 = at(0.99);
+    println!("| metric | value |");
+    println!("|---|---:|");
+    println!("| compaction time (with the reader) | {secs:.3} s |");
+    println!("| reads during it | {} |", lat.len());
+    println!("| read latency p50 / p99 / max | {:.3} / {p99:.3} / {:.3} ms |", at(0.5), at(1.0));
+    println!("\ntarget: read p99 during the compaction < 5 ms: {}\n", if p99 < 5.0 { "met" } else { "MISSED" });
 }

@@ -181,6 +181,12 @@ impl Store {
     pub fn list_runs(&self, limit: u32, before_id: Option<RunId>) -> R<Vec<Run>> {
         self.read(|db| db.list_runs(limit, before_id))
     }
+    /// [`Store::list_runs`] with each run's newest `max_jobs` jobs (ascending by id) and
+    /// whether it has more, read in one snapshot with a fixed number of queries (not one
+    /// per run).
+    pub fn list_runs_with_jobs(&self, limit: u32, before_id: Option<RunId>, max_jobs: u32) -> R<Vec<RunWithJobs>> {
+        self.read_snapshot(|db| db.list_runs_with_jobs(limit, before_id, max_jobs))
+    }
 
     /// A new `pending` job with a snapshot of its action.
     ///

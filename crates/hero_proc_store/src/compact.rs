@@ -1,4 +1,8 @@
-//! Retention and compaction of job, run and sync history (SPEC 5.5, issue #131).
+//! Retention and compaction of job, run and sync history (issue #131).
+//!
+//! Readers never wait for it: they have their own connections (WAL), and the writer is
+//! held only for one small step at a time (a batch of deletions, a few hundred pages of
+//! `incremental_vacuum`, a checkpoint that gives up quickly when a reader is busy).
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -11,8 +15,12 @@ use crate::types::{CompactReport, JobId, Phase, Retention};
 
 /// Rows deleted per write transaction: keeps each hold of the write lock short.
 pub(crate) const BATCH_ROWS: usize = 2_000;
-/// Pages `incremental_vacuum` frees per step (the store's mutex is released in between).
-const VACUUM_STEP_PAGES: u64 = 4_096;
+/// Pages `incremental_vacuum` frees per step (2 MiB at the default page size); the writer
+/// is released in between, so a writer waits for one step at most.
+const VACUUM_STEP_PAGES: u64 = 512;
+/// How long the final `wal_checkpoint(TRUNCATE)` waits for readers to leave the WAL
+/// (holding the write lock meanwhile); a busy checkpoint is left to a later one.
+const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 /// `ANALYZE` after deleting more rows than this in one compaction.
 pub const ANALYZE_AFTER_ROWS: u64 = 10_000;
 const DAY_MS: i64 = 86_400_000;
@@ -40,9 +48,23 @@ pub(crate) const D_HISTORY: &str = "DELETE FROM sync_history WHERE id = ?1";
 pub(crate) const Q_COUNT: &str = "SELECT n FROM row_counts WHERE tbl = ?1";
 pub(crate) const U_COUNT: &str = "UPDATE row_counts SET n = n - ?2 WHERE tbl = ?1";
 
+/// A step of a compaction, reported to the observer of [`Store::compact_observed`] while
+/// the step holds the writer (the write lock), before it commits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompactStep {
+    /// One transaction of deletions.
+    Batch,
+    /// One step of `incremental_vacuum`.
+    Vacuum,
+    /// The `ANALYZE` after a large compaction.
+    Analyze,
+    /// The final `wal_checkpoint(TRUNCATE)`.
+    Checkpoint,
+}
+
 /// Progress of one compaction.
-#[derive(Default)]
-struct Work {
+struct Work<'o> {
+    observe: &'o mut dyn FnMut(CompactStep),
     report: CompactReport,
     /// Runs seen and found not deletable (still active or with active jobs).
     kept_runs: HashSet<i64>,
@@ -93,7 +115,7 @@ impl Db<'_> {
     }
 }
 
-impl Work {
+impl Work<'_> {
     fn job_deleted(&mut self, id: i64) {
         self.report.jobs_deleted += 1;
         self.report.deleted_job_ids.push(JobId(id));
@@ -163,10 +185,25 @@ impl Store {
     /// write errors. Batches committed before an error stay deleted (their log files are
     /// then left to the log store's own caps).
     pub fn compact(&self, retention: &Retention, now_ms: i64) -> R<CompactReport> {
+        self.compact_observed(retention, now_ms, &mut |_| {})
+    }
+
+    /// [`Store::compact`], calling `observe` at each step while that step holds the writer
+    /// (tests and benchmarks use it to read at exactly that moment).
+    ///
+    /// # Errors
+    /// As [`Store::compact`].
+    pub fn compact_observed(
+        &self,
+        retention: &Retention,
+        now_ms: i64,
+        observe: &mut dyn FnMut(CompactStep),
+    ) -> R<CompactReport> {
         self.ensure_writable()?;
         let started = Instant::now();
         let before = self.db_stats()?;
-        let mut w = Work::default();
+        let mut w =
+            Work { observe, report: CompactReport::default(), kept_runs: HashSet::new(), deleted_runs: HashSet::new() };
         if let Some(days) = retention.max_age_days {
             let cutoff = now_ms.saturating_sub(i64::try_from(days).unwrap_or(i64::MAX).saturating_mul(DAY_MS));
             self.loose_jobs_older_than(cutoff, &mut w)?;
@@ -183,15 +220,19 @@ impl Store {
         let deleted = w.report.rows_deleted();
         if deleted > ANALYZE_AFTER_ROWS {
             let t = Instant::now();
-            self.with_conn(|db| db.conn.execute_batch("ANALYZE").map_err(|e| db.fail(e)))?;
+            self.with_conn(|db| {
+                db.conn.execute_batch("ANALYZE").map_err(|e| db.fail(e))?;
+                (w.observe)(CompactStep::Analyze);
+                Ok(())
+            })?;
             w.report.analyzed = true;
             w.report.analyze_ms = millis(t);
         }
         let t = Instant::now();
-        self.reclaim()?;
+        self.reclaim(&mut *w.observe)?;
         w.report.vacuum_ms = millis(t);
         let t = Instant::now();
-        w.report.checkpoint_complete = self.checkpoint_truncate()?;
+        w.report.checkpoint_complete = self.checkpoint_truncate(&mut *w.observe)?;
         w.report.checkpoint_ms = millis(t);
         let after = self.db_stats()?;
         let r = &mut w.report;
@@ -211,7 +252,7 @@ impl Store {
     }
 
     /// One write transaction of the compactor; `f` says whether more work remains.
-    fn batch(&self, w: &mut Work, f: impl FnOnce(&Db<'_>, &mut Work) -> R<bool>) -> R<bool> {
+    fn batch<'o>(&self, w: &mut Work<'o>, f: impl FnOnce(&Db<'_>, &mut Work<'o>) -> R<bool>) -> R<bool> {
         let (more, held) = self.transaction(|tx| {
             let t = Instant::now();
             let db = tx.db();
@@ -223,6 +264,7 @@ impl Store {
                     db.exec(U_COUNT, params![table, i64::try_from(a - b).unwrap_or(i64::MAX)])?;
                 }
             }
+            (w.observe)(CompactStep::Batch);
             Ok((more, t))
         })?;
         w.report.batches += 1;
@@ -381,7 +423,7 @@ impl Store {
     }
 
     /// Returns free pages to the file system.
-    fn reclaim(&self) -> R<()> {
+    fn reclaim(&self, observe: &mut dyn FnMut(CompactStep)) -> R<()> {
         let (mode, mut free) =
             self.with_conn(|db| Ok((db.pragma_u64("auto_vacuum")?, db.pragma_u64("freelist_count")?)))?;
         if free == 0 {
@@ -396,6 +438,7 @@ impl Store {
                         .prepare_cached(&format!("PRAGMA incremental_vacuum({VACUUM_STEP_PAGES})"))
                         .and_then(|mut s| s.query_map([], |_| Ok(()))?.collect::<Result<Vec<()>, _>>())
                         .map_err(|e| db.fail(e))?;
+                    observe(CompactStep::Vacuum);
                     db.pragma_u64("freelist_count")
                 })?;
                 if left == 0 || left >= free {
@@ -417,10 +460,15 @@ impl Store {
 
     /// Copies the WAL into the database and truncates it; `false` if a reader kept part of
     /// it alive.
-    fn checkpoint_truncate(&self) -> R<bool> {
+    fn checkpoint_truncate(&self, observe: &mut dyn FnMut(CompactStep)) -> R<bool> {
         self.with_conn(|db| {
-            let busy: i64 =
-                db.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0)).map_err(|e| db.fail(e))?;
+            // The checkpoint waits for readers with the write lock held: wait briefly,
+            // not the full busy timeout, so writers are not stalled behind a reader.
+            db.conn.busy_timeout(CHECKPOINT_WAIT).map_err(|e| db.fail(e))?;
+            let busy = db.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+            db.conn.busy_timeout(db.busy_timeout).map_err(|e| db.fail(e))?;
+            let busy = busy.map_err(|e| db.fail(e))?;
+            observe(CompactStep::Checkpoint);
             Ok(busy == 0)
         })
     }

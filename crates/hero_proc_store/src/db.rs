@@ -401,6 +401,45 @@ impl<'a> Db<'a> {
             .map_err(|e| self.fail(e))
     }
 
+    /// [`Db::list_runs`] with each run's newest `max_jobs` jobs (ascending by id) and
+    /// whether it has more: two queries, whatever the number of runs.
+    pub fn list_runs_with_jobs(&self, limit: u32, before_id: Option<RunId>, max_jobs: u32) -> R<Vec<RunWithJobs>> {
+        let runs = self.list_runs(limit, before_id)?;
+        let (Some(newest), Some(oldest)) = (runs.first(), runs.last()) else { return Ok(Vec::new()) };
+        // The page is every run with an id in [oldest, newest], so one range covers them.
+        let sql = format!(
+            "SELECT {JOB_COLS} FROM (
+                 SELECT *, row_number() OVER (PARTITION BY run_id ORDER BY id DESC) AS nth
+                 FROM jobs WHERE run_id BETWEEN ?1 AND ?2)
+             WHERE nth <= ?3 ORDER BY run_id, id"
+        );
+        let jobs: Vec<Job> = self
+            .conn
+            .prepare_cached(&sql)
+            .and_then(|mut s| {
+                s.query_map(params![oldest.id.0, newest.id.0, i64::from(max_jobs) + 1], job_from_row)?.collect()
+            })
+            .map_err(|e| self.fail(e))?;
+        let mut by_run: std::collections::HashMap<i64, Vec<Job>> = std::collections::HashMap::new();
+        for j in jobs {
+            if let Some(r) = j.run_id {
+                by_run.entry(r.0).or_default().push(j);
+            }
+        }
+        Ok(runs
+            .into_iter()
+            .map(|run| {
+                let mut jobs = by_run.remove(&run.id.0).unwrap_or_default();
+                // Ascending, so the extra one fetched to tell `jobs_more` is the oldest.
+                let jobs_more = jobs.len() > max_jobs as usize;
+                if jobs_more {
+                    jobs.drain(..jobs.len() - max_jobs as usize);
+                }
+                RunWithJobs { run, jobs, jobs_more }
+            })
+            .collect())
+    }
+
     // ---- jobs -------------------------------------------------------------------------
 
     pub fn create_job(&self, job: &NewJob<'_>) -> R<JobId> {

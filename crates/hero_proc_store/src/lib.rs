@@ -2,8 +2,10 @@
 //! the reconciler's inventory, job and run history, sync history and state, applied
 //! config migrations; and the compactor that keeps all of it bounded (SPEC 5.5).
 //!
-//! Synchronous by design: one connection behind a mutex, called by the async engine
-//! through `spawn_blocking`. Objects are stored as canonical JSON of the
+//! Synchronous by design, and short: one writer connection behind its own mutex for
+//! writes, and a small pool of read-only connections for reads, which in WAL mode never
+//! wait for a write or for compaction (it works in small batches and releases the writer
+//! between them). Objects are stored as canonical JSON of the
 //! `hero_proc_spec` types. Job output never goes here; it lives in the file-based log
 //! store, keyed by [`JobId`].
 //!
@@ -32,9 +34,9 @@ pub mod schema;
 mod store;
 mod types;
 
-pub use compact::ANALYZE_AFTER_ROWS;
+pub use compact::{ANALYZE_AFTER_ROWS, CompactStep};
 pub use error::StoreError;
-pub use store::{MIN_FREE_BYTES, Store, StoreOptions, Tx};
+pub use store::{MIN_FREE_BYTES, READERS, Store, StoreOptions, Tx};
 pub use types::*;
 
 /// Current wall clock in Unix milliseconds, the unit of every `*_ms` field.

@@ -1,7 +1,7 @@
 //! Opening the database, the [`Store`] handle and the [`Tx`] transaction type.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -41,12 +41,30 @@ fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
     Ok((m.dev(), m.ino()))
 }
 
+/// Read-only connections a read-write [`Store`] keeps for its readers. WAL lets them read
+/// while the writer writes, so a read never waits for a write transaction or a
+/// compaction step; more concurrent readers than this wait for each other only.
+pub const READERS: usize = 3;
+
+/// Page cache of each reader (KiB): reads are short lookups and pages; the OS page
+/// cache holds the rest.
+const READER_CACHE_KIB: i64 = 1024;
+
 /// The daemon's SQLite store.
 ///
-/// One connection behind a mutex: the API is synchronous and the engine calls it from
-/// `spawn_blocking`. `Store` is `Send + Sync`; share it in an `Arc`.
+/// One writer connection behind its own mutex, taken only by writes (transactions,
+/// compaction steps), and a pool of [`READERS`] read-only connections that every read
+/// method uses: in WAL mode a reader sees the last committed state without waiting for
+/// the writer. The API is synchronous (each call is short and bounded; compaction
+/// releases the writer between small steps). `Store` is `Send + Sync`; share it in an
+/// `Arc`.
 pub struct Store {
-    conn: Mutex<Connection>,
+    // Field order is drop order: the readers close first, so the writer is the last
+    // connection and its close checkpoints the WAL into the file and removes it (a
+    // read-only connection cannot).
+    readers: ReaderPool,
+    /// `None` for a handle opened with [`Store::open_read_only`].
+    writer: Option<Mutex<Connection>>,
     path: PathBuf,
     busy_timeout: Duration,
     read_only: bool,
@@ -137,8 +155,11 @@ impl Store {
         }
         let info = OpenInfo { created, schema_from: from, schema_to: to };
         let identity = file_identity(&path).map_err(|e| classify_io(&path, "stat", e))?;
+        // Opened after the migrations, so every reader sees the current schema.
+        let readers = (0..READERS).map(|_| open_reader(&path, opts)).collect::<Result<Vec<_>, _>>()?;
         Ok(Store {
-            conn: Mutex::new(conn),
+            readers: ReaderPool::new(readers),
+            writer: Some(Mutex::new(conn)),
             path,
             busy_timeout: opts.busy_timeout,
             read_only: false,
@@ -180,7 +201,8 @@ impl Store {
         }
         let info = OpenInfo { created: false, schema_from: version, schema_to: version };
         Ok(Store {
-            conn: Mutex::new(conn),
+            readers: ReaderPool::new(vec![conn]),
+            writer: None,
             path,
             busy_timeout: opts.busy_timeout,
             read_only: true,
@@ -221,9 +243,11 @@ impl Store {
     ///   consistent.
     ///
     /// # Assumptions
-    /// `f` is short: the store's mutex and the database write lock are held while it runs,
-    /// so it must not wait on the network, on processes, or call back into this `Store`
-    /// (that would deadlock on the mutex).
+    /// `f` is short: the writer's mutex and the database write lock are held while it
+    /// runs, so it must not wait on the network or on processes, nor write through this
+    /// `Store` (that would deadlock on the writer's mutex). Reads through the `Store`
+    /// inside `f` do not block, but see the state before this transaction: read through
+    /// `tx` instead.
     ///
     /// # Errors
     /// [`StoreError::OpenedReadOnly`] on a read-only handle; [`StoreError::Busy`] if
@@ -237,7 +261,7 @@ impl Store {
     /// [`StoreError`] converts into, e.g. `anyhow::Error`).
     pub fn transaction_with<T, E: From<StoreError>>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E> {
         self.ensure_writable()?;
-        let guard = self.lock();
+        let guard = self.writer()?;
         // Holding the mutex rules out nesting, so the unchecked (shared-borrow) form is
         // safe, and it leaves `guard` readable for error classification.
         let tx = match rusqlite::Transaction::new_unchecked(&guard, TransactionBehavior::Immediate) {
@@ -255,17 +279,30 @@ impl Store {
         Ok(out)
     }
 
-    /// Runs a read on the connection (single statements read a consistent snapshot).
+    /// Runs a read on a reader connection: never waits for the writer (single statements
+    /// read a consistent snapshot; [`Store::read_snapshot`] for several).
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Db<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let guard = self.lock();
-        f(&self.db(&guard))
+        let conn = self.readers.get();
+        f(&self.db(&conn))
     }
 
-    /// Runs `f` on the locked connection outside any transaction (pragmas that manage their
-    /// own, like `incremental_vacuum` and `wal_checkpoint`).
+    /// Runs several reads on one reader connection inside one read transaction: they all
+    /// see the same committed state.
+    pub(crate) fn read_snapshot<T>(&self, f: impl FnOnce(&Db<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = self.readers.get();
+        let db = self.db(&conn);
+        let tx = conn.unchecked_transaction().map_err(|e| db.fail(e))?;
+        let out = f(&db)?;
+        // Ends the read transaction (nothing to commit); a failure here changes nothing read.
+        let _ = tx.finish();
+        Ok(out)
+    }
+
+    /// Runs `f` on the writer connection outside any transaction (pragmas that manage
+    /// their own, like `incremental_vacuum` and `wal_checkpoint`).
     pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&Db<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
         self.ensure_writable()?;
-        let guard = self.lock();
+        let guard = self.writer()?;
         f(&self.db(&guard))
     }
 
@@ -325,14 +362,74 @@ impl Store {
         if free < MIN_FREE_BYTES { Err(StoreError::DiskFull { path: self.path.clone() }) } else { Ok(()) }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    fn writer(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        let Some(writer) = &self.writer else {
+            return Err(StoreError::OpenedReadOnly { path: self.path.clone() });
+        };
         // A panic inside a transaction rolled it back while unwinding: the connection is fine.
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+        Ok(writer.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn db<'a>(&'a self, conn: &'a Connection) -> Db<'a> {
         Db::new(conn, &self.path, self.busy_timeout)
     }
+}
+
+/// The reader connections: taken one per read, given back when the read ends.
+struct ReaderPool {
+    idle: Mutex<Vec<Connection>>,
+    returned: Condvar,
+}
+
+impl ReaderPool {
+    fn new(conns: Vec<Connection>) -> ReaderPool {
+        ReaderPool { idle: Mutex::new(conns), returned: Condvar::new() }
+    }
+
+    /// A free reader; waits only while every reader is busy with another read.
+    fn get(&self) -> Reader<'_> {
+        // A reader is handed back by `Drop` even on panic; the list itself stays valid.
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(conn) = idle.pop() {
+                return Reader { conn: Some(conn), pool: self };
+            }
+            idle = self.returned.wait(idle).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+struct Reader<'p> {
+    conn: Option<Connection>,
+    pool: &'p ReaderPool,
+}
+
+impl std::ops::Deref for Reader<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("held until drop")
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.idle.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+            self.pool.returned.notify_one();
+        }
+    }
+}
+
+/// A read-only connection to the (already open and migrated) database at `path`.
+fn open_reader(path: &Path, opts: &StoreOptions) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, opts.busy_timeout, 0, e))?;
+    {
+        let db = Db::new(&conn, path, opts.busy_timeout);
+        conn.busy_timeout(opts.busy_timeout).map_err(|e| db.fail(e))?;
+        conn.pragma_update(None, "cache_size", -READER_CACHE_KIB).map_err(|e| db.fail(e))?;
+    }
+    Ok(conn)
 }
 
 /// A write transaction, see [`Store::transaction`]. Every write method of [`Store`] exists

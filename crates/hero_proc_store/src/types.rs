@@ -113,6 +113,16 @@ pub struct Run {
     pub finished_at_ms: Option<i64>,
 }
 
+/// A run with its newest jobs, from [`crate::Store::list_runs_with_jobs`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunWithJobs {
+    pub run: Run,
+    /// At most the `max_jobs` asked for, the newest ones, ascending by id.
+    pub jobs: Vec<Job>,
+    /// The run has older jobs than these.
+    pub jobs_more: bool,
+}
+
 /// What [`crate::Store::create_job`] needs. The job starts `pending`.
 #[derive(Clone, Debug)]
 pub struct NewJob<'a> {

@@ -411,3 +411,89 @@ fn row_counts_stay_exact_and_heal_after_outside_edits() {
     assert_eq!(r.jobs_deleted, left - all_jobs(&store).len() as u64);
     counts_match(&t.path);
 }
+
+/// Reads go to their own connections: a read made while a compaction step holds the
+/// writer (inside its write transaction, before the commit) is answered then and there,
+/// before that step and the compaction end. With reads behind the writer this would never
+/// return (the observer would wait forever; the guard below turns that into a failure).
+#[test]
+fn reads_are_answered_while_a_compaction_holds_the_writer() {
+    let (_t, store) = open();
+    let a = action("core", "web");
+    let run = store.create_run("kept", NOW).unwrap();
+    let kept = store.create_job(&new_job(&a, Some(run), NOW)).unwrap();
+    finished_jobs(&store, 3000, 0, Phase::Succeeded);
+    let (ask, asked) = std::sync::mpsc::channel::<()>();
+    let (answer, answered) = std::sync::mpsc::channel::<(Option<Job>, usize, Vec<RunWithJobs>)>();
+    let store = std::sync::Arc::new(store);
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            while asked.recv().is_ok() {
+                let job = store.get_job(kept).unwrap();
+                let page = store.list_jobs(&JobFilter { limit: 50, ..Default::default() }).unwrap().len();
+                let runs = store.list_runs_with_jobs(10, None, 10).unwrap();
+                if answer.send((job, page, runs)).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    let r = store
+        .compact_observed(&cap(100), NOW, &mut |step| {
+            ask.send(()).unwrap();
+            // A failure guard only: the answer comes at once unless reads wait for the writer.
+            let (job, page, runs) = answered
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("a read made during the {step:?} step was not answered"));
+            assert_eq!(job.map(|j| j.phase), Some(Phase::Pending));
+            assert_eq!(page, 50);
+            assert_eq!(runs.len(), 1);
+            assert_eq!(runs[0].jobs.iter().map(|j| j.id).collect::<Vec<_>>(), vec![kept]);
+            seen.push(step);
+        })
+        .unwrap();
+    drop(ask);
+    reader.join().unwrap();
+    assert!(r.jobs_deleted >= 2900, "{}", r.jobs_deleted);
+    for step in [CompactStep::Batch, CompactStep::Vacuum, CompactStep::Checkpoint] {
+        assert!(seen.contains(&step), "no read was made during a {step:?} step: {seen:?}");
+    }
+}
+
+/// `list_runs_with_jobs` (what `run.list` shows) gives each run of the page its newest
+/// jobs, in order, and says which runs have more: the same as one `list_jobs` per run.
+#[test]
+fn runs_with_jobs_match_one_query_per_run() {
+    let (_t, store) = open();
+    let a = action("core", "web");
+    let mut runs = Vec::new();
+    for i in 0..7 {
+        let run = store.create_run(&format!("r{i}"), NOW).unwrap();
+        for _ in 0..i {
+            store.create_job(&new_job(&a, Some(run), NOW)).unwrap();
+            // Loose jobs in between must not be counted in any run.
+            store.create_job(&new_job(&a, None, NOW)).unwrap();
+        }
+        runs.push(run);
+    }
+    for (limit, before, max_jobs) in [(3, None, 2), (10, None, 3), (2, Some(runs[4]), 1), (5, Some(runs[0]), 4)] {
+        let got = store.list_runs_with_jobs(limit, before, max_jobs).unwrap();
+        let want: Vec<RunWithJobs> = store
+            .list_runs(limit, before)
+            .unwrap()
+            .into_iter()
+            .map(|run| {
+                let mut jobs = store
+                    .list_jobs(&JobFilter { run_id: Some(run.id), limit: max_jobs + 1, ..Default::default() })
+                    .unwrap();
+                let jobs_more = jobs.len() > max_jobs as usize;
+                jobs.truncate(max_jobs as usize);
+                jobs.reverse();
+                RunWithJobs { run, jobs, jobs_more }
+            })
+            .collect();
+        assert_eq!(got, want, "limit {limit}, before {before:?}, max_jobs {max_jobs}");
+    }
+}
