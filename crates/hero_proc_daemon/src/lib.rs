@@ -16,6 +16,7 @@ pub mod paths;
 pub mod reconciler;
 pub mod rpc;
 pub mod secrets;
+pub mod views;
 pub mod webhook;
 
 use std::future::Future;

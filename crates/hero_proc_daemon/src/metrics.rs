@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use hero_proc_rpc::wire::ServiceState;
+use hero_proc_engine::ServiceState;
 
 use crate::context::Ctx;
 

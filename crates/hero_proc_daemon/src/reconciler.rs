@@ -12,12 +12,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hero_proc_engine::ServiceState;
 use hero_proc_engine::{ConfigChange, Engine, EngineError};
 use hero_proc_reconcile::{
     ApplyError, ApplyOutcome, CommitInfo, Desired, Live, LoadError, Plan, Repo, RepoConfig, RepoError, RunState,
     SopsOpener, SyncStatus,
 };
-use hero_proc_rpc::wire::ServiceState;
 use hero_proc_sops::KeyEnv;
 use hero_proc_store::{Ref, StoreError, SyncResult};
 use serde::{Deserialize, Serialize};

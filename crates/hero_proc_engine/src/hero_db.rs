@@ -4,7 +4,7 @@
 //! say so loudly instead of letting dependents fail one by one later. The decision is a
 //! pure function; the supervisor carries it out.
 
-use hero_proc_rpc::wire::ServiceState;
+use crate::supervisor::ServiceState;
 use hero_proc_spec::ServiceStatus;
 
 /// The service this module is about: `core/hero_db`.

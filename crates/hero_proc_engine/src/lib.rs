@@ -14,4 +14,7 @@ pub mod paths;
 pub mod process;
 pub mod supervisor;
 
-pub use supervisor::{ConfigChange, Engine, EngineConfig, EngineError, NoSecrets, SecretSource};
+pub use supervisor::{
+    CheckResult, ConfigChange, Engine, EngineConfig, EngineError, NoSecrets, SecretSource, ServiceSnapshot,
+    ServiceState,
+};

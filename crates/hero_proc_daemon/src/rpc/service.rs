@@ -48,7 +48,7 @@ async fn get(r: Ref, c: Arc<Ctx>) -> Res<hero_proc_spec::Service> {
 }
 
 async fn list(_: NoParams, c: Arc<Ctx>) -> Res<Vec<ServiceView>> {
-    c.engine.status(None).await.map_err(engine_err)
+    c.engine.status(None).await.map(crate::views::services).map_err(engine_err)
 }
 
 /// A change by hand: the reconciler reports it as drift on its next sync.
@@ -75,7 +75,7 @@ async fn restart(r: Ref, c: Arc<Ctx>) -> Res<Done> {
 }
 
 async fn status(r: Ref, c: Arc<Ctx>) -> Res<ServiceView> {
-    let mut v = c.engine.status(Some(r.clone())).await.map_err(engine_err)?;
+    let mut v = c.engine.status(Some(r.clone())).await.map(crate::views::services).map_err(engine_err)?;
     v.pop().ok_or_else(|| rpc_err(ErrorCode::NotFound, format!("no service {r}")))
 }
 

@@ -17,7 +17,7 @@ pub(super) fn register(r: &mut Registry) {
 
 async fn info(_: NoParams, c: Arc<Ctx>) -> Res<SystemInfo> {
     let stats = c.engine.store.db_stats().map_err(store_err)?;
-    let services = c.engine.status(None).await.map_err(engine_err)?;
+    let services = c.engine.status(None).await.map(crate::views::services).map_err(engine_err)?;
     let counts = c.engine.store.job_counts_by_phase().map_err(store_err)?;
     Ok(SystemInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -1,0 +1,295 @@
+//! Performs the service machine's effects: spawn a step, signal a job, probe health, arm
+//! a backoff timer, write event lines, wake waiting services. Results come back as
+//! events through [`Supervisor::feed`], so every decision stays in `services::step`.
+
+use std::time::{Duration, Instant};
+
+use hero_proc_logstore::{Level, LogEvent};
+use hero_proc_spec::{Action, Signal};
+use hero_proc_store::{JobId, Ref};
+
+use super::deps;
+use super::services::{self, Effect, Event, MainFacts, Now, Step};
+use super::view::{CheckResult, ServiceState};
+use super::{LiveJob, Msg, Purpose, Supervisor, now_ms};
+use crate::contain::Unit;
+use crate::health::{self, Health};
+use crate::process;
+
+impl Supervisor {
+    pub(super) fn event(&self, level: Level, source: &str, message: String, job: Option<JobId>) {
+        match level {
+            Level::Error => tracing::error!(source, "{message}"),
+            Level::Warn => tracing::warn!(source, "{message}"),
+            _ => tracing::info!(source, "{message}"),
+        }
+        let ev = LogEvent {
+            ts_ms: now_ms(),
+            source: source.to_owned(),
+            level,
+            message,
+            job_id: job.map(|j| j.0),
+            fields: Default::default(),
+        };
+        if let Err(e) = self.logs.append_event(&ev) {
+            tracing::warn!("cannot write to the log store: {e}");
+        }
+    }
+
+    /// Step a service's machine with `ev` and perform what it decided.
+    pub(super) fn feed(&mut self, key: &Ref, ev: Event) -> Step {
+        let Some(svc) = self.services.get_mut(key) else { return Step::default() };
+        let mut out = services::step(svc, ev, Now { ms: now_ms(), at: Instant::now() });
+        let effects = std::mem::take(&mut out.effects);
+        for e in effects {
+            self.perform(key, e);
+        }
+        out
+    }
+
+    fn perform(&mut self, key: &Ref, effect: Effect) {
+        match effect {
+            Effect::Begin => self.begin(key),
+            Effect::KillUnknown => self.end_unknown_processes(key),
+            Effect::RunStep { step, attempt } => self.run_step(key, step, attempt),
+            Effect::StopJob { job, step } => self.stop_job(key, job, step),
+            Effect::ProbeHealth { generation } => self.probe_health(key, generation),
+            Effect::ArmBackoff { after, generation } => {
+                let tx = self.tx.clone();
+                let key = key.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let _ = tx.send(Msg::BackoffDone { key, generation });
+                });
+            }
+            Effect::Log { level, message } => self.event(level, "hero_proc.service", message, None),
+            Effect::WakeWaiters => self.wake_waiters(),
+        }
+    }
+
+    /// Ask for a service to run. Returns false when it already runs or is starting.
+    pub(super) fn want_start(&mut self, key: &Ref) -> bool {
+        self.feed(key, Event::Start).acted
+    }
+
+    /// Ask for a service to stop. Returns false when it was not running.
+    pub(super) fn want_stop(&mut self, key: &Ref) -> bool {
+        self.feed(key, Event::Stop).acted
+    }
+
+    /// Restart a service that has a process (config or secret changed); a restart under
+    /// way is enough.
+    pub(super) fn restart_running(&mut self, key: &Ref) -> bool {
+        self.feed(key, Event::RestartRunning).acted
+    }
+
+    /// The containment unit of a service.
+    pub(super) fn unit_of(&self, key: &Ref) -> Unit {
+        self.contain.unit(&key.context, &key.name)
+    }
+
+    pub(super) fn action_for(&self, key: &Ref, step: usize) -> Result<Action, String> {
+        let svc = self.services.get(key).ok_or("service vanished")?;
+        let named = svc.spec.actions.get(step).ok_or("no such step")?;
+        let r = Ref::resolve(&named.name, &svc.spec.context, |r| {
+            self.store.get_action(&r.context, &r.name).ok().flatten().is_some()
+        });
+        match self.store.get_action(&r.context, &r.name) {
+            Ok(Some(a)) => Ok(a.value),
+            Ok(None) => Err(format!("action {r} does not exist")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Check what a service waits for, pull in what it requires, and feed `Begin`.
+    fn begin(&mut self, key: &Ref) {
+        let d = deps::deps(&self.services, key);
+        for r in &d.pull_in {
+            // Starting one may have pulled in the next already.
+            if self.services.get(r).is_some_and(|s| !s.wanted) {
+                self.want_start(r);
+            }
+        }
+        self.feed(key, Event::Begin { waiting_for: d.waiting_for });
+    }
+
+    /// Before a service starts (it has no job here): processes already in its unit are
+    /// unknown to the store (a lost or replaced database, or an earlier daemon's process
+    /// whose record is gone). They are stopped rather than adopted: without a job record
+    /// there is no output file, start time or config version to adopt them by, and
+    /// starting a second copy next to them is what must never happen.
+    fn end_unknown_processes(&mut self, key: &Ref) {
+        let unit = self.unit_of(key);
+        self.kill_unrecorded(
+            &unit,
+            &format!("of {key}"),
+            "(lost database or an earlier daemon's process) before starting it, so it never runs twice",
+        );
+    }
+
+    /// Kill every process in `unit` (none of them is recorded by a job) and say so.
+    pub(super) fn kill_unrecorded(&mut self, unit: &Unit, whose: &str, why: &str) {
+        let pids = unit.pids();
+        if pids.is_empty() {
+            return;
+        }
+        let gone = unit.kill_all(Duration::from_secs(5));
+        let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+        self.event(
+            Level::Warn,
+            "hero_proc.contain",
+            format!(
+                "killed process(es) {} {whose} that no job of this daemon records {why}{}",
+                list.join(", "),
+                if gone { "" } else { "; some did not exit within 5s" }
+            ),
+            None,
+        );
+    }
+
+    /// Run step `step` of a starting service and feed the outcome.
+    fn run_step(&mut self, key: &Ref, step: usize, attempt: u32) {
+        let action = match self.action_for(key, step) {
+            Ok(a) => a,
+            Err(why) => {
+                self.feed(key, Event::Fail { why });
+                return;
+            }
+        };
+        let purpose = Purpose::Service { key: key.clone() };
+        let ev = match self.start_job(&action, None, Some(key.clone()), attempt, purpose) {
+            Ok((job, pid)) => Event::Spawned { job, pid, probe: action.process },
+            Err(why) => {
+                // A spec that cannot start is retried like a crash (the binary may appear),
+                // but not once the database was replaced: no start can succeed until a
+                // restart.
+                let retry = (action.process && self.store.check_file().is_ok())
+                    .then(|| MainFacts { process: true, restart: action.restart.clone() });
+                Event::SpawnFailed { why, retry }
+            }
+        };
+        self.feed(key, ev);
+    }
+
+    /// Send the stop signal of the step's action to the job's watcher.
+    fn stop_job(&mut self, key: &Ref, job: JobId, step: usize) {
+        let (sig, timeout) = self
+            .action_for(key, step)
+            .map(|a| (a.stop.signal, a.stop.timeout.0))
+            .unwrap_or((Signal::Term, Duration::from_secs(10)));
+        if let Some(live) = self.jobs.get_mut(&job) {
+            live.stop(sig, timeout);
+        }
+    }
+
+    /// A service's job ended: look up its main action if the machine needs it, and feed.
+    pub(super) fn on_service_exit(&mut self, key: &Ref, job: JobId, exit: process::Exit, timed_out: bool) {
+        let Some(svc) = self.services.get(key) else { return };
+        let main = svc
+            .live_step(job)
+            .filter(|s| *s == svc.main_step())
+            .map(|step| self.action_for(key, step).map(|a| MainFacts { process: a.process, restart: a.restart }));
+        let text = if timed_out { "timed out".into() } else { exit.to_string() };
+        self.feed(key, Event::Exited { job, success: exit.success() && !timed_out, text, main });
+    }
+
+    /// Probe health checks until they pass (readiness), then stop probing. Without
+    /// checks it is healthy at once.
+    fn probe_health(&mut self, key: &Ref, generation: u64) {
+        let Some(svc) = self.services.get(key) else { return };
+        let (checks, account) = match self.action_for(key, svc.main_step()) {
+            // `exec` checks run as the action's account (its resolution error, if any,
+            // already failed the start).
+            Ok(a) => {
+                let account = a.user.as_deref().and_then(|u| process::Account::resolve(u, a.group.as_deref()).ok());
+                (a.health, account)
+            }
+            Err(_) => (Vec::new(), None),
+        };
+        if checks.is_empty() {
+            self.feed(key, Event::Health { generation, checks: Vec::new(), healthy: true });
+            return;
+        }
+        let tx = self.tx.clone();
+        let key = key.clone();
+        let expand = self.expand.clone();
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(20);
+            loop {
+                let mut views = Vec::new();
+                let mut all = true;
+                for hc in &checks {
+                    if let hero_proc_spec::HealthCheck::HeroSockets(true) = hc {
+                        for s in health::hero_sockets(&key.name, &expand).await {
+                            let (ok, detail) = split(&s.health);
+                            all &= ok;
+                            views.push(CheckResult { check: s.role, healthy: ok, detail });
+                        }
+                        continue;
+                    }
+                    let h = health::check_as(hc, &key.name, &expand, account.as_ref()).await;
+                    let (ok, detail) = split(&h);
+                    all &= ok;
+                    views.push(CheckResult { check: describe(hc), healthy: ok, detail });
+                }
+                if tx.send(Msg::Healthy { key: key.clone(), generation, checks: views, healthy: all }).is_err() || all {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+
+    /// Something became active or failed: services waiting on it may go on.
+    pub(super) fn wake_waiters(&mut self) {
+        let waiting: Vec<Ref> = self
+            .services
+            .iter()
+            .filter(|(_, s)| s.state() == ServiceState::Waiting && s.wanted)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in waiting {
+            // An earlier one in this loop may have started it already (a wake inside).
+            if !self.services.get(&k).is_some_and(|s| s.state() == ServiceState::Waiting && s.wanted) {
+                continue;
+            }
+            // A required service that failed fails its dependents instead of leaving
+            // them waiting forever.
+            match deps::failed_dependency(&self.services, &k) {
+                Some(dep) => {
+                    self.feed(&k, Event::DepFailed { dep });
+                }
+                None => self.begin(&k),
+            }
+        }
+    }
+
+    /// Adopt a re-attached process as a service's main step, watching it.
+    pub(super) fn adopt(&mut self, key: &Ref, job: JobId, running: process::Running) {
+        let unit = self.unit_of(key);
+        let pid = running.pid;
+        let stop = self.watch(job, running, None, Some(unit));
+        self.jobs.insert(job, LiveJob::running(Purpose::Service { key: key.clone() }, stop));
+        self.event(Level::Info, "hero_proc.engine", format!("re-attached to {key} (pid {pid})"), Some(job));
+        self.feed(key, Event::Adopt { job, pid });
+    }
+}
+
+fn split(h: &Health) -> (bool, Option<String>) {
+    match h {
+        Health::Healthy => (true, None),
+        Health::Unhealthy(why) => (false, Some(why.clone())),
+    }
+}
+
+fn describe(hc: &hero_proc_spec::HealthCheck) -> String {
+    use hero_proc_spec::HealthCheck as H;
+    match hc {
+        H::UnixSocket(p) => format!("unix_socket {p}"),
+        H::Http(h) => format!("http {}{}", h.socket.clone().or(h.url.clone()).unwrap_or_default(), h.path),
+        H::Tcp(a) => format!("tcp {a}"),
+        H::Exec(c) => format!("exec {c}"),
+        H::HeroSockets(_) => "hero_sockets".into(),
+    }
+}

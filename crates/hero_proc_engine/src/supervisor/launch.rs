@@ -1,0 +1,293 @@
+//! Process I/O of jobs: create the job row, open its output, spawn, watch, and record
+//! exits (in batches, kept in memory and retried when a write fails).
+
+use std::time::Duration;
+
+use hero_proc_logstore::Level;
+use hero_proc_spec::{Action, EnvValue, Signal};
+use hero_proc_store::{JobExit, JobId, NewJob, Phase, Ref, RunId, StoreError};
+use tokio::sync::oneshot;
+
+use super::{JobLife, LiveJob, Msg, Purpose, Supervisor, now_ms};
+use crate::contain::Unit;
+use crate::process::{self, Exit, Running};
+
+impl Supervisor {
+    /// Create the job row, open its output file, spawn, and watch it.
+    pub(super) fn start_job(
+        &mut self,
+        action: &Action,
+        run: Option<RunId>,
+        service: Option<Ref>,
+        attempt: u32,
+        purpose: Purpose,
+    ) -> Result<(JobId, u32), String> {
+        self.flush_exits();
+        let job = self
+            .store
+            .create_job(&NewJob { run_id: run, action, service, attempt, created_at_ms: now_ms() })
+            .map_err(|e| e.to_string())?;
+        let (pid, ticks) = self.launch(job, action, purpose)?;
+        if let Err(e) = self.store.mark_job_running(job, pid, Some(ticks), now_ms()) {
+            self.event(Level::Error, "hero_proc.job", format!("job {job}: cannot record start: {e}"), Some(job));
+        }
+        Ok((job, pid))
+    }
+
+    /// Open the job's output file, resolve its environment, spawn it and watch it. On
+    /// failure the job row is finished as failed with the reason (and the reason logged).
+    /// The caller records the start (so a burst can share one transaction).
+    pub(super) fn launch(&mut self, job: JobId, action: &Action, purpose: Purpose) -> Result<(u32, u64), String> {
+        // A daemon whose database was replaced starts nothing: the processes it would
+        // start could not be recorded, and a daemon on the restored file would start them
+        // again.
+        let unit = match &purpose {
+            Purpose::Service { key, .. } => Some(self.unit_of(key)),
+            Purpose::Run { .. } => None,
+        };
+        let spawned = self
+            .store
+            .check_file()
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.logs.open_job_output(job.0).map_err(|e| format!("cannot open the output file: {e}")))
+            .and_then(|output| Ok((output, self.resolve_env(action)?, placement(action, unit.as_ref())?)))
+            .and_then(|(output, env, place)| {
+                process::spawn_in(action, &env, &self.expand, &output, &place).map_err(|e| e.to_string())
+            });
+        let running = match spawned {
+            Ok(r) => r,
+            Err(why) => {
+                let exit = JobExit {
+                    phase: Phase::Failed,
+                    exit_code: None,
+                    signal: None,
+                    error: Some(why.clone()),
+                    finished_at_ms: now_ms(),
+                };
+                let _ = self.store.finish_job(job, &exit);
+                let msg = format!("job {job} ({}/{}) could not start: {why}", action.context, action.name);
+                self.event(Level::Error, "hero_proc.job", msg, Some(job));
+                return Err(why);
+            }
+        };
+        let started = (running.pid, running.start_ticks);
+        let timeout = if action.process {
+            None
+        } else {
+            action.timeout.map(|d| (d.0, action.stop.signal, action.stop.timeout.0))
+        };
+        let stop = self.watch(job, running, timeout, unit);
+        self.jobs.insert(job, LiveJob::running(purpose, stop));
+        Ok(started)
+    }
+
+    fn resolve_env(&self, action: &Action) -> Result<Vec<(String, String)>, String> {
+        action
+            .env
+            .iter()
+            .map(|(k, v)| match v {
+                EnvValue::Plain(s) => Ok((k.clone(), s.clone())),
+                EnvValue::Secret(n) => self.secrets.reveal(&action.context, &n.name).map(|s| (k.clone(), s)),
+            })
+            .collect()
+    }
+
+    /// Watch a process: report its exit; stop it on request or on its timeout. With a
+    /// unit, the exit is reported only once the unit is empty: whatever the process
+    /// forked (double forks and `setsid` included) is stopped with it.
+    pub(super) fn watch(
+        &self,
+        job: JobId,
+        mut running: Running,
+        timeout: Option<(Duration, Signal, Duration)>,
+        unit: Option<Unit>,
+    ) -> oneshot::Sender<(Signal, Duration)> {
+        let (stop_tx, stop_rx) = oneshot::channel::<(Signal, Duration)>();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let limit = async {
+                match timeout {
+                    Some((d, _, _)) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut timed_out = false;
+            // Descendants that left the group get the stop signal too, and the rest of
+            // the stop timeout to exit before they are killed.
+            let graceful = |sig: Signal, t: Duration| {
+                if let Some(u) = &unit {
+                    u.signal_all(sig.number());
+                }
+                tokio::time::Instant::now() + t
+            };
+            let mut grace_until = None;
+            let exit = tokio::select! {
+                r = running.wait() => r,
+                Ok((sig, t)) = stop_rx => {
+                    grace_until = Some(graceful(sig, t));
+                    running.stop(sig, t).await
+                }
+                () = limit => {
+                    timed_out = true;
+                    let (_, sig, t) = timeout.expect("limit fires only with a timeout");
+                    grace_until = Some(graceful(sig, t));
+                    running.stop(sig, t).await
+                }
+            };
+            let exit = exit.unwrap_or(Exit::Unknown);
+            // A group does not outlive its main process: no orphans holding ports.
+            let _ = process::signal_group(running.pid, libc::SIGKILL);
+            if let Some(u) = unit {
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Some(until) = grace_until {
+                        u.wait_empty(until.saturating_duration_since(tokio::time::Instant::now()));
+                    }
+                    if !u.kill_all(Duration::from_secs(10)) {
+                        tracing::error!(marker = %u.marker, "processes of the unit survived SIGKILL for 10s");
+                    }
+                    u.remove_if_empty();
+                })
+                .await;
+            }
+            let _ = tx.send(Msg::Exited { job, exit, timed_out });
+        });
+        stop_tx
+    }
+
+    /// Record a batch of exits in one transaction, then react to each in order.
+    pub(super) fn on_exits(&mut self, batch: Vec<(JobId, Exit, bool)>) {
+        let now = now_ms();
+        let mut done = Vec::with_capacity(batch.len());
+        for (job, exit, timed_out) in batch {
+            let Some(live) = self.jobs.remove(&job) else { continue };
+            let stopped = matches!(live.life, JobLife::Stopping);
+            let phase = if exit.success() && !timed_out {
+                Phase::Succeeded
+            } else if stopped && !timed_out {
+                Phase::Cancelled
+            } else {
+                Phase::Failed
+            };
+            let (code, signal) = match exit {
+                Exit::Code(c) => (Some(c), None),
+                Exit::Signal(s) => (None, Some(s)),
+                Exit::Unknown => (None, None),
+            };
+            let error = if timed_out {
+                Some("timed out".to_owned())
+            } else if exit == Exit::Unknown {
+                Some(exit.to_string())
+            } else {
+                None
+            };
+            done.push((
+                job,
+                live,
+                exit,
+                timed_out,
+                JobExit { phase, exit_code: code, signal, error, finished_at_ms: now },
+            ));
+        }
+        // A run whose last job this is ends now: its phase goes in the same transaction.
+        let mut finished = Vec::new();
+        for (job, live, _, _, ex) in &done {
+            if let Purpose::Run { run } = live.purpose
+                && let Some(phase) = self.run_job_exited(run, *job, ex.phase == Phase::Succeeded)
+            {
+                finished.push((run, phase));
+            }
+        }
+        self.unrecorded.extend(done.iter().map(|(job, _, _, _, ex)| (*job, ex.clone())));
+        if !self.flush_exits_and(&finished) {
+            for (run, phase) in &finished {
+                let _ = self.store.set_run_phase(*run, *phase, now);
+            }
+        }
+        for (job, live, exit, timed_out, _) in done {
+            match live.purpose {
+                Purpose::Service { key } => self.on_service_exit(&key, job, exit, timed_out),
+                Purpose::Run { run } => self.advance_run(run),
+            }
+        }
+    }
+
+    /// Write the exits not yet recorded (see [`Self::flush_exits_and`]).
+    pub(super) fn flush_exits(&mut self) {
+        self.flush_exits_and(&[]);
+    }
+
+    /// Write the exits not yet recorded and the phases of the runs they ended, in one
+    /// transaction; returns whether it was written. On failure the exits stay in memory,
+    /// and the retry timer is armed (doubling from 1 s to 30 s) unless the database was
+    /// replaced (nothing can be written until a restart).
+    fn flush_exits_and(&mut self, runs: &[(RunId, Phase)]) -> bool {
+        if self.unrecorded.is_empty() {
+            return runs.is_empty();
+        }
+        let pending = std::mem::take(&mut self.unrecorded);
+        let now = now_ms();
+        let r = self.store.transaction(|tx| {
+            for (job, ex) in &pending {
+                tx.finish_job(*job, ex)?;
+            }
+            for (run, phase) in runs {
+                tx.set_run_phase(*run, *phase, now)?;
+            }
+            Ok(())
+        });
+        let e = match r {
+            Ok(()) => {
+                if self.flush_delay.is_some() {
+                    self.event(
+                        Level::Info,
+                        "hero_proc.job",
+                        format!("recorded {} job exits that a failed write had kept", pending.len()),
+                        None,
+                    );
+                }
+                self.flush_delay = None;
+                return true;
+            }
+            Err(e) => e,
+        };
+        let retry = matches!(
+            e,
+            StoreError::DiskFull { .. }
+                | StoreError::Busy { .. }
+                | StoreError::ReadOnly { .. }
+                | StoreError::Io { .. }
+                | StoreError::Sqlite { .. }
+        );
+        let first = self.flush_delay.is_none();
+        if first || !retry {
+            let what = if retry { "kept; retrying until it can be written" } else { "dropped" };
+            let msg = format!("cannot record {} job exits ({what}): {e}", pending.len());
+            self.event(Level::Error, "hero_proc.job", msg, None);
+        }
+        if !retry {
+            return false;
+        }
+        self.unrecorded = pending;
+        let delay = self.flush_delay.map_or(Duration::from_secs(1), |d| (d * 2).min(Duration::from_secs(30)));
+        self.flush_delay = Some(delay);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Msg::FlushExits);
+        });
+        false
+    }
+}
+
+/// Where and as whom `action` runs: its account (`user:`), its unit's cgroup and marker.
+fn placement(action: &Action, unit: Option<&Unit>) -> Result<process::Placement, String> {
+    let account = match &action.user {
+        Some(u) => Some(process::Account::resolve(u, action.group.as_deref()).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let cgroup_procs = match unit {
+        Some(u) => u.prepare().map_err(|e| process::SpawnError::Contain(e).to_string())?,
+        None => None,
+    };
+    Ok(process::Placement { account, cgroup_procs, marker: unit.map(|u| u.marker.clone()) })
+}

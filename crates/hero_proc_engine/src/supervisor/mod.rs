@@ -1,0 +1,487 @@
+//! The supervisor: one actor that owns all runtime state and reacts to messages.
+//!
+//! Commands (from RPC) and events (a process exited, a health check passed, a backoff
+//! elapsed, a cron tick) arrive on one channel and are handled one at a time, so there
+//! is no lock and no race between, say, a restart and a crash: fifty concurrent
+//! `service.restart` calls leave exactly one process. Every wait is an event (child exit
+//! via SIGCHLD/pidfd, timers via tokio), so an idle daemon does not wake up.
+//!
+//! Layout: the service lifecycle is a pure state machine (`services.rs`: `step(svc,
+//! event, now) -> effects`); `executor.rs` performs its effects (spawn, signal, store
+//! writes, log lines, timers) and feeds their results back as events; `launch.rs` spawns
+//! and watches processes and records their exits; `runs.rs` and `cron.rs` drive runs of
+//! jobs and schedules; `reattach.rs` adopts what a previous daemon left running;
+//! `commands.rs` answers the RPC-facing commands.
+//!
+//! The actor runs on its own OS thread with a current-thread tokio runtime: fork/exec,
+//! account lookups and SQLite writes are synchronous and take the thread they run on, so
+//! they must not run on the daemon's tokio workers, where they would stall RPC and other
+//! async work. One thread keeps the actor's ordering (one writer, one decision at a time)
+//! and its watchers, timers and health probes run on the same runtime.
+//!
+//! Jobs and runs are written to the store as they change; the store is the record, this
+//! actor's maps are the live view.
+
+mod commands;
+mod cron;
+mod deps;
+mod executor;
+mod launch;
+mod reattach;
+mod runs;
+pub mod services;
+pub mod view;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hero_proc_logstore::LogStore;
+use hero_proc_spec::{Action, Service, Signal};
+use hero_proc_store::{JobExit, JobId, Origin, Ref, RunId, Store};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::contain::Containment;
+use crate::paths::Expand;
+use crate::process::Exit;
+use services::Svc;
+pub use view::{CheckResult, ServiceSnapshot, ServiceState};
+
+/// Resolves `{ secret: name }` environment values at start time. The plaintext lives
+/// only in the child's environment and this call's return value.
+pub trait SecretSource: Send + Sync {
+    fn reveal(&self, context: &str, name: &str) -> Result<String, String>;
+}
+
+/// Used until a secret store is configured: every reference fails with a clear reason.
+pub struct NoSecrets;
+
+impl SecretSource for NoSecrets {
+    fn reveal(&self, context: &str, name: &str) -> Result<String, String> {
+        Err(format!("secret `{name}` is not set in context `{context}`: add it to secrets/{context}.sops.yaml"))
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Errors a command can answer with; the RPC layer maps them to stable codes.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] hero_proc_store::StoreError),
+    #[error("the supervisor is shutting down")]
+    Unavailable,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+enum Msg {
+    SetAction(Box<Action>, Origin, Reply<bool>),
+    DeleteAction(Ref, Reply<bool>),
+    SetService(Box<Service>, Origin, Reply<bool>),
+    DeleteService(Ref, Reply<bool>),
+    Start(Ref, Reply<bool>),
+    Stop(Ref, Reply<bool>),
+    Restart(Ref, Reply<bool>),
+    Status(Option<Ref>, Reply<Vec<ServiceSnapshot>>),
+    Submit(Vec<Ref>, String, Reply<RunId>),
+    CancelRun(RunId, Reply<bool>),
+    Shutdown(Reply<()>),
+    // Events.
+    Exited {
+        job: JobId,
+        exit: Exit,
+        timed_out: bool,
+    },
+    Healthy {
+        key: Ref,
+        generation: u64,
+        checks: Vec<CheckResult>,
+        healthy: bool,
+    },
+    BackoffDone {
+        key: Ref,
+        generation: u64,
+    },
+    CronTick {
+        generation: u64,
+    },
+    /// Retry writing the exits a failed write left in memory.
+    FlushExits,
+    EnsureHeroDb(Reply<crate::hero_db::Decision>),
+    SecretChanged(Ref, Reply<Vec<Ref>>),
+    ConfigApplied(Box<ConfigChange>, Reply<()>),
+}
+
+/// What the reconciler changed in the store (in one transaction), for the engine to
+/// act on: reload the rows, stop what was deleted, apply statuses, restart what the plan
+/// says. Restarts of services that are not running are ignored; starts of running ones
+/// are no-ops.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigChange {
+    pub actions_changed: Vec<Ref>,
+    pub actions_deleted: Vec<Ref>,
+    pub services_changed: Vec<Ref>,
+    pub services_deleted: Vec<Ref>,
+    pub restarts: Vec<Ref>,
+    pub starts: Vec<Ref>,
+    pub stops: Vec<Ref>,
+}
+
+/// A cheap, cloneable handle to the supervisor task.
+#[derive(Clone)]
+pub struct Engine {
+    tx: mpsc::UnboundedSender<Msg>,
+    pub store: Arc<Store>,
+    pub logs: Arc<LogStore>,
+    /// How service process trees are contained (cgroup v2 or the subreaper fallback).
+    pub containment: Arc<Containment>,
+}
+
+/// How the engine is set up.
+pub struct EngineConfig {
+    pub expand: Expand,
+    pub secrets: Arc<dyn SecretSource>,
+    /// Stop supervised processes when the daemon exits (default: leave them running; the
+    /// next daemon re-attaches).
+    pub stop_on_exit: bool,
+    /// Check that hero_db runs right after autostart (SPEC 5.3). False when
+    /// `HERO_PROC_NO_AUTOSTART_DB=1`, or when a repository is configured (the daemon then
+    /// calls [`Engine::ensure_hero_db`] after the first reconcile).
+    pub ensure_hero_db_at_boot: bool,
+}
+
+macro_rules! ask {
+    ($self:ident, $variant:ident $(, $arg:expr)*) => {{
+        let (tx, rx) = oneshot::channel();
+        $self.tx.send(Msg::$variant($($arg,)* tx)).map_err(|_| EngineError::Unavailable)?;
+        rx.await.map_err(|_| EngineError::Unavailable)?
+    }};
+}
+
+impl Engine {
+    /// Start the supervisor: re-attach to processes a previous daemon left running,
+    /// then start every service with `status: start`.
+    pub fn start(store: Arc<Store>, logs: Arc<LogStore>, config: EngineConfig) -> Engine {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let contain = Arc::new(Containment::detect(config.expand.root()));
+        let engine = Engine { tx: tx.clone(), store: store.clone(), logs: logs.clone(), containment: contain.clone() };
+        let ensure_db = config.ensure_hero_db_at_boot;
+        let subreaper = contain.mode == crate::contain::Mode::Subreaper;
+        let sup = Supervisor {
+            tx,
+            store,
+            logs,
+            expand: config.expand,
+            secrets: config.secrets,
+            stop_on_exit: config.stop_on_exit,
+            services: BTreeMap::new(),
+            jobs: HashMap::new(),
+            runs: HashMap::new(),
+            schedules: BTreeMap::new(),
+            cron_generation: 0,
+            unrecorded: Vec::new(),
+            flush_delay: None,
+            contain,
+        };
+        // The actor's own thread (see the module comment). Boot finishes before this
+        // returns, as callers expect services loaded and re-attached once it has.
+        let (booted_tx, booted) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new().name("hero_proc-sup".into()).spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!("cannot start the supervisor runtime: {e}"),
+            };
+            rt.block_on(async move {
+                let mut sup = sup;
+                if subreaper {
+                    reap_orphans_on_sigchld();
+                }
+                sup.boot();
+                if ensure_db {
+                    sup.ensure_hero_db();
+                }
+                let _ = booted_tx.send(());
+                sup.run(rx).await;
+            });
+        });
+        match thread {
+            Ok(_) => {
+                let _ = booted.recv();
+            }
+            Err(e) => tracing::error!("cannot start the supervisor thread: {e}"),
+        }
+        engine
+    }
+
+    pub async fn set_action(&self, a: Action, origin: Origin) -> Result<bool, EngineError> {
+        ask!(self, SetAction, Box::new(a), origin)
+    }
+    pub async fn delete_action(&self, r: Ref) -> Result<bool, EngineError> {
+        ask!(self, DeleteAction, r)
+    }
+    pub async fn set_service(&self, s: Service, origin: Origin) -> Result<bool, EngineError> {
+        ask!(self, SetService, Box::new(s), origin)
+    }
+    pub async fn delete_service(&self, r: Ref) -> Result<bool, EngineError> {
+        ask!(self, DeleteService, r)
+    }
+    pub async fn start_service(&self, r: Ref) -> Result<bool, EngineError> {
+        ask!(self, Start, r)
+    }
+    pub async fn stop_service(&self, r: Ref) -> Result<bool, EngineError> {
+        ask!(self, Stop, r)
+    }
+    pub async fn restart_service(&self, r: Ref) -> Result<bool, EngineError> {
+        ask!(self, Restart, r)
+    }
+    /// Runtime views of one service (`Some`) or all.
+    pub async fn status(&self, r: Option<Ref>) -> Result<Vec<ServiceSnapshot>, EngineError> {
+        ask!(self, Status, r)
+    }
+    pub async fn submit(&self, actions: Vec<Ref>, label: String) -> Result<RunId, EngineError> {
+        ask!(self, Submit, actions, label)
+    }
+    pub async fn cancel_run(&self, id: RunId) -> Result<bool, EngineError> {
+        ask!(self, CancelRun, id)
+    }
+    /// A secret's value changed: restart the running services whose actions use it.
+    /// Returns the services restarted.
+    pub async fn secret_changed(&self, secret: Ref) -> Result<Vec<Ref>, EngineError> {
+        ask!(self, SecretChanged, secret)
+    }
+    /// Act on config rows the reconciler wrote to the store (see [`ConfigChange`]).
+    pub async fn config_applied(&self, change: ConfigChange) -> Result<(), EngineError> {
+        ask!(self, ConfigApplied, Box::new(change))
+    }
+    /// Ensure `core/hero_db` runs (SPEC 5.3); returns what was decided.
+    pub async fn ensure_hero_db(&self) -> Result<crate::hero_db::Decision, EngineError> {
+        ask!(self, EnsureHeroDb)
+    }
+    /// Stop the supervisor task. Processes keep running unless `stop_on_exit`.
+    pub async fn shutdown(&self) -> Result<(), EngineError> {
+        ask!(self, Shutdown)
+    }
+}
+
+/// Orphans of any job reparent to the daemon (it is their subreaper): reap them as
+/// they exit.
+fn reap_orphans_on_sigchld() {
+    if let Ok(mut sigchld) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()) {
+        tokio::spawn(async move {
+            while sigchld.recv().await.is_some() {
+                let _ = tokio::task::spawn_blocking(crate::contain::reap_orphans).await;
+            }
+        });
+    }
+}
+
+/// Why a job runs.
+#[derive(Clone)]
+enum Purpose {
+    Service { key: Ref },
+    Run { run: RunId },
+}
+
+/// A job's process, as the supervisor sees it until its exit is reported.
+enum JobLife {
+    /// Running; the sender asks its watcher to stop it (signal, then SIGKILL after the
+    /// timeout).
+    Running(oneshot::Sender<(Signal, Duration)>),
+    /// Asked to stop: its exit is a cancellation, not a failure.
+    Stopping,
+}
+
+struct LiveJob {
+    purpose: Purpose,
+    life: JobLife,
+}
+
+impl LiveJob {
+    fn running(purpose: Purpose, stop: oneshot::Sender<(Signal, Duration)>) -> LiveJob {
+        LiveJob { purpose, life: JobLife::Running(stop) }
+    }
+
+    /// Ask its watcher to stop it; a job already stopping is left alone.
+    fn stop(&mut self, signal: Signal, timeout: Duration) {
+        if let JobLife::Running(tx) = std::mem::replace(&mut self.life, JobLife::Stopping) {
+            let _ = tx.send((signal, timeout));
+        }
+    }
+}
+
+struct Supervisor {
+    tx: mpsc::UnboundedSender<Msg>,
+    store: Arc<Store>,
+    logs: Arc<LogStore>,
+    expand: Expand,
+    secrets: Arc<dyn SecretSource>,
+    stop_on_exit: bool,
+    services: BTreeMap<Ref, Svc>,
+    jobs: HashMap<JobId, LiveJob>,
+    runs: HashMap<RunId, runs::LiveRun>,
+    /// Scheduled actions and when each fires next.
+    schedules: BTreeMap<Ref, cron::Schedule>,
+    /// Bumped whenever the timer is re-armed: older ticks are stale.
+    cron_generation: u64,
+    /// Exits a store write failed to record (disk full): kept, and written on the next
+    /// exit or start, or by the retry timer.
+    unrecorded: Vec<(JobId, JobExit)>,
+    /// The retry timer's current delay while it is armed (it runs only while exits are
+    /// unrecorded, so an idle daemon does not wake up).
+    flush_delay: Option<Duration>,
+    contain: Arc<Containment>,
+}
+
+/// Whether a restart can record its new job (before its old process is stopped).
+fn recordable(store: &Store) -> Result<(), String> {
+    store.check_file().and_then(|()| store.check_space()).map_err(|e| e.to_string())
+}
+
+fn key_of(s: &Service) -> Ref {
+    Ref::new(&s.context, &s.name)
+}
+
+impl Supervisor {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let mut shutting: Option<Reply<()>> = None;
+        let mut deadline = tokio::time::Instant::now();
+        loop {
+            let msg = if shutting.is_some() {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(m)) => m,
+                    _ => break,
+                }
+            } else {
+                match rx.recv().await {
+                    Some(m) => m,
+                    None => return,
+                }
+            };
+            match msg {
+                Msg::Shutdown(reply) if !self.stop_on_exit => {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                Msg::Shutdown(reply) => {
+                    let keys: Vec<Ref> = self.services.keys().cloned().collect();
+                    for k in &keys {
+                        self.want_stop(k);
+                    }
+                    shutting = Some(reply);
+                    deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+                }
+                Msg::Exited { job, exit, timed_out } => self.exits_burst((job, exit, timed_out), &mut rx),
+                other => self.handle(other),
+            }
+            if shutting.is_some() && self.jobs.values().all(|j| matches!(j.purpose, Purpose::Run { .. })) {
+                break;
+            }
+        }
+        if let Some(reply) = shutting {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    /// Exits come in bursts (a run of many short jobs): record every exit already queued
+    /// in one transaction, then react to each.
+    fn exits_burst(&mut self, first: (JobId, Exit, bool), rx: &mut mpsc::UnboundedReceiver<Msg>) {
+        let mut batch = vec![first];
+        let mut next = None;
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(Msg::Exited { job, exit, timed_out }) => batch.push((job, exit, timed_out)),
+                Ok(other) => {
+                    next = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.on_exits(batch);
+        match next {
+            // Rare: handle it on the next turn of the loop.
+            Some(Msg::Shutdown(reply)) => {
+                let _ = self.tx.send(Msg::Shutdown(reply));
+            }
+            Some(other) => self.handle(other),
+            None => {}
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::SetAction(a, origin, reply) => {
+                let _ = reply.send(self.set_action(*a, origin));
+            }
+            Msg::DeleteAction(r, reply) => {
+                let _ = reply.send(self.delete_action(r));
+            }
+            Msg::SetService(s, origin, reply) => {
+                let _ = reply.send(self.set_service(*s, origin));
+            }
+            Msg::DeleteService(r, reply) => {
+                let _ = reply.send(self.delete_service(r));
+            }
+            Msg::Start(r, reply) => {
+                let _ = reply.send(self.start_by_hand(r));
+            }
+            Msg::Stop(r, reply) => {
+                let _ = reply.send(self.stop_by_hand(r));
+            }
+            Msg::Restart(r, reply) => {
+                let _ = reply.send(self.restart_by_hand(r));
+            }
+            Msg::Status(r, reply) => {
+                let _ = reply.send(self.status(r));
+            }
+            Msg::Submit(actions, label, reply) => {
+                let _ = reply.send(self.submit(actions, label));
+            }
+            Msg::CancelRun(id, reply) => {
+                let _ = reply.send(self.cancel_run(id));
+            }
+            Msg::Shutdown(_) => unreachable!("handled in run"),
+            Msg::Exited { job, exit, timed_out } => self.on_exits(vec![(job, exit, timed_out)]),
+            Msg::Healthy { key, generation, checks, healthy } => {
+                self.feed(&key, services::Event::Health { generation, checks, healthy });
+            }
+            Msg::SecretChanged(secret, reply) => {
+                let _ = reply.send(Ok(self.secret_changed(secret)));
+            }
+            Msg::ConfigApplied(change, reply) => {
+                self.config_applied(*change);
+                let _ = reply.send(Ok(()));
+            }
+            Msg::EnsureHeroDb(reply) => {
+                let d = self.ensure_hero_db();
+                let _ = reply.send(Ok(d));
+            }
+            Msg::CronTick { generation } => {
+                if generation == self.cron_generation {
+                    self.fire_due();
+                    self.arm_cron();
+                }
+            }
+            Msg::FlushExits => {
+                // A write since may have flushed them already; then the timer just ends.
+                if self.unrecorded.is_empty() {
+                    self.flush_delay = None;
+                } else {
+                    self.flush_exits();
+                }
+            }
+            Msg::BackoffDone { key, generation } => {
+                self.feed(&key, services::Event::BackoffDone { generation });
+            }
+        }
+    }
+}

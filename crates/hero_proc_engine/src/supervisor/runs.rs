@@ -1,0 +1,238 @@
+//! Runs: a set of jobs (one per action named), ordered by `depends_on` between them.
+//! [`LiveRun`] is the pure part (which jobs are ready, which are doomed, the run's
+//! outcome); the supervisor creates the rows, spawns and records.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use hero_proc_logstore::Level;
+use hero_proc_spec::{Action, Signal};
+use hero_proc_store::{JobExit, JobId, NewJob, Phase, Ref, RunId};
+
+use super::{EngineError, Purpose, Supervisor, now_ms};
+
+/// A run in progress.
+#[derive(Default)]
+pub(super) struct LiveRun {
+    /// Jobs of the run not started yet, and the jobs (of the same run) each waits for.
+    pub(super) pending: Vec<(JobId, Action, Vec<JobId>)>,
+    pub(super) running: HashSet<JobId>,
+    /// Finished jobs and whether each succeeded.
+    pub(super) done: HashMap<JobId, bool>,
+    pub(super) cancelled: bool,
+}
+
+/// What a run does next: start `ready`, cancel `doomed`.
+#[derive(Debug, Default)]
+pub(super) struct Advance {
+    pub(super) ready: Vec<(JobId, Action)>,
+    pub(super) doomed: Vec<JobId>,
+}
+
+impl LiveRun {
+    /// Take the pending jobs whose dependencies all succeeded (ready) or one failed or
+    /// the run was cancelled (doomed, recorded as not succeeded). Pure.
+    pub(super) fn advance(&mut self) -> Advance {
+        let mut out = Advance::default();
+        let (cancelled, done) = (self.cancelled, &self.done);
+        self.pending.retain(|(id, a, deps)| {
+            if cancelled || deps.iter().any(|d| done.get(d) == Some(&false)) {
+                out.doomed.push(*id);
+                return false;
+            }
+            if deps.iter().all(|d| done.get(d) == Some(&true)) {
+                out.ready.push((*id, a.clone()));
+                return false;
+            }
+            true
+        });
+        for id in &out.doomed {
+            self.done.insert(*id, false);
+        }
+        out
+    }
+
+    /// The run's final phase once nothing is pending or running.
+    pub(super) fn outcome(&self) -> Option<Phase> {
+        if !self.pending.is_empty() || !self.running.is_empty() {
+            return None;
+        }
+        Some(if self.cancelled {
+            Phase::Cancelled
+        } else if self.done.values().all(|v| *v) {
+            Phase::Succeeded
+        } else {
+            Phase::Failed
+        })
+    }
+}
+
+impl Supervisor {
+    pub(super) fn submit(&mut self, actions: Vec<Ref>, label: String) -> Result<RunId, EngineError> {
+        if actions.is_empty() {
+            return Err(EngineError::Invalid("a run needs at least one action".into()));
+        }
+        // A run may name one action many times: read each once.
+        let mut specs = Vec::with_capacity(actions.len());
+        let mut seen: HashMap<&Ref, Action> = HashMap::new();
+        for r in &actions {
+            if !seen.contains_key(r) {
+                match self.store.get_action(&r.context, &r.name)? {
+                    Some(a) => seen.insert(r, a.value),
+                    None => {
+                        return Err(EngineError::NotFound(format!(
+                            "no action {r}; `hero_proc action list` shows what exists"
+                        )));
+                    }
+                };
+            }
+            specs.push(seen[r].clone());
+        }
+        // depends_on between actions of this run order its jobs; others are ignored.
+        let mut live = LiveRun::default();
+        // One transaction for the run and all its rows: a run costs one commit, not one
+        // per job (nor three for a run of one).
+        let created = now_ms();
+        let (run, ids) = self.store.transaction(|tx| {
+            let run = tx.create_run(&label, created)?;
+            tx.set_run_phase(run, Phase::Running, created)?;
+            let ids = specs
+                .iter()
+                .map(|a| {
+                    let id = tx.create_job(&NewJob {
+                        run_id: Some(run),
+                        action: a,
+                        service: None,
+                        attempt: 1,
+                        created_at_ms: created,
+                    })?;
+                    Ok((Ref::new(&a.context, &a.name), id))
+                })
+                .collect::<Result<Vec<(Ref, JobId)>, _>>()?;
+            Ok((run, ids))
+        })?;
+        for (a, (_, id)) in specs.into_iter().zip(ids.clone()) {
+            let deps = a
+                .depends_on
+                .iter()
+                .filter_map(|d| {
+                    let r = Ref::resolve(&d.name, &a.context, |x| ids.iter().any(|(k, _)| k == x));
+                    ids.iter().find(|(k, _)| *k == r).map(|(_, j)| *j)
+                })
+                .collect();
+            live.pending.push((id, a, deps));
+        }
+        self.runs.insert(run, live);
+        self.advance_run(run);
+        Ok(run)
+    }
+
+    pub(super) fn advance_run(&mut self, run: RunId) {
+        let Some(live) = self.runs.get_mut(&run) else { return };
+        let Advance { ready, doomed } = live.advance();
+        if !doomed.is_empty() {
+            let exit = JobExit {
+                phase: Phase::Cancelled,
+                exit_code: None,
+                signal: None,
+                error: Some("a job it depends on did not succeed, or the run was cancelled".into()),
+                finished_at_ms: now_ms(),
+            };
+            let r = self.store.transaction(|tx| doomed.iter().try_for_each(|id| tx.finish_job(*id, &exit)));
+            if let Err(e) = r {
+                self.event(
+                    Level::Error,
+                    "hero_proc.job",
+                    format!("cannot record {} cancelled jobs: {e}", doomed.len()),
+                    None,
+                );
+            }
+        }
+        let mut started = Vec::with_capacity(ready.len());
+        let mut start_failed = false;
+        for (id, a) in ready {
+            match self.start_run_job(run, id, &a) {
+                Some(s) => started.push(s),
+                None => start_failed = true,
+            }
+        }
+        self.record_starts(&started);
+        if start_failed {
+            // Jobs that depend on one that could not start are cancelled now.
+            return self.advance_run(run);
+        }
+        if let Some(phase) = self.runs.get(&run).and_then(LiveRun::outcome) {
+            let _ = self.store.set_run_phase(run, phase, now_ms());
+            self.runs.remove(&run);
+        }
+    }
+
+    /// One transaction for all the jobs started in one step of a run.
+    fn record_starts(&mut self, started: &[(JobId, u32, u64)]) {
+        if started.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let r = self.store.transaction(|tx| {
+            for (job, pid, ticks) in started {
+                tx.mark_job_running(*job, *pid, Some(*ticks), now)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            self.event(Level::Error, "hero_proc.job", format!("cannot record {} job starts: {e}", started.len()), None);
+        }
+    }
+
+    /// Start a run's pending job (its row exists already). Returns what to record as
+    /// started, or None when it could not start (already recorded as failed).
+    fn start_run_job(&mut self, run: RunId, job: JobId, action: &Action) -> Option<(JobId, u32, u64)> {
+        match self.launch(job, action, Purpose::Run { run }) {
+            Ok((pid, ticks)) => {
+                if let Some(live) = self.runs.get_mut(&run) {
+                    live.running.insert(job);
+                }
+                Some((job, pid, ticks))
+            }
+            Err(_) => {
+                if let Some(live) = self.runs.get_mut(&run) {
+                    live.done.insert(job, false);
+                }
+                None
+            }
+        }
+    }
+
+    /// A job of a run ended: note it. When it was the run's last job, the run ends here
+    /// and its phase is returned (the caller records it with the exit).
+    pub(super) fn run_job_exited(&mut self, run: RunId, job: JobId, ok: bool) -> Option<Phase> {
+        let live = self.runs.get_mut(&run)?;
+        live.running.remove(&job);
+        live.done.insert(job, ok);
+        let phase = live.outcome()?;
+        self.runs.remove(&run);
+        Some(phase)
+    }
+
+    pub(super) fn cancel_run(&mut self, run: RunId) -> Result<bool, EngineError> {
+        let Some(live) = self.runs.get_mut(&run) else {
+            return match self.store.get_run(run)? {
+                Some(_) => Ok(false),
+                None => Err(EngineError::NotFound(format!("no run {run}"))),
+            };
+        };
+        live.cancelled = true;
+        let running: Vec<JobId> = live.running.iter().copied().collect();
+        for j in running {
+            if let Some(lj) = self.jobs.get_mut(&j) {
+                lj.stop(Signal::Term, Duration::from_secs(10));
+            }
+        }
+        self.advance_run(run);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+#[path = "runs_tests.rs"]
+mod tests;
