@@ -49,6 +49,13 @@ for t in $targets; do
     dirs=("corpus/$t" "seeds/$t")
   fi
   mkdir -p "$out" "corpus/$t"
+  # The fuzz crate is its own workspace, so `cargo build --workspace` does not build it:
+  # a target that no longer compiles is named as such, not reported as a crash.
+  if ! RUSTC_BOOTSTRAP=1 cargo fuzz build "${BUILD:--O}" "${features[@]}" "$t" >"$log" 2>&1; then
+    grep -E -A12 '^error' "$log" | head -60 >&2
+    echo "fuzz target $t does not build (fuzz/fuzz_targets/$t.rs against the workspace's current API)" >&2
+    exit 1
+  fi
   if ! RUSTC_BOOTSTRAP=1 "${wrap[@]}" cargo fuzz run "${BUILD:--O}" "${features[@]}" "$t" "$out" "${dirs[@]}" -- \
     -max_total_time="$secs" -seed="$seed" -timeout=120 >"$log" 2>&1; then
     tail -60 "$log" >&2
