@@ -36,7 +36,7 @@ pub fn service(s: ServiceSnapshot) -> wire::ServiceView {
         backoff_until_ms: s.backoff_until_ms,
         since_ms: s.since_ms,
         last_exit: s.last_exit,
-        reason: s.reason,
+        reason: s.reason.map(|r| r.to_string()),
         health: s.health.into_iter().map(check).collect(),
         health_failures: s.health_failures,
         managed: s.managed,

@@ -15,6 +15,6 @@ pub mod process;
 pub mod supervisor;
 
 pub use supervisor::{
-    CheckResult, ConfigChange, Engine, EngineConfig, EngineError, NoSecrets, SecretSource, ServiceSnapshot,
+    CheckResult, ConfigChange, Engine, EngineConfig, EngineError, NoSecrets, Reason, SecretSource, ServiceSnapshot,
     ServiceState,
 };

@@ -44,6 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::contain::Containment;
 use crate::paths::Expand;
 use crate::process::Exit;
+pub use services::Reason;
 use services::Svc;
 pub use view::{CheckResult, ServiceSnapshot, ServiceState};
 

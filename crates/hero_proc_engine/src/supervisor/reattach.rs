@@ -9,7 +9,7 @@ use hero_proc_logstore::Level;
 use hero_proc_spec::{Action, ServiceStatus, Signal};
 use hero_proc_store::{Job, JobExit, Phase, Ref, RunId};
 
-use super::services::Svc;
+use super::services::{Reason, Svc};
 use super::{LiveJob, Purpose, Supervisor, key_of, now_ms};
 use crate::process::{self, Running};
 
@@ -41,7 +41,7 @@ impl Supervisor {
             if let Some(svc) = self.services.get_mut(r)
                 && svc.life.job().is_none()
             {
-                svc.reason = Some("stopped by hand; `hero_proc service start` starts it".into());
+                svc.reason = Some(Reason::StoppedByHand);
             }
         }
         match self.store.list_actions() {

@@ -10,6 +10,7 @@
 //! stop only while stopping. A generation, bumped on every start and stop, makes events
 //! of an older start (a backoff timer, a health result) stale.
 
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use hero_proc_logstore::Level;
@@ -90,6 +91,60 @@ impl Life {
     }
 }
 
+/// Why a service is not running as asked, or is waiting: what status shows as `reason`.
+/// Typed so callers can tell a crash loop from a missing requirement; the sentence is
+/// [`fmt::Display`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Waiting for services it `requires` (each named, with why when not defined).
+    WaitingFor(Vec<String>),
+    /// Restarting after an exit, after `next_in`.
+    Restarting { exit: String, next_in: Duration },
+    /// A run of fast failures: the backoff grew to `next_in`.
+    CrashLoop { failures: u32, exit: String, next_in: Duration },
+    /// Exited cleanly and the policy (`on-failure`) does not restart a clean exit.
+    CleanExit { exit: String },
+    /// Exited and the policy (`never`) does not restart it.
+    Exited { exit: String },
+    /// The policy's retries ran out.
+    GaveUp { restarts: u32, exit: String },
+    /// A pre-start action failed, so the main one never ran.
+    PreStartFailed { action: String, exit: String },
+    /// A service it requires failed.
+    RequirementFailed(Ref),
+    /// Started, not healthy yet: the failing checks with their details.
+    NotHealthyYet(Vec<String>),
+    /// Stopped by an operator (kept across daemon restarts).
+    StoppedByHand,
+    /// Could not start (spawn, secret, placement, the store): the cause as said.
+    CannotStart(String),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let wait = |d: &Duration| humantime_short(*d);
+        match self {
+            Reason::WaitingFor(what) => write!(f, "waiting for {}", what.join(", ")),
+            Reason::Restarting { exit, next_in } => write!(f, "exited ({exit}); restarting in {}", wait(next_in)),
+            Reason::CrashLoop { failures, exit, next_in } => {
+                write!(
+                    f,
+                    "crash loop: {failures} fast failures in a row, last: {exit}; next start in {}",
+                    wait(next_in)
+                )
+            }
+            Reason::CleanExit { exit } => write!(f, "exited ({exit}); restart policy does not restart a clean exit"),
+            Reason::Exited { exit } => write!(f, "exited ({exit})"),
+            Reason::GaveUp { restarts, exit } => write!(f, "gave up after {restarts} restarts; last: {exit}"),
+            Reason::PreStartFailed { action, exit } => write!(f, "pre-start action `{action}` failed: {exit}"),
+            Reason::RequirementFailed(r) => write!(f, "required service {r} failed"),
+            Reason::NotHealthyYet(failing) => write!(f, "not healthy yet: {}", failing.join("; ")),
+            Reason::StoppedByHand => f.write_str("stopped by hand; `hero_proc service start` starts it"),
+            Reason::CannotStart(why) => f.write_str(why),
+        }
+    }
+}
+
 /// A service's live record: its spec, its lifecycle and the counters status shows.
 #[derive(Clone, Debug)]
 pub struct Svc {
@@ -107,7 +162,7 @@ pub struct Svc {
     /// When `life` last changed state.
     pub since_ms: i64,
     pub last_exit: Option<String>,
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     pub health: Vec<CheckResult>,
     pub health_failures: u64,
 }
@@ -288,7 +343,7 @@ pub fn step(svc: &mut Svc, event: Event, now: Now) -> Step {
                 Some(main) if step == svc.main_step() => {
                     after_main_exit(svc, &main.restart, false, Duration::ZERO, why, now, &mut out.effects)
                 }
-                _ => fail(svc, why, now, &mut out.effects),
+                _ => fail(svc, Reason::CannotStart(why), now, &mut out.effects),
             }
         }
         Event::Exited { job, success, text, main } => exited(svc, job, success, text, main, now, &mut out.effects),
@@ -301,8 +356,8 @@ pub fn step(svc: &mut Svc, event: Event, now: Now) -> Step {
                 out.effects.push(Effect::Begin);
             }
         }
-        Event::DepFailed { dep } => fail(svc, format!("required service {dep} failed"), now, &mut out.effects),
-        Event::Fail { why } => fail(svc, why, now, &mut out.effects),
+        Event::DepFailed { dep } => fail(svc, Reason::RequirementFailed(dep), now, &mut out.effects),
+        Event::Fail { why } => fail(svc, Reason::CannotStart(why), now, &mut out.effects),
         Event::Adopt { job, pid } => {
             svc.wanted = true;
             let step = svc.main_step();
@@ -385,7 +440,7 @@ fn begin(svc: &mut Svc, waiting_for: Vec<String>, now: Now, fx: &mut Vec<Effect>
     }
     if !waiting_for.is_empty() {
         svc.set(Life::Waiting, now);
-        svc.reason = Some(format!("waiting for {}", waiting_for.join(", ")));
+        svc.reason = Some(Reason::WaitingFor(waiting_for));
         return;
     }
     svc.generation += 1;
@@ -440,15 +495,15 @@ fn exited(
             svc.set(Life::Starting { step: step + 1, job: None, main_since: None }, now);
             fx.push(Effect::RunStep { step: step + 1, attempt: svc.restarts + 1 });
         } else {
-            let name = svc.spec.actions.get(step).map(|a| a.name.clone()).unwrap_or_default();
-            fail(svc, format!("pre-start action `{name}` failed: {text}"), now, fx);
+            let action = svc.spec.actions.get(step).map(|a| a.name.clone()).unwrap_or_default();
+            fail(svc, Reason::PreStartFailed { action, exit: text }, now, fx);
         }
         return;
     }
     let facts = match main {
         Some(Ok(f)) => f,
-        Some(Err(why)) => return fail(svc, why, now, fx),
-        None => return fail(svc, "the main action could not be read".into(), now, fx),
+        Some(Err(why)) => return fail(svc, Reason::CannotStart(why), now, fx),
+        None => return fail(svc, Reason::CannotStart("the main action could not be read".into()), now, fx),
     };
     if !facts.process && success {
         svc.set(Life::Exited, now);
@@ -478,10 +533,11 @@ fn after_main_exit(
             svc.crash_loop = crash_loop;
             svc.set(Life::Backoff { until_ms: now.ms + after.as_millis() as i64 }, now);
             let wait = humantime_short(after);
+            let exit = why.clone();
             svc.reason = Some(if crash_loop {
-                format!("crash loop: {failures} fast failures in a row, last: {why}; next start in {wait}")
+                Reason::CrashLoop { failures, exit, next_in: after }
             } else {
-                format!("exited ({why}); restarting in {wait}")
+                Reason::Restarting { exit, next_in: after }
             });
             fx.push(Effect::ArmBackoff { after, generation: svc.generation });
             let level = if crash_loop { Level::Error } else { Level::Warn };
@@ -489,16 +545,16 @@ fn after_main_exit(
         }
         Decision::GiveUp { .. } if success => {
             svc.set(Life::Inactive, now);
-            svc.reason = Some(format!("exited ({why}); restart policy does not restart a clean exit"));
+            svc.reason = Some(Reason::CleanExit { exit: why });
             fx.push(Effect::WakeWaiters);
         }
         Decision::GiveUp { retries_exhausted } => {
-            let why = if retries_exhausted {
-                format!("gave up after {failures} restarts; last: {why}")
+            let reason = if retries_exhausted {
+                Reason::GaveUp { restarts: failures, exit: why }
             } else {
-                format!("exited ({why})")
+                Reason::Exited { exit: why }
             };
-            fail(svc, why, now, fx);
+            fail(svc, reason, now, fx);
         }
         Decision::Restart { .. } => {
             svc.set(Life::Inactive, now);
@@ -520,7 +576,7 @@ fn health(svc: &mut Svc, generation: u64, checks: Vec<CheckResult>, healthy: boo
             .filter(|c| !c.healthy)
             .map(|c| format!("{}: {}", c.check, c.detail.clone().unwrap_or_default()))
             .collect();
-        svc.reason = Some(format!("not healthy yet: {}", failing.join("; ")));
+        svc.reason = Some(Reason::NotHealthyYet(failing));
         return;
     }
     if let Life::Starting { job: Some((job, pid)), main_since, .. } = svc.life {
@@ -530,11 +586,11 @@ fn health(svc: &mut Svc, generation: u64, checks: Vec<CheckResult>, healthy: boo
     }
 }
 
-fn fail(svc: &mut Svc, why: String, now: Now, fx: &mut Vec<Effect>) {
+fn fail(svc: &mut Svc, why: Reason, now: Now, fx: &mut Vec<Effect>) {
     let key = svc.key();
     svc.set(Life::Failed, now);
-    svc.reason = Some(why.clone());
     fx.push(Effect::Log { level: Level::Error, message: format!("{key} failed: {why}") });
+    svc.reason = Some(why);
     fx.push(Effect::WakeWaiters);
 }
 

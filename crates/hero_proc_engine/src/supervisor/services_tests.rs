@@ -23,6 +23,11 @@ impl Clock {
     }
 }
 
+/// The sentence status shows for the reason, if any.
+fn reason(svc: &Svc) -> Option<String> {
+    svc.reason.as_ref().map(Reason::to_string)
+}
+
 fn service(steps: usize) -> Svc {
     let spec = Service {
         name: "web".into(),
@@ -97,7 +102,7 @@ fn begin_with_missing_dependencies_waits_and_says_for_what() {
     let fx = go(&mut svc, Event::Begin { waiting_for: vec!["core/db".into(), "core/x (not defined)".into()] }, &clock);
     assert!(fx.is_empty());
     assert_eq!(svc.state(), ServiceState::Waiting);
-    assert_eq!(svc.reason.as_deref(), Some("waiting for core/db, core/x (not defined)"));
+    assert_eq!(reason(&svc).as_deref(), Some("waiting for core/db, core/x (not defined)"));
     // A second start while waiting does nothing.
     assert!(!step(&mut svc, Event::Start, clock.now()).acted);
 }
@@ -127,7 +132,7 @@ fn a_failed_pre_action_fails_the_service() {
     go(&mut svc, Event::Spawned { job: JobId(1), pid: 11, probe: false }, &clock);
     let fx = go(&mut svc, exit(1, false, None), &clock);
     assert_eq!(svc.state(), ServiceState::Failed);
-    assert_eq!(svc.reason.as_deref(), Some("pre-start action `a0` failed: exit 1"));
+    assert_eq!(reason(&svc).as_deref(), Some("pre-start action `a0` failed: exit 1"));
     assert_eq!(count(&fx, |e| matches!(e, Effect::Log { level: Level::Error, .. })), 1);
     assert!(fx.contains(&Effect::WakeWaiters));
     assert_eq!(svc.snapshot().pid, None);
@@ -180,7 +185,7 @@ fn stop_when_not_running_answers_false_except_from_waiting_or_backoff() {
     let mut svc = service(1);
     assert!(!step(&mut svc, Event::Stop, clock.now()).acted);
     svc.life = Life::Failed;
-    svc.reason = Some("exited (exit 1)".into());
+    svc.reason = Some(Reason::Exited { exit: "exit 1".into() });
     assert!(!step(&mut svc, Event::Stop, clock.now()).acted);
     assert_eq!(svc.state(), ServiceState::Inactive, "a stop clears a failure");
     assert_eq!(svc.reason, None);
@@ -334,7 +339,8 @@ fn crash_loop_backs_off_exponentially_then_restarts_on_the_timer() {
         assert_eq!(svc.snapshot().backoff_until_ms, Some(clock.ms + after.as_millis() as i64));
         assert_eq!(svc.crash_loop, job >= 3, "crash loop from the 3rd fast failure");
         if job >= 3 {
-            assert!(svc.reason.as_deref().is_some_and(|r| r.starts_with("crash loop: ")), "{:?}", svc.reason);
+            assert!(matches!(svc.reason, Some(Reason::CrashLoop { .. })), "{:?}", svc.reason);
+            assert!(reason(&svc).as_deref().is_some_and(|r| r.starts_with("crash loop: ")), "{:?}", svc.reason);
             assert!(fx.iter().any(|e| matches!(e, Effect::Log { level: Level::Error, .. })));
         }
         clock.advance(after);
@@ -365,7 +371,7 @@ fn retries_used_up_fail_the_service() {
     let facts = MainFacts { process: true, restart: policy(RestartMode::Always, 2) };
     go(&mut svc, exit(1, false, Some(facts)), &clock);
     assert_eq!(svc.state(), ServiceState::Failed);
-    assert_eq!(svc.reason.as_deref(), Some("gave up after 2 restarts; last: exit 1"));
+    assert_eq!(reason(&svc).as_deref(), Some("gave up after 2 restarts; last: exit 1"));
 }
 
 #[test]
@@ -374,11 +380,11 @@ fn restart_policies_on_a_clean_or_failed_exit() {
     let mut svc = running(1, &clock);
     go(&mut svc, exit(1, true, Some(process(RestartMode::OnFailure))), &clock);
     assert_eq!(svc.state(), ServiceState::Inactive);
-    assert_eq!(svc.reason.as_deref(), Some("exited (exit 0); restart policy does not restart a clean exit"));
+    assert_eq!(reason(&svc).as_deref(), Some("exited (exit 0); restart policy does not restart a clean exit"));
     let mut svc = running(1, &clock);
     go(&mut svc, exit(1, false, Some(process(RestartMode::Never))), &clock);
     assert_eq!(svc.state(), ServiceState::Failed);
-    assert_eq!(svc.reason.as_deref(), Some("exited (exit 1)"));
+    assert_eq!(reason(&svc).as_deref(), Some("exited (exit 1)"));
     // Not wanted any more (stopped meanwhile, without a job to signal): no backoff.
     let mut svc = running(1, &clock);
     svc.wanted = false;
@@ -399,7 +405,7 @@ fn the_main_action_gone_at_exit_fails_the_service() {
     };
     go(&mut svc, ev, &clock);
     assert_eq!(svc.state(), ServiceState::Failed);
-    assert_eq!(svc.reason.as_deref(), Some("action core/a0 does not exist"));
+    assert_eq!(reason(&svc).as_deref(), Some("action core/a0 does not exist"));
 }
 
 #[test]
@@ -431,7 +437,7 @@ fn a_spawn_failure_is_retried_like_a_crash_only_for_a_main_process() {
     go(&mut svc, Event::Begin { waiting_for: vec![] }, &clock);
     go(&mut svc, Event::SpawnFailed { why: "database replaced".into(), retry: None }, &clock);
     assert_eq!(svc.state(), ServiceState::Failed);
-    assert_eq!(svc.reason.as_deref(), Some("database replaced"));
+    assert_eq!(reason(&svc).as_deref(), Some("database replaced"));
 }
 
 #[test]
@@ -447,7 +453,7 @@ fn health_failures_are_counted_until_a_success_makes_it_running() {
     go(&mut svc, Event::Health { generation: g, checks: bad, healthy: false }, &clock);
     assert_eq!(svc.health_failures, 2);
     assert_eq!(svc.state(), ServiceState::Starting);
-    assert_eq!(svc.reason.as_deref(), Some("not healthy yet: tcp 127.0.0.1:1: refused"));
+    assert_eq!(reason(&svc).as_deref(), Some("not healthy yet: tcp 127.0.0.1:1: refused"));
     let good = vec![CheckResult { check: "tcp 127.0.0.1:1".into(), healthy: true, detail: None }];
     let fx = go(&mut svc, Event::Health { generation: g, checks: good.clone(), healthy: true }, &clock);
     assert_eq!(fx, vec![Effect::WakeWaiters]);
@@ -539,7 +545,7 @@ fn a_failed_dependency_fails_its_waiting_dependent() {
     go(&mut svc, Event::Begin { waiting_for: vec!["core/db".into()] }, &clock);
     let fx = go(&mut svc, Event::DepFailed { dep: Ref::new("core", "db") }, &clock);
     assert_eq!(svc.state(), ServiceState::Failed);
-    assert_eq!(svc.reason.as_deref(), Some("required service core/db failed"));
+    assert_eq!(reason(&svc).as_deref(), Some("required service core/db failed"));
     assert!(fx.contains(&Effect::WakeWaiters));
 }
 

@@ -82,8 +82,8 @@ pub struct ServiceSnapshot {
     pub backoff_until_ms: Option<i64>,
     pub since_ms: i64,
     pub last_exit: Option<String>,
-    /// Why it failed or is waiting.
-    pub reason: Option<String>,
+    /// Why it failed, is waiting or restarting (the wire carries its sentence).
+    pub reason: Option<super::services::Reason>,
     pub health: Vec<CheckResult>,
     /// Failed health probes since the daemon started supervising it.
     pub health_failures: u64,
