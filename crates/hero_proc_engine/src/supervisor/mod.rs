@@ -445,7 +445,14 @@ impl Supervisor {
                 let _ = reply.send(self.status(r));
             }
             Msg::Submit(actions, label, reply) => {
-                let _ = reply.send(self.submit(actions, label));
+                // Answer once the run is recorded, then spawn: the caller's next request
+                // is read while this one's processes start.
+                let recorded = self.record_run(actions, label);
+                let run = recorded.as_ref().ok().copied();
+                let _ = reply.send(recorded);
+                if let Some(run) = run {
+                    self.advance_run(run);
+                }
             }
             Msg::CancelRun(id, reply) => {
                 let _ = reply.send(self.cancel_run(id));

@@ -68,7 +68,17 @@ impl LiveRun {
 }
 
 impl Supervisor {
+    /// Record a run and start what of it can start.
     pub(super) fn submit(&mut self, actions: Vec<Ref>, label: String) -> Result<RunId, EngineError> {
+        let run = self.record_run(actions, label)?;
+        self.advance_run(run);
+        Ok(run)
+    }
+
+    /// Record a run (its row and its jobs' rows, in one transaction) and hold it live,
+    /// without starting anything: `advance_run` starts its jobs. The caller may answer
+    /// in between, so a client's next call overlaps with the spawns.
+    pub(super) fn record_run(&mut self, actions: Vec<Ref>, label: String) -> Result<RunId, EngineError> {
         if actions.is_empty() {
             return Err(EngineError::Invalid("a run needs at least one action".into()));
         }
@@ -123,7 +133,6 @@ impl Supervisor {
             live.pending.push((id, a, deps));
         }
         self.runs.insert(run, live);
-        self.advance_run(run);
         Ok(run)
     }
 
