@@ -313,3 +313,30 @@ fn a_revision_with_a_linked_layout_part_or_a_submodule_is_refused_and_nothing_ap
     assert_eq!(s["applied_revision"].as_str(), Some(good.as_str()), "nothing applied");
     assert!(support::config_repo::state(&d, "second").is_none(), "nothing of the revision ran");
 }
+
+/// A reference in an RPC parameter is held to the name rules of a file, whether it is an
+/// object (`{context, name}`) or a string (`ctx/name`): a path, an upper-case or an empty
+/// name is refused with the invalid-parameter code and the rule, never looked up.
+#[test]
+fn references_in_rpc_parameters_are_checked_like_names_in_files() {
+    let d = Daemon::start();
+    let invalid = 1004; // ErrorCode::Invalid, as for names in action.set.
+    for (method, params) in [
+        ("service.start", json!({ "context": "../etc", "name": "web" })),
+        ("service.status", json!({ "name": "Web" })),
+        ("action.get", json!({ "context": "core", "name": "" })),
+        ("job.list", json!({ "service": "../../etc/passwd" })),
+        ("run.submit", json!({ "actions": ["core/a b"] })),
+        ("run.submit", json!({ "actions": ["a/b/c"] })),
+    ] {
+        let reply = rpc(&d, method, params.clone());
+        let (code, message, _) = refused(&reply);
+        assert_eq!(code, invalid, "{method} {params}: {reply}");
+        assert!(message.contains("invalid reference"), "{method} {params}: {message}");
+        assert!(message.contains("names are 1-64 characters"), "the rule is said: {message}");
+    }
+    // A valid reference to nothing is still "not found", not "invalid".
+    let (code, message, _) = refused(&rpc(&d, "service.status", json!({ "name": "ghost" })));
+    assert_ne!(code, invalid, "{message}");
+    assert!(message.contains("core/ghost"), "{message}");
+}
