@@ -770,8 +770,10 @@ impl Reconciler {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.wake.notified() => {
-                    // Coalesce a burst (a commit touches several refs and the reflog).
-                    tokio::time::sleep(Duration::from_millis(15)).await;
+                    // Coalesce a burst (a fetch moves several refs). Lock files are not
+                    // events, so the ref that woke us is already written; one that moves
+                    // after this pause stores a wake-up and brings one more sync.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 _ = self.manual.notified() => {
                     tokio::select! {
