@@ -50,18 +50,8 @@ pub async fn render(ctx: &Ctx, openmetrics: bool) -> String {
     o.sample("hero_proc_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
 
     let services = ctx.engine.status(None).await.unwrap_or_default();
-    const STATES: [ServiceState; 8] = [
-        ServiceState::Inactive,
-        ServiceState::Waiting,
-        ServiceState::Starting,
-        ServiceState::Running,
-        ServiceState::Backoff,
-        ServiceState::Stopping,
-        ServiceState::Exited,
-        ServiceState::Failed,
-    ];
     o.family("hero_proc_services", "gauge", "Services by state.");
-    for st in STATES {
+    for st in ServiceState::ALL {
         let n = services.iter().filter(|s| s.state == st).count();
         o.sample("hero_proc_services", &[("state", st.as_str())], n);
     }

@@ -20,7 +20,6 @@ use hero_proc_reconcile::{
 };
 use hero_proc_sops::KeyEnv;
 use hero_proc_store::{Ref, StoreError, SyncResult};
-use serde::{Deserialize, Serialize};
 
 use crate::secrets::Vault;
 
@@ -35,20 +34,9 @@ pub struct ReconcileOptions {
     pub webhook_secret: Option<String>,
 }
 
-/// Parameters of `reconcile.plan` and `reconcile.apply`. Empty: the daemon's repository
-/// at its branch head (or pinned revision).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct PlanRequest {
-    #[serde(default)]
-    pub repo: Option<String>,
-    #[serde(default)]
-    pub branch: Option<String>,
-    /// A commit, tag or branch; on apply it pins the revision until `reconcile resume`.
-    #[serde(default)]
-    pub rev: Option<String>,
-    #[serde(default)]
-    pub host: Option<String>,
-}
+/// What to plan or apply: the parameters of `reconcile.plan` and `reconcile.apply`. All
+/// absent: the daemon's repository at its branch head (or pinned revision).
+pub use hero_proc_rpc::wire::ReconcileParams as PlanRequest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {

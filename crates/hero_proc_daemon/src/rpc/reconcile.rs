@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use super::common::*;
 use super::{Ctx, Registry};
-use crate::reconciler::PlanRequest;
 
 pub(super) fn register(r: &mut Registry) {
     r.add::<m::ReconcilePlan, _, _>(plan);
@@ -26,16 +25,12 @@ pub(super) fn foreign<T: Serialize>(v: T) -> Res<Foreign> {
     Foreign::encode(&v).map_err(|e| rpc_err(ErrorCode::Internal, e.to_string()))
 }
 
-fn request(q: ReconcileParams) -> PlanRequest {
-    PlanRequest { repo: q.repo, branch: q.branch, rev: q.rev, host: q.host }
-}
-
 async fn plan(q: ReconcileParams, c: Arc<Ctx>) -> Res<Foreign> {
-    foreign(c.reconciler.plan(request(q)).await.map_err(reconcile_err)?)
+    foreign(c.reconciler.plan(q).await.map_err(reconcile_err)?)
 }
 
 async fn apply(q: ReconcileParams, c: Arc<Ctx>) -> Res<Foreign> {
-    foreign(c.reconciler.apply(request(q)).await.map_err(reconcile_err)?)
+    foreign(c.reconciler.apply(q).await.map_err(reconcile_err)?)
 }
 
 async fn status(_: NoParams, c: Arc<Ctx>) -> Res<Foreign> {

@@ -32,31 +32,12 @@ async fn list(q: RunList, c: Arc<Ctx>) -> Res<Vec<RunView>> {
     let limit = bounded("run.list", q.limit, 50, RUN_LIST_MAX, "`before_id` (the smallest id returned)")?;
     // One snapshot, two queries (not one per run).
     let runs = c.engine.store.list_runs_with_jobs(limit, q.before_id.map(RunId), RUN_LIST_JOBS).map_err(store_err)?;
-    Ok(runs
-        .into_iter()
-        .map(|r| RunView {
-            id: r.run.id.0,
-            label: r.run.label,
-            phase: phase_to_wire(r.run.phase),
-            created_at_ms: r.run.created_at_ms,
-            finished_at_ms: r.run.finished_at_ms,
-            jobs: r.jobs.into_iter().map(job_view).collect(),
-            jobs_more: r.jobs_more,
-        })
-        .collect())
+    Ok(runs.into_iter().map(|r| view(r.run, r.jobs.into_iter().map(job_view).collect(), r.jobs_more)).collect())
 }
 
 async fn get(q: RunGet, c: Arc<Ctx>) -> Res<RunView> {
     match c.engine.store.get_run(RunId(q.id)).map_err(store_err)? {
-        Some(r) if !q.jobs => Ok(RunView {
-            id: r.id.0,
-            label: r.label,
-            phase: phase_to_wire(r.phase),
-            created_at_ms: r.created_at_ms,
-            finished_at_ms: r.finished_at_ms,
-            jobs: Vec::new(),
-            jobs_more: false,
-        }),
+        Some(r) if !q.jobs => Ok(view(r, Vec::new(), false)),
         Some(r) => run_view(&c, r),
         None => Err(rpc_err(ErrorCode::NotFound, format!("no run {}", q.id))),
     }
@@ -81,7 +62,12 @@ pub(super) fn run_view_jobs(ctx: &Ctx, r: hero_proc_store::Run, max_jobs: u32) -
     let jobs_more = jobs.len() > max_jobs as usize;
     let mut jobs: Vec<JobView> = jobs.into_iter().take(max_jobs as usize).map(job_view).collect();
     jobs.sort_by_key(|j| j.id);
-    Ok(RunView {
+    Ok(view(r, jobs, jobs_more))
+}
+
+/// A run as the wire shows it, with the jobs given (oldest first).
+fn view(r: hero_proc_store::Run, jobs: Vec<JobView>, jobs_more: bool) -> RunView {
+    RunView {
         id: r.id.0,
         label: r.label,
         phase: phase_to_wire(r.phase),
@@ -89,5 +75,5 @@ pub(super) fn run_view_jobs(ctx: &Ctx, r: hero_proc_store::Run, max_jobs: u32) -
         finished_at_ms: r.finished_at_ms,
         jobs,
         jobs_more,
-    })
+    }
 }
