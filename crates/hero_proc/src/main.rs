@@ -185,18 +185,27 @@ fn ui(addr: Option<String>, allow_hosts: Vec<String>, out: &Output) -> anyhow::R
         token_file: paths.state.join("ui.token"),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(hero_proc_ui::serve(opts, terminated()))?;
+    rt.block_on(async {
+        let terminated = on_termination();
+        hero_proc_ui::serve(opts, terminated).await
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on SIGTERM or SIGINT (the daemon and the UI stop on either).
-pub async fn terminated() {
+/// The daemon and the UI stop on SIGTERM or SIGINT. Install the SIGTERM and SIGINT handlers now and return a future that ends at the
+/// first of them. Call it before starting anything that a signal must not interrupt
+/// half-way: until a handler is installed, SIGTERM's default action kills the process
+/// outright (a daemon booting with `--stop-on-exit` would leave its services running).
+/// Must be called inside a tokio runtime.
+pub fn on_termination() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
 

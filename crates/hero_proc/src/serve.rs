@@ -139,8 +139,11 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
     let stop_on_exit = opts.stop_on_exit;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
+        // Handlers first: a SIGTERM while the engine boots (and starts services) must
+        // take the orderly path below, not kill the daemon mid-start.
+        let terminated = crate::on_termination();
         let shutdown = async {
-            crate::terminated().await;
+            terminated.await;
             if stop_on_exit {
                 tracing::info!("shutting down; stopping supervised processes (--stop-on-exit)");
             } else {
