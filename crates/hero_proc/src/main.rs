@@ -192,11 +192,11 @@ fn ui(addr: Option<String>, allow_hosts: Vec<String>, out: &Output) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-/// The daemon and the UI stop on SIGTERM or SIGINT. Install the SIGTERM and SIGINT handlers now and return a future that ends at the
-/// first of them. Call it before starting anything that a signal must not interrupt
-/// half-way: until a handler is installed, SIGTERM's default action kills the process
-/// outright (a daemon booting with `--stop-on-exit` would leave its services running).
-/// Must be called inside a tokio runtime.
+/// The daemon and the UI stop on SIGTERM or SIGINT. This installs both handlers now and
+/// returns a future that ends at the first signal. Call it before starting anything a
+/// signal must not cut short: until a handler is installed, SIGTERM's default action
+/// kills the process outright (a daemon booting with `--stop-on-exit` would leave the
+/// services it just started running). Must be called inside a tokio runtime.
 pub fn on_termination() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
