@@ -218,3 +218,24 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(f: F) -> 
 pub async fn connect(out: &Output) -> anyhow::Result<hero_proc_rpc::Client> {
     Ok(hero_proc_rpc::Client::connect(&out.socket).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The handlers are installed when `on_termination` returns, not when its future is
+    /// first polled: a SIGTERM that arrives before the future is awaited (the daemon is
+    /// still booting) must be caught, not kill the process. Before the fix this test
+    /// process died of the signal.
+    #[test]
+    fn termination_handlers_are_installed_before_the_future_is_polled() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let terminated = super::on_termination();
+            // SAFETY: raise sends a signal to this process; no memory is involved.
+            assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0);
+            // Still alive here; the signal is waiting for the future.
+            tokio::time::timeout(std::time::Duration::from_secs(10), terminated)
+                .await
+                .expect("the SIGTERM sent before the first poll ends the future");
+        });
+    }
+}
