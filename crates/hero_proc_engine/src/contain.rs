@@ -152,7 +152,9 @@ pub struct Unit {
 }
 
 impl Unit {
-    /// Create the cgroup if needed and open its `cgroup.procs` for the child to join.
+    /// Create the cgroup if needed and open its directory: the child is born in it
+    /// (`clone3` into the cgroup) or, where that is refused, joins it through its
+    /// `cgroup.procs` before exec.
     pub fn prepare(&self) -> io::Result<Option<std::fs::File>> {
         let Some(cg) = &self.cgroup else { return Ok(None) };
         match std::fs::create_dir(cg) {
@@ -160,11 +162,13 @@ impl Unit {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io::Error::new(e.kind(), format!("cannot create cgroup {}: {e}", cg.display()))),
         }
+        use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
-            .write(true)
-            .open(cg.join("cgroup.procs"))
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(cg)
             .map(Some)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}/cgroup.procs: {e}", cg.display())))
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot open cgroup {}: {e}", cg.display())))
     }
 
     /// Every live process of the unit.
@@ -355,6 +359,18 @@ pub fn reap_orphans() {
             unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
         }
     }
+}
+
+/// Open `cgroup.procs` of the cgroup directory `dir`, for [`join_self`].
+pub(crate) fn procs_of(dir: &std::fs::File) -> io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: openat on a directory we hold, with a static relative path.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c"cgroup.procs".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
 /// Write "0" to an open `cgroup.procs`: moves the calling process. Used in the child

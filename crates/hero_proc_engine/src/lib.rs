@@ -6,6 +6,7 @@
 //! and applies restart policies) is built on it.
 
 pub mod backoff;
+mod clone_into;
 pub mod contain;
 pub mod health;
 pub mod hero_db;

@@ -114,8 +114,9 @@ impl Account {
 pub struct Placement {
     /// Run as this account instead of the daemon's.
     pub account: Option<Account>,
-    /// The unit's `cgroup.procs`, opened: the child joins it before exec.
-    pub cgroup_procs: Option<std::fs::File>,
+    /// The unit's cgroup directory, opened: the child is born in it (or joins it
+    /// before exec where `clone3` into a cgroup is refused).
+    pub cgroup: Option<std::fs::File>,
     /// `HERO_PROC_UNIT` for the child (see [`crate::contain`]).
     pub marker: Option<String>,
 }
@@ -218,6 +219,8 @@ pub struct Running {
 #[derive(Debug)]
 enum Waiter {
     Child(tokio::process::Child),
+    /// A child born through [`crate::clone_into`]: woken by its pidfd, reaped by it.
+    OwnPidfd(AsyncFd<OwnedFd>),
     Pidfd(AsyncFd<OwnedFd>),
     Gone,
 }
@@ -261,6 +264,14 @@ pub fn spawn_in(
         return Err(SpawnError::Cwd(cwd));
     }
     let io_err = |source| SpawnError::Spawn { program: argv[0].clone(), source };
+    if let Some(dir) = &place.cgroup {
+        match spawn_into_cgroup(dir, &argv, &cwd, env, expand, output, place) {
+            Ok(Some(running)) => return Ok(running),
+            // This kernel or sandbox refuses clone3 into a cgroup: fork and join below.
+            Ok(None) => {}
+            Err(e) => return Err(io_err(e)),
+        }
+    }
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .current_dir(&cwd)
@@ -294,7 +305,8 @@ pub fn spawn_in(
     // Its own process group, so a stop reaches everything it forks. (process_group keeps
     // the fast posix_spawn path that a pre_exec hook would lose.)
     cmd.as_std_mut().process_group(0);
-    let procs_fd = place.cgroup_procs.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+    let procs = place.cgroup.as_ref().map(crate::contain::procs_of).transpose().map_err(SpawnError::Contain)?;
+    let procs_fd = procs.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
     let ids = place.account.as_ref().map(Account::ids);
     if procs_fd.is_some() || ids.is_some() {
         // SAFETY: the hook makes only async-signal-safe calls (write, setgroups, setgid,
@@ -315,11 +327,133 @@ pub fn spawn_in(
     // Held across the spawn, so the orphan reaper never takes this child's status.
     let mut own = OWN_CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
     let child = cmd.spawn().map_err(io_err)?;
+    drop(procs);
     let pid = child.id().unwrap_or(0);
     own.push(pid);
     drop(own);
     let start_ticks = proc_start_ticks(pid).unwrap_or(0);
     Ok(Running { pid, start_ticks, waiter: Waiter::Child(child) })
+}
+
+/// Whether clone3 into a cgroup was refused once (then never tried again).
+static CLONE_INTO_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this daemon fell back from clone3 into a cgroup (tests check it did not).
+#[cfg(test)]
+pub(crate) fn clone_into_refused() -> bool {
+    CLONE_INTO_REFUSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// [`spawn_in`] for a process born in its cgroup (see [`crate::clone_into`]): the same
+/// argv, working directory, environment, process group, output and account as the
+/// `Command` path. `Ok(None)` when clone3 into a cgroup is refused here.
+fn spawn_into_cgroup(
+    dir: &std::fs::File,
+    argv: &[String],
+    cwd: &std::path::Path,
+    env: &[(String, String)],
+    expand: &Expand,
+    output: &std::fs::File,
+    place: &Placement,
+) -> io::Result<Option<Running>> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    if CLONE_INTO_REFUSED.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let nul = |e: std::ffi::NulError| io::Error::new(io::ErrorKind::InvalidInput, e);
+    let envp = child_env(env, expand, place);
+    let path_var = envp.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone());
+    let program = resolve_program(&argv[0], path_var.as_deref(), cwd)?;
+    let program = CString::new(program.as_os_str().as_bytes()).map_err(nul)?;
+    let argv = argv.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<Vec<_>, _>>().map_err(nul)?;
+    let envp = envp
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(nul)?;
+    let cwd = CString::new(cwd.as_os_str().as_bytes()).map_err(nul)?;
+    let null = std::fs::File::open("/dev/null")?;
+    let ids = place.account.as_ref().map(Account::ids);
+    let plan = crate::clone_into::ChildPlan {
+        program: &program,
+        argv: &argv,
+        envp: &envp,
+        cwd: &cwd,
+        stdin: null.as_raw_fd(),
+        stdout: output.as_raw_fd(),
+        stderr: output.as_raw_fd(),
+        ids: ids.as_ref(),
+    };
+    // Held across the spawn, so the orphan reaper never takes this child's status.
+    let mut own = OWN_CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+    let (pid, pidfd) = match crate::clone_into::spawn(dir, &plan) {
+        crate::clone_into::Outcome::Started { pid, pidfd } => (pid, pidfd),
+        crate::clone_into::Outcome::Failed(e) => return Err(e),
+        crate::clone_into::Outcome::Unsupported(e) => {
+            CLONE_INTO_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!("clone3 into a cgroup is refused here ({e}): children join their cgroup after fork");
+            return Ok(None);
+        }
+    };
+    own.push(pid);
+    drop(own);
+    let start_ticks = proc_start_ticks(pid).unwrap_or(0);
+    // SAFETY: a valid pidfd, owned by the AsyncFd for its whole life.
+    let afd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }?;
+    Ok(Some(Running { pid, start_ticks, waiter: Waiter::OwnPidfd(afd) }))
+}
+
+/// The environment a child gets, in order (a later entry of a name wins): the account's
+/// clean one or the daemon's own (already scrubbed, see [`scrub_daemon_env`]) with
+/// `HERO_ROOTDIR` set and key material removed, then the unit marker, then the action's.
+fn child_env(env: &[(String, String)], expand: &Expand, place: &Placement) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut out: Vec<(std::ffi::OsString, std::ffi::OsString)> = match &place.account {
+        Some(a) => a.env(expand.root()).into_iter().map(|(k, v)| (k.into(), v)).collect(),
+        None => std::env::vars_os()
+            .filter(|(k, _)| k != "HERO_ROOTDIR" && !WITHHELD_ENV.iter().any(|w| k == w))
+            .chain(std::iter::once(("HERO_ROOTDIR".into(), expand.root().as_os_str().to_owned())))
+            .collect(),
+    };
+    if let Some(m) = &place.marker {
+        out.push((crate::contain::MARKER_ENV.into(), m.into()));
+    }
+    out.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
+    // One entry per name, the last one given.
+    let mut seen = std::collections::HashSet::new();
+    let mut dedup: Vec<_> = out.into_iter().rev().filter(|(k, _)| seen.insert(k.clone())).collect();
+    dedup.reverse();
+    dedup
+}
+
+/// Find `program` as `execvp` would, but in the parent (the child then makes one
+/// `execve`): a name with a `/` is taken as it is (relative to `cwd`); otherwise the
+/// first executable regular file of that name in `path` (default: the libc default).
+fn resolve_program(program: &str, path: Option<&std::ffi::OsStr>, cwd: &std::path::Path) -> io::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return Ok(if program.starts_with('/') { PathBuf::from(program) } else { cwd.join(program) });
+    }
+    let path = path.unwrap_or(std::ffi::OsStr::new("/bin:/usr/bin"));
+    let mut denied = false;
+    for dir in std::env::split_paths(path) {
+        // An empty entry means the working directory, as for execvp.
+        let dir = if dir.as_os_str().is_empty() { cwd.to_path_buf() } else { cwd.join(dir) };
+        let candidate = dir.join(program);
+        match std::fs::metadata(&candidate) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(candidate),
+            Ok(_) => denied = true,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => denied = true,
+            Err(_) => {}
+        }
+    }
+    Err(io::Error::from_raw_os_error(if denied { libc::EACCES } else { libc::ENOENT }))
 }
 
 /// Make the daemon's own environment the one its children should inherit: set
@@ -370,6 +504,17 @@ impl Running {
                 forget_child(self.pid);
                 let status = status?;
                 match (status.code(), status.signal()) {
+                    (Some(c), _) => Exit::Code(c),
+                    (None, Some(s)) => Exit::Signal(s),
+                    (None, None) => Exit::Unknown,
+                }
+            }
+            Waiter::OwnPidfd(fd) => {
+                let mut guard = fd.readable().await?;
+                guard.retain_ready();
+                let status = crate::clone_into::wait_pidfd(fd.get_ref());
+                forget_child(self.pid);
+                match status? {
                     (Some(c), _) => Exit::Code(c),
                     (None, Some(s)) => Exit::Signal(s),
                     (None, None) => Exit::Unknown,

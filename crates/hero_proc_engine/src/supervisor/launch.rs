@@ -285,9 +285,9 @@ fn placement(action: &Action, unit: Option<&Unit>) -> Result<process::Placement,
         Some(u) => Some(process::Account::resolve(u, action.group.as_deref()).map_err(|e| e.to_string())?),
         None => None,
     };
-    let cgroup_procs = match unit {
+    let cgroup = match unit {
         Some(u) => u.prepare().map_err(|e| process::SpawnError::Contain(e).to_string())?,
         None => None,
     };
-    Ok(process::Placement { account, cgroup_procs, marker: unit.map(|u| u.marker.clone()) })
+    Ok(process::Placement { account, cgroup, marker: unit.map(|u| u.marker.clone()) })
 }
