@@ -8,17 +8,22 @@
 //! (Docker's default), answer `ENOSYS`/`EINVAL`/`EPERM`: the caller then falls back to the
 //! portable way ([`Outcome::Unsupported`]).
 //!
-//! Like `vfork`, the parent is suspended until the child has exec'd or failed, so a
-//! program that cannot start is reported at once, as with `std::process::Command`. The
-//! child is a copy of this multi-threaded process that has only the calling thread:
-//! between the clone and `execve` it makes only raw system calls on data prepared before
-//! the clone (no allocation, no lock, no glibc function that assumes its thread list is
-//! right: the account switch uses the raw `setgroups`/`setgid`/`setuid` system calls,
-//! which act on the calling thread, here the only one).
+//! As `posix_spawn` does, the child shares the daemon's memory (`CLONE_VM`) on a stack of
+//! its own, and the calling thread is suspended until the child has exec'd or failed
+//! (`CLONE_VFORK`): no copy of the address space (a fork of the daemon and the faults
+//! after it cost about 0.5 ms per process here), and a program that cannot start is
+//! reported at once, as with `std::process::Command`. Between the clone and `execve` the
+//! child makes only raw system calls on data prepared before the clone: no allocation,
+//! no lock, no glibc function that assumes its thread list is right (the account switch
+//! uses the raw `setgroups`/`setgid`/`setuid` system calls, which act on the calling
+//! thread, the child's only one). The child's side of the clone needs a few instructions
+//! of assembly (it starts on the new stack); they exist for x86_64 only, so elsewhere
+//! this answers [`Outcome::Unsupported`] and the portable way runs.
 
 use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `struct clone_args` of `linux/sched.h` (version 2, with `cgroup`): the same layout on
 /// every architecture.
@@ -38,11 +43,14 @@ struct CloneArgs {
     cgroup: u64,
 }
 
+const CLONE_VM: u64 = 0x100;
 const CLONE_VFORK: u64 = 0x4000;
 const CLONE_PIDFD: u64 = 0x1000;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// `waitid`'s idtype for a pidfd (Linux 5.4).
 const P_PIDFD: libc::idtype_t = 3;
+/// The child's stack: it runs `child` only (a few hundred bytes), then exec replaces it.
+const STACK: usize = 64 * 1024;
 
 /// Everything the child needs, prepared before the clone.
 pub(crate) struct ChildPlan<'a> {
@@ -61,58 +69,90 @@ pub(crate) struct ChildPlan<'a> {
 pub(crate) enum Outcome {
     /// Running: its PID and a pidfd for it (the caller reaps it with [`wait_pidfd`]).
     Started { pid: u32, pidfd: OwnedFd },
-    /// This kernel or sandbox does not offer `clone3` into a cgroup.
+    /// This kernel, sandbox or architecture does not offer `clone3` into a cgroup.
     Unsupported(io::Error),
     /// The child could not start (the error is the child's), or the clone failed.
     Failed(io::Error),
 }
 
-/// Where in the child a step failed (written with errno on the error pipe).
-const STEPS: [&str; 7] =
-    ["setpgid", "redirect stdio", "chdir to the working directory", "reset signals", "switch account", "exec", "?"];
+/// Where in the child a step failed.
+const STEPS: [&str; 6] =
+    ["setpgid", "redirect stdio", "chdir to the working directory", "reset signals", "switch account", "exec"];
+const STEP_EXEC: u64 = 5;
+
+/// What the child reads (prepared by the parent) and writes (its failure, if any). Shared
+/// memory: the parent reads `failure` once the clone returns (the child has exec'd or
+/// exited by then).
+struct Shared<'a> {
+    plan: &'a ChildPlan<'a>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    /// `(step + 1) << 32 | errno`, or 0 while nothing failed.
+    failure: AtomicU64,
+}
 
 /// Start `plan` as the leader of its own process group, born inside the cgroup whose
 /// directory is `cgroup`.
 pub(crate) fn spawn(cgroup: &std::fs::File, plan: &ChildPlan<'_>) -> Outcome {
+    if !cfg!(target_arch = "x86_64") {
+        return Outcome::Unsupported(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "clone3 into a cgroup is implemented for x86_64 only",
+        ));
+    }
     let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = plan.envp.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
-    let mut pipe = [0 as RawFd; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    let shared = Shared { plan, argv, envp, failure: AtomicU64::new(0) };
+    // SAFETY: an anonymous private mapping, unmapped below once the child is gone from it.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
         return Outcome::Failed(io::Error::last_os_error());
     }
-    // SAFETY: both descriptors are fresh and ours.
-    let (err_read, err_write) = unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+    // A guard page: an overflow faults instead of writing into the daemon's memory.
+    // SAFETY: the lowest page of the mapping made above.
+    unsafe { libc::mprotect(stack, 4096, libc::PROT_NONE) };
     let mut pidfd: RawFd = -1;
     let args = CloneArgs {
-        flags: CLONE_VFORK | CLONE_PIDFD | CLONE_INTO_CGROUP,
+        flags: CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_INTO_CGROUP,
         pidfd: &mut pidfd as *mut RawFd as u64,
         exit_signal: libc::SIGCHLD as u64,
+        stack: stack as u64,
+        stack_size: STACK as u64,
         cgroup: cgroup.as_raw_fd() as u64,
         ..CloneArgs::default()
     };
-    // No signal handler may run in the child before exec: block them all across the
-    // clone (the child resets dispositions, then unblocks).
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // No signal handler of the daemon may run in the child (it shares our memory): block
+    // them all across the clone; the child resets dispositions, then unblocks.
     // SAFETY: sigfillset/pthread_sigmask on local sets.
-    unsafe {
+    let old = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
+    };
+    // SAFETY: `args` describes a CLONE_VM|CLONE_VFORK child on `stack`, which runs
+    // `child_entry(&shared)` only; this thread is suspended until it has exec'd or exited,
+    // so `shared` and `stack` outlive its use of them.
+    let r = unsafe { clone3_on_stack(&args, child_entry, &shared as *const Shared<'_> as *mut libc::c_void) };
+    let clone_err = (r < 0).then(|| io::Error::from_raw_os_error(-r as i32));
+    // SAFETY: restores this thread's mask saved above; unmaps the child's stack (it has
+    // exec'd or exited: CLONE_VFORK).
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        libc::munmap(stack, STACK);
     }
-    // SAFETY: clone3 with a fork-like copy (no CLONE_VM, no new stack): the child returns
-    // here on its own copy of this stack and runs `child` only.
-    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
-    if r == 0 {
-        // SAFETY: in the child; see `child`.
-        unsafe { child(plan, &argv, &envp, err_write.as_raw_fd()) }
-    }
-    let clone_err = (r < 0).then(io::Error::last_os_error);
-    // SAFETY: restores this thread's mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-    drop(err_write);
     if let Some(e) = clone_err {
         return match e.raw_os_error() {
             Some(libc::ENOSYS | libc::EINVAL | libc::EPERM | libc::E2BIG) => Outcome::Unsupported(e),
@@ -122,44 +162,82 @@ pub(crate) fn spawn(cgroup: &std::fs::File, plan: &ChildPlan<'_>) -> Outcome {
     // SAFETY: CLONE_PIDFD stored a fresh descriptor for the child.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let pid = r as u32;
-    // The child has exec'd (EOF) or written (step, errno) and exited: vfork semantics.
-    let mut report = [0u8; 8];
-    // SAFETY: reads at most 8 bytes into the buffer.
-    let n = unsafe { libc::read(err_read.as_raw_fd(), report.as_mut_ptr().cast(), report.len()) };
-    if n == 8 {
-        let step = u32::from_ne_bytes(report[..4].try_into().expect("4 bytes")) as usize;
-        let errno = i32::from_ne_bytes(report[4..].try_into().expect("4 bytes"));
+    let failure = shared.failure.load(Ordering::Acquire);
+    if failure != 0 {
+        let step = (failure >> 32) - 1;
+        let e = io::Error::from_raw_os_error(failure as u32 as i32);
         let _ = wait_pidfd(&pidfd);
-        let e = io::Error::from_raw_os_error(errno);
-        return Outcome::Failed(if step == 5 {
+        return Outcome::Failed(if step == STEP_EXEC {
             e
         } else {
-            io::Error::new(e.kind(), format!("{} failed: {e}", STEPS[step.min(STEPS.len() - 1)]))
+            io::Error::new(e.kind(), format!("{} failed: {e}", STEPS[step as usize]))
         });
     }
     Outcome::Started { pid, pidfd }
 }
 
-/// The child between clone and exec: raw system calls only.
+/// `clone3(args)`; the child starts on `args.stack` and calls `child(arg)`, which never
+/// returns. Returns the child's PID, or `-errno`.
 ///
 /// # Safety
-/// Call only in the child of [`spawn`]'s clone, with the pointers built there.
-unsafe fn child(
-    plan: &ChildPlan<'_>,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-    err: RawFd,
-) -> ! {
+/// `args` must ask for a new stack (`stack`, `stack_size`, 16-byte aligned end), and
+/// `child` must not return.
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_on_stack(
+    args: &CloneArgs,
+    child: unsafe extern "C" fn(*mut libc::c_void) -> !,
+    arg: *mut libc::c_void,
+) -> i64 {
+    let ret: i64;
+    // SAFETY: the caller's contract. In the child the kernel has switched to the new
+    // stack: clear the frame pointer, call `child(arg)` (r12, r13 survive the syscall),
+    // and trap should it ever return.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r13",
+            "call r12",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") args as *const CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") child,
+            in("r13") arg,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone3_on_stack(_: &CloneArgs, _: unsafe extern "C" fn(*mut libc::c_void) -> !, _: *mut libc::c_void) -> i64 {
+    -(libc::ENOSYS as i64)
+}
+
+/// The child between clone and exec: raw system calls only, on memory it shares with
+/// the suspended parent thread (it writes only `failure`).
+///
+/// # Safety
+/// Call only as the child of [`spawn`]'s clone, with its `Shared`.
+unsafe extern "C" fn child_entry(arg: *mut libc::c_void) -> ! {
+    // SAFETY: `arg` is the parent's `Shared`, alive until this child execs or exits.
+    let shared = unsafe { &*(arg as *const Shared<'_>) };
+    let plan = shared.plan;
+    let fail = |step: u64| -> ! {
+        // SAFETY: reads this thread's errno.
+        let errno = unsafe { *libc::__errno_location() } as u32 as u64;
+        shared.failure.store(((step + 1) << 32) | errno, Ordering::Release);
+        // SAFETY: ends the child without running any of the daemon's exit code.
+        unsafe { libc::_exit(127) }
+    };
     // SAFETY: plain system calls on memory prepared before the clone.
     unsafe {
-        let fail = |step: u32| -> ! {
-            let errno = *libc::__errno_location();
-            let mut buf = [0u8; 8];
-            buf[..4].copy_from_slice(&step.to_ne_bytes());
-            buf[4..].copy_from_slice(&errno.to_ne_bytes());
-            libc::write(err, buf.as_ptr().cast(), buf.len());
-            libc::_exit(127)
-        };
         if libc::setpgid(0, 0) != 0 {
             fail(0);
         }
@@ -171,9 +249,9 @@ unsafe fn child(
         if libc::chdir(plan.cwd.as_ptr()) != 0 {
             fail(2);
         }
-        // Handlers of the daemon (tokio's) would run daemon code in the child; exec resets
-        // them anyway, this covers the moment before. SIGPIPE is ignored by the Rust
-        // runtime and an ignored signal survives exec: give the child the default.
+        // The daemon's handlers (tokio's) must not run in the child: this copy of the
+        // handler table is the child's own (no CLONE_SIGHAND). SIGPIPE is ignored by the
+        // Rust runtime and an ignored signal survives exec: give the child the default.
         // (Other ignored signals stay ignored, as with std's spawn.)
         for sig in 1..32 {
             let mut cur: libc::sigaction = std::mem::zeroed();
@@ -201,8 +279,8 @@ unsafe fn child(
         {
             fail(4);
         }
-        libc::execve(plan.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
-        fail(5)
+        libc::execve(plan.program.as_ptr(), shared.argv.as_ptr(), shared.envp.as_ptr());
+        fail(STEP_EXEC)
     }
 }
 
@@ -328,6 +406,17 @@ mod tests {
             "{e}"
         );
         assert_eq!(e.to_string(), "cannot start `no-such-program-7f3a`: No such file or directory (os error 2)");
+
+        // Found, but its exec fails in the child (an interpreter that does not exist):
+        // the child's error reaches the caller, and the child is reaped.
+        use std::os::unix::fs::PermissionsExt;
+        let bad = dir.path().join("bad-interpreter");
+        std::fs::write(&bad, "#!/nonexistent/interpreter\n").unwrap();
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let broken = action(Interpreter::Exec, bad.to_str().unwrap());
+        let e = process::spawn_in(&broken, &[], &expand, &out, &place(&unit)).expect_err("exec fails");
+        assert_eq!(e.to_string(), format!("cannot start `{}`: No such file or directory (os error 2)", bad.display()));
+        assert!(unit.pids().is_empty(), "the failed child is gone: {:?}", unit.pids());
         unit.kill_all(std::time::Duration::from_secs(5));
         unit.remove_if_empty();
         let _ = std::fs::remove_dir(base);

@@ -413,7 +413,11 @@ fn spawn_into_cgroup(
 /// The environment a child gets, in order (a later entry of a name wins): the account's
 /// clean one or the daemon's own (already scrubbed, see [`scrub_daemon_env`]) with
 /// `HERO_ROOTDIR` set and key material removed, then the unit marker, then the action's.
-fn child_env(env: &[(String, String)], expand: &Expand, place: &Placement) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+fn child_env(
+    env: &[(String, String)],
+    expand: &Expand,
+    place: &Placement,
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
     let mut out: Vec<(std::ffi::OsString, std::ffi::OsString)> = match &place.account {
         Some(a) => a.env(expand.root()).into_iter().map(|(k, v)| (k.into(), v)).collect(),
         None => std::env::vars_os()
