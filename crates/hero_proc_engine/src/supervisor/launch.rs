@@ -13,7 +13,8 @@ use crate::contain::Unit;
 use crate::process::{self, Exit, Running};
 
 impl Supervisor {
-    /// Create the job row, open its output file, spawn, and watch it.
+    /// Create the job row, open its output file, spawn, and watch it (the start is
+    /// recorded with the rest of this turn: see `unrecorded_starts`).
     pub(super) fn start_job(
         &mut self,
         action: &Action,
@@ -22,15 +23,12 @@ impl Supervisor {
         attempt: u32,
         purpose: Purpose,
     ) -> Result<(JobId, u32), String> {
-        self.flush_exits();
         let job = self
             .store
             .create_job(&NewJob { run_id: run, action, service, attempt, created_at_ms: now_ms() })
             .map_err(|e| e.to_string())?;
         let (pid, ticks) = self.launch(job, action, purpose)?;
-        if let Err(e) = self.store.mark_job_running(job, pid, Some(ticks), now_ms()) {
-            self.event(Level::Error, "hero_proc.job", format!("job {job}: cannot record start: {e}"), Some(job));
-        }
+        self.unrecorded_starts.push((job, pid, ticks, now_ms()));
         Ok((job, pid))
     }
 
@@ -211,22 +209,29 @@ impl Supervisor {
         }
     }
 
-    /// Write the exits not yet recorded (see [`Self::flush_exits_and`]).
+    /// Write the starts and exits not yet recorded (see [`Self::flush_exits_and`]).
     pub(super) fn flush_exits(&mut self) {
         self.flush_exits_and(&[]);
     }
 
-    /// Write the exits not yet recorded and the phases of the runs they ended, in one
-    /// transaction; returns whether it was written. On failure the exits stay in memory,
+    /// Write the starts and exits not yet recorded and the phases of the runs they ended,
+    /// in one transaction (starts first: a job may have started and ended since the last
+    /// write); returns whether it was written. A start that cannot be written is dropped
+    /// with an error event (its job stays pending; a later daemon re-attaches it by its
+    /// output file). On failure the exits stay in memory,
     /// and the retry timer is armed (doubling from 1 s to 30 s) unless the database was
     /// replaced (nothing can be written until a restart).
     fn flush_exits_and(&mut self, runs: &[(RunId, Phase)]) -> bool {
-        if self.unrecorded.is_empty() {
+        if self.unrecorded.is_empty() && self.unrecorded_starts.is_empty() {
             return runs.is_empty();
         }
+        let starts = std::mem::take(&mut self.unrecorded_starts);
         let pending = std::mem::take(&mut self.unrecorded);
         let now = now_ms();
         let r = self.store.transaction(|tx| {
+            for (job, pid, ticks, at) in &starts {
+                tx.mark_job_running(*job, *pid, Some(*ticks), *at)?;
+            }
             for (job, ex) in &pending {
                 tx.finish_job(*job, ex)?;
             }
@@ -260,13 +265,14 @@ impl Supervisor {
         );
         let first = self.flush_delay.is_none();
         if first || !retry {
-            let what = if retry { "kept; retrying until it can be written" } else { "dropped" };
-            let msg = format!("cannot record {} job exits ({what}): {e}", pending.len());
+            let what = if retry { "kept; retrying until they can be written" } else { "dropped" };
+            let msg = format!("cannot record {} job starts and {} job exits ({what}): {e}", starts.len(), pending.len());
             self.event(Level::Error, "hero_proc.job", msg, None);
         }
         if !retry {
             return false;
         }
+        self.unrecorded_starts = starts;
         self.unrecorded = pending;
         let delay = self.flush_delay.map_or(Duration::from_secs(1), |d| (d * 2).min(Duration::from_secs(30)));
         self.flush_delay = Some(delay);

@@ -190,6 +190,7 @@ impl Engine {
             schedules: BTreeMap::new(),
             cron_generation: 0,
             unrecorded: Vec::new(),
+            unrecorded_starts: Vec::new(),
             flush_delay: None,
             contain,
         };
@@ -210,6 +211,7 @@ impl Engine {
                 if ensure_db {
                     sup.ensure_hero_db();
                 }
+                sup.flush_exits();
                 let _ = booted_tx.send(());
                 sup.run(rx).await;
             });
@@ -334,8 +336,15 @@ struct Supervisor {
     /// Bumped whenever the timer is re-armed: older ticks are stale.
     cron_generation: u64,
     /// Exits a store write failed to record (disk full): kept, and written on the next
-    /// exit or start, or by the retry timer.
+    /// exit, at the end of a turn that started a job, or by the retry timer.
     unrecorded: Vec<(JobId, JobExit)>,
+    /// Jobs started in this turn of the actor loop, not yet marked running in the store:
+    /// written together (with any exits) in one transaction at the end of the turn or
+    /// before an answer, instead of one commit each (a boot starting fifty services
+    /// writes once). A daemon that dies before that write leaves pending rows, which the
+    /// next one re-attaches by their output file (`reattach.rs`). (job, pid, start
+    /// ticks, started at ms)
+    unrecorded_starts: Vec<(JobId, u32, u64, i64)>,
     /// The retry timer's current delay while it is armed (it runs only while exits are
     /// unrecorded, so an idle daemon does not wake up).
     flush_delay: Option<Duration>,
@@ -383,6 +392,9 @@ impl Supervisor {
                 Msg::Exited { job, exit, timed_out } => self.exits_burst((job, exit, timed_out), &mut rx),
                 other => self.handle(other),
             }
+            if !self.unrecorded_starts.is_empty() {
+                self.flush_exits();
+            }
             if shutting.is_some() && self.jobs.values().all(|j| matches!(j.purpose, Purpose::Run { .. })) {
                 break;
             }
@@ -419,30 +431,39 @@ impl Supervisor {
     }
 
     fn handle(&mut self, msg: Msg) {
+        // Starts of this turn are written before the caller hears back, so what it reads
+        // from the store next agrees with the answer.
+        macro_rules! answer {
+            ($sup:expr, $reply:expr, $value:expr) => {{
+                let value = $value;
+                $sup.flush_exits();
+                let _ = $reply.send(value);
+            }};
+        }
         match msg {
             Msg::SetAction(a, origin, reply) => {
-                let _ = reply.send(self.set_action(*a, origin));
+                answer!(self, reply, self.set_action(*a, origin));
             }
             Msg::DeleteAction(r, reply) => {
-                let _ = reply.send(self.delete_action(r));
+                answer!(self, reply, self.delete_action(r));
             }
             Msg::SetService(s, origin, reply) => {
-                let _ = reply.send(self.set_service(*s, origin));
+                answer!(self, reply, self.set_service(*s, origin));
             }
             Msg::DeleteService(r, reply) => {
-                let _ = reply.send(self.delete_service(r));
+                answer!(self, reply, self.delete_service(r));
             }
             Msg::Start(r, reply) => {
-                let _ = reply.send(self.start_by_hand(r));
+                answer!(self, reply, self.start_by_hand(r));
             }
             Msg::Stop(r, reply) => {
-                let _ = reply.send(self.stop_by_hand(r));
+                answer!(self, reply, self.stop_by_hand(r));
             }
             Msg::Restart(r, reply) => {
-                let _ = reply.send(self.restart_by_hand(r));
+                answer!(self, reply, self.restart_by_hand(r));
             }
             Msg::Status(r, reply) => {
-                let _ = reply.send(self.status(r));
+                answer!(self, reply, self.status(r));
             }
             Msg::Submit(actions, label, reply) => {
                 // Answer once the run is recorded, then spawn: the caller's next request
@@ -455,7 +476,7 @@ impl Supervisor {
                 }
             }
             Msg::CancelRun(id, reply) => {
-                let _ = reply.send(self.cancel_run(id));
+                answer!(self, reply, self.cancel_run(id));
             }
             Msg::Shutdown(_) => unreachable!("handled in run"),
             Msg::Exited { job, exit, timed_out } => self.on_exits(vec![(job, exit, timed_out)]),
@@ -463,15 +484,14 @@ impl Supervisor {
                 self.feed(&key, services::Event::Health { generation, checks, healthy });
             }
             Msg::SecretChanged(secret, reply) => {
-                let _ = reply.send(Ok(self.secret_changed(secret)));
+                answer!(self, reply, Ok(self.secret_changed(secret)));
             }
             Msg::ConfigApplied(change, reply) => {
                 self.config_applied(*change);
-                let _ = reply.send(Ok(()));
+                answer!(self, reply, Ok(()));
             }
             Msg::EnsureHeroDb(reply) => {
-                let d = self.ensure_hero_db();
-                let _ = reply.send(Ok(d));
+                answer!(self, reply, Ok(self.ensure_hero_db()));
             }
             Msg::CronTick { generation } => {
                 if generation == self.cron_generation {
@@ -481,7 +501,7 @@ impl Supervisor {
             }
             Msg::FlushExits => {
                 // A write since may have flushed them already; then the timer just ends.
-                if self.unrecorded.is_empty() {
+                if self.unrecorded.is_empty() && self.unrecorded_starts.is_empty() {
                     self.flush_delay = None;
                 } else {
                     self.flush_exits();

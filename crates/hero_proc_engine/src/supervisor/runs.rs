@@ -176,21 +176,10 @@ impl Supervisor {
         }
     }
 
-    /// One transaction for all the jobs started in one step of a run.
+    /// The jobs started in one step of a run: written with the rest of this turn.
     fn record_starts(&mut self, started: &[(JobId, u32, u64)]) {
-        if started.is_empty() {
-            return;
-        }
         let now = now_ms();
-        let r = self.store.transaction(|tx| {
-            for (job, pid, ticks) in started {
-                tx.mark_job_running(*job, *pid, Some(*ticks), now)?;
-            }
-            Ok(())
-        });
-        if let Err(e) = r {
-            self.event(Level::Error, "hero_proc.job", format!("cannot record {} job starts: {e}", started.len()), None);
-        }
+        self.unrecorded_starts.extend(started.iter().map(|(job, pid, ticks)| (*job, *pid, *ticks, now)));
     }
 
     /// Start a run's pending job (its row exists already). Returns what to record as
