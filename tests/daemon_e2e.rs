@@ -288,3 +288,34 @@ fn cron_schedule_creates_a_job_per_tick() {
     wait_for("two more clock ticks", Duration::from_secs(10), || runs(&d, "clock") >= clock + 2);
     assert_eq!(runs(&d, "tick"), before, "no runs after the action is gone");
 }
+
+/// `run.submit` answers the run as it was recorded (built from what the engine wrote,
+/// not read back): the same run and jobs `run get` reads from the store, with the jobs
+/// still pending.
+#[test]
+fn run_submit_answers_the_run_as_recorded() {
+    let d = Daemon::start();
+    d.set(
+        "actions:\n  - name: slow\n    interpreter: sh\n    script: exec sleep 30\n  - name: after\n    interpreter: sh\n    script: 'true'\n    depends_on: [slow]\n",
+    );
+    let answer = d.json(&["run", "submit", "slow", "after", "--label", "two steps"]);
+    let id = answer["id"].as_i64().expect("an id");
+    let stored = d.json(&["run", "get", &id.to_string()]);
+    for field in ["id", "label", "created_at_ms", "finished_at_ms"] {
+        assert_eq!(answer[field], stored[field], "{field}: answer {answer} stored {stored}");
+    }
+    assert_eq!(answer["label"], "two steps");
+    assert_eq!(answer["phase"], "running");
+    let (a, s) = (answer["jobs"].as_array().unwrap(), stored["jobs"].as_array().unwrap());
+    assert_eq!(a.len(), 2, "{answer}");
+    assert_eq!(a.len(), s.len());
+    for (a, s) in a.iter().zip(s) {
+        for field in ["id", "run_id", "action", "service", "attempt", "created_at_ms"] {
+            assert_eq!(a[field], s[field], "job {field}: answer {a} stored {s}");
+        }
+        assert_eq!(a["phase"], "pending", "{a}");
+    }
+    assert_eq!(a[0]["action"], "core/slow");
+    assert_eq!(a[1]["action"], "core/after");
+    assert!(d.cli(&["run", "cancel", &id.to_string()]).status.success());
+}

@@ -57,7 +57,7 @@ impl ProcOps for EngineProc {
     fn run_submit(&mut self, actions: Vec<String>) -> Result<i64, String> {
         let refs = actions.iter().map(|a| Ref::parse(a).map_err(|e| e.to_string())).collect::<Result<Vec<Ref>, _>>()?;
         let label = format!("migration: {}", actions.join(" "));
-        self.handle.block_on(self.engine.submit(refs, label)).map(|id| id.0).map_err(|e| e.to_string())
+        self.handle.block_on(self.engine.submit(refs, label)).map(|s| s.run.0).map_err(|e| e.to_string())
     }
 
     fn secret_names(&mut self, context: &str) -> Result<Vec<String>, String> {

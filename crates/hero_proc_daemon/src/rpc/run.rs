@@ -22,11 +22,43 @@ pub(super) fn register(r: &mut Registry) {
 async fn submit(q: RunSubmit, c: Arc<Ctx>) -> Res<RunView> {
     let refs = q.actions.iter().map(|a| parse_ref(a)).collect::<Result<Vec<Ref>, _>>()?;
     let label = q.label.unwrap_or_else(|| q.actions.join(" "));
-    let id = c.engine.submit(refs, label).await.map_err(engine_err)?;
-    let run =
-        c.engine.store.get_run(id).map_err(store_err)?.ok_or_else(|| rpc_err(ErrorCode::Internal, "run vanished"))?;
-    run_view(&c, run)
+    let s = c.engine.submit(refs, label).await.map_err(engine_err)?;
+    // Answered from what the engine recorded (a run and its pending jobs), not read back:
+    // one submission, one commit, no reads.
+    let max = RUN_VIEW_JOBS as usize;
+    let jobs = s
+        .jobs
+        .iter()
+        .take(max)
+        .map(|(id, action)| JobView {
+            id: id.0,
+            run_id: Some(s.run.0),
+            action: action.to_string(),
+            service: None,
+            phase: JobPhase::Pending,
+            attempt: 1,
+            pid: None,
+            exit_code: None,
+            signal: None,
+            error: None,
+            created_at_ms: s.created_at_ms,
+            started_at_ms: None,
+            finished_at_ms: None,
+        })
+        .collect();
+    Ok(RunView {
+        id: s.run.0,
+        label: s.label,
+        phase: JobPhase::Running,
+        created_at_ms: s.created_at_ms,
+        finished_at_ms: None,
+        jobs,
+        jobs_more: s.jobs.len() > max,
+    })
 }
+
+/// Jobs in one run's view (`run.get`, `run.submit`); more are paged with `job.list`.
+const RUN_VIEW_JOBS: u32 = 10_000;
 
 async fn list(q: RunList, c: Arc<Ctx>) -> Res<Vec<RunView>> {
     let limit = bounded("run.list", q.limit, 50, RUN_LIST_MAX, "`before_id` (the smallest id returned)")?;
@@ -48,7 +80,7 @@ async fn cancel(q: IdRef, c: Arc<Ctx>) -> Res<Done> {
 }
 
 pub(super) fn run_view(ctx: &Ctx, r: hero_proc_store::Run) -> Result<RunView, ErrorObjectOwned> {
-    run_view_jobs(ctx, r, 10_000)
+    run_view_jobs(ctx, r, RUN_VIEW_JOBS)
 }
 
 /// A run with at most `max_jobs` of its jobs (the first ones); `jobs_more` says if

@@ -246,7 +246,11 @@ impl Supervisor {
                     self.event(
                         Level::Info,
                         "hero_proc.job",
-                        format!("recorded {} job exits that a failed write had kept", pending.len()),
+                        format!(
+                            "recorded {} job exits and {} job starts that a failed write had kept",
+                            pending.len(),
+                            starts.len()
+                        ),
                         None,
                     );
                 }
@@ -266,7 +270,12 @@ impl Supervisor {
         let first = self.flush_delay.is_none();
         if first || !retry {
             let what = if retry { "kept; retrying until they can be written" } else { "dropped" };
-            let msg = format!("cannot record {} job starts and {} job exits ({what}): {e}", starts.len(), pending.len());
+            let counts = match (starts.len(), pending.len()) {
+                (0, x) => format!("{x} job exits"),
+                (s, 0) => format!("{s} job starts"),
+                (s, x) => format!("{s} job starts and {x} job exits"),
+            };
+            let msg = format!("cannot record {counts} ({what}): {e}");
             self.event(Level::Error, "hero_proc.job", msg, None);
         }
         if !retry {

@@ -44,6 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::contain::Containment;
 use crate::paths::Expand;
 use crate::process::Exit;
+pub use runs::Submitted;
 pub use services::Reason;
 use services::Svc;
 pub use view::{CheckResult, ServiceSnapshot, ServiceState};
@@ -93,7 +94,7 @@ enum Msg {
     Stop(Ref, Reply<bool>),
     Restart(Ref, Reply<bool>),
     Status(Option<Ref>, Reply<Vec<ServiceSnapshot>>),
-    Submit(Vec<Ref>, String, Reply<RunId>),
+    Submit(Vec<Ref>, String, Reply<runs::Submitted>),
     CancelRun(RunId, Reply<bool>),
     Shutdown(Reply<()>),
     // Events.
@@ -250,7 +251,7 @@ impl Engine {
     pub async fn status(&self, r: Option<Ref>) -> Result<Vec<ServiceSnapshot>, EngineError> {
         ask!(self, Status, r)
     }
-    pub async fn submit(&self, actions: Vec<Ref>, label: String) -> Result<RunId, EngineError> {
+    pub async fn submit(&self, actions: Vec<Ref>, label: String) -> Result<runs::Submitted, EngineError> {
         ask!(self, Submit, actions, label)
     }
     pub async fn cancel_run(&self, id: RunId) -> Result<bool, EngineError> {
@@ -469,7 +470,7 @@ impl Supervisor {
                 // Answer once the run is recorded, then spawn: the caller's next request
                 // is read while this one's processes start.
                 let recorded = self.record_run(actions, label);
-                let run = recorded.as_ref().ok().copied();
+                let run = recorded.as_ref().ok().map(|s| s.run);
                 let _ = reply.send(recorded);
                 if let Some(run) = run {
                     self.advance_run(run);

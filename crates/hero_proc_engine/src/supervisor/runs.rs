@@ -67,10 +67,20 @@ impl LiveRun {
     }
 }
 
+/// A run as recorded: what its submitter is told, without reading it back.
+#[derive(Clone, Debug)]
+pub struct Submitted {
+    pub run: RunId,
+    pub label: String,
+    pub created_at_ms: i64,
+    /// Its jobs (all pending), in the order of the actions given.
+    pub jobs: Vec<(JobId, Ref)>,
+}
+
 impl Supervisor {
     /// Record a run and start what of it can start.
     pub(super) fn submit(&mut self, actions: Vec<Ref>, label: String) -> Result<RunId, EngineError> {
-        let run = self.record_run(actions, label)?;
+        let run = self.record_run(actions, label)?.run;
         self.advance_run(run);
         Ok(run)
     }
@@ -78,7 +88,7 @@ impl Supervisor {
     /// Record a run (its row and its jobs' rows, in one transaction) and hold it live,
     /// without starting anything: `advance_run` starts its jobs. The caller may answer
     /// in between, so a client's next call overlaps with the spawns.
-    pub(super) fn record_run(&mut self, actions: Vec<Ref>, label: String) -> Result<RunId, EngineError> {
+    pub(super) fn record_run(&mut self, actions: Vec<Ref>, label: String) -> Result<Submitted, EngineError> {
         if actions.is_empty() {
             return Err(EngineError::Invalid("a run needs at least one action".into()));
         }
@@ -133,7 +143,7 @@ impl Supervisor {
             live.pending.push((id, a, deps));
         }
         self.runs.insert(run, live);
-        Ok(run)
+        Ok(Submitted { run, label, created_at_ms: created, jobs: ids.into_iter().map(|(r, j)| (j, r)).collect() })
     }
 
     pub(super) fn advance_run(&mut self, run: RunId) {
