@@ -91,9 +91,24 @@ impl Supervisor {
     pub(super) fn action_for(&self, key: &Ref, step: usize) -> Result<Action, String> {
         let svc = self.services.get(key).ok_or("service vanished")?;
         let named = svc.spec.actions.get(step).ok_or("no such step")?;
-        let r = Ref::resolve(&named.name, &svc.spec.context, |r| {
-            self.store.get_action(&r.context, &r.name).ok().flatten().is_some()
+        // The lookup that decides a bare name's resolution keeps what it found: one read,
+        // not two.
+        let found = std::cell::RefCell::new(None);
+        let r = Ref::resolve(&named.name, &svc.spec.context, |r| match self.store.get_action(&r.context, &r.name) {
+            Ok(Some(a)) => {
+                *found.borrow_mut() = Some(Ok(a.value));
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                found.borrow_mut().get_or_insert(Err(e.to_string()));
+                false
+            }
         });
+        if let Some(Ok(a)) = found.into_inner() {
+            return Ok(a);
+        }
+        // An explicit `context/name` (not looked up above), or nothing found.
         match self.store.get_action(&r.context, &r.name) {
             Ok(Some(a)) => Ok(a.value),
             Ok(None) => Err(format!("action {r} does not exist")),
