@@ -16,7 +16,9 @@
 //! Services, the same for every supervisor (hero_proc, supervisord, pueue): S programs
 //! `sleep MARK`, each added by one CLI call, then idle cost, a cold start of the daemon
 //! with the S programs configured (not pueue: it does not restart tasks at boot), and S
-//! stops of one CLI call each. Every moment is observed twice: by the supervisor's own
+//! stops of one CLI call each; for hero_proc also S starts and S stops of one RPC call each
+//! on one connection (the daemon's side, timed by /proc alone). Every CLI moment is
+//! observed twice: by the supervisor's own
 //! status CLI (a new process every 10 ms after the previous one returned), and by a
 //! thread that scans /proc every 5 ms for live `sleep MARK` processes.
 //!
@@ -328,6 +330,11 @@ struct PeerResult {
     idle: (u64, u64, u64),
     cold: Option<Seen>,
     stop: Option<Seen>,
+    /// hero_proc only: the same stops and starts as one RPC call each over one
+    /// connection (the daemon's side, without a CLI process per call), until /proc
+    /// shows them all gone or all running.
+    rpc_stop: Option<Duration>,
+    rpc_start: Option<Duration>,
 }
 
 fn idle_cost(pid: u32, idle: Duration) -> (u64, u64, u64) {
@@ -377,10 +384,18 @@ fn services(s: &Sizes) {
             None => ("n/a".to_owned(), None),
         }
     }
-    let rows: [(String, Cell); 6] = [
+    fn alone(o: Option<Duration>) -> (String, Option<f64>) {
+        match o {
+            Some(d) => (format!("({:.1}) ms", ms(d)), Some(d.as_secs_f64())),
+            None => ("n/a".to_owned(), None),
+        }
+    }
+    let rows: [(String, Cell); 8] = [
         (format!("add {n}, one CLI call each, to running"), |r| seen(r.add)),
         (format!("cold start to {n} running"), |r| seen(r.cold)),
         (format!("stop {n}, one CLI call each, to stopped"), |r| seen(r.stop)),
+        (format!("start {n}, one RPC call each, to running"), |r| alone(r.rpc_start)),
+        (format!("stop {n}, one RPC call each, to gone"), |r| alone(r.rpc_stop)),
         (format!("idle {:?}: CPU ticks", s.idle), |r| (r.idle.0.to_string(), Some(r.idle.0 as f64))),
         (format!("idle {:?}: context switches", s.idle), |r| (r.idle.1.to_string(), Some(r.idle.1 as f64))),
         (format!("RSS with {n} running"), |r| (format!("{:.1} MB", r.idle.2 as f64 / 1024.0), Some(r.idle.2 as f64))),
@@ -475,6 +490,23 @@ fn hero_proc_services(s: &Sizes, mark: &str) -> PeerResult {
         assert!(out.status.success(), "hero_proc service stop: {}", text(&out.stderr));
     }
     r.stop = Some(observe(t0, watch, &format!("{n} hero_proc services inactive"), || hero_proc_states(&d).1 == n));
+
+    // The daemon's side: one RPC call each on one connection, no CLI process per call.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut c = rt.block_on(hero_proc_rpc::Client::connect(&d.socket())).expect("connect to the daemon's socket");
+    let mut each = |method: &str| {
+        for i in 0..n {
+            rt.block_on(call(&mut c, method, json!({ "name": format!("s{i}") })));
+        }
+    };
+    let t0 = Instant::now();
+    let watch = ProcWatch::start(t0, mark, n);
+    each("service.start");
+    r.rpc_start = Some(watch.finish(&format!("{n} services started by RPC")));
+    let t0 = Instant::now();
+    let watch = ProcWatch::start(t0, mark, 0);
+    each("service.stop");
+    r.rpc_stop = Some(watch.finish(&format!("{n} services stopped by RPC")));
     r
 }
 

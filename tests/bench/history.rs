@@ -32,6 +32,22 @@ const NO_CAP: u64 = 1_000_000_000;
 
 const TRUE_ACTION: &str = "actions:\n  - name: t\n    interpreter: exec\n    script: 'true'\n";
 
+/// One `job.list` of 20 rows, timed.
+async fn timed_read(c: &mut hero_proc_rpc::Client) -> Duration {
+    let t = Instant::now();
+    let v = c.call_value("job.list", json!({ "limit": 20 })).await.unwrap_or_else(|e| panic!("job.list: {e}"));
+    assert!(v.is_array(), "job.list answers a list: {v}");
+    t.elapsed()
+}
+
+/// `N reads, p50 X ms, p99 Y ms, max Z ms`.
+fn percentiles(mut v: Vec<Duration>) -> String {
+    assert!(!v.is_empty(), "no read was timed");
+    v.sort();
+    let at = |q: f64| ms(v[((v.len() - 1) as f64 * q).round() as usize]);
+    format!("{} reads, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", v.len(), at(0.5), at(0.99), ms(v[v.len() - 1]))
+}
+
 fn hero_yaml(max_rows: u64) -> String {
     format!(
         "required_services: []\nretention: {{ max_age_days: 3650, max_rows_per_table: {max_rows}, compact_every: 24h }}\n"
@@ -224,8 +240,33 @@ async fn run(mode: Mode, total: usize, every: usize, chunk: usize, samples: usiz
     wait_applied(&off.d, &rev);
     off.check_retention(&rev, cap);
     let (before, before_disk) = off.db_bytes().await;
+    // Reads on a second connection while it compacts, against the same reads idle: the
+    // compactor must not stall RPC reads.
+    let mut probe = hero_proc_rpc::Client::connect(&off.d.socket()).await.expect("a second connection");
+    let idle_reads = {
+        let until = Instant::now() + Duration::from_millis(500);
+        let mut v = Vec::new();
+        while Instant::now() < until {
+            v.push(timed_read(&mut probe).await);
+        }
+        v
+    };
+    let compacting = std::cell::Cell::new(true);
     let t = Instant::now();
-    let report = off.call("system.compact", json!({})).await;
+    let (report, busy_reads) = tokio::join!(
+        async {
+            let r = off.call("system.compact", json!({})).await;
+            compacting.set(false);
+            r
+        },
+        async {
+            let mut v = Vec::new();
+            while compacting.get() {
+                v.push(timed_read(&mut probe).await);
+            }
+            v
+        }
+    );
     let took = t.elapsed();
     let (after, after_disk) = off.db_bytes().await;
     let kept = off.call("job.list", json!({ "phase": "succeeded", "limit": 1000 })).await;
@@ -246,6 +287,11 @@ async fn run(mode: Mode, total: usize, every: usize, chunk: usize, samples: usiz
         100.0 * before.saturating_sub(after) as f64 / before.max(1) as f64,
         mb(before_disk),
         mb(after_disk),
+    );
+    println!(
+        "reads during that compaction (`job.list` of 20, back to back on a second connection): {}; the same reads idle: {}",
+        percentiles(busy_reads),
+        percentiles(idle_reads),
     );
     println!(
         "one-job run (median of {samples}), submit to finished: empty history {:.2} ms (ON) / {:.2} ms (OFF); after {total} jobs: {:.2} ms with {cap} kept (ON, ratio {:.2}), {:.2} ms with {total} kept (OFF, ratio {:.2})",
