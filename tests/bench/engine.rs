@@ -16,11 +16,11 @@
 //! Services, the same for every supervisor (hero_proc, supervisord, pueue): S programs
 //! `sleep MARK`, each added by one CLI call, then idle cost, a cold start of the daemon
 //! with the S programs configured (not pueue: it does not restart tasks at boot), and S
-//! stops of one CLI call each; for hero_proc also S starts and S stops of one RPC call each
-//! on one connection (the daemon's side, timed by /proc alone). Every CLI moment is
-//! observed twice: by the supervisor's own
-//! status CLI (a new process every 10 ms after the previous one returned), and by a
-//! thread that scans /proc every 5 ms for live `sleep MARK` processes.
+//! stops of one CLI call each. Every CLI moment is observed twice: by the supervisor's
+//! own status CLI (a new process every 10 ms after the previous one returned), and by a
+//! thread that scans /proc every 5 ms for live `sleep MARK` processes. For hero_proc
+//! also S starts and S stops of one RPC call each on one connection: the daemon's side,
+//! without a CLI process per call, timed by the /proc scan alone.
 //!
 //! Full size: `cargo bench --workspace --bench engine`. Without `--bench` (what `cargo
 //! test` runs) a smoke size. HERO_BENCH_JOBS / HERO_BENCH_SERVICES override the sizes.

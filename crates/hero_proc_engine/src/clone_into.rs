@@ -166,7 +166,7 @@ pub(crate) fn spawn(cgroup: &std::fs::File, plan: &ChildPlan<'_>) -> Outcome {
     if failure != 0 {
         let step = (failure >> 32) - 1;
         let e = io::Error::from_raw_os_error(failure as u32 as i32);
-        let _ = wait_pidfd(&pidfd);
+        let _ = wait_pidfd(&pidfd, true);
         return Outcome::Failed(if step == STEP_EXEC {
             e
         } else {
@@ -284,27 +284,33 @@ unsafe extern "C" fn child_entry(arg: *mut libc::c_void) -> ! {
     }
 }
 
-/// Reap the child behind `pidfd` (it must have exited, or this blocks): how it ended,
-/// as `(code, signal)`.
-pub(crate) fn wait_pidfd(pidfd: &OwnedFd) -> io::Result<(Option<i32>, Option<i32>)> {
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+/// Reap the child behind `pidfd`: how it ended, as `(code, signal)`. With `block`
+/// false, `None` while it has not ended (a wake-up that was not its exit).
+pub(crate) fn wait_pidfd(pidfd: &OwnedFd, block: bool) -> io::Result<Option<(Option<i32>, Option<i32>)>> {
+    let flags = if block { libc::WEXITED } else { libc::WEXITED | libc::WNOHANG };
     loop {
-        // SAFETY: waitid fills `info` for the process behind the pidfd.
-        let r = unsafe { libc::waitid(P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED) };
-        if r == 0 {
-            break;
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
+        // SAFETY: an all-zero siginfo_t is valid; waitid fills it.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on the process behind the pidfd.
+        let r = unsafe { libc::waitid(P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
             return Err(e);
         }
+        // SAFETY: waitid succeeded; si_pid is 0 when WNOHANG found nothing to reap.
+        if unsafe { info.si_pid() } == 0 {
+            return Ok(None);
+        }
+        // SAFETY: a child was reaped: the status is set.
+        let status = unsafe { info.si_status() };
+        return Ok(Some(match info.si_code {
+            libc::CLD_EXITED => (Some(status), None),
+            _ => (None, Some(status)),
+        }));
     }
-    // SAFETY: waitid succeeded with WEXITED: the status is set.
-    let status = unsafe { info.si_status() };
-    Ok(match info.si_code {
-        libc::CLD_EXITED => (Some(status), None),
-        _ => (None, Some(status)),
-    })
 }
 
 #[cfg(test)]

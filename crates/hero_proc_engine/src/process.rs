@@ -513,17 +513,26 @@ impl Running {
                     (None, None) => Exit::Unknown,
                 }
             }
-            Waiter::OwnPidfd(fd) => {
+            Waiter::OwnPidfd(fd) => loop {
                 let mut guard = fd.readable().await?;
-                guard.retain_ready();
-                let status = crate::clone_into::wait_pidfd(fd.get_ref());
-                forget_child(self.pid);
-                match status? {
-                    (Some(c), _) => Exit::Code(c),
-                    (None, Some(s)) => Exit::Signal(s),
-                    (None, None) => Exit::Unknown,
+                let status = crate::clone_into::wait_pidfd(fd.get_ref(), false);
+                match status {
+                    // Readable but nothing to reap: wait for the next wake-up.
+                    Ok(None) => guard.clear_ready(),
+                    Ok(Some(ended)) => {
+                        forget_child(self.pid);
+                        break match ended {
+                            (Some(c), _) => Exit::Code(c),
+                            (None, Some(s)) => Exit::Signal(s),
+                            (None, None) => Exit::Unknown,
+                        };
+                    }
+                    Err(e) => {
+                        forget_child(self.pid);
+                        return Err(e);
+                    }
                 }
-            }
+            },
             Waiter::Pidfd(fd) => {
                 let mut guard = fd.readable().await?;
                 guard.retain_ready();
