@@ -118,6 +118,8 @@ enum Msg {
     },
     /// Retry writing the exits a failed write left in memory.
     FlushExits,
+    /// The starts of an earlier turn that no write has taken along since: write them.
+    FlushStarts,
     EnsureHeroDb(Reply<crate::hero_db::Decision>),
     SecretChanged(Ref, Reply<Vec<Ref>>),
     ConfigApplied(Box<ConfigChange>, Reply<()>),
@@ -192,6 +194,7 @@ impl Engine {
             cron_generation: 0,
             unrecorded: Vec::new(),
             unrecorded_starts: Vec::new(),
+            flush_starts_armed: false,
             flush_delay: None,
             contain,
         };
@@ -339,18 +342,26 @@ struct Supervisor {
     /// Exits a store write failed to record (disk full): kept, and written on the next
     /// exit, at the end of a turn that started a job, or by the retry timer.
     unrecorded: Vec<(JobId, JobExit)>,
-    /// Jobs started in this turn of the actor loop, not yet marked running in the store:
-    /// written together (with any exits) in one transaction at the end of the turn or
-    /// before an answer, instead of one commit each (a boot starting fifty services
-    /// writes once). A daemon that dies before that write leaves pending rows, which the
+    /// Jobs started and not yet marked running in the store: written together (with any
+    /// exits) in one transaction before an answer, with the next write, or
+    /// [`START_WRITE_DELAY`] after the turn, instead of one commit each (a boot starting
+    /// fifty services writes once; a one-job run's start shares its exit's commit). A daemon that dies before that write leaves pending rows, which the
     /// next one re-attaches by their output file (`reattach.rs`). (job, pid, start
     /// ticks, started at ms)
     unrecorded_starts: Vec<(JobId, u32, u64, i64)>,
+    /// A `FlushStarts` is on its way ([`START_WRITE_DELAY`] after the turn that started
+    /// the jobs).
+    flush_starts_armed: bool,
     /// The retry timer's current delay while it is armed (it runs only while exits are
     /// unrecorded, so an idle daemon does not wake up).
     flush_delay: Option<Duration>,
     contain: Arc<Containment>,
 }
+
+/// How long the starts of a turn that answered nobody may wait for another write to take
+/// them along. A daemon that dies meanwhile leaves those jobs pending, which the next one
+/// re-attaches by their output files.
+const START_WRITE_DELAY: Duration = Duration::from_millis(2);
 
 /// Whether a restart can record its new job (before its old process is stopped).
 fn recordable(store: &Store) -> Result<(), String> {
@@ -374,11 +385,12 @@ impl Supervisor {
             } else {
                 match rx.recv().await {
                     Some(m) => m,
-                    None => return,
+                    None => break,
                 }
             };
             match msg {
                 Msg::Shutdown(reply) if !self.stop_on_exit => {
+                    self.flush_exits();
                     let _ = reply.send(Ok(()));
                     return;
                 }
@@ -393,13 +405,22 @@ impl Supervisor {
                 Msg::Exited { job, exit, timed_out } => self.exits_burst((job, exit, timed_out), &mut rx),
                 other => self.handle(other),
             }
-            if !self.unrecorded_starts.is_empty() {
-                self.flush_exits();
+            // Starts no answer has written yet go with the next write (a one-job run's start
+            // then shares its exit's commit), or after a short delay at the latest.
+            if !self.unrecorded_starts.is_empty() && !self.flush_starts_armed {
+                self.flush_starts_armed = true;
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(START_WRITE_DELAY).await;
+                    let _ = tx.send(Msg::FlushStarts);
+                });
             }
             if shutting.is_some() && self.jobs.values().all(|j| matches!(j.purpose, Purpose::Run { .. })) {
                 break;
             }
         }
+        // Nothing started is left unrecorded when the daemon exits.
+        self.flush_exits();
         if let Some(reply) = shutting {
             let _ = reply.send(Ok(()));
         }
@@ -498,6 +519,12 @@ impl Supervisor {
                 if generation == self.cron_generation {
                     self.fire_due();
                     self.arm_cron();
+                }
+            }
+            Msg::FlushStarts => {
+                self.flush_starts_armed = false;
+                if !self.unrecorded_starts.is_empty() {
+                    self.flush_exits();
                 }
             }
             Msg::FlushExits => {
