@@ -14,9 +14,9 @@
 //! after it cost about 0.5 ms per process here), and a program that cannot start is
 //! reported at once, as with `std::process::Command`. Between the clone and `execve` the
 //! child makes only raw system calls on data prepared before the clone: no allocation,
-//! no lock, no glibc function that assumes its thread list is right (the account switch
-//! uses the raw `setgroups`/`setgid`/`setuid` system calls, which act on the calling
-//! thread, the child's only one). The child's side of the clone needs a few instructions
+//! no lock, no glibc function that assumes its thread list is right (the account switch,
+//! `process::become_account`, uses the raw `setgroups`/`setgid`/`setuid` system calls,
+//! which act on the calling thread, the child's only one). The child's side of the clone needs a few instructions
 //! of assembly (it starts on the new stack); they exist for x86_64 only, so elsewhere
 //! this answers [`Outcome::Unsupported`] and the portable way runs.
 
@@ -272,10 +272,8 @@ unsafe extern "C" fn child_entry(arg: *mut libc::c_void) -> ! {
         if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
             fail(3);
         }
-        if let Some((uid, gid, groups)) = plan.ids
-            && (libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0
-                || libc::syscall(libc::SYS_setgid, *gid) != 0
-                || libc::syscall(libc::SYS_setuid, *uid) != 0)
+        if let Some(ids) = plan.ids
+            && crate::process::become_account(ids).is_err()
         {
             fail(4);
         }
@@ -284,9 +282,9 @@ unsafe extern "C" fn child_entry(arg: *mut libc::c_void) -> ! {
     }
 }
 
-/// Reap the child behind `pidfd`: how it ended, as `(code, signal)`. With `block`
-/// false, `None` while it has not ended (a wake-up that was not its exit).
-pub(crate) fn wait_pidfd(pidfd: &OwnedFd, block: bool) -> io::Result<Option<(Option<i32>, Option<i32>)>> {
+/// Reap the child behind `pidfd`: how it ended. With `block` false, `None` while it
+/// has not ended (a wake-up that was not its exit).
+pub(crate) fn wait_pidfd(pidfd: &OwnedFd, block: bool) -> io::Result<Option<crate::process::Exit>> {
     let flags = if block { libc::WEXITED } else { libc::WEXITED | libc::WNOHANG };
     loop {
         // SAFETY: an all-zero siginfo_t is valid; waitid fills it.
@@ -307,16 +305,14 @@ pub(crate) fn wait_pidfd(pidfd: &OwnedFd, block: bool) -> io::Result<Option<(Opt
         // SAFETY: a child was reaped: the status is set.
         let status = unsafe { info.si_status() };
         return Ok(Some(match info.si_code {
-            libc::CLD_EXITED => (Some(status), None),
-            _ => (None, Some(status)),
+            libc::CLD_EXITED => crate::process::Exit::Code(status),
+            _ => crate::process::Exit::Signal(status),
         }));
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use hero_proc_spec::{Action, EnvValue, Interpreter};
 
     use crate::contain::{Containment, Mode};
@@ -324,28 +320,9 @@ mod tests {
     use crate::process::{self, Exit, Placement, SpawnError};
 
     fn action(interpreter: Interpreter, script: &str) -> Action {
-        let mut env = BTreeMap::new();
-        env.insert("FROM_ACTION".to_owned(), EnvValue::Plain("spec".into()));
-        Action {
-            name: "probe".into(),
-            context: "core".into(),
-            description: None,
-            interpreter,
-            script: script.into(),
-            env,
-            cwd: None,
-            process: false,
-            restart: Default::default(),
-            stop: Default::default(),
-            timeout: None,
-            health: vec![],
-            depends_on: vec![],
-            schedule: None,
-            tags: vec![],
-            user: None,
-            group: None,
-            pos: Default::default(),
-        }
+        let mut a = crate::test_action("probe", interpreter, script);
+        a.env.insert("FROM_ACTION".to_owned(), EnvValue::Plain("spec".into()));
+        a
     }
 
     /// A process born in its cgroup starts as `Command` would start it: in its own

@@ -19,3 +19,32 @@ pub use supervisor::{
     CheckResult, ConfigChange, Engine, EngineConfig, EngineError, NoSecrets, Reason, SecretSource, ServiceSnapshot,
     ServiceState,
 };
+
+/// An action with every optional field empty, for the crate's unit tests.
+#[cfg(test)]
+pub(crate) fn test_action(
+    name: &str,
+    interpreter: hero_proc_spec::Interpreter,
+    script: &str,
+) -> hero_proc_spec::Action {
+    hero_proc_spec::Action {
+        name: name.into(),
+        context: "core".into(),
+        description: None,
+        interpreter,
+        script: script.into(),
+        env: Default::default(),
+        cwd: None,
+        process: false,
+        restart: Default::default(),
+        stop: Default::default(),
+        timeout: None,
+        health: vec![],
+        depends_on: vec![],
+        schedule: None,
+        tags: vec![],
+        user: None,
+        group: None,
+        pos: Default::default(),
+    }
+}

@@ -148,11 +148,15 @@ pub fn run_as(cmd: &mut std::process::Command, a: &Account, root: &std::path::Pa
 }
 
 /// Supplementary groups, then gid, then uid: the order that still has the right to set
-/// each. Async-signal-safe (called between fork and exec).
-fn become_account((uid, gid, groups): &(u32, u32, Vec<u32>)) -> io::Result<()> {
+/// each. Async-signal-safe, for a child between fork (or `clone_into`'s clone) and exec:
+/// the raw system calls act on the calling thread only, the child's one, where glibc's
+/// wrappers would signal a thread list a `clone_into` child does not have.
+pub(crate) fn become_account((uid, gid, groups): &(u32, u32, Vec<u32>)) -> io::Result<()> {
     // SAFETY: plain syscalls on owned data.
     if unsafe {
-        libc::setgroups(groups.len(), groups.as_ptr()) != 0 || libc::setgid(*gid) != 0 || libc::setuid(*uid) != 0
+        libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0
+            || libc::syscall(libc::SYS_setgid, *gid) != 0
+            || libc::syscall(libc::SYS_setuid, *uid) != 0
     } {
         return Err(io::Error::last_os_error());
     }
@@ -519,13 +523,9 @@ impl Running {
                 match status {
                     // Readable but nothing to reap: wait for the next wake-up.
                     Ok(None) => guard.clear_ready(),
-                    Ok(Some(ended)) => {
+                    Ok(Some(exit)) => {
                         forget_child(self.pid);
-                        break match ended {
-                            (Some(c), _) => Exit::Code(c),
-                            (None, Some(s)) => Exit::Signal(s),
-                            (None, None) => Exit::Unknown,
-                        };
+                        break exit;
                     }
                     Err(e) => {
                         forget_child(self.pid);

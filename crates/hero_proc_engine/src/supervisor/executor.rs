@@ -93,22 +93,19 @@ impl Supervisor {
         let named = svc.spec.actions.get(step).ok_or("no such step")?;
         // The lookup that decides a bare name's resolution keeps what it found: one read,
         // not two.
-        let found = std::cell::RefCell::new(None);
+        let found = std::cell::Cell::new(None);
         let r = Ref::resolve(&named.name, &svc.spec.context, |r| match self.store.get_action(&r.context, &r.name) {
             Ok(Some(a)) => {
-                *found.borrow_mut() = Some(Ok(a.value));
+                found.set(Some(a.value));
                 true
             }
-            Ok(None) => false,
-            Err(e) => {
-                found.borrow_mut().get_or_insert(Err(e.to_string()));
-                false
-            }
+            _ => false,
         });
-        if let Some(Ok(a)) = found.into_inner() {
+        if let Some(a) = found.into_inner() {
             return Ok(a);
         }
-        // An explicit `context/name` (not looked up above), or nothing found.
+        // An explicit `context/name` (not looked up above), nothing found, or a store
+        // error (reported here).
         match self.store.get_action(&r.context, &r.name) {
             Ok(Some(a)) => Ok(a.value),
             Ok(None) => Err(format!("action {r} does not exist")),

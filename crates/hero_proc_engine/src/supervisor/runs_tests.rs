@@ -3,26 +3,7 @@
 use super::*;
 
 fn action(name: &str) -> Action {
-    Action {
-        name: name.into(),
-        context: "core".into(),
-        description: None,
-        interpreter: Default::default(),
-        script: "true".into(),
-        env: Default::default(),
-        cwd: None,
-        process: false,
-        restart: Default::default(),
-        stop: Default::default(),
-        timeout: None,
-        health: vec![],
-        depends_on: vec![],
-        schedule: None,
-        tags: vec![],
-        user: None,
-        group: None,
-        pos: Default::default(),
-    }
+    crate::test_action(name, Default::default(), "true")
 }
 
 /// a; b after a; c after b; d alone.
