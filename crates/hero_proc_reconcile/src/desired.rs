@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use hero_proc_sops::SecretValue;
+use hero_proc_spec::artifact::{ArtifactId, ArtifactLock, Digest, artifact_of};
 use hero_proc_spec::load::ParseCache;
 use hero_proc_spec::{DesiredState, GitSource, Migration, SecretsFile, Settings, Severity};
 use hero_proc_store::Ref;
@@ -61,6 +62,37 @@ pub struct Desired {
     pub secrets: BTreeMap<Ref, DesiredSecret>,
     pub migrations: Vec<Migration>,
     pub values: SecretValues,
+    /// The artifact each action of this host runs (SPEC 3.6), with its pinned digest.
+    pub artifacts: BTreeMap<Ref, (ArtifactId, Digest)>,
+}
+
+impl Desired {
+    /// The artifacts this revision needs on this host, each once.
+    pub fn needed_artifacts(&self) -> Vec<(ArtifactId, Digest)> {
+        let set: std::collections::BTreeSet<(ArtifactId, Digest)> = self.artifacts.values().cloned().collect();
+        set.into_iter().collect()
+    }
+
+    /// The registry token's value, when `registry.token` is set and its secret was
+    /// decrypted here.
+    pub fn registry_token(&self) -> Option<&SecretValue> {
+        let token = self.settings.registry.as_ref()?.token.as_ref()?;
+        self.values.get(&Ref::new(hero_proc_spec::DEFAULT_CONTEXT, &token.name))
+    }
+}
+
+/// The artifact of every action in `state`, with the digest `lock` pins (validation has
+/// made sure every one is pinned).
+pub fn artifacts_of(state: &DesiredState, lock: &ArtifactLock) -> BTreeMap<Ref, (ArtifactId, Digest)> {
+    state
+        .actions
+        .values()
+        .filter_map(|a| {
+            let id = artifact_of(a)?;
+            let digest = lock.digest(&id)?.clone();
+            Some((Ref::new(&a.context, &a.name), (id, digest)))
+        })
+        .collect()
 }
 
 /// Why a revision cannot be applied. Nothing of it is applied.
@@ -134,6 +166,7 @@ impl Desired {
         }
         let tree = checked.tree;
         let state = tree.desired_for(host);
+        let artifacts = artifacts_of(&state, &tree.lock);
         let mut secrets = BTreeMap::new();
         let mut values = BTreeMap::new();
         for file in tree.secrets.values() {
@@ -168,6 +201,7 @@ impl Desired {
             secrets,
             migrations: tree.migrations,
             values: SecretValues(values),
+            artifacts,
         })
     }
 }

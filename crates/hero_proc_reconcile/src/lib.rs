@@ -21,10 +21,10 @@ pub mod render;
 pub mod repo;
 
 pub use apply::{AppliedChange, ApplyError, SecretSealer, apply, record_failure};
-pub use desired::{Desired, DesiredSecret, LoadError, SecretOpener, SopsOpener};
+pub use desired::{Desired, DesiredSecret, LoadError, SecretOpener, SopsOpener, artifacts_of};
 pub use live::{FailedMigration, Live, LiveSecret, RunState};
 pub use plan::{
-    Cause, Change, DriftItem, HeldMigration, MigrationPreview, Op, Plan, Restart, StateChange, Summary, plan,
+    ArtifactStep, Cause, Change, DriftItem, HeldMigration, MigrationPreview, Op, Plan, Restart, StateChange, Summary, plan,
     preview_migrations,
 };
 pub use repo::{CommitInfo, Repo, RepoConfig, RepoError};

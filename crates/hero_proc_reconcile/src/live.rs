@@ -41,6 +41,9 @@ pub struct Live {
     pub applied_migrations: Vec<Applied>,
     /// Migrations whose last run failed: name -> (SHA-256, revision it failed at, error).
     pub failed_migrations: BTreeMap<String, FailedMigration>,
+    /// Digests (hex) in the daemon's artifact store; `None` when not known (a preview
+    /// without the daemon).
+    pub cached_artifacts: Option<std::collections::BTreeSet<String>>,
 }
 
 /// A migration whose last run failed. It is retried on the next revision, not on every
@@ -99,7 +102,15 @@ impl Live {
             })
             .collect();
         let applied_migrations = recorded.iter().map(applied_of).collect();
-        Ok(Live { actions, services, secrets, states: BTreeMap::new(), applied_migrations, failed_migrations })
+        Ok(Live {
+            actions,
+            services,
+            secrets,
+            states: BTreeMap::new(),
+            applied_migrations,
+            failed_migrations,
+            cached_artifacts: None,
+        })
     }
 
     pub fn state(&self, r: &Ref) -> RunState {

@@ -227,6 +227,25 @@ pub struct Plan {
     pub unverified_secrets: Vec<String>,
     /// Why this plan must not be applied. A refused plan applies nothing.
     pub refusals: Vec<String>,
+    /// Artifacts whose version changes or which must be downloaded (SPEC 3.6); the
+    /// apply installs them before it writes anything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactStep>,
+}
+
+/// An action's artifact in the plan: a version change, or a version to download.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactStep {
+    /// `context/name` of the action.
+    pub action: String,
+    pub name: String,
+    /// The version live now (`None`: the action is new or ran no artifact).
+    pub from: Option<String>,
+    pub to: String,
+    /// `sha256:HEX` pinned in artifacts.lock.
+    pub digest: String,
+    /// Whether the daemon has it already (`None`: not known, e.g. an offline preview).
+    pub cached: Option<bool>,
 }
 
 impl Plan {
@@ -562,6 +581,25 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
         }
     }
 
+    // ---- artifacts ----------------------------------------------------------------------
+    let mut artifacts = Vec::new();
+    for (r, (id, digest)) in &desired.artifacts {
+        let from = live.actions.get(r).and_then(|a| hero_proc_spec::artifact::artifact_of(&a.value));
+        let cached = live.cached_artifacts.as_ref().map(|c| c.contains(digest.hex()));
+        let same_version = from.as_ref() == Some(id);
+        if same_version && cached != Some(false) {
+            continue;
+        }
+        artifacts.push(ArtifactStep {
+            action: r.to_string(),
+            name: id.name.clone(),
+            from: from.filter(|f| f.name == id.name).map(|f| f.version),
+            to: id.version.clone(),
+            digest: digest.to_string(),
+            cached,
+        });
+    }
+
     unmanaged.sort();
     not_pruned.sort();
     unverified.sort();
@@ -594,6 +632,7 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
         not_pruned,
         unverified_secrets: unverified,
         refusals,
+        artifacts,
     }
 }
 

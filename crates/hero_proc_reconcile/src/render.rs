@@ -103,6 +103,11 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
             let _ = writeln!(out, "  {i}");
         }
     };
+    section(
+        &mut out,
+        "Artifacts (installed before anything is applied)",
+        plan.artifacts.iter().map(artifact_line).collect(),
+    );
     section(&mut out, "Restarts", plan.restarts.iter().map(|r| format!("{} ({})", r.service, r.because)).collect());
     section(&mut out, "Starts", plan.starts.iter().map(|r| format!("{} ({})", r.service, r.because)).collect());
     section(&mut out, "Stops", plan.stops.iter().map(|r| format!("{} ({})", r.service, r.because)).collect());
@@ -150,4 +155,18 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         out.push_str("\nNo changes: the live state matches the revision.\n");
     }
     out
+}
+
+/// `core/agent: hero_agent v1.2.2 -> v1.2.3 (to download)`.
+fn artifact_line(a: &crate::plan::ArtifactStep) -> String {
+    let version = match &a.from {
+        Some(f) => format!("{} {f} -> {}", a.name, a.to),
+        None => format!("{} {} (new)", a.name, a.to),
+    };
+    let state = match a.cached {
+        Some(true) => "cached",
+        Some(false) => "to download",
+        None => "downloaded if not cached",
+    };
+    format!("{}: {version}, {state}", a.action)
 }

@@ -50,6 +50,7 @@ fn desired(yaml: &str, secrets: &[(&str, &str)]) -> Desired {
         secrets: map,
         migrations: Vec::new(),
         values,
+        artifacts: BTreeMap::new(),
     }
 }
 

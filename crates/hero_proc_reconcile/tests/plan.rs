@@ -46,6 +46,7 @@ fn desired_at(rev: &str, yaml: &str) -> Desired {
         secrets: BTreeMap::new(),
         migrations: Vec::new(),
         values: SecretValues::default(),
+        artifacts: BTreeMap::new(),
     }
 }
 
@@ -942,4 +943,57 @@ fn causes_round_trip_through_their_sentence() {
         r#""action shop/web changed""#
     );
     assert!(serde_json::from_str::<Cause>(r#""the moon is full""#).is_err());
+}
+
+// ---- artifacts ------------------------------------------------------------------------
+
+/// `desired` of `yaml` with every artifact it runs pinned to a digest made of `fill`.
+fn desired_pinned(rev: &str, yaml: &str, fill: char) -> Desired {
+    let mut d = desired_at(rev, yaml);
+    let mut lock = hero_proc_spec::artifact::ArtifactLock::default();
+    for a in d.state.actions.values() {
+        if let Some(id) = hero_proc_spec::artifact::artifact_of(a) {
+            let digest = hero_proc_spec::artifact::Digest::from_hex(&fill.to_string().repeat(64)).unwrap();
+            let pos = a.pos.clone();
+            lock.entries.insert(id, hero_proc_spec::artifact::LockEntry { digest, pos });
+        }
+    }
+    d.artifacts = hero_proc_reconcile::artifacts_of(&d.state, &lock);
+    d
+}
+
+const AGENT_V1: &str = "actions:\n  - name: agent\n    script: ~/hero/bin/agent@v1 --port 1\n    process: true\nservices:\n  - name: agent\n";
+
+#[test]
+fn a_version_bump_is_an_artifact_step_and_restarts_only_its_service() {
+    let v1 = desired_pinned(REV1, AGENT_V1, 'a');
+    let v2 = desired_pinned(REV2, &AGENT_V1.replace("agent@v1", "agent@v2"), 'b');
+    let mut live = live_of(&v1);
+    live.cached_artifacts = Some(["a".repeat(64)].into_iter().collect());
+    let p = plan(&v2, &live, Some(&v1), Some(REV1));
+    assert_eq!(p.artifacts.len(), 1, "{:?}", p.artifacts);
+    let step = &p.artifacts[0];
+    assert_eq!(
+        (step.action.as_str(), step.name.as_str(), step.from.as_deref(), step.to.as_str(), step.cached),
+        ("core/agent", "agent", Some("v1"), "v2", Some(false))
+    );
+    assert_eq!(step.digest, format!("sha256:{}", "b".repeat(64)));
+    assert_eq!(p.restarts.iter().map(|r| r.service.as_str()).collect::<Vec<_>>(), ["core/agent"]);
+    let text = render_text(&p, false);
+    assert!(text.contains("core/agent: agent v1 -> v2, to download"), "{text}");
+    // Cached already (a rollback to a version kept in the cache).
+    live.cached_artifacts = Some(["b".repeat(64)].into_iter().collect());
+    let p = plan(&v2, &live, Some(&v1), Some(REV1));
+    assert_eq!(p.artifacts[0].cached, Some(true));
+    assert!(render_text(&p, false).contains("agent v1 -> v2, cached"));
+    // Nothing changes and it is cached: no step; not cached (store wiped): a step.
+    let live2 = Live { cached_artifacts: Some(["b".repeat(64)].into_iter().collect()), ..live_of(&v2) };
+    assert!(plan(&v2, &live2, Some(&v2), Some(REV2)).artifacts.is_empty());
+    let wiped = Live { cached_artifacts: Some(Default::default()), ..live_of(&v2) };
+    let p = plan(&v2, &wiped, Some(&v2), Some(REV2));
+    assert_eq!(p.artifacts.len(), 1);
+    assert_eq!((p.artifacts[0].from.as_deref(), p.artifacts[0].cached), (Some("v2"), Some(false)));
+    // An offline preview does not know the cache.
+    let p = plan(&v2, &live_of(&v1), Some(&v1), Some(REV1));
+    assert_eq!(p.artifacts[0].cached, None);
 }

@@ -4,6 +4,7 @@
 //! never writes, spawns or connects. The reconciler loads committed trees through the
 //! same [`load_tree`] that `hero_proc validate` uses, so what CI accepts is what runs.
 
+pub mod artifact;
 pub mod diag;
 pub mod load;
 pub mod migrations;

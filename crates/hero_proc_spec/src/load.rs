@@ -16,7 +16,7 @@ use crate::source::{ContentId, EntryKind, TreeSource};
 use crate::yaml::{self, Mark, Node};
 
 /// The root names the loader reads.
-const LAYOUT: [&str; 5] = ["hero.yaml", "actions", "hosts", "secrets", "migrations"];
+const LAYOUT: [&str; 6] = ["hero.yaml", "actions", "hosts", "secrets", "migrations", crate::artifact::LOCK_FILE];
 
 /// Files beside config files that are documentation, not config.
 fn is_doc_file(name: &str) -> bool {
@@ -150,6 +150,17 @@ fn load_inner(source: &dyn TreeSource, mut cache: Option<&mut ParseCache>, diags
                     );
                 }
             }
+        }
+    }
+
+    let lock_file = crate::artifact::LOCK_FILE;
+    if ok(lock_file) && root.iter().any(|e| e.name == lock_file && e.kind == EntryKind::File) {
+        let file: Arc<str> = lock_file.into();
+        if let Some(docs) = read_yaml(source, &file, diags) {
+            if let Some(second) = docs.get(1) {
+                diags.error(&Pos::new(&file, second.mark()), "yaml.multi-document", "artifacts.lock must hold one YAML document");
+            }
+            tree.lock = crate::artifact::decode_lock(&file, docs.first(), diags);
         }
     }
 
@@ -328,6 +339,7 @@ fn load_actions_dir(
                 set.actions.extend(cached.set.actions.iter().cloned());
                 set.services.extend(cached.set.services.iter().cloned());
                 set.broken.extend(cached.set.broken.iter().cloned());
+                set.artifacts.extend(cached.set.artifacts.iter().cloned());
                 diags.extend(cached.diags.clone());
             }
             _ if is_doc_file(&entry.name) => {}

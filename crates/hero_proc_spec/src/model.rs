@@ -489,6 +489,27 @@ impl Default for Retention {
     }
 }
 
+/// `hero.yaml` `registry:`: where artifacts come from (SPEC 3.6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registry {
+    /// A Forgejo generic package registry (`https://HOST/api/packages/OWNER/generic`) or
+    /// `file:///dir` with the same layout; no trailing `/`.
+    pub url: String,
+    /// A secret of context `core`, sent as `Authorization: token ...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Named>,
+    /// Versions kept per artifact name for offline rollback.
+    pub keep: u32,
+    /// A download that receives nothing for this long fails (and connecting may take
+    /// no longer).
+    pub timeout: Dur,
+}
+
+impl Registry {
+    pub const DEFAULT_KEEP: u32 = 3;
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+}
+
 /// `hero.yaml`: repository-wide settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
@@ -497,6 +518,8 @@ pub struct Settings {
     pub prune: bool,
     pub interval: Dur,
     pub retention: Retention,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<Registry>,
     /// The keys the file sets (`interval`, `retention.max_age_days`, ...): a key it
     /// leaves out keeps the built-in default, and status says `default` for it, not the
     /// revision.
@@ -519,6 +542,7 @@ impl Default for Settings {
             prune: true,
             interval: Dur::secs(60),
             retention: Retention::default(),
+            registry: None,
             given: Default::default(),
         }
     }
@@ -557,6 +581,8 @@ pub struct ObjectSet {
     /// Objects whose name was read but which had errors: references to them are not
     /// reported again as unknown.
     pub broken: Vec<ObjectKey>,
+    /// Where actions of this set run an artifact (SPEC 3.6), for `validate`.
+    pub artifacts: Vec<crate::artifact::ArtifactUse>,
 }
 
 /// Everything read from a config repository.
@@ -570,6 +596,8 @@ pub struct ConfigTree {
     pub secrets: BTreeMap<String, SecretsFile>,
     /// In application order.
     pub migrations: Vec<Migration>,
+    /// `artifacts.lock` (empty and not `present` when the file is absent).
+    pub lock: crate::artifact::ArtifactLock,
 }
 
 /// The effective desired state on one host: base objects, replaced or extended by the

@@ -55,7 +55,7 @@ const ACTION_FIELDS: [&str; 17] = [
     "group",
 ];
 const SERVICE_FIELDS: [&str; 7] = ["name", "context", "description", "status", "actions", "requires", "after"];
-const SETTINGS_FIELDS: [&str; 5] = ["required_services", "self_heal", "prune", "interval", "retention"];
+const SETTINGS_FIELDS: [&str; 6] = ["required_services", "self_heal", "prune", "interval", "retention", "registry"];
 
 impl<'d> Decoder<'d> {
     pub fn new(file: Arc<str>, diags: &'d mut Diagnostics) -> Self {
@@ -195,7 +195,15 @@ impl<'d> Decoder<'d> {
             let items = self.list(&value);
             for item in &items {
                 let (kind, ok) = if key == "actions" {
-                    (Kind::Action, self.action(item).map(|a| set.actions.push(std::sync::Arc::new(a))).is_some())
+                    let action = self.action(item);
+                    if let Some(a) = &action
+                        && let Some(id) = crate::artifact::artifact_of(a)
+                    {
+                        let pos = item.get("script").map(|n| self.pos(n)).unwrap_or_else(|| a.pos.clone());
+                        let action = format!("{}/{}", a.context, a.name);
+                        set.artifacts.push(crate::artifact::ArtifactUse { id, action, pos });
+                    }
+                    (Kind::Action, action.map(|a| set.actions.push(std::sync::Arc::new(a))).is_some())
                 } else {
                     (Kind::Service, self.service(item).map(|s| set.services.push(std::sync::Arc::new(s))).is_some())
                 };
@@ -345,7 +353,7 @@ impl<'d> Decoder<'d> {
                 .hint("set `process: true` if this is a long-running service");
         }
         if let (Some(Interpreter::Exec), Some(s), Some(n)) = (interpreter, &script, get("script")) {
-            self.check_exec_script(n, s);
+            ok &= self.check_exec_script(n, s);
         }
 
         let timeout = match timeout {
@@ -402,8 +410,17 @@ impl<'d> Decoder<'d> {
 
     /// `exec` runs no shell: an argv that cannot be split, or shell syntax that would be
     /// passed as literal arguments, is almost always a mistake.
-    fn check_exec_script(&mut self, node: &Node, script: &str) {
+    /// False when the command line cannot run as written (a malformed artifact).
+    fn check_exec_script(&mut self, node: &Node, script: &str) -> bool {
         let pos = self.pos(node);
+        if let Some(Err(why)) =
+            shell_words::split(script).ok().and_then(|w| w.first().and_then(|p| crate::artifact::artifact_in_program(p)))
+        {
+            self.diags
+                .error(&pos, "artifact.reference", format!("{why} (the program is an artifact reference)"))
+                .hint(crate::artifact::ARTIFACT_HINT);
+            return false;
+        }
         match shell_words::split(script) {
             Err(_) => {
                 self.diags
@@ -430,6 +447,7 @@ impl<'d> Decoder<'d> {
                 }
             }
         }
+        true
     }
 
     fn env_value(&mut self, node: &Node) -> Option<EnvValue> {
@@ -711,6 +729,10 @@ impl<'d> Decoder<'d> {
                     }
                     None => ok = false,
                 },
+                "registry" => match self.registry(v) {
+                    Some(r) => s.registry = Some(r),
+                    None => ok = false,
+                },
                 _ => match self.retention(v) {
                     Some((r, keys)) => {
                         s.retention = r;
@@ -724,6 +746,79 @@ impl<'d> Decoder<'d> {
             }
         }
         ok.then_some(s)
+    }
+
+    /// `registry: { url, token: { secret }, keep, timeout }` (SPEC 3.4, 3.6).
+    fn registry(&mut self, node: &Node) -> Option<Registry> {
+        let fields = self.fields(node, &["url", "token", "keep", "timeout"], "registry")?;
+        let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v);
+        let Some(url_node) = get("url") else {
+            let pos = self.pos(node);
+            self.diags
+                .error(&pos, "schema.missing-field", "registry has no `url`")
+                .hint("`url: https://HOST/api/packages/OWNER/generic` (a Forgejo generic package registry) or `file:///dir`");
+            return None;
+        };
+        let mut ok = true;
+        let token = match get("token") {
+            None => None,
+            Some(t) => match self.fields(t, &["secret"], "a secret reference") {
+                Some(f) => match f.first() {
+                    Some((_, n)) => self.name(n, "secret name"),
+                    None => {
+                        let pos = self.pos(t);
+                        self.diags.error(&pos, "settings.registry", "token has no `secret`").hint(
+                            "write `token: { secret: NAME }`, NAME a key of secrets/core.sops.yaml",
+                        );
+                        None
+                    }
+                },
+                None => None,
+            },
+        };
+        if get("token").is_some() && token.is_none() {
+            ok = false;
+        }
+        let url = self.string(url_node).and_then(|u| {
+            let pos = self.pos(url_node);
+            match check_registry_url(&u, token.is_some()) {
+                Ok(u) => Some(u),
+                Err((why, hint)) => {
+                    self.diags.error(&pos, "settings.registry", why).hint(hint);
+                    None
+                }
+            }
+        });
+        let keep = match get("keep") {
+            None => Some(Registry::DEFAULT_KEEP),
+            Some(n) => match self.u64(n) {
+                Some(k) if (1..=1000).contains(&k) => Some(k as u32),
+                Some(_) => {
+                    let pos = self.pos(n);
+                    self.diags.error(&pos, "settings.registry", "`keep` must be between 1 and 1000").hint(
+                        "the versions kept per artifact name: the running one and those a rollback may need",
+                    );
+                    None
+                }
+                None => None,
+            },
+        };
+        let timeout = match get("timeout") {
+            None => Some(Dur(Registry::DEFAULT_TIMEOUT)),
+            Some(n) => match self.duration(n) {
+                Some(d) if d.0 >= std::time::Duration::from_millis(100) => Some(d),
+                Some(_) => {
+                    let pos = self.pos(n);
+                    self.diags.error(&pos, "settings.registry", "`timeout` must be at least 100ms");
+                    None
+                }
+                None => None,
+            },
+        };
+        if !ok {
+            return None;
+        }
+        Some(Registry { url: url?, token, keep: keep?, timeout: timeout? })
     }
 
     /// The retention and the keys the file sets.
@@ -752,6 +847,55 @@ impl<'d> Decoder<'d> {
         }
         ok.then_some((r, keys))
     }
+}
+
+/// A registry URL as it will be used (no trailing `/`), or why not with a hint. Checked
+/// here so a typo fails `validate`, not the first deploy.
+pub fn check_registry_url(url: &str, with_token: bool) -> Result<String, (String, String)> {
+    let base = url.trim_end_matches('/').to_owned();
+    if let Some(path) = base.strip_prefix("file://") {
+        if !path.starts_with('/') || path.len() < 2 {
+            return Err((
+                format!("`{url}` is not an absolute `file:///` path"),
+                "write `file:///srv/artifacts` (three slashes: an empty host, then the path)".into(),
+            ));
+        }
+        if path.split('/').any(|seg| seg == "..") {
+            return Err((format!("`{url}` has a `..`"), "name the folder directly".into()));
+        }
+        return Ok(base);
+    }
+    let (scheme, rest) = match base.split_once("://") {
+        Some((s @ ("https" | "http"), rest)) => (s, rest),
+        _ => {
+            return Err((
+                format!("`{url}` is not an https://, http:// or file:/// URL"),
+                "a Forgejo generic package registry: `https://HOST/api/packages/OWNER/generic`".into(),
+            ));
+        }
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err((
+            "the registry URL carries credentials".into(),
+            "remove them from the URL and give the token as `token: { secret: NAME }`: a URL is shown in status and logs".into(),
+        ));
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if host.is_empty() || rest.contains(['?', '#', ' ']) {
+        return Err((format!("`{url}` is not a registry base URL"), "`https://HOST/api/packages/OWNER/generic`".into()));
+    }
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if scheme == "http" && with_token && !loopback {
+        return Err((
+            format!("the token would travel in clear to {host} over http://"),
+            "use https:// (http:// is accepted for a registry on this machine, or one without a token: digests are checked either way)".into(),
+        ));
+    }
+    Ok(base)
 }
 
 /// Parse `500ms`, `10s`, `5m`, `1h`, `2d` (and combinations humantime accepts, like `1h 30m`).

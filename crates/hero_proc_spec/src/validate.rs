@@ -13,6 +13,7 @@ use crate::reference::Ref;
 
 /// All cross-object checks of a loaded tree.
 pub fn check_tree(tree: &ConfigTree, diags: &mut Diagnostics) {
+    check_artifacts(tree, diags);
     check_unique(&tree.base, diags);
     for set in tree.hosts.values() {
         check_unique(set, diags);
@@ -35,6 +36,54 @@ pub fn check_tree(tree: &ConfigTree, diags: &mut Diagnostics) {
                     crate::diag::Severity::Warning => diags.warning(&at, d.code, d.message),
                 };
                 new.hint = d.hint;
+            }
+        }
+    }
+}
+
+/// Every artifact an action of the tree runs (base or any host) is pinned in
+/// `artifacts.lock` and there is a registry to fetch it from; a pin nothing uses is
+/// reported (it keeps nothing alive: the daemon's cache has its own `keep`). The token,
+/// when given, is a key of `secrets/core.sops.yaml`.
+fn check_artifacts(tree: &ConfigTree, diags: &mut Diagnostics) {
+    use crate::artifact::LOCK_FILE;
+    let uses: Vec<&crate::artifact::ArtifactUse> =
+        std::iter::once(&tree.base).chain(tree.hosts.values()).flat_map(|s| s.artifacts.iter()).collect();
+    let mut no_registry_reported = false;
+    for u in &uses {
+        if !tree.lock.entries.contains_key(&u.id) {
+            let why = if tree.lock.present { format!("is not pinned in {LOCK_FILE}") } else { format!("is not pinned: there is no {LOCK_FILE}") };
+            diags
+                .error(&u.pos, "artifact.unlocked", format!("artifact {} of action {} {why}", u.id, u.action))
+                .hint("run `hero_proc artifact lock` and commit artifacts.lock: it records the digest this version must have");
+        }
+        if tree.settings.registry.is_none() && !no_registry_reported {
+            no_registry_reported = true;
+            diags
+                .error(&u.pos, "artifact.no-registry", format!("action {} runs artifact {} but hero.yaml has no `registry`", u.action, u.id))
+                .hint("add `registry: { url: https://HOST/api/packages/OWNER/generic }` to hero.yaml (or `file:///dir`)");
+        }
+    }
+    for (id, entry) in &tree.lock.entries {
+        if !uses.iter().any(|u| u.id == *id) {
+            diags
+                .warning(&entry.pos, "artifact.unused", format!("{id} is pinned but no action runs it"))
+                .hint("`hero_proc artifact lock` drops unused pins; installed versions are kept by the daemon's `registry.keep`, not by the lock");
+        }
+    }
+    if let Some(Some(token)) = tree.settings.registry.as_ref().map(|r| &r.token) {
+        let path = format!("secrets/{DEFAULT_CONTEXT}.sops.yaml");
+        match tree.secrets.get(DEFAULT_CONTEXT) {
+            Some(f) if f.keys.iter().any(|k| k.name == token.name) => {}
+            Some(_) => {
+                diags
+                    .error(&token.pos, "ref.secret", format!("the registry token `{}` is not a key of {path}", token.name))
+                    .hint(format!("add it with `sops edit {path}`"));
+            }
+            None => {
+                diags
+                    .error(&token.pos, "ref.secret", format!("the registry token `{}` is referenced but {path} does not exist", token.name))
+                    .hint(format!("create it with `sops edit {path}` and add the key `{}`", token.name));
             }
         }
     }

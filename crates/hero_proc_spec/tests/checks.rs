@@ -666,3 +666,110 @@ fn group_needs_user() {
     let msg = expect(&t.check(), "action.group-without-user", "actions/web.yaml:4:12");
     assert!(msg.contains("`group` is set but `user` is not"), "{msg}");
 }
+
+// ---- artifacts (SPEC 3.6) --------------------------------------------------------------
+
+const REGISTRY: &str = "registry:\n  url: https://forge.example.com/api/packages/hero/generic\n";
+const AGENT: &str = "actions:\n  - name: agent\n    script: ~/hero/bin/hero_agent@v1.2.3 --port 1\n    process: true\n";
+const AGENT_PIN: &str = "hero_agent@v1.2.3: sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n";
+
+#[test]
+fn a_pinned_artifact_with_a_registry_is_clean() {
+    let t = Tree::new();
+    t.file("hero.yaml", REGISTRY).file("actions/agent.yaml", AGENT).file("artifacts.lock", AGENT_PIN);
+    let c = t.check();
+    clean(&c);
+    absent(&c, "artifact.unused");
+    let pinned = c.tree.lock.entries.keys().map(|k| k.to_string()).collect::<Vec<_>>();
+    assert_eq!(pinned, ["hero_agent@v1.2.3"]);
+    assert_eq!(c.tree.base.artifacts.len(), 1);
+}
+
+#[test]
+fn an_artifact_without_a_pin_is_an_error_at_its_script() {
+    let t = Tree::new();
+    t.file("hero.yaml", REGISTRY).file("actions/agent.yaml", AGENT);
+    let msg = expect(&t.check(), "artifact.unlocked", "actions/agent.yaml:3:13");
+    assert!(msg.contains("hero_agent@v1.2.3") && msg.contains("no artifacts.lock"), "{msg}");
+    assert!(msg.contains("hero_proc artifact lock"), "the hint says what to do: {msg}");
+    // A lock that pins another version is no better.
+    t.file("artifacts.lock", &AGENT_PIN.replace("v1.2.3", "v1.2.2"));
+    let c = t.check();
+    let msg = expect(&c, "artifact.unlocked", "actions/agent.yaml:3:13");
+    assert!(msg.contains("is not pinned in artifacts.lock"), "{msg}");
+    expect(&c, "artifact.unused", "artifacts.lock:1:1");
+}
+
+#[test]
+fn an_artifact_in_a_host_overlay_needs_a_pin_too() {
+    let t = Tree::new();
+    t.file("hero.yaml", REGISTRY).file("hosts/edge/actions/agent.yaml", AGENT);
+    expect(&t.check(), "artifact.unlocked", "hosts/edge/actions/agent.yaml:3:13");
+}
+
+#[test]
+fn artifacts_need_a_registry() {
+    let t = Tree::new();
+    t.file("actions/agent.yaml", AGENT).file("artifacts.lock", AGENT_PIN);
+    let msg = expect(&t.check(), "artifact.no-registry", "actions/agent.yaml:3:13");
+    assert!(msg.contains("registry"), "{msg}");
+}
+
+#[test]
+fn a_malformed_artifact_reference_is_refused_where_it_is_written() {
+    let t = Tree::new();
+    t.file("hero.yaml", REGISTRY).file(
+        "actions/agent.yaml",
+        "actions:\n  - name: agent\n    script: ~/hero/bin/hero_agent@../../etc/passwd\n",
+    );
+    let c = t.check();
+    expect(&c, "artifact.reference", "actions/agent.yaml:3:13");
+    // Not an artifact: a plain binary in ~/hero/bin, or a shell script's words.
+    let t = Tree::new();
+    t.file(
+        "actions/x.yaml",
+        "actions:\n  - name: x\n    script: ~/hero/bin/plain --v\n  - name: y\n    interpreter: bash\n    script: ~/hero/bin/a@1\n",
+    );
+    let c = t.check();
+    clean(&c);
+    assert!(c.tree.base.artifacts.is_empty());
+}
+
+#[test]
+fn a_bad_lock_file_is_located() {
+    let t = Tree::new();
+    t.file("hero.yaml", REGISTRY)
+        .file("actions/agent.yaml", AGENT)
+        .file("artifacts.lock", &format!("{AGENT_PIN}other@1: sha1:abc\n"));
+    expect(&t.check(), "lock.digest", "artifacts.lock:2:10");
+}
+
+#[test]
+fn registry_settings_are_checked() {
+    let cases = [
+        ("registry:\n  url: ftp://x/y\n", "settings.registry", "hero.yaml:2:8"),
+        ("registry:\n  url: https://user:pw@forge/api/packages/o/generic\n", "settings.registry", "hero.yaml:2:8"),
+        ("registry:\n  url: file://relative/dir\n", "settings.registry", "hero.yaml:2:8"),
+        ("registry:\n  url: http://forge.example.com/p\n  token: { secret: tok }\n", "settings.registry", "hero.yaml:2:8"),
+        ("registry:\n  url: https://forge/p\n  keep: 0\n", "settings.registry", "hero.yaml:3:9"),
+        ("registry:\n  url: https://forge/p\n  timeout: 10\n", "duration.invalid", "hero.yaml:3:12"),
+        ("registry:\n  url: https://forge/p\n  tokn: x\n", "schema.unknown-field", "hero.yaml:3:3"),
+        ("registry:\n  keep: 2\n", "schema.missing-field", "hero.yaml:2:3"),
+        ("registry:\n  url: https://forge/p\n  token: { secret: tok }\n", "ref.secret", "hero.yaml:3:20"),
+    ];
+    for (yaml, code, at) in cases {
+        let t = Tree::new();
+        t.file("hero.yaml", yaml);
+        expect(&t.check(), code, at);
+    }
+    // http:// to this machine with a token, and file:/// are fine.
+    for ok in ["registry:\n  url: http://127.0.0.1:8080/p/\n  keep: 5\n  timeout: 2s\n", "registry:\n  url: file:///srv/artifacts\n"] {
+        let t = Tree::new();
+        t.file("hero.yaml", ok);
+        clean(&t.check());
+    }
+    let t = Tree::new();
+    t.file("hero.yaml", "registry:\n  url: http://127.0.0.1:8080/p/\n  keep: 5\n  timeout: 2s\n");
+    let r = t.check().tree.settings.registry.expect("registry decoded");
+    assert_eq!((r.url.as_str(), r.keep, r.timeout.0), ("http://127.0.0.1:8080/p", 5, std::time::Duration::from_secs(2)));
+}

@@ -227,6 +227,26 @@ impl Store {
         self.read(|db| db.job_counts_by_phase())
     }
 
+    // ---- artifacts ----------------------------------------------------------------------
+
+    /// Record the artifact versions an applied revision uses (one transaction).
+    pub fn record_artifacts(&self, used: &[ArtifactRecord]) -> R<()> {
+        self.transaction(|tx| {
+            for a in used {
+                tx.db().put_artifact(a)?;
+            }
+            Ok(())
+        })
+    }
+    /// By name, most recently used first.
+    pub fn list_artifacts(&self) -> R<Vec<ArtifactRecord>> {
+        self.read(|db| db.list_artifacts())
+    }
+    /// `false` if there was no such record.
+    pub fn delete_artifact(&self, name: &str, version: &str) -> R<bool> {
+        self.transaction(|tx| tx.db().delete_artifact(name, version))
+    }
+
     // ---- sync -------------------------------------------------------------------------
 
     /// Appends one line of reconcile history; returns its id.

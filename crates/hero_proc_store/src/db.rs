@@ -579,6 +579,77 @@ impl<'a> Db<'a> {
         Ok(c)
     }
 
+    // ---- artifacts ----------------------------------------------------------------------
+
+    /// Insert or refresh an artifact version's record (`installed_at_ms` is kept).
+    pub fn put_artifact(&self, a: &ArtifactRecord) -> R<()> {
+        let used_by = serde_json::to_string(&a.used_by)
+            .map_err(|e| self.serde(format!("encode users of {}@{}", a.name, a.version), e))?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO artifacts (name, version, digest, size, used_by, installed_at_ms, last_used_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (name, version) DO UPDATE SET digest = excluded.digest, size = excluded.size,
+                   used_by = excluded.used_by, last_used_ms = excluded.last_used_ms",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    a.name,
+                    a.version,
+                    a.digest,
+                    i64::try_from(a.size).unwrap_or(i64::MAX),
+                    used_by,
+                    a.installed_at_ms,
+                    a.last_used_ms
+                ])
+            })
+            .map(|_| ())
+            .map_err(|e| self.fail(e))
+    }
+
+    pub fn list_artifacts(&self) -> R<Vec<ArtifactRecord>> {
+        let rows: Vec<(ArtifactRecord, String)> = self
+            .conn
+            .prepare_cached(
+                "SELECT name, version, digest, size, used_by, installed_at_ms, last_used_ms
+                 FROM artifacts ORDER BY name, last_used_ms DESC, version",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    let size: i64 = r.get(3)?;
+                    Ok((
+                        ArtifactRecord {
+                            name: r.get(0)?,
+                            version: r.get(1)?,
+                            digest: r.get(2)?,
+                            size: u64::try_from(size).unwrap_or(0),
+                            used_by: Vec::new(),
+                            installed_at_ms: r.get(5)?,
+                            last_used_ms: r.get(6)?,
+                        },
+                        r.get(4)?,
+                    ))
+                })?
+                .collect()
+            })
+            .map_err(|e| self.fail(e))?;
+        rows.into_iter()
+            .map(|(mut a, used_by)| {
+                a.used_by = serde_json::from_str(&used_by)
+                    .map_err(|e| self.serde(format!("decode users of {}@{}", a.name, a.version), e))?;
+                Ok(a)
+            })
+            .collect()
+    }
+
+    pub fn delete_artifact(&self, name: &str, version: &str) -> R<bool> {
+        self.conn
+            .prepare_cached("DELETE FROM artifacts WHERE name = ?1 AND version = ?2")
+            .and_then(|mut s| s.execute(params![name, version]))
+            .map(|n| n > 0)
+            .map_err(|e| self.fail(e))
+    }
+
     // ---- sync -------------------------------------------------------------------------
 
     pub fn record_sync(&self, rec: &SyncRecord) -> R<i64> {

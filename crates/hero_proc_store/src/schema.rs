@@ -173,6 +173,20 @@ CREATE TABLE service_stops (
     PRIMARY KEY (context, name)
 ) STRICT;
 "#,
+    // v3: artifacts installed from the registry (SPEC 3.6): which versions the applied
+    // revisions used, and when, so the cache keeps the last `keep` per name.
+    r#"
+CREATE TABLE artifacts (
+    name            TEXT    NOT NULL,
+    version         TEXT    NOT NULL,
+    digest          TEXT    NOT NULL,
+    size            INTEGER NOT NULL,
+    used_by         TEXT    NOT NULL,
+    installed_at_ms INTEGER NOT NULL,
+    last_used_ms    INTEGER NOT NULL,
+    PRIMARY KEY (name, version)
+) STRICT;
+"#,
 ];
 
 /// Recomputes `row_counts` (see the v1 schema). Run at every read-write open.
@@ -219,6 +233,7 @@ mod tests {
         const PINNED: &[&str] = &[
             "dbd6805bb5c80efcce20122a401c4c0e8337af77e49ff242991039a1d6573dd8",
             "6140667883d6817231aa8b4f5729051a8b627fb6da2c856dbb989dd9850f11ae",
+            "c3b6792173e5d00548ae02e1f7f78714ef77293e5a1f1575ed42ec5543fd0d1f",
         ];
         let actual: Vec<String> = MIGRATIONS.iter().map(|m| hex::encode(Sha256::digest(m.as_bytes()))).collect();
         assert!(actual.len() >= PINNED.len(), "a released migration was removed: {actual:?}");

@@ -317,6 +317,20 @@ pub struct SyncEntry {
     pub record: SyncRecord,
 }
 
+/// An artifact version in the cache, as the applied revisions used it (SPEC 3.6).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    pub name: String,
+    pub version: String,
+    /// `sha256:HEX`.
+    pub digest: String,
+    pub size: u64,
+    /// The actions (`context/name`) of the last applied revision that used it.
+    pub used_by: Vec<String>,
+    pub installed_at_ms: i64,
+    pub last_used_ms: i64,
+}
+
 /// The reconciler's state (`hero_proc reconcile status`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncState {
