@@ -9,6 +9,10 @@
 #   SECS=<n>      seconds per target
 #   BUILD=--dev   build unoptimised (CI: 2 min instead of 7 cold on 2 cores, for about
 #                 1/30 of the executions per second; default -O)
+#   SANITIZER=none  no AddressSanitizer (CI: both targets are safe Rust over safe
+#                 dependencies, where a fuzzer finds panics, overflows and hangs, not
+#                 memory errors; ASan doubled the build and slowed each run). Default
+#                 address, as cargo fuzz's.
 #   KEEP=1        write new inputs into fuzz/corpus/<target>/ (to grow the committed
 #                 corpus; minimise it afterwards, see docs/RELIABILITY.md); otherwise
 #                 they go to fuzz/target/scratch-corpus/<target>/, which git ignores
@@ -27,7 +31,8 @@ secs="${SECS:-20}"
 targets="${TARGETS:-spec_loader sops_parser rpc_request}"
 # libFuzzer's seed is an unsigned int; 0 would mean "pick one" (unprinted).
 seed="${SEED:-$(( ( $(date +%s) * 32768 + RANDOM ) % 2147483646 + 1 ))}"
-echo "fuzz: seed $seed, ${secs}s per target (repeat: SEED=$seed SECS=$secs BUILD=${BUILD:--O} TARGETS=\"$targets\" bash fuzz/run-short.sh)"
+san="${SANITIZER:-address}"
+echo "fuzz: seed $seed, ${secs}s per target (repeat: SEED=$seed SECS=$secs BUILD=${BUILD:--O} SANITIZER=$san TARGETS=\"$targets\" bash fuzz/run-short.sh)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 for t in $targets; do
@@ -51,17 +56,17 @@ for t in $targets; do
   mkdir -p "$out" "corpus/$t"
   # The fuzz crate is its own workspace, so `cargo build --workspace` does not build it:
   # a target that no longer compiles is named as such, not reported as a crash.
-  if ! RUSTC_BOOTSTRAP=1 cargo fuzz build "${BUILD:--O}" "${features[@]}" "$t" >"$log" 2>&1; then
+  if ! RUSTC_BOOTSTRAP=1 cargo fuzz build "${BUILD:--O}" -s "$san" "${features[@]}" "$t" >"$log" 2>&1; then
     grep -E -A12 '^error' "$log" | head -60 >&2
     echo "fuzz target $t does not build (fuzz/fuzz_targets/$t.rs against the workspace's current API)" >&2
     exit 1
   fi
-  if ! RUSTC_BOOTSTRAP=1 "${wrap[@]}" cargo fuzz run "${BUILD:--O}" "${features[@]}" "$t" "$out" "${dirs[@]}" -- \
+  if ! RUSTC_BOOTSTRAP=1 "${wrap[@]}" cargo fuzz run "${BUILD:--O}" -s "$san" "${features[@]}" "$t" "$out" "${dirs[@]}" -- \
     -max_total_time="$secs" -seed="$seed" -timeout=120 >"$log" 2>&1; then
     tail -60 "$log" >&2
     crash="$(ls -t "artifacts/$t"/* 2>/dev/null | head -1 || true)"
     echo "fuzz target $t failed with seed $seed; the input is kept in fuzz/${crash:-artifacts/$t/}" >&2
-    echo "replay it: cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run ${BUILD:--O} ${features[*]} $t ${crash:-artifacts/$t/<file>}" >&2
+    echo "replay it: cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run ${BUILD:--O} -s $san ${features[*]} $t ${crash:-artifacts/$t/<file>}" >&2
     exit 1
   fi
   echo "$t: $(grep -E '^Done' "$log" | tail -1) (corpus $(ls "corpus/$t" | wc -l) files + $(ls "$out" | wc -l) new)"
