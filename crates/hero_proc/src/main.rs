@@ -1,6 +1,7 @@
 //! `hero_proc`: the command-line interface. Parses flags and hands off to one module per
 //! command group; the work itself lives in the library crates.
 
+mod artifact;
 mod objects;
 mod ops;
 mod reconcile;
@@ -51,6 +52,9 @@ enum Command {
     Reconcile(reconcile::Args),
     /// Revisions applied (or refused), newest first: time, commit, result, author, summary.
     History(reconcile::HistoryArgs),
+    /// Artifacts, binaries by version (`~/hero/bin/NAME@VERSION`): lock, list, prune.
+    #[command(subcommand)]
+    Artifact(artifact::ArtifactCmd),
     /// Migrations (`migrations/*.rhai`): status, baseline.
     #[command(subcommand)]
     Migrate(reconcile::MigrateCmd),
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
         Command::Reconcile(args) => block_on(reconcile::run(args, &out)),
         Command::History(args) => block_on(reconcile::history(args, &out)),
         Command::Migrate(cmd) => block_on(reconcile::migrate(cmd, &out)),
+        Command::Artifact(cmd) => block_on(artifact::artifact(cmd, &out)),
         Command::Action(cmd) => block_on(objects::action(cmd, &out)),
         Command::Service(cmd) => block_on(objects::service(cmd, &out)),
         Command::Secret(cmd) => block_on(secrets::secret(cmd, &out)),

@@ -239,7 +239,7 @@ fn ago(ms: Option<i64>) -> String {
     }
 }
 
-fn humanize(secs: u64) -> String {
+pub(crate) fn humanize(secs: u64) -> String {
     match secs {
         0..60 => format!("{secs}s"),
         60..3600 => format!("{}m", secs / 60),

@@ -127,6 +127,19 @@ impl Installer {
         Ok((digest, size))
     }
 
+    /// [`Installer::digest_of`] for several, [`PARALLEL`] at a time; results in order.
+    pub async fn digests_of(
+        &self,
+        ids: &[ArtifactId],
+        progress: &dyn Progress,
+    ) -> Vec<Result<(Digest, u64), ArtifactError>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(PARALLEL) {
+            out.extend(futures_join(batch.iter().map(|id| self.digest_of(id, progress))).await);
+        }
+        out
+    }
+
     /// Download `d` into the store unless it is there (or another install is bringing
     /// it). `Some(size)` when this call downloaded it.
     async fn fetch_into_store(
@@ -260,7 +273,10 @@ impl Installer {
         let total = resp.content_length();
         if let Some(n) = total {
             if n > MAX_ARTIFACT_BYTES {
-                return Err(fail(Cause::TooLarge, format!("{url} is {n} bytes, more than the {MAX_ARTIFACT_BYTES} accepted")));
+                return Err(fail(
+                    Cause::TooLarge,
+                    format!("{url} is {n} bytes, more than the {MAX_ARTIFACT_BYTES} accepted"),
+                ));
             }
             if into.is_some()
                 && let Some(free) = self.cache.free_bytes()

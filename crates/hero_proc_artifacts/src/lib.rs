@@ -30,8 +30,8 @@ pub use hero_proc_spec::artifact::{ArtifactId, Digest};
 /// attack on the disk).
 pub const MAX_ARTIFACT_BYTES: u64 = 4 << 30;
 
-/// A registry token. Debug and Display never show it.
-#[derive(Clone)]
+/// A registry token. Debug never shows it.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Token(String);
 
 impl Token {

@@ -7,6 +7,7 @@
 //! then autostart), then serving. A stop leaves supervised processes running
 //! unless `stop_on_exit`; the next daemon re-attaches to them.
 
+pub mod artifacts;
 pub mod compactor;
 pub mod context;
 pub mod lock;
@@ -175,7 +176,7 @@ pub fn start(opts: ServeOptions) -> Result<Daemon, DaemonError> {
         reconciler::Reconciler::new(
             engine.clone(),
             vault.clone(),
-            paths.state.join("source"),
+            &paths,
             opts.age_keys,
             host,
             opts.reconcile,

@@ -118,6 +118,7 @@ pub async fn render(ctx: &Ctx, openmetrics: bool) -> String {
         }
     }
     reconcile_metrics(&mut o, ctx).await;
+    artifact_metrics(&mut o, ctx);
     if openmetrics {
         o.0.push_str("# EOF\n");
     }
@@ -175,6 +176,23 @@ async fn reconcile_metrics(o: &mut Out, ctx: &Ctx) {
             s.applied_at_ms.unwrap_or(0) as f64 / 1000.0,
         );
     }
+}
+
+/// Artifacts (SPEC 3.6): downloads, bytes, failures by cause, the store's size.
+fn artifact_metrics(o: &mut Out, ctx: &Ctx) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let a = ctx.reconciler.artifacts();
+    let c = a.counters();
+    o.family("hero_proc_artifact_downloads", "counter", "Artifacts downloaded and checked since the daemon started.");
+    o.sample("hero_proc_artifact_downloads_total", &[], c.downloads.load(Relaxed));
+    o.family("hero_proc_artifact_download_bytes", "counter", "Bytes received from the artifact registry.");
+    o.sample("hero_proc_artifact_download_bytes_total", &[], c.bytes.load(Relaxed));
+    o.family("hero_proc_artifact_failures", "counter", "Artifact installs that failed, by cause.");
+    for (cause, n) in c.failures() {
+        o.sample("hero_proc_artifact_failures_total", &[("cause", cause.label())], n);
+    }
+    o.family("hero_proc_artifact_cache_bytes", "gauge", "Bytes of the checked files in the artifact store.");
+    o.sample("hero_proc_artifact_cache_bytes", &[], a.cache_bytes());
 }
 
 /// Serve `GET /metrics` (and nothing else: the RPC stays on the owner-only socket) on a

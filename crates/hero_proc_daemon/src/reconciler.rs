@@ -56,6 +56,8 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
     #[error("the engine did not take the change: {0}")]
     Engine(#[from] EngineError),
+    #[error("cannot install the artifacts of revision {rev}; nothing was applied: {error}")]
+    Artifacts { rev: String, error: hero_proc_artifacts::InstallError },
     #[error("{0}")]
     Baseline(String),
     #[error("internal error: {0}")]
@@ -141,6 +143,8 @@ pub struct Reconciler {
     check_hero_db: bool,
     /// hero.yaml `retention:` of each applied revision goes to the compactor.
     retention: Arc<crate::compactor::RetentionSettings>,
+    /// Binaries by version, installed before a revision is applied.
+    artifacts: Arc<crate::artifacts::Artifacts>,
 }
 
 /// The host name overlays are chosen by (`--host` overrides).
@@ -181,13 +185,15 @@ impl Reconciler {
     pub fn new(
         engine: Engine,
         vault: Arc<Vault>,
-        cache_root: PathBuf,
+        paths: &crate::Paths,
         keys: KeyEnv,
         host: Option<String>,
         options: Option<ReconcileOptions>,
         check_hero_db: bool,
     ) -> Reconciler {
+        let cache_root = paths.state.join("source");
         Reconciler {
+            artifacts: Arc::new(crate::artifacts::Artifacts::open(&paths.root, engine.store.clone())),
             engine,
             vault,
             cache_root,
@@ -209,6 +215,19 @@ impl Reconciler {
     pub fn with_retention(mut self, retention: Arc<crate::compactor::RetentionSettings>) -> Reconciler {
         self.retention = retention;
         self
+    }
+
+    /// hero.yaml `registry.keep` of the applied revision, else the default.
+    pub fn registry_keep(&self) -> u32 {
+        let rt = self.runtime.lock().expect("runtime lock");
+        rt.applied_settings
+            .as_ref()
+            .and_then(|(_, s)| s.registry.as_ref().map(|r| r.keep))
+            .unwrap_or(hero_proc_spec::Registry::DEFAULT_KEEP)
+    }
+
+    pub fn artifacts(&self) -> &Arc<crate::artifacts::Artifacts> {
+        &self.artifacts
     }
 
     pub fn options(&self) -> Option<&ReconcileOptions> {
@@ -278,6 +297,7 @@ impl Reconciler {
         let rev = req.rev.clone();
         let cache: Vec<(String, Arc<Desired>)> = self.cache.lock().expect("cache lock").entries.clone();
         let parsed = self.parsed.clone();
+        let artifacts = self.artifacts.clone();
         // (target, head) as soon as they are known, for the error path too.
         let seen: Arc<Mutex<(Option<CommitInfo>, Option<CommitInfo>)>> = Arc::default();
         let seen_in = seen.clone();
@@ -323,6 +343,9 @@ impl Reconciler {
             };
             let mut live = Live::read(&store)?;
             live.states = states;
+            if !desired.artifacts.is_empty() {
+                live.cached_artifacts = Some(artifacts.cached_digests());
+            }
             let plan =
                 hero_proc_reconcile::plan(&desired, &live, previous.as_deref(), sync.applied_revision.as_deref());
             let out = (Prepared { desired, plan, live: Arc::new(live) }, loaded);
@@ -422,6 +445,13 @@ impl Reconciler {
             (Some(_), None) => false,
         };
         let pinned = req.rev.is_some() && follows;
+        // Every artifact first: a revision whose binaries cannot all be installed applies
+        // nothing, and the last good one keeps running.
+        if let Err(error) = self.artifacts.install(&desired).await {
+            let e = ReconcileError::Artifacts { rev: desired.commit.short().to_owned(), error };
+            self.record_failure(Some(desired.commit.clone()), SyncResult::Failed, &e).await;
+            return Err(e);
+        }
         let store = self.engine.store.clone();
         let vault = self.vault.clone();
         let d = desired.clone();
@@ -450,6 +480,17 @@ impl Reconciler {
                 stops: applied.stops,
             })
             .await?;
+        // Which versions run now, and the cache beyond `registry.keep` pruned.
+        if !desired.artifacts.is_empty() || desired.settings.registry.is_some() {
+            let artifacts = self.artifacts.clone();
+            let d = desired.clone();
+            let recorded = tokio::task::spawn_blocking(move || artifacts.applied(&d, now_ms())).await;
+            match recorded {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!("cannot record the artifacts in use: {e}"),
+                Err(e) => tracing::warn!("cannot record the artifacts in use: {e}"),
+            }
+        }
         // The config of this revision is live: so are its settings (a one-off apply of
         // another repository sets none).
         if follows {

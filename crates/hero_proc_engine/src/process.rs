@@ -199,7 +199,14 @@ pub fn command_line(action: &Action, expand: &Expand) -> Result<Vec<String>, Spa
     let argv = match action.interpreter {
         Interpreter::Exec => {
             let words = shell_words::split(&action.script).map_err(|_| SpawnError::BadCommand)?;
-            words.iter().map(|w| expand.word(w)).collect()
+            let mut argv: Vec<String> = words.iter().map(|w| expand.word(w)).collect();
+            // An artifact (SPEC 3.6) is installed as $HERO_ROOTDIR/bin/NAME@VERSION, also
+            // when written `~/hero/bin/...` on a daemon whose root is elsewhere (or for an
+            // account whose home is not the daemon's).
+            if let Some(Ok(id)) = words.first().and_then(|p| hero_proc_spec::artifact::artifact_in_program(p)) {
+                argv[0] = expand.root().join("bin").join(id.to_string()).to_string_lossy().into_owned();
+            }
+            argv
         }
         Interpreter::Bash => vec!["bash".into(), "-c".into(), action.script.clone(), label],
         Interpreter::Sh => vec!["sh".into(), "-c".into(), action.script.clone(), label],
@@ -621,4 +628,22 @@ fn process_group_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(2)?.parse().ok()
+}
+
+#[cfg(test)]
+mod command_line_tests {
+    use super::*;
+    use hero_proc_spec::Interpreter;
+
+    #[test]
+    fn an_artifact_runs_from_the_roots_bin_whatever_the_home() {
+        let e = Expand::new("/home/op", "/srv/hero");
+        for script in ["~/hero/bin/agent@v1.2 --port 1", "$HERO_ROOTDIR/bin/agent@v1.2 --port 1"] {
+            let argv = command_line(&crate::test_action("a", Interpreter::Exec, script), &e).unwrap();
+            assert_eq!(argv, ["/srv/hero/bin/agent@v1.2", "--port", "1"], "{script}");
+        }
+        // A plain binary under ~/hero/bin is the home's, as written.
+        let argv = command_line(&crate::test_action("a", Interpreter::Exec, "~/hero/bin/tool -x"), &e).unwrap();
+        assert_eq!(argv, ["/home/op/hero/bin/tool", "-x"]);
+    }
 }

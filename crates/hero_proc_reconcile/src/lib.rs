@@ -24,8 +24,8 @@ pub use apply::{AppliedChange, ApplyError, SecretSealer, apply, record_failure};
 pub use desired::{Desired, DesiredSecret, LoadError, SecretOpener, SopsOpener, artifacts_of};
 pub use live::{FailedMigration, Live, LiveSecret, RunState};
 pub use plan::{
-    ArtifactStep, Cause, Change, DriftItem, HeldMigration, MigrationPreview, Op, Plan, Restart, StateChange, Summary, plan,
-    preview_migrations,
+    ArtifactStep, Cause, Change, DriftItem, HeldMigration, MigrationPreview, Op, Plan, Restart, StateChange, Summary,
+    plan, preview_migrations,
 };
 pub use repo::{CommitInfo, Repo, RepoConfig, RepoError};
 

@@ -170,6 +170,11 @@ methods! {
         (w::NoParams) -> (w::Foreign, schema::migrate_status);
     MigrateBaseline = "migrate.baseline", "Record every migration up to `name` as applied without running it.",
         (w::MigrateBaseline) -> (w::Foreign, schema::migrate_status);
+
+    ArtifactList = "artifact.list", "Artifact versions the applied revisions used: name, version, digest, size, used by, last used, whether the file is in the store.",
+        (w::NoParams) -> (Vec<w::ArtifactView>);
+    ArtifactPrune = "artifact.prune", "Remove artifact versions beyond `keep` per name (default: hero.yaml registry.keep, else 3) that the applied revision does not use, and files no kept version points at.",
+        (w::ArtifactPrune) -> (w::ArtifactPruned);
 }
 
 /// The schema generator of the OpenRPC document: named types go to `components.schemas`.

@@ -361,6 +361,41 @@ pub struct Done {
     pub message: Option<String>,
 }
 
+/// An artifact version in the daemon's cache (`artifact.list`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ArtifactView {
+    pub name: String,
+    pub version: String,
+    /// `sha256:HEX`.
+    pub digest: String,
+    pub size: u64,
+    /// Actions (`context/name`) of the last applied revision that used it.
+    pub used_by: Vec<String>,
+    pub installed_at_ms: i64,
+    pub last_used_ms: i64,
+    /// Whether the checked file is in the store (a rollback to it needs no registry).
+    pub cached: bool,
+}
+
+/// `artifact.prune`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactPrune {
+    /// Versions kept per name (1 to 1000); default hero.yaml `registry.keep`, else 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u32>,
+}
+
+/// What `artifact.prune` removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ArtifactPruned {
+    /// `NAME@VERSION` removed (record and link).
+    pub versions: Vec<String>,
+    /// Files removed from the store, and their bytes.
+    pub files: usize,
+    pub bytes: u64,
+}
+
 /// What one compaction did (`system.compact`).
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct CompactView {

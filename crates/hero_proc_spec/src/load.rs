@@ -158,7 +158,11 @@ fn load_inner(source: &dyn TreeSource, mut cache: Option<&mut ParseCache>, diags
         let file: Arc<str> = lock_file.into();
         if let Some(docs) = read_yaml(source, &file, diags) {
             if let Some(second) = docs.get(1) {
-                diags.error(&Pos::new(&file, second.mark()), "yaml.multi-document", "artifacts.lock must hold one YAML document");
+                diags.error(
+                    &Pos::new(&file, second.mark()),
+                    "yaml.multi-document",
+                    "artifacts.lock must hold one YAML document",
+                );
             }
             tree.lock = crate::artifact::decode_lock(&file, docs.first(), diags);
         }

@@ -413,8 +413,9 @@ impl<'d> Decoder<'d> {
     /// False when the command line cannot run as written (a malformed artifact).
     fn check_exec_script(&mut self, node: &Node, script: &str) -> bool {
         let pos = self.pos(node);
-        if let Some(Err(why)) =
-            shell_words::split(script).ok().and_then(|w| w.first().and_then(|p| crate::artifact::artifact_in_program(p)))
+        if let Some(Err(why)) = shell_words::split(script)
+            .ok()
+            .and_then(|w| w.first().and_then(|p| crate::artifact::artifact_in_program(p)))
         {
             self.diags
                 .error(&pos, "artifact.reference", format!("{why} (the program is an artifact reference)"))
@@ -754,9 +755,9 @@ impl<'d> Decoder<'d> {
         let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v);
         let Some(url_node) = get("url") else {
             let pos = self.pos(node);
-            self.diags
-                .error(&pos, "schema.missing-field", "registry has no `url`")
-                .hint("`url: https://HOST/api/packages/OWNER/generic` (a Forgejo generic package registry) or `file:///dir`");
+            self.diags.error(&pos, "schema.missing-field", "registry has no `url`").hint(
+                "`url: https://HOST/api/packages/OWNER/generic` (a Forgejo generic package registry) or `file:///dir`",
+            );
             return None;
         };
         let mut ok = true;
@@ -767,9 +768,9 @@ impl<'d> Decoder<'d> {
                     Some((_, n)) => self.name(n, "secret name"),
                     None => {
                         let pos = self.pos(t);
-                        self.diags.error(&pos, "settings.registry", "token has no `secret`").hint(
-                            "write `token: { secret: NAME }`, NAME a key of secrets/core.sops.yaml",
-                        );
+                        self.diags
+                            .error(&pos, "settings.registry", "token has no `secret`")
+                            .hint("write `token: { secret: NAME }`, NAME a key of secrets/core.sops.yaml");
                         None
                     }
                 },
@@ -795,9 +796,9 @@ impl<'d> Decoder<'d> {
                 Some(k) if (1..=1000).contains(&k) => Some(k as u32),
                 Some(_) => {
                     let pos = self.pos(n);
-                    self.diags.error(&pos, "settings.registry", "`keep` must be between 1 and 1000").hint(
-                        "the versions kept per artifact name: the running one and those a rollback may need",
-                    );
+                    self.diags
+                        .error(&pos, "settings.registry", "`keep` must be between 1 and 1000")
+                        .hint("the versions kept per artifact name: the running one and those a rollback may need");
                     None
                 }
                 None => None,
@@ -886,7 +887,10 @@ pub fn check_registry_url(url: &str, with_token: bool) -> Result<String, (String
         None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
     };
     if host.is_empty() || rest.contains(['?', '#', ' ']) {
-        return Err((format!("`{url}` is not a registry base URL"), "`https://HOST/api/packages/OWNER/generic`".into()));
+        return Err((
+            format!("`{url}` is not a registry base URL"),
+            "`https://HOST/api/packages/OWNER/generic`".into(),
+        ));
     }
     let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
     if scheme == "http" && with_token && !loopback {

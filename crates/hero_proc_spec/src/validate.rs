@@ -52,16 +52,26 @@ fn check_artifacts(tree: &ConfigTree, diags: &mut Diagnostics) {
     let mut no_registry_reported = false;
     for u in &uses {
         if !tree.lock.entries.contains_key(&u.id) {
-            let why = if tree.lock.present { format!("is not pinned in {LOCK_FILE}") } else { format!("is not pinned: there is no {LOCK_FILE}") };
-            diags
-                .error(&u.pos, "artifact.unlocked", format!("artifact {} of action {} {why}", u.id, u.action))
-                .hint("run `hero_proc artifact lock` and commit artifacts.lock: it records the digest this version must have");
+            let why = if tree.lock.present {
+                format!("is not pinned in {LOCK_FILE}")
+            } else {
+                format!("is not pinned: there is no {LOCK_FILE}")
+            };
+            diags.error(&u.pos, "artifact.unlocked", format!("artifact {} of action {} {why}", u.id, u.action)).hint(
+                "run `hero_proc artifact lock` and commit artifacts.lock: it records the digest this version must have",
+            );
         }
         if tree.settings.registry.is_none() && !no_registry_reported {
             no_registry_reported = true;
             diags
-                .error(&u.pos, "artifact.no-registry", format!("action {} runs artifact {} but hero.yaml has no `registry`", u.action, u.id))
-                .hint("add `registry: { url: https://HOST/api/packages/OWNER/generic }` to hero.yaml (or `file:///dir`)");
+                .error(
+                    &u.pos,
+                    "artifact.no-registry",
+                    format!("action {} runs artifact {} but hero.yaml has no `registry`", u.action, u.id),
+                )
+                .hint(
+                    "add `registry: { url: https://HOST/api/packages/OWNER/generic }` to hero.yaml (or `file:///dir`)",
+                );
         }
     }
     for (id, entry) in &tree.lock.entries {
@@ -77,12 +87,20 @@ fn check_artifacts(tree: &ConfigTree, diags: &mut Diagnostics) {
             Some(f) if f.keys.iter().any(|k| k.name == token.name) => {}
             Some(_) => {
                 diags
-                    .error(&token.pos, "ref.secret", format!("the registry token `{}` is not a key of {path}", token.name))
+                    .error(
+                        &token.pos,
+                        "ref.secret",
+                        format!("the registry token `{}` is not a key of {path}", token.name),
+                    )
                     .hint(format!("add it with `sops edit {path}`"));
             }
             None => {
                 diags
-                    .error(&token.pos, "ref.secret", format!("the registry token `{}` is referenced but {path} does not exist", token.name))
+                    .error(
+                        &token.pos,
+                        "ref.secret",
+                        format!("the registry token `{}` is referenced but {path} does not exist", token.name),
+                    )
                     .hint(format!("create it with `sops edit {path}` and add the key `{}`", token.name));
             }
         }

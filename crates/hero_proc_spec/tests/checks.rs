@@ -718,10 +718,8 @@ fn artifacts_need_a_registry() {
 #[test]
 fn a_malformed_artifact_reference_is_refused_where_it_is_written() {
     let t = Tree::new();
-    t.file("hero.yaml", REGISTRY).file(
-        "actions/agent.yaml",
-        "actions:\n  - name: agent\n    script: ~/hero/bin/hero_agent@../../etc/passwd\n",
-    );
+    t.file("hero.yaml", REGISTRY)
+        .file("actions/agent.yaml", "actions:\n  - name: agent\n    script: ~/hero/bin/hero_agent@../../etc/passwd\n");
     let c = t.check();
     expect(&c, "artifact.reference", "actions/agent.yaml:3:13");
     // Not an artifact: a plain binary in ~/hero/bin, or a shell script's words.
@@ -750,7 +748,11 @@ fn registry_settings_are_checked() {
         ("registry:\n  url: ftp://x/y\n", "settings.registry", "hero.yaml:2:8"),
         ("registry:\n  url: https://user:pw@forge/api/packages/o/generic\n", "settings.registry", "hero.yaml:2:8"),
         ("registry:\n  url: file://relative/dir\n", "settings.registry", "hero.yaml:2:8"),
-        ("registry:\n  url: http://forge.example.com/p\n  token: { secret: tok }\n", "settings.registry", "hero.yaml:2:8"),
+        (
+            "registry:\n  url: http://forge.example.com/p\n  token: { secret: tok }\n",
+            "settings.registry",
+            "hero.yaml:2:8",
+        ),
         ("registry:\n  url: https://forge/p\n  keep: 0\n", "settings.registry", "hero.yaml:3:9"),
         ("registry:\n  url: https://forge/p\n  timeout: 10\n", "duration.invalid", "hero.yaml:3:12"),
         ("registry:\n  url: https://forge/p\n  tokn: x\n", "schema.unknown-field", "hero.yaml:3:3"),
@@ -763,7 +765,10 @@ fn registry_settings_are_checked() {
         expect(&t.check(), code, at);
     }
     // http:// to this machine with a token, and file:/// are fine.
-    for ok in ["registry:\n  url: http://127.0.0.1:8080/p/\n  keep: 5\n  timeout: 2s\n", "registry:\n  url: file:///srv/artifacts\n"] {
+    for ok in [
+        "registry:\n  url: http://127.0.0.1:8080/p/\n  keep: 5\n  timeout: 2s\n",
+        "registry:\n  url: file:///srv/artifacts\n",
+    ] {
         let t = Tree::new();
         t.file("hero.yaml", ok);
         clean(&t.check());
@@ -771,5 +776,8 @@ fn registry_settings_are_checked() {
     let t = Tree::new();
     t.file("hero.yaml", "registry:\n  url: http://127.0.0.1:8080/p/\n  keep: 5\n  timeout: 2s\n");
     let r = t.check().tree.settings.registry.expect("registry decoded");
-    assert_eq!((r.url.as_str(), r.keep, r.timeout.0), ("http://127.0.0.1:8080/p", 5, std::time::Duration::from_secs(2)));
+    assert_eq!(
+        (r.url.as_str(), r.keep, r.timeout.0),
+        ("http://127.0.0.1:8080/p", 5, std::time::Duration::from_secs(2))
+    );
 }

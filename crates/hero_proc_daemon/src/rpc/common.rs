@@ -37,7 +37,7 @@ macro_rules! optional {
 }
 
 required!(Ref, IdRef, JobQuery, JobLogs, RunSubmit, RunGet, SecretSet, DomainHealth, MigrateBaseline);
-optional!(RunList, LogQuery, ReconcileParams, HistoryQuery);
+optional!(RunList, LogQuery, ReconcileParams, HistoryQuery, ArtifactPrune);
 
 /// Methods without parameters ignore whatever is sent.
 impl FromParams for NoParams {
@@ -78,7 +78,7 @@ pub(super) fn reconcile_err(e: crate::reconciler::ReconcileError) -> ErrorObject
     let code = match &e {
         E::Load(hero_proc_reconcile::LoadError::Refused { .. }) => ErrorCode::Refused,
         E::NoRepo | E::Load(_) | E::Baseline(_) => ErrorCode::Invalid,
-        E::Repo(_) => ErrorCode::Unavailable,
+        E::Repo(_) | E::Artifacts { .. } => ErrorCode::Unavailable,
         E::Refused { .. } => ErrorCode::Refused,
         E::Store(s) if s.is_replaced() => ErrorCode::DatabaseReplaced,
         E::Apply(_) | E::Store(_) => ErrorCode::Store,

@@ -19,6 +19,7 @@ use jsonrpsee::types::Params;
 use tokio::net::UnixListener;
 
 mod action;
+mod artifact;
 mod common;
 mod job;
 mod log;
@@ -218,6 +219,7 @@ pub fn methods(ctx: Arc<Ctx>) -> RpcModule<Arc<Ctx>> {
     system::register(&mut r);
     reconcile::register(&mut r);
     migrate::register(&mut r);
+    artifact::register(&mut r);
     let missing: Vec<&str> =
         METHODS.iter().map(|m| m.name).filter(|n| !r.module.method_names().any(|x| x == *n)).collect();
     assert!(missing.is_empty(), "methods without a handler: {missing:?}");
