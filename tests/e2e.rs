@@ -4,6 +4,8 @@
 
 mod support;
 
+#[path = "artifacts_e2e.rs"]
+mod artifacts_e2e;
 #[path = "crash_consistency.rs"]
 mod crash_consistency;
 #[path = "daemon_e2e.rs"]
