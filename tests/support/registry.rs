@@ -80,8 +80,13 @@ impl Registry {
         let path = format!("/api/packages/{OWNER}/generic/{name}/{version}/{name}");
         let mut conn = TcpStream::connect(self.addr).unwrap();
         let auth = token.map(|t| format!("Authorization: token {t}\r\n")).unwrap_or_default();
-        write!(conn, "PUT {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n", self.addr, body.len())
-            .unwrap();
+        write!(
+            conn,
+            "PUT {path} HTTP/1.1\r\nHost: {}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            self.addr,
+            body.len()
+        )
+        .unwrap();
         conn.write_all(body).unwrap();
         let mut answer = String::new();
         let _ = conn.read_to_string(&mut answer);
@@ -133,7 +138,8 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool, gets: &Atomic
         if reader.read_line(&mut h)? == 0 || h == "\r\n" {
             break;
         }
-        let (k, v) = h.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).unwrap_or_default();
+        let (k, v) =
+            h.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).unwrap_or_default();
         match k.as_str() {
             "authorization" => auth = Some(v),
             "content-length" => length = v.parse().unwrap_or(0),

@@ -84,11 +84,14 @@ impl Cache {
     /// Make the store's folders (and check `bin/`): see the module comment for modes.
     pub(crate) fn prepare(&self) -> io::Result<()> {
         std::fs::create_dir_all(&self.state)?;
-        // Others may search (not list) the state folder, to reach the store.
-        let m = std::fs::metadata(&self.state)?;
-        if m.uid() == unsafe_geteuid() && m.permissions().mode() & 0o001 == 0 {
-            let mode = m.permissions().mode() | 0o011;
-            std::fs::set_permissions(&self.state, std::fs::Permissions::from_mode(mode & 0o7777))?;
+        // Others may search (not list) the state folder and its parent (`var`), to
+        // reach the store. Folders of another owner are left as they are.
+        for dir in [self.state.parent(), Some(self.state.as_path())].into_iter().flatten() {
+            let m = std::fs::metadata(dir)?;
+            if m.uid() == unsafe_geteuid() && m.permissions().mode() & 0o001 == 0 {
+                let mode = m.permissions().mode() | 0o011;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o7777))?;
+            }
         }
         for (dir, mode) in [(&self.dir, 0o755), (&self.dir.join("sha256"), 0o755), (&self.tmp_dir(), 0o700)] {
             make_dir(dir, mode)?;

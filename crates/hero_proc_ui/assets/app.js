@@ -51,6 +51,8 @@ function planHtml(p) {
     if (c.diff) h += diffHtml(c.diff);
   }
   const list = (title, items) => items.length ? `<h2>${title}</h2><ul>${items.map((i) => `<li>${i}</li>`).join("")}</ul>` : "";
+  const artifact = (a) => `${esc(a.action)}: ${esc(a.name)} ${a.from ? `${esc(a.from)} → ` : ""}${esc(a.to)}${a.from ? "" : " (new)"} <span class="muted">(${a.cached === true ? "cached" : a.cached === false ? "to download" : "downloaded if not cached"})</span>`;
+  h += list("Artifacts (installed before anything is applied)", (p.artifacts || []).map(artifact));
   h += list("Restarts", p.restarts.map((r) => `${esc(r.service)} <span class="muted">(${esc(r.because)})</span>`));
   h += list("Starts", p.starts.map((r) => `${esc(r.service)} <span class="muted">(${esc(r.because)})</span>`));
   h += list("Stops", p.stops.map((r) => `${esc(r.service)} <span class="muted">(${esc(r.because)})</span>`));

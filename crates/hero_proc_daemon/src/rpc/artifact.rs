@@ -39,7 +39,10 @@ async fn prune(q: ArtifactPrune, c: Arc<Ctx>) -> Res<ArtifactPruned> {
     let keep = match q.keep {
         Some(k) if (1..=1000).contains(&k) => k,
         Some(k) => {
-            return Err(rpc_err(ErrorCode::Invalid, format!("invalid parameters: keep: {k} is not between 1 and 1000")));
+            return Err(rpc_err(
+                ErrorCode::Invalid,
+                format!("invalid parameters: keep: {k} is not between 1 and 1000"),
+            ));
         }
         None => c.reconciler.registry_keep(),
     };
