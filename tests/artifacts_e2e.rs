@@ -132,10 +132,12 @@ fn fetch_run_bump_and_revert_with_the_registry_down() {
     let gets_before_preview = reg.gets();
     let preview = d.cli(&["reconcile", "--dry-run", "--rev", "bump"]);
     assert!(preview.status.success(), "{}", text(&preview.stderr));
-    assert!(text(&preview.stdout).contains("core/agent: agent v1 -> v2, to download"), "{}", text(&preview.stdout));
+    let shown = format!("core/agent: agent v1 -> v2, {} B to download", registry::program("agent", "v2", 0).len());
+    assert!(text(&preview.stdout).contains(&shown), "{}", text(&preview.stdout));
     let json = d.json(&["reconcile", "--dry-run", "--rev", "bump"]);
     assert_eq!(json["artifacts"][0]["from"], "v1");
     assert_eq!(json["artifacts"][0]["cached"], false);
+    assert_eq!(json["artifacts"][0]["size"], registry::program("agent", "v2", 0).len());
     assert_eq!(reg.gets(), gets_before_preview, "a preview downloads nothing");
     repo.git(&["checkout", "-q", "main"]);
     repo.git(&["merge", "-q", "--ff-only", "bump"]);

@@ -15,6 +15,7 @@ use hero_proc_spec::artifact::{LOCK_FILE, render_lock};
 use hero_proc_spec::{DirSource, load_tree};
 
 use crate::{Output, connect};
+use hero_proc_reconcile::render::human_bytes;
 
 /// The environment variable that gives `artifact lock` a registry token directly.
 const TOKEN_ENV: &str = "HERO_PROC_REGISTRY_TOKEN";
@@ -297,15 +298,5 @@ impl Progress for Bar {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.remove(&id.to_string());
         self.draw(&s);
-    }
-}
-
-/// `14.2 MB`.
-pub fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1 << 30 => format!("{:.1} GB", n as f64 / (1u64 << 30) as f64),
-        n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / (1u64 << 20) as f64),
-        n if n >= 1 << 10 => format!("{:.1} KB", n as f64 / 1024.0),
-        n => format!("{n} B"),
     }
 }

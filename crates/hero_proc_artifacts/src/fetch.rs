@@ -127,6 +127,24 @@ impl Installer {
         Ok((digest, size))
     }
 
+    /// The size the registry announces for `id` (a `HEAD`; the file's size for
+    /// `file://`), for a preview. `None` when it does not say or cannot be reached.
+    pub async fn size_of(&self, id: &ArtifactId) -> Option<u64> {
+        let url = self.registry.url_of(id);
+        if let Some(path) = url.strip_prefix("file://") {
+            return std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| m.len());
+        }
+        let mut req = self.client.head(&url).timeout(self.registry.timeout);
+        if let Some(t) = &self.registry.token {
+            req = req.header(reqwest::header::AUTHORIZATION, format!("token {}", t.expose()));
+        }
+        let resp = req.send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.headers().get(reqwest::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    }
+
     /// [`Installer::digest_of`] for several, [`PARALLEL`] at a time; results in order.
     pub async fn digests_of(
         &self,

@@ -99,6 +99,17 @@ impl Artifacts {
         result
     }
 
+    /// Fill the download size of the plan's steps that are not cached (a preview).
+    pub async fn sizes(&self, desired: &Desired, steps: &mut [hero_proc_reconcile::ArtifactStep]) {
+        let Some(registry) = desired.settings.registry.clone() else { return };
+        let token = desired.registry_token().map(|v| Token::new(v.expose()));
+        let Ok(installer) = self.installer_for(&registry, token) else { return };
+        for step in steps.iter_mut().filter(|s| s.cached == Some(false)) {
+            let id = ArtifactId { name: step.name.clone(), version: step.to.clone() };
+            step.size = installer.size_of(&id).await;
+        }
+    }
+
     fn installer_for(
         &self,
         registry: &hero_proc_spec::Registry,

@@ -264,6 +264,9 @@ impl Reconciler {
     pub async fn plan(&self, req: PlanRequest) -> Result<Plan, ReconcileError> {
         let _guard = self.one_writer.lock().await;
         let mut prepared = self.prepare(&req).await.map_err(|(e, _)| e)?;
+        if prepared.plan.artifacts.iter().any(|a| a.cached == Some(false)) {
+            self.artifacts.sizes(&prepared.desired, &mut prepared.plan.artifacts).await;
+        }
         if !prepared.plan.migrations.is_empty() {
             // The preview runs each pending migration against a recording `proc`.
             let desired = prepared.desired.clone();

@@ -246,6 +246,10 @@ pub struct ArtifactStep {
     pub digest: String,
     /// Whether the daemon has it already (`None`: not known, e.g. an offline preview).
     pub cached: Option<bool>,
+    /// Bytes to download, as the registry announces them (filled by the daemon's
+    /// preview for versions it does not have).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 impl Plan {
@@ -597,6 +601,7 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
             to: id.version.clone(),
             digest: digest.to_string(),
             cached,
+            size: None,
         });
     }
 

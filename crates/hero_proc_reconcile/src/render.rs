@@ -163,10 +163,21 @@ fn artifact_line(a: &crate::plan::ArtifactStep) -> String {
         Some(f) => format!("{} {f} -> {}", a.name, a.to),
         None => format!("{} {} (new)", a.name, a.to),
     };
-    let state = match a.cached {
-        Some(true) => "cached",
-        Some(false) => "to download",
-        None => "downloaded if not cached",
+    let state = match (a.cached, a.size) {
+        (Some(true), _) => "cached".to_owned(),
+        (Some(false), Some(n)) => format!("{} to download", human_bytes(n)),
+        (Some(false), None) => "to download".to_owned(),
+        (None, _) => "downloaded if not cached".to_owned(),
     };
     format!("{}: {version}, {state}", a.action)
+}
+
+/// `14.2 MB`, `512 B`.
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GB", n as f64 / (1u64 << 30) as f64),
+        n if n >= 1 << 20 => format!("{:.1} MB", n as f64 / (1u64 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
 }

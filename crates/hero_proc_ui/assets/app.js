@@ -51,7 +51,7 @@ function planHtml(p) {
     if (c.diff) h += diffHtml(c.diff);
   }
   const list = (title, items) => items.length ? `<h2>${title}</h2><ul>${items.map((i) => `<li>${i}</li>`).join("")}</ul>` : "";
-  const artifact = (a) => `${esc(a.action)}: ${esc(a.name)} ${a.from ? `${esc(a.from)} → ` : ""}${esc(a.to)}${a.from ? "" : " (new)"} <span class="muted">(${a.cached === true ? "cached" : a.cached === false ? "to download" : "downloaded if not cached"})</span>`;
+  const artifact = (a) => `${esc(a.action)}: ${esc(a.name)} ${a.from ? `${esc(a.from)} → ` : ""}${esc(a.to)}${a.from ? "" : " (new)"} <span class="muted">(${a.cached === true ? "cached" : a.cached === false ? (a.size != null ? `${(a.size / 1048576).toFixed(1)} MB to download` : "to download") : "downloaded if not cached"})</span>`;
   h += list("Artifacts (installed before anything is applied)", (p.artifacts || []).map(artifact));
   h += list("Restarts", p.restarts.map((r) => `${esc(r.service)} <span class="muted">(${esc(r.because)})</span>`));
   h += list("Starts", p.starts.map((r) => `${esc(r.service)} <span class="muted">(${esc(r.because)})</span>`));
