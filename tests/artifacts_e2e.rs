@@ -225,8 +225,16 @@ fn an_artifact_that_cannot_be_installed_applies_nothing() {
             "digest_mismatch",
         ),
         ("a registry failing", &reg, "v1", &good_digest, Fault::Status(503), "503", "server_error"),
-        ("a body cut short", &reg, "v1", &good_digest, Fault::Truncate(10), "ended after 10 of", "truncated"),
-        ("a registry that stalls", &reg, "v1", &good_digest, Fault::Stall(10), "sent nothing for", "timeout"),
+        (
+            "a body cut short",
+            &reg,
+            "v1",
+            &good_digest,
+            Fault::Truncate(10),
+            "ended before the body was complete",
+            "truncated",
+        ),
+        ("a registry that stalls", &reg, "v1", &good_digest, Fault::Stall(10), "sent nothing for 1s", "timeout"),
     ];
     for (what, r, version, digest, fault, needle, cause) in cases {
         reg.set_fault(fault);

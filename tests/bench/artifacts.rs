@@ -47,13 +47,14 @@ fn download(mb: usize, rounds: usize) {
     let id = hero_proc_artifacts::ArtifactId::parse("big@v1").unwrap();
     let url = format!("{}/big/v1/big", reg.url());
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let (mut ours, mut base) = (Duration::MAX, Duration::MAX);
+    let (mut ours, mut base, mut curl_alone) = (Duration::MAX, Duration::MAX, Duration::MAX);
     for _ in 0..rounds {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("big");
         let t = Instant::now();
         let c = Command::new("curl").args(["-sS", "--fail", "-o"]).arg(&out).arg(&url).output().unwrap();
         assert!(c.status.success(), "curl: {}", text(&c.stderr));
+        curl_alone = curl_alone.min(t.elapsed());
         let s = Command::new("sha256sum").arg(&out).output().unwrap();
         base = base.min(t.elapsed());
         assert!(text(&s.stdout).starts_with(digest.hex()), "curl got other bytes");
@@ -77,6 +78,12 @@ fn download(mb: usize, rounds: usize) {
     println!("install of one {mb} MB artifact over loopback HTTP, best of {rounds} interleaved rounds");
     println!("{:<64} {:>10} {:>8}", "", "ms", "ratio");
     println!("{:<64} {:>10.1} {:>7.2}x", "baseline: curl -o FILE URL && sha256sum FILE", ms(base), 1.0);
+    println!(
+        "{:<64} {:>10.1} {:>7.2}x",
+        "  (of which curl -o alone)",
+        ms(curl_alone),
+        curl_alone.as_secs_f64() / base.as_secs_f64()
+    );
     println!(
         "{:<64} {:>10.1} {:>7.2}x",
         "hero_proc: download + SHA-256 on the way + fsync + rename + link",

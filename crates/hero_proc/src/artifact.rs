@@ -163,6 +163,11 @@ async fn lock(dir: PathBuf, check: bool, out: &Output) -> anyhow::Result<ExitCod
             );
         };
         let token = registry_token(&dir, tree, reg)?;
+        if token.is_some()
+            && let Err((why, hint)) = hero_proc_spec::schema::check_registry_url(&reg.url, true)
+        {
+            bail!("{why}\n  hint: {hint}");
+        }
         let registry = Registry { url: reg.url.clone(), token, timeout: reg.timeout.0 };
         let installer =
             Installer::new(registry, Cache::new(&std::env::temp_dir()), std::sync::Arc::new(Counters::default()))

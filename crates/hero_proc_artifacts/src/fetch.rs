@@ -134,7 +134,8 @@ impl Installer {
         if let Some(path) = url.strip_prefix("file://") {
             return std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| m.len());
         }
-        let mut req = self.client.head(&url).timeout(self.registry.timeout);
+        // A preview must not wait long on a registry that is down: it holds the sync.
+        let mut req = self.client.head(&url).timeout(self.registry.timeout.min(std::time::Duration::from_secs(2)));
         if let Some(t) = &self.registry.token {
             req = req.header(reqwest::header::AUTHORIZATION, format!("token {}", t.expose()));
         }
@@ -143,6 +144,11 @@ impl Installer {
             return None;
         }
         resp.headers().get(reqwest::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    }
+
+    /// [`Installer::size_of`] for several at once; results in order.
+    pub async fn sizes_of(&self, ids: &[ArtifactId]) -> Vec<Option<u64>> {
+        futures_join(ids.iter().map(|id| self.size_of(id))).await
     }
 
     /// [`Installer::digest_of`] for several, [`PARALLEL`] at a time; results in order.
@@ -192,7 +198,7 @@ impl Installer {
                 id: id.clone(),
                 cause: Cause::Digest,
                 message: format!(
-                    "the {size} bytes from {} have digest {got}, but artifacts.lock pins {d}; nothing was installed. If the version was re-published on purpose, run `hero_proc artifact lock` and review the new digest; otherwise the registry or the path to it serves something else",
+                    "the {size} bytes from {} have digest {got}, but artifacts.lock pins {d}; nothing was installed. The registry (or something on the way) serves other bytes for this version: if it was re-published on purpose, delete its line from artifacts.lock, run `hero_proc artifact lock` and review the new digest in the PR",
                     self.source_of(id)
                 ),
             }),
@@ -218,6 +224,18 @@ impl Installer {
         }
     }
 
+    fn no_space(&self, id: &ArtifactId, url: &str, n: u64) -> ArtifactError {
+        ArtifactError {
+            id: id.clone(),
+            cause: Cause::Disk,
+            message: format!(
+                "no space for {url}: {n} bytes needed, and {} MiB kept free, under {}; free space or prune old versions (`hero_proc artifact prune`)",
+                DISK_RESERVE >> 20,
+                self.cache.tmp_dir().display()
+            ),
+        }
+    }
+
     fn source_of(&self, id: &ArtifactId) -> String {
         self.registry.url_of(id)
     }
@@ -234,6 +252,18 @@ impl Installer {
         let fail = |cause: Cause, message: String| ArtifactError { id: id.clone(), cause, message };
         if let Some(dir) = url.strip_prefix("file://") {
             let path = PathBuf::from(dir);
+            if let Ok(m) = std::fs::metadata(&path) {
+                let n = m.len();
+                if n > MAX_ARTIFACT_BYTES {
+                    return Err(fail(
+                        Cause::TooLarge,
+                        format!("{url} is {n} bytes, more than the {MAX_ARTIFACT_BYTES} accepted"),
+                    ));
+                }
+                if into.is_some() && self.cache.free_bytes().is_some_and(|free| free < n.saturating_add(DISK_RESERVE)) {
+                    return Err(self.no_space(id, &url, n));
+                }
+            }
             let into = into.map(Path::to_path_buf);
             let (tx, rx) = mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
             let writer = tokio::task::spawn_blocking(move || write_and_hash(rx, into.as_deref()));
@@ -300,17 +330,21 @@ impl Installer {
                 && let Some(free) = self.cache.free_bytes()
                 && free < n.saturating_add(DISK_RESERVE)
             {
-                return Err(fail(
-                    Cause::Disk,
-                    format!(
-                        "no space for {url}: {n} bytes needed (and {} MiB kept free), {free} free under {}; free space or prune old versions (`hero_proc artifact prune`)",
-                        DISK_RESERVE >> 20,
-                        self.cache.tmp_dir().display()
-                    ),
-                ));
+                tracing::debug!(%id, free, "no space for the download");
+                return Err(self.no_space(id, &url, n));
             }
         }
         progress.started(id, total);
+        let truncated = |received: u64| {
+            tracing::debug!(%id, received, "download cut short");
+            fail(
+                Cause::Truncated,
+                format!(
+                    "the connection to {url} ended before the body was complete ({} bytes announced); the sync retries with its backoff",
+                    total.map_or("no length".to_owned(), |t| t.to_string())
+                ),
+            )
+        };
         let (tx, rx) = mpsc::channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
         let into_owned = into.map(Path::to_path_buf);
         let writer = tokio::task::spawn_blocking(move || write_and_hash(rx, into_owned.as_deref()));
@@ -329,24 +363,19 @@ impl Installer {
                     }
                 }
                 Ok(None) => break Ok(()),
+                // The messages hold no byte counts that change from one try to the next:
+                // history writes one line per revision and error.
                 Err(e) if e.is_timeout() => {
+                    tracing::debug!(%id, received, "download stalled");
                     break Err(fail(
                         Cause::Timeout,
                         format!(
-                            "{url} sent nothing for {:?} after {received} bytes; the sync retries with its backoff (`registry.timeout` in hero.yaml)",
+                            "{url} sent nothing for {:?} in the middle of the body; the sync retries with its backoff (`registry.timeout` in hero.yaml)",
                             self.registry.timeout
                         ),
                     ));
                 }
-                Err(_) => {
-                    break Err(fail(
-                        Cause::Truncated,
-                        format!(
-                            "the connection to {url} ended after {received} of {} bytes",
-                            total.map_or("?".to_owned(), |t| t.to_string())
-                        ),
-                    ));
-                }
+                Err(_) => break Err(truncated(received)),
             }
         };
         drop(tx);
@@ -356,7 +385,7 @@ impl Installer {
         if let Some(t) = total
             && received != t
         {
-            return Err(fail(Cause::Truncated, format!("the connection to {url} ended after {received} of {t} bytes")));
+            return Err(truncated(received));
         }
         written.map_err(|e| fail(disk_or_io(&e), format!("cannot write the download of {url}: {e}")))
     }

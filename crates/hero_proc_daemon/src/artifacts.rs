@@ -104,9 +104,14 @@ impl Artifacts {
         let Some(registry) = desired.settings.registry.clone() else { return };
         let token = desired.registry_token().map(|v| Token::new(v.expose()));
         let Ok(installer) = self.installer_for(&registry, token) else { return };
-        for step in steps.iter_mut().filter(|s| s.cached == Some(false)) {
-            let id = ArtifactId { name: step.name.clone(), version: step.to.clone() };
-            step.size = installer.size_of(&id).await;
+        let ids: Vec<ArtifactId> = steps
+            .iter()
+            .filter(|s| s.cached == Some(false))
+            .map(|s| ArtifactId { name: s.name.clone(), version: s.to.clone() })
+            .collect();
+        let sizes = installer.sizes_of(&ids).await;
+        for (step, size) in steps.iter_mut().filter(|s| s.cached == Some(false)).zip(sizes) {
+            step.size = size;
         }
     }
 

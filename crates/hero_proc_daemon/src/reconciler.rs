@@ -226,6 +226,17 @@ impl Reconciler {
             .unwrap_or(hero_proc_spec::Registry::DEFAULT_KEEP)
     }
 
+    /// `artifact prune` by hand, between syncs (a sync may be installing a file no
+    /// record names yet).
+    pub async fn prune_artifacts(&self, keep: u32) -> Result<crate::artifacts::Pruned, ReconcileError> {
+        let _guard = self.one_writer.lock().await;
+        let a = self.artifacts.clone();
+        tokio::task::spawn_blocking(move || a.prune_now(keep))
+            .await
+            .map_err(|e| ReconcileError::Internal(e.to_string()))?
+            .map_err(ReconcileError::Store)
+    }
+
     pub fn artifacts(&self) -> &Arc<crate::artifacts::Artifacts> {
         &self.artifacts
     }

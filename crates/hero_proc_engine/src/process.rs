@@ -24,8 +24,14 @@ use tokio::io::unix::AsyncFd;
 use crate::paths::Expand;
 
 /// Environment variables that carry key material: never passed on to children.
-pub const WITHHELD_ENV: [&str; 5] =
-    ["SOPS_AGE_KEY", "SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY_CMD", "HERO_PROC_AGE_KEY_FILE", "HERO_PROC_WEBHOOK_SECRET"];
+pub const WITHHELD_ENV: [&str; 6] = [
+    "SOPS_AGE_KEY",
+    "SOPS_AGE_KEY_FILE",
+    "SOPS_AGE_KEY_CMD",
+    "HERO_PROC_AGE_KEY_FILE",
+    "HERO_PROC_WEBHOOK_SECRET",
+    "HERO_PROC_REGISTRY_TOKEN",
+];
 
 #[derive(Debug, Error)]
 pub enum SpawnError {

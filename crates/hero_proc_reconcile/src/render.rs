@@ -157,7 +157,7 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
     out
 }
 
-/// `core/agent: hero_agent v1.2.2 -> v1.2.3 (to download)`.
+/// `core/agent: hero_agent v1.2.2 -> v1.2.3, 14.2 MB to download` (or `cached`).
 fn artifact_line(a: &crate::plan::ArtifactStep) -> String {
     let version = match &a.from {
         Some(f) => format!("{} {f} -> {}", a.name, a.to),

@@ -46,10 +46,6 @@ async fn prune(q: ArtifactPrune, c: Arc<Ctx>) -> Res<ArtifactPruned> {
         }
         None => c.reconciler.registry_keep(),
     };
-    let a = c.reconciler.artifacts().clone();
-    let p = tokio::task::spawn_blocking(move || a.prune_now(keep))
-        .await
-        .map_err(|e| rpc_err(ErrorCode::Internal, e.to_string()))?
-        .map_err(store_err)?;
+    let p = c.reconciler.prune_artifacts(keep).await.map_err(reconcile_err)?;
     Ok(ArtifactPruned { versions: p.versions, files: p.files, bytes: p.bytes })
 }
