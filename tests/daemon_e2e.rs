@@ -319,3 +319,26 @@ fn run_submit_answers_the_run_as_recorded() {
     assert_eq!(a[1]["action"], "core/after");
     assert!(d.cli(&["run", "cancel", &id.to_string()]).status.success());
 }
+
+/// The same command shapes give the same exit codes: deleting what does not exist fails
+/// like getting it; a JSON caller gets its error as JSON; an empty query says so.
+#[test]
+fn deletes_of_nothing_fail_and_errors_follow_the_output_format() {
+    let d = Daemon::start();
+    for args in [&["secret", "delete", "nosuch"][..], &["action", "delete", "nosuch"], &["service", "delete", "nosuch"]] {
+        let out = d.cli(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out.stdout));
+        let err = text(&out.stderr);
+        assert!(err.starts_with("error: ") && err.contains("not found") && err.contains("list"), "{args:?}: {err}");
+        let get = d.cli(&[args[0], "get", "nosuch"]);
+        assert_eq!(get.status.code(), Some(1), "get and delete agree: {args:?}");
+    }
+    let out = d.cli(&["--format", "json", "secret", "delete", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stderr)
+        .unwrap_or_else(|e| panic!("stderr is not JSON ({e}): {}", text(&out.stderr)));
+    assert!(v["error"].as_str().is_some_and(|e| e.contains("not found")), "{v}");
+    let q = d.cli(&["log", "query", "--contains", "no-such-event-text-5e1f"]);
+    assert!(q.status.success());
+    assert_eq!(text(&q.stdout).trim(), "no events");
+}

@@ -231,3 +231,21 @@ fn a_fleet_of_three_hosts_converges_to_its_own_overlays() {
         assert_eq!(out.status.code(), Some(0), "{h}: {}", support::text(&out.stdout));
     }
 }
+
+#[test]
+fn a_local_repo_that_is_not_a_git_repository_is_refused_at_start() {
+    let plain = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(plain.path().join("actions")).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(support::bin())
+        .args(["serve", "--repo"])
+        .arg(plain.path())
+        .env("HERO_ROOTDIR", root.path())
+        .env("HERO_PROC_NO_AUTOSTART_DB", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "it must not start and retry forever");
+    let err = support::text(&out.stderr);
+    assert!(err.contains("is not a git repository") && err.contains("git init"), "{err}");
+    assert!(!root.path().join("var/sockets/hero_proc.sock").exists(), "nothing was served");
+}

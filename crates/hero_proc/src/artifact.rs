@@ -41,6 +41,7 @@ pub enum ArtifactCmd {
     /// Remove cached versions beyond the newest `keep` per name that the applied revision
     /// does not use (default: hero.yaml registry.keep, else 3).
     Prune {
+        /// Versions kept per name, 1 to 1000 (what the applied revision runs is always kept).
         #[arg(long)]
         keep: Option<u32>,
     },

@@ -93,7 +93,10 @@ enum Command {
         allow_hosts: Vec<String>,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
     /// Print the man page (roff) to stdout: `hero_proc man | man -l -`.
     Man,
 }
@@ -167,6 +170,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if cli.format == Format::Json => {
+            // A script reading JSON gets its error as JSON too (on stderr, exit 1).
+            eprintln!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
@@ -242,5 +250,34 @@ mod tests {
                 .await
                 .expect("the SIGTERM sent before the first poll ends the future");
         });
+    }
+}
+
+#[cfg(test)]
+mod help_tests {
+    /// Every argument of every command says what it is: `--help` never shows a bare name.
+    #[test]
+    fn every_argument_has_help_text() {
+        use clap::CommandFactory;
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(format!("{path} {} (command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "hero_proc", &mut missing);
+        assert!(missing.is_empty(), "arguments without help text:\n{}", missing.join("\n"));
     }
 }

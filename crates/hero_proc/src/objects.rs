@@ -15,42 +15,63 @@ use crate::{Output, connect};
 #[derive(Subcommand)]
 pub enum ActionCmd {
     /// Create or replace the actions (and services) of a YAML file in the actions/*.yaml format.
-    Set { file: PathBuf },
+    Set {
+        /// The YAML file (checked with `validate`'s rules before anything is sent).
+        file: PathBuf,
+    },
     /// Show one action: `name` or `context/name`.
-    Get { name: String },
+    Get {
+        /// `name` (in context core) or `context/name`.
+        name: String,
+    },
     /// List actions.
     List,
-    /// Delete an action no service uses.
-    Delete { name: String },
+    /// Delete an action no service uses (exit 1 if there is none).
+    Delete {
+        /// `name` (in context core) or `context/name`.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum ServiceCmd {
     /// Create or replace the services (and actions) of a YAML file in the actions/*.yaml format.
     Set {
+        /// The YAML file (checked with `validate`'s rules before anything is sent).
         file: PathBuf,
     },
     /// Show one service's spec.
     Get {
+        /// `name` (in context core) or `context/name`.
         name: String,
     },
     /// List services with their state.
     List,
-    /// Stop and delete a service.
+    /// Stop and delete a service (exit 1 if there is none).
     Delete {
+        /// `name` (in context core) or `context/name`.
         name: String,
     },
+    /// Start a service (its `requires` first); returns at once: `status` shows progress.
+    /// On a service git manages with self_heal, a sync may undo it.
     Start {
+        /// `name` (in context core) or `context/name`.
         name: String,
     },
+    /// Stop a service: its stop signal to the process group, SIGKILL after its stop
+    /// timeout. It stays stopped across daemon restarts until started or changed.
     Stop {
+        /// `name` (in context core) or `context/name`.
         name: String,
     },
+    /// Stop, then start a service; concurrent restarts coalesce into one.
     Restart {
+        /// `name` (in context core) or `context/name`.
         name: String,
     },
     /// State, pid, restarts and health tree of one service.
     Status {
+        /// `name` (in context core) or `context/name`.
         name: String,
     },
 }
@@ -144,8 +165,23 @@ pub async fn action(cmd: ActionCmd, out: &Output) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ActionCmd::Delete { name } => simple::<m::ActionDelete>(out, &name, "deleted", "not found").await,
+        ActionCmd::Delete { name } => delete::<m::ActionDelete>(out, "action", &name).await,
     }
+}
+
+/// `delete` of something that does not exist fails (exit 1), as `get` does.
+async fn delete<M: Method<Params = Ref, Result = Done>>(out: &Output, kind: &str, name: &str) -> anyhow::Result<ExitCode> {
+    let r = Ref::parse(name)?;
+    let d: Done = connect(out).await?.call_typed::<M>(&r).await?;
+    if !d.changed {
+        anyhow::bail!("{kind} {r} not found; nothing was deleted (`hero_proc {kind} list` shows what exists)");
+    }
+    if out.json() {
+        out.print_json(&d)?;
+    } else if !out.quiet {
+        println!("{r}: deleted");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn simple<M: Method<Params = Ref, Result = Done>>(
@@ -196,7 +232,7 @@ pub async fn service(cmd: ServiceCmd, out: &Output) -> anyhow::Result<ExitCode> 
             }
             Ok(ExitCode::SUCCESS)
         }
-        ServiceCmd::Delete { name } => simple::<m::ServiceDelete>(out, &name, "deleted", "not found").await,
+        ServiceCmd::Delete { name } => delete::<m::ServiceDelete>(out, "service", &name).await,
         ServiceCmd::Start { name } => simple::<m::ServiceStart>(out, &name, "starting", "already running").await,
         ServiceCmd::Stop { name } => simple::<m::ServiceStop>(out, &name, "stopping", "not running").await,
         ServiceCmd::Restart { name } => simple::<m::ServiceRestart>(out, &name, "restarting", "restarting").await,

@@ -13,11 +13,13 @@ use crate::{Output, connect};
 pub enum JobCmd {
     /// Jobs, newest first.
     List {
+        /// Only jobs in this phase: pending, running, succeeded, failed or cancelled.
         #[arg(long)]
         phase: Option<String>,
         /// `name` or `context/name` of a service.
         #[arg(long)]
         service: Option<String>,
+        /// Only the jobs of this run (its id).
         #[arg(long)]
         run: Option<i64>,
         /// At most 1000.
@@ -27,11 +29,14 @@ pub enum JobCmd {
         #[arg(long)]
         before: Option<i64>,
     },
+    /// One job: action, service, run, phase, exit code or signal, pid, times, attempt.
     Get {
+        /// The job's id (`job list` shows them).
         id: i64,
     },
     /// A job's output (stdout and stderr), all of it, read page by page.
     Logs {
+        /// The job's id (`job list` shows them).
         id: i64,
         /// Only the last N lines (at most 20000).
         #[arg(long)]
@@ -43,14 +48,17 @@ pub enum JobCmd {
 pub enum RunCmd {
     /// Create a run with one job per action (`name` or `context/name`).
     Submit {
+        /// The actions, one job each (`name` or `context/name`), ordered by their depends_on.
         #[arg(required = true)]
         actions: Vec<String>,
+        /// A label to find the run by in `run list` (default: the actions' names).
         #[arg(long)]
         label: Option<String>,
         /// Wait for the run to finish; exit 1 if it did not succeed.
         #[arg(long)]
         wait: bool,
     },
+    /// Runs, newest first, with their phase and jobs.
     List {
         /// At most 100.
         #[arg(long, default_value_t = 20)]
@@ -59,10 +67,14 @@ pub enum RunCmd {
         #[arg(long)]
         before: Option<i64>,
     },
+    /// One run and its jobs.
     Get {
+        /// The run's id (`run list` shows them).
         id: i64,
     },
+    /// Cancel a run: its running jobs are stopped, its pending ones never start.
     Cancel {
+        /// The run's id (`run list` shows them).
         id: i64,
     },
 }
@@ -74,8 +86,10 @@ pub enum LogCmd {
         /// Dotted source prefix, e.g. hero_proc.auto_start_db.
         #[arg(long)]
         source: Option<String>,
+        /// Only events at this level or more severe: debug, info, warn or error.
         #[arg(long)]
         level: Option<String>,
+        /// Only events whose message contains this text (case-sensitive).
         #[arg(long)]
         contains: Option<String>,
         /// At most 1000.
@@ -255,6 +269,10 @@ pub async fn log(cmd: LogCmd, out: &Output) -> anyhow::Result<ExitCode> {
     let events: Vec<LogEventView> = connect(out).await?.call_typed::<m::LogQuery>(&q).await?;
     if out.json() {
         out.print_json(&events)?;
+    } else if events.is_empty() {
+        if !out.quiet {
+            println!("no events");
+        }
     } else {
         for e in events {
             println!("{} {:<5} {} {}", fmt_ms(e.ts_ms), e.level, e.source, e.message);

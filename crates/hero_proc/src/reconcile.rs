@@ -372,7 +372,10 @@ pub enum MigrateCmd {
     Status,
     /// Record every migration up to NAME (inclusive) as applied without running it: for
     /// systems whose state predates migrations, or an effect already in place.
-    Baseline { name: String },
+    Baseline {
+        /// The newest migration to record as applied (its file name without `.rhai`, or with).
+        name: String,
+    },
 }
 
 pub async fn migrate(cmd: MigrateCmd, out: &Output) -> anyhow::Result<ExitCode> {

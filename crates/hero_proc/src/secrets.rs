@@ -15,7 +15,9 @@ use crate::{Output, connect};
 pub enum SecretCmd {
     /// Set a secret. The value comes from stdin (a trailing newline is removed) or --from-env.
     Set {
+        /// The secret's name (actions reference it as `{ secret: NAME }`).
         name: String,
+        /// The context the secret belongs to (actions of that context can use it).
         #[arg(long, default_value = "core")]
         context: String,
         /// Read the value from this environment variable instead of stdin.
@@ -24,14 +26,20 @@ pub enum SecretCmd {
     },
     /// A secret's metadata (source, fingerprint, age), never its value.
     Get {
+        /// The secret's name.
         name: String,
+        /// The context the secret belongs to.
         #[arg(long, default_value = "core")]
         context: String,
     },
     /// Secrets by name.
     List,
+    /// Delete a secret (exit 1 if there is none). Services already running keep the value
+    /// they were started with.
     Delete {
+        /// The secret's name.
         name: String,
+        /// The context the secret belongs to.
         #[arg(long, default_value = "core")]
         context: String,
     },
@@ -85,10 +93,15 @@ pub async fn secret(cmd: SecretCmd, out: &Output) -> anyhow::Result<ExitCode> {
         }
         SecretCmd::Delete { name, context } => {
             let d: Done = c.call_typed::<m::SecretDelete>(&Ref::new(&context, &name)).await?;
+            if !d.changed {
+                anyhow::bail!(
+                    "secret {context}/{name} not found; nothing was deleted (`hero_proc secret list` shows what exists)"
+                );
+            }
             if out.json() {
                 out.print_json(&d)?
-            } else {
-                println!("secret {context}/{name}: {}", if d.changed { "deleted" } else { "not found" })
+            } else if !out.quiet {
+                println!("secret {context}/{name}: deleted")
             }
         }
     }

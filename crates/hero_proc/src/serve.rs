@@ -95,6 +95,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
             }
             let location = hero_proc_reconcile::repo::absolute_location(&location)
                 .map_err(|e| anyhow::anyhow!("--repo {location}: {e}"))?;
+            hero_proc_reconcile::repo::check_local(&location).map_err(|e| anyhow::anyhow!("--repo {e}"))?;
             // A local repository without --branch follows the branch checked out now, not
             // whatever HEAD later points at.
             let branch = args.branch.or_else(|| hero_proc_reconcile::repo::checked_out_branch(&location));

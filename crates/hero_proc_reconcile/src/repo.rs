@@ -343,6 +343,22 @@ pub fn absolute_location(location: &str) -> std::io::Result<String> {
     Ok(std::fs::canonicalize(location)?.display().to_string())
 }
 
+/// Whether a local `--repo` is a git repository a daemon can follow: a path that is not
+/// one is refused at start (it would only ever fail to sync). Remotes are checked by
+/// their first fetch.
+pub fn check_local(location: &str) -> Result<(), String> {
+    if is_remote(location) {
+        return Ok(());
+    }
+    match git2::Repository::open(location) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!(
+            "{location} is not a git repository ({})\n  hint: the daemon follows commits: `git init` it and commit the config, or pass the repository's root",
+            e.message()
+        )),
+    }
+}
+
 /// The branch a local repository's `HEAD` names right now (`None` when detached or not
 /// a repository). `serve --repo PATH` follows this branch, fixed at start: checking out
 /// a feature branch in that work tree must not deploy it.

@@ -902,6 +902,38 @@ pub fn check_registry_url(url: &str, with_token: bool) -> Result<String, (String
     Ok(base)
 }
 
+/// A step (`*/N`, `a-b/N`) must fit its field: croner accepts `*/61` in the minutes and
+/// fires at minute 0 only, which is never what was meant.
+fn check_cron_steps(expr: &str) -> Result<(), String> {
+    if expr.trim_start().starts_with('@') {
+        return Ok(());
+    }
+    let words: Vec<&str> = expr.split_whitespace().collect();
+    const FIVE: [(&str, u32, u32); 5] =
+        [("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7)];
+    let ranges: Vec<(&str, u32, u32)> = if words.len() == 6 {
+        std::iter::once(("second", 0, 59)).chain(FIVE).collect()
+    } else {
+        FIVE.to_vec()
+    };
+    for (word, (field, min, max)) in words.iter().zip(ranges) {
+        for part in word.split(',') {
+            let Some((_, step)) = part.split_once('/') else { continue };
+            let Ok(n) = step.parse::<u32>() else { continue };
+            let span = max - min + 1;
+            if n == 0 {
+                return Err(format!("step /0 in the {field} field `{part}` does not fit its range {min}-{max}: a step is at least 1"));
+            }
+            if n >= span {
+                return Err(format!(
+                    "step /{n} in the {field} field `{part}` does not fit its range {min}-{max}: it would fire only at the range's first value"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Parse `500ms`, `10s`, `5m`, `1h`, `2d` (and combinations humantime accepts, like `1h 30m`).
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let t = s.trim();
@@ -923,6 +955,7 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
     if !(expr.trim_start().starts_with('@') || fields == 5 || fields == 6) {
         return Err(format!("{fields} fields; expected 5, or 6 with seconds"));
     }
+    check_cron_steps(expr)?;
     croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Optional)
         .year(croner::parser::Year::Disallowed)
@@ -963,5 +996,13 @@ mod tests {
         assert!(check_cron("* * * *").is_err());
         assert!(check_cron("61 * * * *").is_err());
         assert!(check_cron("* * * * * * 2030").is_err());
+        // Steps beyond their field's range are errors, not a silent "once at 0".
+        for bad in ["*/61 * * * *", "*/60 * * * *", "0 */24 * * *", "0 0 */32 * *", "*/0 * * * *", "*/75 * * * * *"] {
+            let e = check_cron(bad).unwrap_err();
+            assert!(e.contains("does not fit its range"), "{bad}: {e}");
+        }
+        for ok in ["*/59 * * * *", "0 */12 * * *", "0-30/15 * * * *", "0 0 1 */6 *", "*/30 * * * * *"] {
+            assert!(check_cron(ok).is_ok(), "{ok}");
+        }
     }
 }

@@ -298,6 +298,10 @@ fn cron_expressions() {
     clean(&t.check());
     t.file("actions/a.yaml", "actions:\n  - name: a\n    script: x\n    schedule: '*/15 * * 13 *'\n");
     expect(&t.check(), "cron.invalid", "actions/a.yaml:4:15");
+    // A step beyond its field's range used to validate and fire at minute 0 only.
+    t.file("actions/a.yaml", "actions:\n  - name: a\n    script: x\n    schedule: '*/61 * * * *'\n");
+    let msg = expect(&t.check(), "cron.invalid", "actions/a.yaml:4:15");
+    assert!(msg.contains("step /61 in the minute field") && msg.contains("0-59"), "{msg}");
 }
 
 #[test]
