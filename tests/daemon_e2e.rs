@@ -325,7 +325,8 @@ fn run_submit_answers_the_run_as_recorded() {
 #[test]
 fn deletes_of_nothing_fail_and_errors_follow_the_output_format() {
     let d = Daemon::start();
-    for args in [&["secret", "delete", "nosuch"][..], &["action", "delete", "nosuch"], &["service", "delete", "nosuch"]] {
+    for args in [&["secret", "delete", "nosuch"][..], &["action", "delete", "nosuch"], &["service", "delete", "nosuch"]]
+    {
         let out = d.cli(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out.stdout));
         let err = text(&out.stderr);

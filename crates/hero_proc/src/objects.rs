@@ -170,7 +170,11 @@ pub async fn action(cmd: ActionCmd, out: &Output) -> anyhow::Result<ExitCode> {
 }
 
 /// `delete` of something that does not exist fails (exit 1), as `get` does.
-async fn delete<M: Method<Params = Ref, Result = Done>>(out: &Output, kind: &str, name: &str) -> anyhow::Result<ExitCode> {
+async fn delete<M: Method<Params = Ref, Result = Done>>(
+    out: &Output,
+    kind: &str,
+    name: &str,
+) -> anyhow::Result<ExitCode> {
     let r = Ref::parse(name)?;
     let d: Done = connect(out).await?.call_typed::<M>(&r).await?;
     if !d.changed {

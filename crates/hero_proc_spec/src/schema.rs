@@ -911,18 +911,17 @@ fn check_cron_steps(expr: &str) -> Result<(), String> {
     let words: Vec<&str> = expr.split_whitespace().collect();
     const FIVE: [(&str, u32, u32); 5] =
         [("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7)];
-    let ranges: Vec<(&str, u32, u32)> = if words.len() == 6 {
-        std::iter::once(("second", 0, 59)).chain(FIVE).collect()
-    } else {
-        FIVE.to_vec()
-    };
+    let ranges: Vec<(&str, u32, u32)> =
+        if words.len() == 6 { std::iter::once(("second", 0, 59)).chain(FIVE).collect() } else { FIVE.to_vec() };
     for (word, (field, min, max)) in words.iter().zip(ranges) {
         for part in word.split(',') {
             let Some((_, step)) = part.split_once('/') else { continue };
             let Ok(n) = step.parse::<u32>() else { continue };
             let span = max - min + 1;
             if n == 0 {
-                return Err(format!("step /0 in the {field} field `{part}` does not fit its range {min}-{max}: a step is at least 1"));
+                return Err(format!(
+                    "step /0 in the {field} field `{part}` does not fit its range {min}-{max}: a step is at least 1"
+                ));
             }
             if n >= span {
                 return Err(format!(
