@@ -343,3 +343,44 @@ fn deletes_of_nothing_fail_and_errors_follow_the_output_format() {
     assert!(q.status.success());
     assert_eq!(text(&q.stdout).trim(), "no events");
 }
+
+/// `hero_proc status` is a health gate: 0 when all is well, 3 naming each cause when
+/// not, 1 when there is no daemon to ask.
+#[test]
+fn status_is_a_gate_that_names_its_causes() {
+    let d = Daemon::start();
+    d.set("actions:\n  - name: hero_db\n    script: /bin/sleep 600\n    process: true\n  - name: web\n    script: /bin/sleep 600\n    process: true\nservices:\n  - name: hero_db\n  - name: web\n");
+    d.wait_status("web", "running", |s| s["state"] == "running");
+    d.wait_status("hero_db", "running", |s| s["state"] == "running");
+    let ok = d.cli(&["status"]);
+    assert_eq!(ok.status.code(), Some(0), "{}{}", text(&ok.stdout), text(&ok.stderr));
+    let shown = text(&ok.stdout);
+    assert!(
+        shown.contains("status:    healthy") && shown.contains("core/web") && shown.contains("no repository"),
+        "{shown}"
+    );
+    // A wanted service stopped by hand: degraded, and said why.
+    assert!(d.cli(&["service", "stop", "web"]).status.success());
+    d.wait_status("web", "stopped", |s| s["state"] == "inactive");
+    let bad = d.cli(&["status"]);
+    assert_eq!(bad.status.code(), Some(3), "{}", text(&bad.stdout));
+    assert!(text(&bad.stdout).contains("- service core/web: wanted running, is inactive"), "{}", text(&bad.stdout));
+    let json = d.cli(&["--format", "json", "status"]);
+    assert_eq!(json.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["healthy"], false);
+    assert_eq!(v["causes"], serde_json::json!(["service core/web: wanted running, is inactive"]));
+    // Quiet: only the verdict when degraded, nothing when healthy.
+    assert!(d.cli(&["service", "start", "web"]).status.success());
+    d.wait_status("web", "running", |s| s["state"] == "running");
+    let q = d.cli(&["-q", "status"]);
+    assert_eq!((q.status.code(), text(&q.stdout)), (Some(0), String::new()));
+    // No daemon: exit 1.
+    let none = std::process::Command::new(bin())
+        .arg("status")
+        .env("HERO_ROOTDIR", tempfile::tempdir().unwrap().path())
+        .env_remove("HERO_PROC_SOCKET")
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(1), "{}", text(&none.stderr));
+}

@@ -7,6 +7,7 @@ mod ops;
 mod reconcile;
 mod secrets;
 mod serve;
+mod status;
 mod validate;
 
 use std::io::IsTerminal;
@@ -50,6 +51,9 @@ enum Command {
     /// Plan and apply the config repository once through the daemon (`--dry-run` to
     /// preview); `status`, `suspend`, `resume`, `now`.
     Reconcile(reconcile::Args),
+    /// The machine at a glance: sync, services, health, crash loops, compactor, disk.
+    /// Exit 0 healthy, 3 degraded (each cause named), 1 when the daemon cannot be reached.
+    Status,
     /// Revisions applied (or refused), newest first: time, commit, result, author, summary.
     History(reconcile::HistoryArgs),
     /// Artifacts, binaries by version (`~/hero/bin/NAME@VERSION`): lock, list, prune.
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args, &out),
         Command::Reconcile(args) => block_on(reconcile::run(args, &out)),
         Command::History(args) => block_on(reconcile::history(args, &out)),
+        Command::Status => block_on(status::run(&out)),
         Command::Migrate(cmd) => block_on(reconcile::migrate(cmd, &out)),
         Command::Artifact(cmd) => block_on(artifact::artifact(cmd, &out)),
         Command::Action(cmd) => block_on(objects::action(cmd, &out)),
