@@ -384,3 +384,128 @@ fn status_is_a_gate_that_names_its_causes() {
         .unwrap();
     assert_eq!(none.status.code(), Some(1), "{}", text(&none.stderr));
 }
+
+/// A follower process (`... logs -f`): its stdout and stderr lines arrive on a channel.
+struct Follower {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Follower {
+    fn start(d: &Daemon, args: &[&str]) -> Follower {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(bin())
+            .args(args)
+            .env("HERO_ROOTDIR", d.root())
+            .env_remove("HERO_PROC_SOCKET")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for l in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Follower { child, lines: rx, seen: Vec::new() }
+    }
+
+    /// Wait for a line containing `needle`; all lines seen so far are kept.
+    fn wait_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("no line with `{needle}`; seen: {:?}", self.seen),
+            }
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn job_logs_follow_prints_new_output_until_the_job_ends() {
+    let d = Daemon::start();
+    d.set("actions:\n  - name: slow\n    interpreter: bash\n    script: 'for i in 1 2 3 4; do echo line$i; sleep 0.3; done'\n");
+    let run = d.json(&["run", "submit", "slow"]);
+    let job = run["jobs"][0]["id"].as_i64().unwrap().to_string();
+    let mut f = Follower::start(&d, &["job", "logs", &job, "-f"]);
+    f.wait_line("line1");
+    f.wait_line("line4");
+    // It ends by itself once the job has finished.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while f.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "job logs -f did not end with the job");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    while let Ok(l) = f.lines.recv_timeout(Duration::from_millis(200)) {
+        f.seen.push(l);
+    }
+    let lines: Vec<&str> = f.seen.iter().map(String::as_str).filter(|l| l.starts_with("line")).collect();
+    assert_eq!(lines, ["line1", "line2", "line3", "line4"], "each line once, in order");
+}
+
+#[test]
+fn service_logs_tail_follow_across_restarts_previous_and_since() {
+    let d = Daemon::start();
+    d.set(
+        "actions:\n  - name: web\n    interpreter: bash\n    script: 'echo \"start $$\"; i=0; while true; do echo \"tick $i\"; i=$((i+1)); sleep 0.1; done'\n    process: true\nservices:\n  - name: web\n",
+    );
+    let first = d.wait_status("web", "running", |s| s["state"] == "running")["pid"].as_u64().unwrap();
+    wait_for("a few ticks", Duration::from_secs(20), || {
+        text(&d.cli(&["service", "logs", "web"]).stdout).contains("tick 3")
+    });
+    let tail = text(&d.cli(&["service", "logs", "web", "--tail", "2"]).stdout);
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    assert!(tail.lines().all(|l| l.starts_with("tick ")), "{tail}");
+
+    let mut f = Follower::start(&d, &["service", "logs", "web", "-f", "--tail", "1"]);
+    f.wait_line("tick");
+    assert!(d.cli(&["service", "restart", "web"]).status.success());
+    f.wait_line("restarted: job");
+    let second = d.wait_status("web", "running again", |s| s["state"] == "running" && s["pid"].as_u64() != Some(first));
+    let second = second["pid"].as_u64().unwrap();
+    f.wait_line(&format!("start {second}"));
+    drop(f);
+
+    let prev = text(&d.cli(&["service", "logs", "web", "--previous"]).stdout);
+    assert!(prev.starts_with(&format!("start {first}\n")), "the process before the current one: {prev}");
+    let since = d.cli(&["service", "logs", "web", "--since", "1h", "--tail", "1"]);
+    let err = text(&since.stderr);
+    assert!(err.contains("-- job") && err.matches("-- job").count() == 2, "a header per process: {err}");
+    assert_eq!(text(&since.stdout).lines().count(), 2, "one line of each process");
+}
+
+#[test]
+fn service_status_ends_with_the_uptime_and_the_last_lines_of_output() {
+    let d = Daemon::start();
+    d.set("actions:\n  - name: web\n    interpreter: bash\n    script: 'for i in $(seq 1 30); do echo \"line $i\"; done; exec sleep 600'\n    process: true\nservices:\n  - name: web\n");
+    d.wait_status("web", "running", |s| s["state"] == "running");
+    wait_for("the output", Duration::from_secs(20), || {
+        text(&d.cli(&["service", "logs", "web"]).stdout).contains("line 30")
+    });
+    let shown = text(&d.cli(&["service", "status", "web"]).stdout);
+    assert!(shown.contains("  up:       "), "{shown}");
+    let tail: Vec<&str> = shown.lines().filter(|l| l.starts_with("line ")).collect();
+    assert_eq!(tail, (21..=30).map(|i| format!("line {i}")).collect::<Vec<_>>(), "{shown}");
+}

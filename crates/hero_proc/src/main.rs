@@ -2,6 +2,7 @@
 //! command group; the work itself lives in the library crates.
 
 mod artifact;
+mod logs;
 mod objects;
 mod ops;
 mod reconcile;

@@ -74,6 +74,29 @@ pub enum ServiceCmd {
         /// `name` (in context core) or `context/name`.
         name: String,
     },
+    /// The output of the service's current process (or, stopped, its last one).
+    Logs {
+        /// `name` (in context core) or `context/name`.
+        name: String,
+        /// Keep printing new output as it comes (within 50 ms), across restarts, until
+        /// interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines of each process shown (at most 20000).
+        #[arg(long)]
+        tail: Option<usize>,
+        /// The processes that ran in this window (e.g. 10m, 2h), oldest first; lines
+        /// carry no time of their own, so whole processes are shown.
+        #[arg(long, value_parser = parse_since)]
+        since: Option<std::time::Duration>,
+        /// The process before the current one (why did it restart?).
+        #[arg(long, conflicts_with_all = ["since", "follow"])]
+        previous: bool,
+    },
+}
+
+fn parse_since(s: &str) -> Result<std::time::Duration, String> {
+    hero_proc_spec::schema::parse_duration(s)
 }
 
 /// Read and check a YAML file with the validator's rules; print its problems.
@@ -240,12 +263,22 @@ pub async fn service(cmd: ServiceCmd, out: &Output) -> anyhow::Result<ExitCode> 
         ServiceCmd::Start { name } => simple::<m::ServiceStart>(out, &name, "starting", "already running").await,
         ServiceCmd::Stop { name } => simple::<m::ServiceStop>(out, &name, "stopping", "not running").await,
         ServiceCmd::Restart { name } => simple::<m::ServiceRestart>(out, &name, "restarting", "restarting").await,
+        ServiceCmd::Logs { name, follow, tail, since, previous } => {
+            let mut c = connect(out).await?;
+            crate::logs::service(&mut c, crate::logs::ServiceLogs { name, follow, tail, since, previous }, out).await
+        }
         ServiceCmd::Status { name } => {
-            let s: ServiceView = connect(out).await?.call_typed::<m::ServiceStatus>(&Ref::parse(&name)?).await?;
+            let mut c = connect(out).await?;
+            let s: ServiceView = c.call_typed::<m::ServiceStatus>(&Ref::parse(&name)?).await?;
             if out.json() {
                 out.print_json(&s)?;
             } else {
                 print_status(&s);
+                // As `systemctl status`: the last lines of output.
+                if let Some(job) = s.job_id {
+                    println!();
+                    crate::logs::print_job(&mut c, job, Some(10), out).await?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -267,6 +300,10 @@ fn print_status(s: &ServiceView) {
     println!("{}: {}{pid}{crash}", s.name, s.state.as_str());
     println!("  context:  {}", s.context);
     println!("  wanted:   {}", status_name(s.status));
+    if s.state == ServiceState::Running {
+        let secs = ((hero_proc_store::now_ms() - s.since_ms) / 1000).max(0) as u64;
+        println!("  up:       {} (since {})", crate::reconcile::humanize(secs), crate::reconcile::utc(s.since_ms));
+    }
     println!("  restarts: {}", s.restarts);
     if let Some(e) = &s.last_exit {
         println!("  last exit: {e}");

@@ -41,6 +41,9 @@ pub enum JobCmd {
         /// Only the last N lines (at most 20000).
         #[arg(long)]
         tail: Option<usize>,
+        /// Keep printing new output as it comes (within 50 ms), until the job ends.
+        #[arg(short, long)]
+        follow: bool,
     },
 }
 
@@ -157,46 +160,9 @@ pub async fn job(cmd: JobCmd, out: &Output) -> anyhow::Result<ExitCode> {
             let j: JobView = c.call_typed::<m::JobGet>(&IdRef { id }).await?;
             if out.json() { out.print_json(&j)? } else { print_jobs(&[j]) }
         }
-        JobCmd::Logs { id, tail } => print_job_logs(&mut c, id, tail, out).await?,
+        JobCmd::Logs { id, tail, follow } => return crate::logs::job(&mut c, id, tail, follow, out).await,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Prints a job's output page by page (or its tail), so neither the daemon nor this
-/// process ever holds more than one page. `--json` prints one `LogLines` per page.
-async fn print_job_logs(
-    c: &mut hero_proc_rpc::Client,
-    id: i64,
-    tail: Option<usize>,
-    out: &Output,
-) -> anyhow::Result<()> {
-    use std::io::Write;
-    let stdout = std::io::stdout();
-    let mut w = std::io::BufWriter::new(stdout.lock());
-    let mut offset: Option<u64> = None;
-    loop {
-        let q = JobLogs { id, tail, offset, max_bytes: None };
-        let page: LogLines = c.call_typed::<m::JobLogs>(&q).await?;
-        if out.json() {
-            serde_json::to_writer(&mut w, &page)?;
-            writeln!(w)?;
-        } else {
-            let n = page.lines.len();
-            for (i, line) in page.lines.iter().enumerate() {
-                w.write_all(line.as_bytes())?;
-                // A line cut by the page continues on the next page: no newline yet.
-                if i + 1 < n || !page.ends_mid_line || !page.has_more {
-                    w.write_all(b"\n")?;
-                }
-            }
-        }
-        if tail.is_some() || !page.has_more || page.reset {
-            break;
-        }
-        offset = Some(page.next_offset);
-    }
-    w.flush()?;
-    Ok(())
 }
 
 pub async fn run(cmd: RunCmd, out: &Output) -> anyhow::Result<ExitCode> {

@@ -352,7 +352,7 @@ pub async fn history(args: HistoryArgs, out: &Output) -> anyhow::Result<ExitCode
 }
 
 /// RFC 3339 in UTC, to the second.
-fn utc(ms: i64) -> String {
+pub(crate) fn utc(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }
