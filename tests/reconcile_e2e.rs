@@ -556,3 +556,63 @@ fn checking_out_a_branch_in_the_followed_work_tree_does_not_deploy_it() {
     wait_applied(&d, &pr);
     wait_greeting(&d, "web", "pr");
 }
+
+/// Sync events go into the event log (`log query --source hero_proc.sync`): applied,
+/// failed (once per revision and error, however often it is retried), self-heal with the
+/// objects it reverted, suspended, resumed, pinned; history marks a self-heal as such.
+#[test]
+fn sync_events_are_in_the_event_log_and_history_names_a_self_heal() {
+    let repo = ConfigRepo::new();
+    repo.write("hero.yaml", "required_services: []\n");
+    repo.write("actions/web.yaml", &service("web", "one"));
+    let first = repo.commit("web one");
+    let d = follow(&repo);
+    wait_applied(&d, &first);
+    wait_greeting(&d, "web", "one");
+    let events = |d: &Daemon| -> Vec<String> {
+        let v = d.json(&["log", "query", "--source", "hero_proc.sync"]);
+        let mut m: Vec<String> =
+            v.as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap().to_owned()).collect();
+        m.reverse(); // oldest first
+        m
+    };
+    let e = events(&d);
+    assert!(e.iter().any(|m| m.starts_with(&format!("applied {} \"web one\": 2 to create", &first[..12]))), "{e:?}");
+
+    // A broken commit: one event, though the sync retries it.
+    repo.write("actions/web.yaml", "actions: [\n");
+    let bad = repo.commit("broken");
+    for _ in 0..3 {
+        let _ = d.cli(&["reconcile", "now"]);
+    }
+    let e = events(&d);
+    let failed: Vec<&String> = e.iter().filter(|m| m.starts_with(&format!("revision {} failed", &bad[..12]))).collect();
+    assert_eq!(failed.len(), 1, "{e:?}");
+
+    // Back to good, then a change by hand that self_heal reverts.
+    repo.write("actions/web.yaml", &service("web", "two"));
+    let good = repo.commit("web two");
+    let _ = d.cli(&["reconcile", "now"]);
+    wait_applied(&d, &good);
+    wait_greeting(&d, "web", "two");
+    assert!(d.cli(&["service", "stop", "web"]).status.success());
+    wait_for("self-heal to start web again", Duration::from_secs(20), || {
+        events(&d).iter().any(|m| m.starts_with(&format!("self-heal at {}: reverted service core/web", &good[..12])))
+    });
+    let history = text(&d.cli(&["history"]).stdout);
+    assert!(history.contains("self-heal: reverted"), "{history}");
+    assert!(
+        history.lines().any(|l| l.contains(&bad[..12]) && l.contains("failed") && l.contains("broken:")),
+        "a failed line shows its error: {history}"
+    );
+
+    assert!(d.cli(&["reconcile", "suspend"]).status.success());
+    assert!(d.cli(&["reconcile", "--rev", &first[..12]]).status.success());
+    assert!(d.cli(&["reconcile", "resume"]).status.success());
+    let e = events(&d);
+    let from = e.iter().rposition(|m| m.starts_with("self-heal at")).unwrap();
+    let tail: Vec<&str> = e[from..].iter().map(String::as_str).collect();
+    assert!(tail.iter().any(|m| m.starts_with("automatic sync suspended")), "{tail:?}");
+    assert!(tail.iter().any(|m| m.starts_with(&format!("pinned at {}", &first[..12]))), "{tail:?}");
+    assert!(tail.iter().any(|m| m.starts_with("automatic sync resumed")), "{tail:?}");
+}

@@ -334,6 +334,18 @@ pub async fn history(args: HistoryArgs, out: &Output) -> anyhow::Result<ExitCode
         let counts = format!("+{} ~{} -{}", n("create"), n("update"), n("delete"));
         let subject = s.get("commit").and_then(|v| v.as_str()).unwrap_or("");
         let mut summary = format!("{counts} {subject}");
+        if s.get("self_heal").and_then(|v| v.as_bool()) == Some(true) {
+            let what: Vec<&str> = s
+                .get("changes")
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
+                .unwrap_or_default();
+            summary = format!(
+                "self-heal: reverted {} drifted object(s) {}",
+                n("drift").max(what.len() as u64),
+                what.join(", ")
+            );
+        }
         if let Some(err) = &r.error {
             summary = format!("{subject}: {}", err.lines().next().unwrap_or(""));
         }

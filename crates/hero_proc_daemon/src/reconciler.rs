@@ -145,6 +145,8 @@ pub struct Reconciler {
     retention: Arc<crate::compactor::RetentionSettings>,
     /// Binaries by version, installed before a revision is applied.
     artifacts: Arc<crate::artifacts::Artifacts>,
+    /// The (revision, error) of the last failure event (see `record_failure`).
+    last_failure_event: Mutex<Option<(Option<String>, String)>>,
 }
 
 /// The host name overlays are chosen by (`--host` overrides).
@@ -194,6 +196,7 @@ impl Reconciler {
         let cache_root = paths.state.join("source");
         Reconciler {
             artifacts: Arc::new(crate::artifacts::Artifacts::open(&paths.root, engine.store.clone())),
+            last_failure_event: Mutex::new(None),
             engine,
             vault,
             cache_root,
@@ -224,6 +227,19 @@ impl Reconciler {
             .as_ref()
             .and_then(|(_, s)| s.registry.as_ref().map(|r| r.keep))
             .unwrap_or(hero_proc_spec::Registry::DEFAULT_KEEP)
+    }
+
+    /// A sync event in the daemon's event log (`hero_proc log query --source
+    /// hero_proc.sync`). Messages hold no secret: they are made of revisions, object
+    /// names and errors that are secret-free already.
+    fn sync_event(&self, level: hero_proc_logstore::Level, message: String, revision: Option<&str>) {
+        let mut ev = hero_proc_logstore::LogEvent::now("hero_proc.sync", level, message);
+        if let Some(r) = revision {
+            ev.fields.insert("revision".into(), serde_json::Value::String(r.to_owned()));
+        }
+        if let Err(e) = self.engine.logs.append_event(&ev) {
+            tracing::warn!("cannot write to the log store: {e}");
+        }
     }
 
     /// `artifact prune` by hand, between syncs (a sync may be installing a file no
@@ -514,11 +530,42 @@ impl Reconciler {
         }
         let migrations =
             if plan.migrations.is_empty() { Vec::new() } else { self.run_migrations(&desired, &plan).await? };
+        *self.last_failure_event.lock().expect("event lock") = None;
         if !plan.is_empty() {
             tracing::info!(
                 revision = %desired.commit.short(),
                 summary = %hero_proc_reconcile::render::summary_line(&plan),
                 "applied"
+            );
+            let rev = desired.commit.short();
+            let self_heal = plan.applied_revision.as_deref() == Some(desired.commit.id.as_str());
+            let message = if self_heal {
+                format!(
+                    "self-heal at {rev}: reverted {}",
+                    plan.drift.iter().map(|d| format!("{} ({})", d.object, d.what)).collect::<Vec<_>>().join(", ")
+                )
+            } else {
+                let subject = desired.commit.summary.as_deref().map(|s| format!(" \"{s}\"")).unwrap_or_default();
+                format!("applied {rev}{subject}: {}", hero_proc_reconcile::render::summary_line(&plan))
+            };
+            self.sync_event(hero_proc_logstore::Level::Info, message, Some(&desired.commit.id));
+            if !self_heal && !plan.drift.is_empty() && plan.self_heal {
+                let objects: Vec<&str> = plan.drift.iter().map(|d| d.object.as_str()).collect();
+                self.sync_event(
+                    hero_proc_logstore::Level::Info,
+                    format!("drift reverted at {rev}: {}", objects.join(", ")),
+                    Some(&desired.commit.id),
+                );
+            }
+        }
+        if pinned {
+            self.sync_event(
+                hero_proc_logstore::Level::Warn,
+                format!(
+                    "pinned at {}: automatic sync holds it until `hero_proc reconcile resume`",
+                    desired.commit.short()
+                ),
+                Some(&desired.commit.id),
             );
         }
         {
@@ -599,6 +646,22 @@ impl Reconciler {
     async fn record_failure(&self, commit: Option<CommitInfo>, result: SyncResult, e: &ReconcileError) {
         let store = self.engine.store.clone();
         let msg = e.to_string();
+        {
+            // One event per revision and error, as history has one line: a retry that
+            // fails the same way again says nothing new.
+            let key = (commit.as_ref().map(|c| c.id.clone()), msg.clone());
+            let mut last = self.last_failure_event.lock().expect("event lock");
+            if last.as_ref() != Some(&key) {
+                *last = Some(key);
+                let rev = commit.as_ref().map(|c| c.short().to_owned()).unwrap_or_else(|| "-".into());
+                let first = msg.lines().next().unwrap_or("");
+                self.sync_event(
+                    hero_proc_logstore::Level::Error,
+                    format!("revision {rev} {}: {first}", result.as_str()),
+                    commit.as_ref().map(|c| c.id.as_str()),
+                );
+            }
+        }
         let _ = tokio::task::spawn_blocking(move || {
             if let Err(err) = hero_proc_reconcile::record_failure(&store, commit.as_ref(), result, &msg, now_ms()) {
                 tracing::error!("cannot record the failed reconcile: {err}");
@@ -664,6 +727,11 @@ impl Reconciler {
     pub async fn suspend(&self) -> Result<SyncStatus, ReconcileError> {
         self.engine.store.update_sync_state(|s| s.suspended = true)?;
         tracing::info!("automatic sync suspended");
+        self.sync_event(
+            hero_proc_logstore::Level::Warn,
+            "automatic sync suspended: new commits are not applied until `hero_proc reconcile resume`".into(),
+            None,
+        );
         self.status().await
     }
 
@@ -674,6 +742,7 @@ impl Reconciler {
             s.pinned_revision = None;
         })?;
         tracing::info!("automatic sync resumed");
+        self.sync_event(hero_proc_logstore::Level::Info, "automatic sync resumed (and unpinned)".into(), None);
         self.trigger();
         self.status().await
     }

@@ -65,6 +65,9 @@ pub fn history_summary(plan: &Plan) -> serde_json::Value {
         "more_changes": plan.changes.len().saturating_sub(LISTED),
         "commit": plan.target.summary,
         "host": plan.host,
+        // The revision was already applied: this sync only put back what was changed by
+        // hand (history says so instead of repeating the commit's subject).
+        "self_heal": plan.applied_revision.as_deref() == Some(plan.target.id.as_str()) && !plan.is_empty(),
     })
 }
 
