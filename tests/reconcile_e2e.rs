@@ -616,3 +616,36 @@ fn sync_events_are_in_the_event_log_and_history_names_a_self_heal() {
     assert!(tail.iter().any(|m| m.starts_with(&format!("pinned at {}", &first[..12]))), "{tail:?}");
     assert!(tail.iter().any(|m| m.starts_with("automatic sync resumed")), "{tail:?}");
 }
+
+/// `reconcile now --wait` returns once the applied revision's services are running and
+/// healthy; on timeout it exits 1 and names each one that is not, with why.
+#[test]
+fn reconcile_wait_returns_on_health_and_names_what_is_not_ready() {
+    let repo = ConfigRepo::new();
+    repo.write("hero.yaml", "required_services: []\n");
+    repo.write(
+        "actions/web.yaml",
+        "actions:\n  - name: web\n    script: /bin/sleep 600\n    process: true\n    health:\n      - exec: test -f \"$HERO_ROOTDIR/ready\"\nservices:\n  - name: web\n",
+    );
+    let first = repo.commit("web waits for a file");
+    let d = follow(&repo);
+    wait_applied(&d, &first);
+    let late = d.cli(&["reconcile", "now", "--wait", "--timeout", "1s"]);
+    assert_eq!(late.status.code(), Some(1), "{}", text(&late.stdout));
+    let err = text(&late.stderr);
+    assert!(err.contains("not ready after 1s") && err.contains("core/web: not healthy: exec"), "{err}");
+    // The file appears while it waits: it returns, ready.
+    let flag = d.root().join("ready");
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(flag, "").unwrap();
+    });
+    let ok = d.cli(&["reconcile", "now", "--wait", "--timeout", "30s"]);
+    writer.join().unwrap();
+    assert!(ok.status.success(), "{}{}", text(&ok.stdout), text(&ok.stderr));
+    assert!(text(&ok.stdout).contains("ready: the 1 service(s) of"), "{}", text(&ok.stdout));
+    // `resume --wait` waits for the sync it triggers.
+    assert!(d.cli(&["reconcile", "suspend"]).status.success());
+    let r = d.cli(&["reconcile", "resume", "--wait", "--timeout", "30s"]);
+    assert!(r.status.success(), "{}", text(&r.stderr));
+}

@@ -10,6 +10,7 @@ mod secrets;
 mod serve;
 mod status;
 mod validate;
+mod wait;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -261,6 +262,14 @@ mod tests {
 
 #[cfg(test)]
 mod help_tests {
+    /// clap's own consistency checks (conflicts and requirements name real arguments) on
+    /// every subcommand; they run otherwise only when that subcommand is parsed.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+
     /// Every argument of every command says what it is: `--help` never shows a bare name.
     #[test]
     fn every_argument_has_help_text() {

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
@@ -51,6 +52,24 @@ pub struct Args {
     /// --dry-run.
     #[arg(long)]
     db: Option<PathBuf>,
+    #[command(flatten)]
+    wait: WaitArgs,
+}
+
+/// `--wait [--timeout D]` of `reconcile`, `reconcile now` and `reconcile resume`.
+#[derive(clap::Args, Clone, Copy)]
+pub struct WaitArgs {
+    /// Then wait until every service of the applied revision is running and healthy
+    /// (whoever applied it); exit 1 naming those that are not when --timeout passes.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits.
+    #[arg(long, requires = "wait", default_value = "5m", value_parser = parse_timeout)]
+    timeout: Duration,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    hero_proc_spec::schema::parse_duration(s)
 }
 
 #[derive(Subcommand)]
@@ -60,9 +79,15 @@ enum ReconcileCmd {
     /// Pause automatic sync (during an incident). Imperative changes stay as they are.
     Suspend,
     /// Resume automatic sync: unpin any pinned revision and sync now.
-    Resume,
+    Resume {
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
     /// Sync now (fetch, plan, apply) and print what was applied.
-    Now,
+    Now {
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
 }
 
 #[derive(clap::Args)]
@@ -82,14 +107,27 @@ pub async fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
             let s: SyncStatus = connect(out).await?.call_foreign::<m::ReconcileSuspend, _>(&NoParams {}).await?;
             print_status(&s, out)
         }
-        Some(ReconcileCmd::Resume) => {
+        Some(ReconcileCmd::Resume { wait }) => {
+            let since = hero_proc_store::now_ms();
             let s: SyncStatus = connect(out).await?.call_foreign::<m::ReconcileResume, _>(&NoParams {}).await?;
-            print_status(&s, out)
+            let code = print_status(&s, out)?;
+            if wait.wait {
+                return crate::wait::until_healthy(out, wait.timeout, since, true, &[]).await;
+            }
+            Ok(code)
         }
-        Some(ReconcileCmd::Now) => {
+        Some(ReconcileCmd::Now { wait }) => {
+            let since = hero_proc_store::now_ms();
             let o: ApplyOutcome =
                 connect(out).await?.call_foreign::<m::ReconcileApply, _>(&ReconcileParams::default()).await?;
-            print_applied(&o, out, false)
+            let code = print_applied(&o, out, false)?;
+            if wait.wait {
+                return crate::wait::until_healthy(out, wait.timeout, since, false, &started(&o)).await;
+            }
+            Ok(code)
+        }
+        None if args.wait.wait && (args.dry_run || args.empty || args.db.is_some()) => {
+            anyhow::bail!("--wait waits for an apply: it cannot go with --dry-run, --empty or --db")
         }
         None if args.empty || args.db.is_some() => {
             let plan = offline_plan(&args)?;
@@ -109,8 +147,13 @@ pub async fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
                 let plan: Plan = client.call_foreign::<m::ReconcilePlan, _>(&params).await?;
                 print_plan(&plan, out, args.detailed_exitcode)
             } else {
+                let since = hero_proc_store::now_ms();
                 let o: ApplyOutcome = client.call_foreign::<m::ReconcileApply, _>(&params).await?;
-                print_applied(&o, out, args.detailed_exitcode)
+                let code = print_applied(&o, out, args.detailed_exitcode)?;
+                if args.wait.wait {
+                    return crate::wait::until_healthy(out, args.wait.timeout, since, false, &started(&o)).await;
+                }
+                Ok(code)
             }
         }
     }
@@ -162,6 +205,11 @@ fn offline_plan(args: &Args) -> anyhow::Result<Plan> {
     let mut plan = hero_proc_reconcile::plan(&desired, &live, previous, applied.as_deref());
     hero_proc_reconcile::preview_migrations(&mut plan, &desired, &live);
     Ok(plan)
+}
+
+/// The services an apply (re)started: their process must be newer than the command.
+fn started(o: &ApplyOutcome) -> Vec<String> {
+    o.plan.restarts.iter().map(|r| r.service.clone()).chain(o.plan.starts.iter().map(|s| s.service.clone())).collect()
 }
 
 fn exit_for(plan: &Plan, detailed: bool) -> ExitCode {
