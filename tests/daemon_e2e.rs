@@ -509,3 +509,29 @@ fn service_status_ends_with_the_uptime_and_the_last_lines_of_output() {
     let tail: Vec<&str> = shown.lines().filter(|l| l.starts_with("line ")).collect();
     assert_eq!(tail, (21..=30).map(|i| format!("line {i}")).collect::<Vec<_>>(), "{shown}");
 }
+
+#[test]
+fn job_get_text_shows_every_field_and_job_list_the_service_and_start() {
+    let d = Daemon::start();
+    d.set("actions:\n  - name: web\n    script: /bin/sleep 600\n    process: true\nservices:\n  - name: web\n");
+    let s = d.wait_status("web", "running", |s| s["state"] == "running");
+    let id = s["job_id"].as_i64().unwrap().to_string();
+    let shown = text(&d.cli(&["job", "get", &id]).stdout);
+    let json = d.json(&["job", "get", &id]);
+    for key in json.as_object().unwrap().keys() {
+        let label = match key.as_str() {
+            "id" => continue,
+            "run_id" => "run",
+            "exit_code" | "signal" => "exit",
+            "created_at_ms" => "created",
+            "started_at_ms" => "started",
+            "finished_at_ms" => "finished",
+            k => k,
+        };
+        assert!(shown.contains(&format!("  {label}:")), "`{key}` is missing from the text:\n{shown}");
+    }
+    let list = text(&d.cli(&["job", "list"]).stdout);
+    let header = list.lines().next().unwrap();
+    assert!(header.contains("SERVICE") && header.contains("STARTED"), "{header}");
+    assert!(list.lines().nth(1).unwrap().contains("core/web"), "{list}");
+}

@@ -114,24 +114,53 @@ pub enum SystemCmd {
     CompactorStatus,
 }
 
+fn exit_of(j: &JobView) -> String {
+    match (j.exit_code, j.signal) {
+        (Some(c), _) => format!("code {c}"),
+        (None, Some(s)) => format!("signal {s}"),
+        _ => "-".into(),
+    }
+}
+
 fn print_jobs(jobs: &[JobView]) {
-    println!("{:>7} {:>5} {:<10} {:<28} {:>8} {:<20} ERROR", "JOB", "RUN", "PHASE", "ACTION", "PID", "EXIT");
+    println!(
+        "{:>7} {:>5} {:<10} {:<24} {:<20} {:<20} {:>8} {:<10} ERROR",
+        "JOB", "RUN", "PHASE", "ACTION", "SERVICE", "STARTED", "PID", "EXIT"
+    );
     for j in jobs {
-        let exit = match (j.exit_code, j.signal) {
-            (Some(c), _) => format!("code {c}"),
-            (None, Some(s)) => format!("signal {s}"),
-            _ => "-".into(),
-        };
         println!(
-            "{:>7} {:>5} {:<10} {:<28} {:>8} {:<20} {}",
+            "{:>7} {:>5} {:<10} {:<24} {:<20} {:<20} {:>8} {:<10} {}",
             j.id,
             j.run_id.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
             j.phase.as_str(),
             j.action,
+            j.service.as_deref().unwrap_or("-"),
+            j.started_at_ms.map(crate::reconcile::utc).unwrap_or_else(|| "-".into()),
             j.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-            exit,
+            exit_of(j),
             j.error.clone().unwrap_or_default()
         );
+    }
+}
+
+/// `job get`: every field the JSON has, one per line.
+fn print_job(j: &JobView) {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let time = |t: Option<i64>| opt(t.map(crate::reconcile::utc));
+    println!("job {}", j.id);
+    println!("  action:    {}", j.action);
+    println!("  service:   {}", j.service.as_deref().unwrap_or("-"));
+    println!("  run:       {}", opt(j.run_id.map(|r| r.to_string())));
+    println!("  phase:     {}", j.phase.as_str());
+    println!("  attempt:   {}", j.attempt);
+    println!("  pid:       {}", opt(j.pid.map(|p| p.to_string())));
+    println!("  exit:      {}", exit_of(j));
+    println!("  error:     {}", j.error.as_deref().unwrap_or("-"));
+    println!("  created:   {}", crate::reconcile::utc(j.created_at_ms));
+    println!("  started:   {}", time(j.started_at_ms));
+    println!("  finished:  {}", time(j.finished_at_ms));
+    if let (Some(s), Some(f)) = (j.started_at_ms, j.finished_at_ms) {
+        println!("  took:      {} ms", f - s);
     }
 }
 
@@ -158,7 +187,7 @@ pub async fn job(cmd: JobCmd, out: &Output) -> anyhow::Result<ExitCode> {
         }
         JobCmd::Get { id } => {
             let j: JobView = c.call_typed::<m::JobGet>(&IdRef { id }).await?;
-            if out.json() { out.print_json(&j)? } else { print_jobs(&[j]) }
+            if out.json() { out.print_json(&j)? } else { print_job(&j) }
         }
         JobCmd::Logs { id, tail, follow } => return crate::logs::job(&mut c, id, tail, follow, out).await,
     }
