@@ -649,3 +649,79 @@ fn reconcile_wait_returns_on_health_and_names_what_is_not_ready() {
     let r = d.cli(&["reconcile", "resume", "--wait", "--timeout", "30s"]);
     assert!(r.status.success(), "{}", text(&r.stderr));
 }
+
+/// A change by hand to an object git manages says it will be reverted; `reconcile hold`
+/// keeps one object's hand change during an incident (not the whole repository) until
+/// `release` or a git change to that object.
+#[test]
+fn hand_changes_warn_and_a_hold_keeps_one_object_out_of_sync() {
+    let repo = ConfigRepo::new();
+    repo.write("hero.yaml", "required_services: []\n");
+    repo.write("actions/web.yaml", &service("web", "one"));
+    repo.write("actions/api.yaml", &service("api", "one"));
+    let first = repo.commit("web and api");
+    let d = follow(&repo);
+    wait_applied(&d, &first);
+    wait_greeting(&d, "web", "one");
+    let stop = d.cli(&["service", "stop", "web"]);
+    assert!(stop.status.success());
+    let warn = text(&stop.stderr);
+    assert!(
+        warn.contains(&format!("warning: service core/web is managed by git (rev {})", &first[..12]))
+            && warn.contains("this will be reverted")
+            && warn.contains("hero_proc reconcile hold service core/web"),
+        "{warn}"
+    );
+    wait_for("self-heal to start web again", Duration::from_secs(20), || {
+        state(&d, "web").as_deref() == Some("running")
+    });
+
+    // Held: the stop stands through syncs; the other service is still managed.
+    let held = d.json(&["reconcile", "hold", "service", "web"]);
+    assert_eq!(held["held"][0][0], "service core/web");
+    let stop = d.cli(&["service", "stop", "web"]);
+    assert!(!text(&stop.stderr).contains("warning"), "a held object's change sticks: {}", text(&stop.stderr));
+    d.wait_status("web", "stopped", |s| s["state"] == "inactive");
+    assert!(d.cli(&["service", "stop", "api"]).status.success());
+    let plan = text(&d.cli(&["reconcile", "--dry-run"]).stdout);
+    assert!(plan.contains("Held out of sync") && plan.contains("service core/web"), "{plan}");
+    assert!(d.cli(&["reconcile", "now"]).status.success());
+    assert_eq!(state(&d, "web").as_deref(), Some("inactive"), "the held stop stands");
+    wait_for("api (not held) to be started again", Duration::from_secs(20), || {
+        state(&d, "api").as_deref() == Some("running")
+    });
+    let shown = text(&d.cli(&["reconcile", "status"]).stdout);
+    assert!(shown.contains("held:") && shown.contains("service core/web"), "{shown}");
+
+    // A git change to the held object is newer intent: it applies and ends the hold.
+    repo.write(
+        "actions/web.yaml",
+        &service("web", "two").replace("  - name: web\n    actions", "  - name: web\n    status: start\n    actions"),
+    );
+    let second = repo.commit("web two");
+    assert!(d.cli(&["reconcile", "now"]).status.success());
+    wait_applied(&d, &second);
+    let s = status(&d);
+    assert_eq!(s["held"], serde_json::json!([]), "released by the git change: {s}");
+    wait_greeting(&d, "web", "two");
+
+    // Hold, then release by command: the next sync reverts the drift.
+    d.json(&["reconcile", "hold", "service", "web"]);
+    wait_for("web to run", Duration::from_secs(20), || state(&d, "web").as_deref() == Some("running"));
+    assert!(d.cli(&["service", "stop", "web"]).status.success());
+    d.wait_status("web", "stopped", |s| s["state"] == "inactive");
+    d.json(&["reconcile", "release", "service", "web"]);
+    wait_for("web started again after the release", Duration::from_secs(20), || {
+        state(&d, "web").as_deref() == Some("running")
+    });
+    let log = d.json(&["log", "query", "--source", "hero_proc.sync"]);
+    let messages: Vec<&str> = log.as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
+    assert!(messages.iter().any(|m| m.starts_with("service core/web held out of sync")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.starts_with("service core/web released")), "{messages:?}");
+
+    // Only what git manages can be held.
+    d.set("actions:\n  - name: mine\n    script: /bin/sleep 600\n    process: true\nservices:\n  - name: mine\n");
+    let no = d.cli(&["reconcile", "hold", "service", "mine"]);
+    assert_eq!(no.status.code(), Some(1));
+    assert!(text(&no.stderr).contains("not managed by git"), "{}", text(&no.stderr));
+}

@@ -124,6 +124,9 @@ async fn send_set(set: ObjectSet, out: &Output) -> anyhow::Result<ExitCode> {
             .call_typed::<m::ActionSet>(&ActionSet { action: std::sync::Arc::unwrap_or_clone(a) })
             .await
             .with_context(|| key.clone())?;
+        if let Some(w) = &d.warning {
+            eprintln!("warning: {w}");
+        }
         results.push((key, d.changed));
     }
     for s in set.services {
@@ -132,6 +135,9 @@ async fn send_set(set: ObjectSet, out: &Output) -> anyhow::Result<ExitCode> {
             .call_typed::<m::ServiceSet>(&ServiceSet { service: std::sync::Arc::unwrap_or_clone(s) })
             .await
             .with_context(|| key.clone())?;
+        if let Some(w) = &d.warning {
+            eprintln!("warning: {w}");
+        }
         results.push((key, d.changed));
     }
     if out.json() {
@@ -200,6 +206,9 @@ async fn delete<M: Method<Params = Ref, Result = Done>>(
 ) -> anyhow::Result<ExitCode> {
     let r = Ref::parse(name)?;
     let d: Done = connect(out).await?.call_typed::<M>(&r).await?;
+    if let Some(w) = &d.warning {
+        eprintln!("warning: {w}");
+    }
     if !d.changed {
         anyhow::bail!("{kind} {r} not found; nothing was deleted (`hero_proc {kind} list` shows what exists)");
     }
@@ -218,6 +227,9 @@ async fn simple<M: Method<Params = Ref, Result = Done>>(
     no: &str,
 ) -> anyhow::Result<ExitCode> {
     let d: Done = connect(out).await?.call_typed::<M>(&Ref::parse(name)?).await?;
+    if let Some(w) = &d.warning {
+        eprintln!("warning: {w}");
+    }
     if out.json() {
         out.print_json(&d)?;
     } else if !out.quiet {

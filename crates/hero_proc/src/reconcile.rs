@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use hero_proc_reconcile::{ApplyOutcome, Desired, Live, Plan, Repo, RepoConfig, SopsOpener, SyncStatus};
 use hero_proc_rpc::methods as m;
-use hero_proc_rpc::wire::{HistoryQuery, MigrateBaseline, NoParams, ReconcileParams};
+use hero_proc_rpc::wire::{HistoryQuery, HoldParams, MigrateBaseline, NoParams, ReconcileParams};
 use hero_proc_store::{Store, SyncEntry};
 
 use crate::{Output, connect};
@@ -83,6 +83,21 @@ enum ReconcileCmd {
         #[command(flatten)]
         wait: WaitArgs,
     },
+    /// Hold one git-managed object out of sync during an incident: its drift (a change
+    /// by hand) is left alone until `release`, or until git changes that object.
+    Hold {
+        /// action, service or secret.
+        kind: String,
+        /// `name` (in context core) or `context/name`.
+        name: String,
+    },
+    /// End a hold: the next sync manages the object again (and reverts its drift).
+    Release {
+        /// action, service or secret.
+        kind: String,
+        /// `name` (in context core) or `context/name`.
+        name: String,
+    },
     /// Sync now (fetch, plan, apply) and print what was applied.
     Now {
         #[command(flatten)]
@@ -105,6 +120,16 @@ pub async fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
         }
         Some(ReconcileCmd::Suspend) => {
             let s: SyncStatus = connect(out).await?.call_foreign::<m::ReconcileSuspend, _>(&NoParams {}).await?;
+            print_status(&s, out)
+        }
+        Some(ReconcileCmd::Hold { kind, name }) => {
+            let s: SyncStatus =
+                connect(out).await?.call_foreign::<m::ReconcileHold, _>(&HoldParams { kind, name }).await?;
+            print_status(&s, out)
+        }
+        Some(ReconcileCmd::Release { kind, name }) => {
+            let s: SyncStatus =
+                connect(out).await?.call_foreign::<m::ReconcileRelease, _>(&HoldParams { kind, name }).await?;
             print_status(&s, out)
         }
         Some(ReconcileCmd::Resume { wait }) => {
@@ -358,6 +383,12 @@ fn print_status(s: &SyncStatus, out: &Output) -> anyhow::Result<ExitCode> {
         println!("drift:      {} object(s), {mode}", s.drift.len());
         for d in &s.drift {
             println!("  {}: {}", d.object, d.what);
+        }
+    }
+    if !s.held.is_empty() {
+        println!("held:       {} object(s) out of sync (their drift is left alone)", s.held.len());
+        for (o, at) in &s.held {
+            println!("  {o} (since {}; `hero_proc reconcile release {o}`)", utc(*at));
         }
     }
     Ok(ExitCode::SUCCESS)

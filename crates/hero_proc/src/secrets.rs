@@ -70,6 +70,9 @@ pub async fn secret(cmd: SecretCmd, out: &Output) -> anyhow::Result<ExitCode> {
                     value: SecretText::new(value),
                 })
                 .await?;
+            if let Some(w) = &d.warning {
+                eprintln!("warning: {w}");
+            }
             if out.json() {
                 out.print_json(&d)?;
             } else if !out.quiet {
@@ -93,6 +96,9 @@ pub async fn secret(cmd: SecretCmd, out: &Output) -> anyhow::Result<ExitCode> {
         }
         SecretCmd::Delete { name, context } => {
             let d: Done = c.call_typed::<m::SecretDelete>(&Ref::new(&context, &name)).await?;
+            if let Some(w) = &d.warning {
+                eprintln!("warning: {w}");
+            }
             if !d.changed {
                 anyhow::bail!(
                     "secret {context}/{name} not found; nothing was deleted (`hero_proc secret list` shows what exists)"

@@ -144,6 +144,9 @@ fn print(
                 if let Some(r) = sync.last_result {
                     println!("           last: {}", r.as_str());
                 }
+                for (o, _) in &sync.held {
+                    println!("           held out of sync: {o}");
+                }
             }
         }
         let count = |f: &dyn Fn(&ServiceView) -> bool| services.iter().filter(|s| f(s)).count();

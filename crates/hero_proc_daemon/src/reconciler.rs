@@ -769,6 +769,7 @@ impl Reconciler {
 
     pub async fn status(&self) -> Result<SyncStatus, ReconcileError> {
         let s = self.engine.store.sync_state()?;
+        let held = self.engine.store.list_holds()?;
         let drift = self.drift_now(s.applied_revision.as_deref()).await;
         let interval = self.options.as_ref().map(|_| self.interval_and_source());
         let mut rt = self.runtime.lock().expect("runtime lock");
@@ -797,7 +798,77 @@ impl Reconciler {
             interval_secs: interval.as_ref().map(|(d, _)| d.as_secs()),
             interval_source: interval.map(|(_, s)| s),
             drift: rt.drift.clone(),
+            held,
         })
+    }
+
+    /// Hold `object` (`service core/web`) out of sync: its drift is left alone until
+    /// `release` or a git change to it. Only objects git manages can be held.
+    pub async fn hold(&self, object: &str) -> Result<SyncStatus, ReconcileError> {
+        let store = self.engine.store.clone();
+        let managed = match object.split_once(' ').and_then(|(k, r)| Some((k, Ref::parse(r).ok()?))) {
+            Some(("action", r)) => store.get_action(&r.context, &r.name)?.map(|a| a.managed),
+            Some(("service", r)) => store.get_service(&r.context, &r.name)?.map(|a| a.managed),
+            Some(("secret", r)) => store
+                .list_secrets()?
+                .into_iter()
+                .find(|s| s.value.context == r.context && s.value.name == r.name)
+                .map(|s| s.managed),
+            _ => return Err(ReconcileError::Baseline(format!("`{object}` is not `action|service|secret NAME`"))),
+        };
+        match managed {
+            None => return Err(ReconcileError::Baseline(format!("there is no {object}"))),
+            Some(false) => {
+                return Err(ReconcileError::Baseline(format!(
+                    "{object} is not managed by git (it was set by hand): sync leaves it alone already"
+                )));
+            }
+            Some(true) => {}
+        }
+        if store.put_hold(object, now_ms())? {
+            self.sync_event(
+                hero_proc_logstore::Level::Warn,
+                format!("{object} held out of sync: its drift is left alone until `hero_proc reconcile release` or a git change to it"),
+                None,
+            );
+        }
+        self.status().await
+    }
+
+    /// End a hold; the next sync reverts the object's drift (with self_heal).
+    pub async fn release(&self, object: &str) -> Result<SyncStatus, ReconcileError> {
+        if !self.engine.store.delete_hold(object)? {
+            return Err(ReconcileError::Baseline(format!(
+                "{object} is not held (`hero_proc reconcile status` lists holds)"
+            )));
+        }
+        self.sync_event(hero_proc_logstore::Level::Info, format!("{object} released: sync manages it again"), None);
+        self.trigger();
+        self.status().await
+    }
+
+    /// What a change by hand to `object` (`service core/web`) will meet: a warning when
+    /// the daemon follows a repository that manages it with self_heal on (and neither
+    /// sync nor the object is held), so the change will be reverted.
+    pub fn hand_change_warning(&self, object: &str, managed_at: Option<&str>) -> Option<String> {
+        self.options.as_ref()?;
+        let rev = managed_at?;
+        let self_heal = {
+            let rt = self.runtime.lock().expect("runtime lock");
+            rt.applied_settings.as_ref().map(|(_, s)| s.self_heal).or(rt.self_heal)
+        };
+        if self_heal != Some(true) {
+            return None;
+        }
+        let state = self.engine.store.sync_state().ok()?;
+        if state.suspended || self.engine.store.list_holds().ok()?.iter().any(|(o, _)| o == object) {
+            return None;
+        }
+        Some(format!(
+            "{object} is managed by git (rev {}) and self_heal is on: this will be reverted in about {} s; hold it out of sync with `hero_proc reconcile hold {object}`, or change it in git",
+            &rev[..rev.len().min(12)],
+            SELF_HEAL_GRACE.as_secs()
+        ))
     }
 
     pub fn metrics(&self) -> SyncMetrics {

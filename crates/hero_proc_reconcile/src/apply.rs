@@ -106,6 +106,10 @@ pub fn apply(
     let mut out = AppliedChange::default();
     let target = desired.commit.clone();
     store.transaction_with(|tx| -> Result<(), ApplyError> {
+        // Holds on objects git changed end with the change (see `Plan::released`).
+        for object in &plan.released {
+            tx.delete_hold(object)?;
+        }
         for rec in &sealed {
             tx.put_secret(rec, &origin)?;
         }

@@ -61,6 +61,9 @@ pub struct SyncStatus {
     pub interval_source: Option<String>,
     /// Live objects that differ from the applied revision.
     pub drift: Vec<DriftItem>,
+    /// Objects held out of sync by hand (`reconcile hold`), with since when (ms).
+    #[serde(default)]
+    pub held: Vec<(String, i64)>,
 }
 
 /// What `reconcile.apply` returns.

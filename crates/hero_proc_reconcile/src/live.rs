@@ -44,6 +44,9 @@ pub struct Live {
     /// Digests (hex) in the daemon's artifact store; `None` when not known (a preview
     /// without the daemon).
     pub cached_artifacts: Option<std::collections::BTreeSet<String>>,
+    /// Objects held out of sync by hand (`service core/web`): their drift is not
+    /// reverted until released or changed in git.
+    pub holds: std::collections::BTreeSet<String>,
 }
 
 /// A migration whose last run failed. It is retried on the next revision, not on every
@@ -90,6 +93,7 @@ impl Live {
                 )
             })
             .collect();
+        let holds = store.list_holds()?.into_iter().map(|(o, _)| o).collect();
         let recorded = store.applied_migrations()?;
         let failed_migrations = recorded
             .iter()
@@ -110,6 +114,7 @@ impl Live {
             applied_migrations,
             failed_migrations,
             cached_artifacts: None,
+            holds,
         })
     }
 

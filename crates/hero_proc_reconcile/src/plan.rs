@@ -231,6 +231,12 @@ pub struct Plan {
     /// apply installs them before it writes anything.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<ArtifactStep>,
+    /// Objects held out of sync by hand (`reconcile hold`): their drift is left alone.
+    #[serde(default)]
+    pub held: Vec<String>,
+    /// Held objects git has changed since: the change applies and the hold ends.
+    #[serde(default)]
+    pub released: Vec<String>,
 }
 
 /// An action's artifact in the plan: a version change, or a version to download.
@@ -561,6 +567,35 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
         stops.retain(|c| !c.drift);
     }
 
+    // ---- objects held out of sync (`reconcile hold`) ------------------------------------
+    // A hold is self_heal off for one object: its drift stays. A change git made to it
+    // (not drift) is newer intent than the hand change: it applies and ends the hold.
+    let is_held = |o: &str| live.holds.contains(o);
+    let mut released: Vec<String> =
+        changes.iter().filter(|c| !c.drift && is_held(&c.object())).map(Change::object).collect();
+    // A held service is released by a git change to one of its actions too: to whoever
+    // wrote it, the action is part of the service.
+    for svc in desired.state.services.values() {
+        let object = format!("service {}/{}", svc.context, svc.name);
+        if !is_held(&object) {
+            continue;
+        }
+        let exists = |r: &Ref| desired.state.actions.contains_key(&key_of(r));
+        if svc.actions.iter().any(|n| action_changed.get(&resolve(n, &svc.context, exists)) == Some(&false)) {
+            released.push(object);
+        }
+    }
+    released.sort();
+    released.dedup();
+    // A released object is managed again in this very plan: its drift is reverted too.
+    let keeps = |o: &str| is_held(o) && !released.iter().any(|r| r == o);
+    let held_service = |s: &str| keeps(&format!("service {s}"));
+    changes.retain(|c| !(c.drift && keeps(&c.object())));
+    restarts.retain(|r| !(r.drift && held_service(&r.service)));
+    starts.retain(|s| !(s.drift && held_service(&s.service)));
+    stops.retain(|s| !(s.drift && held_service(&s.service)));
+    let held: Vec<String> = live.holds.iter().filter(|h| !released.contains(h)).cloned().collect();
+
     // ---- required services ------------------------------------------------------------
     let mut required: BTreeSet<Ref> = BTreeSet::new();
     for list in std::iter::once(&settings.required_services).chain(previous.map(|p| &p.settings.required_services)) {
@@ -638,6 +673,8 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
         unverified_secrets: unverified,
         refusals,
         artifacts,
+        held,
+        released,
     }
 }
 

@@ -139,6 +139,12 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         "Drift (reported only: self_heal is off in hero.yaml)"
     };
     section(&mut out, drift_title, plan.drift.iter().map(|d| format!("{}: {}", d.object, d.what)).collect());
+    section(
+        &mut out,
+        "Held out of sync (their drift is left alone; `hero_proc reconcile release` or a git change ends it)",
+        plan.held.clone(),
+    );
+    section(&mut out, "Released (git changed these held objects: the change applies)", plan.released.clone());
     section(&mut out, "Unmanaged (set by hand, not in git; left alone)", plan.unmanaged.clone());
     section(&mut out, "Not pruned (prune is off in hero.yaml)", plan.not_pruned.clone());
     section(

@@ -997,3 +997,28 @@ fn a_version_bump_is_an_artifact_step_and_restarts_only_its_service() {
     let p = plan(&v2, &live_of(&v1), Some(&v1), Some(REV1));
     assert_eq!(p.artifacts[0].cached, None);
 }
+
+// ---- holds (`reconcile hold`) ---------------------------------------------------------
+
+#[test]
+fn a_held_service_keeps_its_drift_until_git_changes_it() {
+    let prev = desired_at(REV1, BASE);
+    let d = desired_at(REV2, BASE);
+    let mut live = live_of(&prev);
+    live.states.insert(r("core/db"), RunState::Down);
+    // Not held: the stop by hand is drift, reverted.
+    assert_eq!(starts(&plan(&d, &live, Some(&prev), Some(REV1))), [t("core/db", "stopped by hand", true)]);
+    // Held: reported as held, not reverted, not released.
+    live.holds.insert("service core/db".into());
+    let p = plan(&d, &live, Some(&prev), Some(REV1));
+    assert!(p.starts.is_empty(), "{:?}", p.starts);
+    assert_eq!((p.held.clone(), p.released.clone()), (vec!["service core/db".to_owned()], vec![]));
+    assert!(p.drift.iter().any(|x| x.object == "service core/db"), "still reported as drift");
+    assert!(render_text(&p, false).contains("Held out of sync"));
+    // Git changes the service's action: released, and its drift is reverted with it.
+    let changed = desired_at(REV2, &BASE.replace("db-server", "db-server --fast"));
+    let p = plan(&changed, &live, Some(&prev), Some(REV1));
+    assert_eq!(p.released, ["service core/db"]);
+    assert!(p.held.is_empty());
+    assert_eq!(starts(&p).len(), 1, "{:?}", p.starts);
+}

@@ -163,6 +163,10 @@ methods! {
         (w::NoParams) -> (w::Foreign, schema::sync_status);
     ReconcileResume = "reconcile.resume", "Resume automatic sync, unpin any pinned revision, and sync now.",
         (w::NoParams) -> (w::Foreign, schema::sync_status);
+    ReconcileHold = "reconcile.hold", "Hold one git-managed object (action, service or secret) out of sync: its drift is left alone until reconcile.release or a git change to it.",
+        (w::HoldParams) -> (w::Foreign, schema::sync_status);
+    ReconcileRelease = "reconcile.release", "End a hold: the next sync manages the object again (and reverts its drift with self_heal).",
+        (w::HoldParams) -> (w::Foreign, schema::sync_status);
     ReconcileHistory = "reconcile.history", "Revisions tried, newest first: commit, author, time, summary, result; at most 1000 (default 50).",
         (w::HistoryQuery) -> (w::Foreign, schema::sync_entries);
 

@@ -359,6 +359,19 @@ pub struct Done {
     pub changed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The change will not stick: git manages the object and self_heal reverts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// `reconcile.hold` and `reconcile.release`: one object, `KIND NAME`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoldParams {
+    /// `action`, `service` or `secret`.
+    pub kind: String,
+    /// `name` (in context core) or `context/name`.
+    pub name: String,
 }
 
 /// An artifact version in the daemon's cache (`artifact.list`).

@@ -92,6 +92,13 @@ impl Tx<'_> {
     pub fn set_sync_state(&self, s: &SyncState) -> R<()> {
         self.db().set_sync_state(s)
     }
+    /// Release a hold (the apply does it when git changed the held object).
+    pub fn delete_hold(&self, object: &str) -> R<bool> {
+        self.db().delete_hold(object)
+    }
+    pub fn list_holds(&self) -> R<Vec<(String, i64)>> {
+        self.db().list_holds()
+    }
     /// See [`Store::record_migration`].
     pub fn record_migration(&self, m: &AppliedMigration) -> R<()> {
         self.db().record_migration(m)
@@ -225,6 +232,21 @@ impl Store {
     }
     pub fn job_counts_by_phase(&self) -> R<PhaseCounts> {
         self.read(|db| db.job_counts_by_phase())
+    }
+
+    // ---- holds (`reconcile hold`) ------------------------------------------------------
+
+    /// Hold an object out of sync; `false` if it already was.
+    pub fn put_hold(&self, object: &str, at_ms: i64) -> R<bool> {
+        self.transaction(|tx| tx.db().put_hold(object, at_ms))
+    }
+    /// `false` if it was not held.
+    pub fn delete_hold(&self, object: &str) -> R<bool> {
+        self.transaction(|tx| tx.db().delete_hold(object))
+    }
+    /// Held objects (`service core/web`) and since when.
+    pub fn list_holds(&self) -> R<Vec<(String, i64)>> {
+        self.read(|db| db.list_holds())
     }
 
     // ---- artifacts ----------------------------------------------------------------------

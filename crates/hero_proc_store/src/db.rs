@@ -579,6 +579,34 @@ impl<'a> Db<'a> {
         Ok(c)
     }
 
+    // ---- holds --------------------------------------------------------------------------
+
+    /// Hold `object` out of sync (`true` if it was not held yet).
+    pub fn put_hold(&self, object: &str, at_ms: i64) -> R<bool> {
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO sync_holds (object, held_at_ms) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(params![object, at_ms]))
+            .map(|n| n > 0)
+            .map_err(|e| self.fail(e))
+    }
+
+    /// `false` if it was not held.
+    pub fn delete_hold(&self, object: &str) -> R<bool> {
+        self.conn
+            .prepare_cached("DELETE FROM sync_holds WHERE object = ?1")
+            .and_then(|mut s| s.execute(params![object]))
+            .map(|n| n > 0)
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Held objects and since when, by name.
+    pub fn list_holds(&self) -> R<Vec<(String, i64)>> {
+        self.conn
+            .prepare_cached("SELECT object, held_at_ms FROM sync_holds ORDER BY object")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(|e| self.fail(e))
+    }
+
     // ---- artifacts ----------------------------------------------------------------------
 
     /// Insert or refresh an artifact version's record (`installed_at_ms` is kept).

@@ -187,6 +187,15 @@ CREATE TABLE artifacts (
     PRIMARY KEY (name, version)
 ) STRICT;
 "#,
+    // v4: objects held out of sync by hand during an incident (`reconcile hold`): their
+    // drift is not reverted until released or changed in git. `object` is the plan's
+    // name for it (`service core/web`).
+    r#"
+CREATE TABLE sync_holds (
+    object     TEXT    PRIMARY KEY,
+    held_at_ms INTEGER NOT NULL
+) STRICT;
+"#,
 ];
 
 /// Recomputes `row_counts` (see the v1 schema). Run at every read-write open.
@@ -234,6 +243,7 @@ mod tests {
             "dbd6805bb5c80efcce20122a401c4c0e8337af77e49ff242991039a1d6573dd8",
             "6140667883d6817231aa8b4f5729051a8b627fb6da2c856dbb989dd9850f11ae",
             "c3b6792173e5d00548ae02e1f7f78714ef77293e5a1f1575ed42ec5543fd0d1f",
+            "bc512ef8e9b9ac7f6edef71e9fe8b6afb1f4fceb420e28a2983cde81a75d8114",
         ];
         let actual: Vec<String> = MIGRATIONS.iter().map(|m| hex::encode(Sha256::digest(m.as_bytes()))).collect();
         assert!(actual.len() >= PINNED.len(), "a released migration was removed: {actual:?}");

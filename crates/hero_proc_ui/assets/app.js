@@ -59,6 +59,8 @@ function planHtml(p) {
   h += list("Migrations to run", (p.migration_preview && p.migration_preview.length ? p.migration_preview : p.migrations.map((n) => ({ name: n, effects: [] })))
     .map((m) => `${esc(m.name)}${m.effects.length ? "<pre>" + esc(m.effects.join("\n")) + "</pre>" : ""}${m.error ? `<pre class="error">${esc(m.error)}</pre>` : ""}`));
   h += list("Drift", p.drift.map((d) => `${esc(d.object)}: ${esc(d.what)}`));
+  h += list("Held out of sync (drift left alone until released or changed in git)", (p.held || []).map(esc));
+  h += list("Released (git changed these held objects)", (p.released || []).map(esc));
   h += list("Unmanaged (left alone)", p.unmanaged.map(esc));
   if (!p.changes.length && !p.restarts.length && !p.starts.length && !p.stops.length && !p.migrations.length) h += `<p class="ok">No changes: the live state matches the revision.</p>`;
   return h;

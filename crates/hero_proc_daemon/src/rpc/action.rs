@@ -26,7 +26,8 @@ async fn set(p: Params<'static>, c: Arc<Ctx>) -> Res<Done> {
     validate_object(&p, "action", hero_proc_spec::object::check_action)?;
     let a: ActionSet = parse(&p)?;
     check_names("action", &a.action.context, &a.action.name)?;
-    let r = c.engine.set_action(a.action, Origin::manual()).await.map(done).map_err(engine_err);
+    let w = hand_warning(&c, "action", &Ref::new(&a.action.context, &a.action.name));
+    let r = c.engine.set_action(a.action, Origin::manual()).await.map(done).map(|d| warned(d, w)).map_err(engine_err);
     c.reconciler.changed_by_hand();
     r
 }
@@ -46,7 +47,8 @@ async fn list(_: NoParams, c: Arc<Ctx>) -> Res<Vec<ActionView>> {
 }
 
 async fn delete(r: Ref, c: Arc<Ctx>) -> Res<Done> {
-    let res = c.engine.delete_action(r).await.map(done).map_err(engine_err);
+    let w = hand_warning(&c, "action", &r);
+    let res = c.engine.delete_action(r).await.map(done).map(|d| warned(d, w)).map_err(engine_err);
     c.reconciler.changed_by_hand();
     res
 }

@@ -36,7 +36,7 @@ macro_rules! optional {
     )*};
 }
 
-required!(Ref, IdRef, JobQuery, JobLogs, RunSubmit, RunGet, SecretSet, DomainHealth, MigrateBaseline);
+required!(Ref, IdRef, JobQuery, JobLogs, RunSubmit, RunGet, SecretSet, DomainHealth, MigrateBaseline, HoldParams);
 optional!(RunList, LogQuery, ReconcileParams, HistoryQuery, ArtifactPrune);
 
 /// Methods without parameters ignore whatever is sent.
@@ -153,8 +153,28 @@ pub(super) fn validate_object<T>(
     Err(ErrorObjectOwned::owned(ErrorCode::Invalid.code(), message, Some(serde_json::json!({ "problems": errors }))))
 }
 
+/// Before a change by hand to a `kind` (`action`, `service`, `secret`): the warning that
+/// it will be reverted, when git manages it and self_heal is on.
+pub(super) fn hand_warning(c: &super::Ctx, kind: &str, r: &Ref) -> Option<String> {
+    let store = &c.engine.store;
+    let rev = match kind {
+        "action" => store.get_action(&r.context, &r.name).ok()?.filter(|s| s.managed)?.revision,
+        "service" => store.get_service(&r.context, &r.name).ok()?.filter(|s| s.managed)?.revision,
+        _ => store.get_secret(&r.context, &r.name).ok()?.filter(|s| s.managed)?.revision,
+    };
+    c.reconciler.hand_change_warning(&format!("{kind} {r}"), rev.as_deref())
+}
+
+/// A `Done` that carries `warning`.
+pub(super) fn warned(mut d: Done, warning: Option<String>) -> Done {
+    if d.changed {
+        d.warning = warning;
+    }
+    d
+}
+
 pub(super) fn done(changed: bool) -> Done {
-    Done { changed, message: None }
+    Done { changed, message: None, warning: None }
 }
 
 /// A listing's `limit`: `default` when absent; over `max` is refused (an answer that

@@ -18,6 +18,29 @@ pub(super) fn register(r: &mut Registry) {
     r.add::<m::ReconcileSuspend, _, _>(suspend);
     r.add::<m::ReconcileResume, _, _>(resume);
     r.add::<m::ReconcileHistory, _, _>(history);
+    r.add::<m::ReconcileHold, _, _>(hold);
+    r.add::<m::ReconcileRelease, _, _>(release);
+}
+
+/// `service core/web` from `{kind, name}`, checked like any reference.
+fn object_of(q: &HoldParams) -> Res<String> {
+    if !["action", "service", "secret"].contains(&q.kind.as_str()) {
+        return Err(rpc_err(
+            ErrorCode::Invalid,
+            format!("invalid parameters: kind: `{}` is not action, service or secret", q.kind),
+        ));
+    }
+    Ok(format!("{} {}", q.kind, parse_ref(&q.name)?))
+}
+
+async fn hold(q: HoldParams, c: Arc<Ctx>) -> Res<Foreign> {
+    let object = object_of(&q)?;
+    foreign(c.reconciler.hold(&object).await.map_err(reconcile_err)?)
+}
+
+async fn release(q: HoldParams, c: Arc<Ctx>) -> Res<Foreign> {
+    let object = object_of(&q)?;
+    foreign(c.reconciler.release(&object).await.map_err(reconcile_err)?)
 }
 
 /// A reconciler's result as JSON text (written once, exactly as it serializes).

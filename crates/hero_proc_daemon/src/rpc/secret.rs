@@ -28,6 +28,7 @@ async fn set(q: SecretSet, c: Arc<Ctx>) -> Res<Done> {
             ));
         }
     }
+    let w = hand_warning(&c, "secret", &Ref::new(&q.context, &q.name));
     let changed = c
         .vault
         .set(&q.context, &q.name, q.value.expose(), "rpc", &Origin::manual())
@@ -41,7 +42,7 @@ async fn set(q: SecretSet, c: Arc<Ctx>) -> Res<Done> {
             message = Some(format!("restarting {}", names.join(", ")));
         }
     }
-    Ok(Done { changed, message })
+    Ok(warned(Done { changed, message, warning: None }, w))
 }
 
 async fn list(_: NoParams, c: Arc<Ctx>) -> Res<Vec<SecretMetaView>> {
@@ -61,5 +62,8 @@ async fn list(_: NoParams, c: Arc<Ctx>) -> Res<Vec<SecretMetaView>> {
 }
 
 async fn delete(r: Ref, c: Arc<Ctx>) -> Res<Done> {
-    c.engine.store.delete_secret(&r.context, &r.name).map(done).map_err(store_err)
+    let w = hand_warning(&c, "secret", &r);
+    let res = c.engine.store.delete_secret(&r.context, &r.name).map(done).map(|d| warned(d, w)).map_err(store_err);
+    c.reconciler.changed_by_hand();
+    res
 }

@@ -33,7 +33,8 @@ async fn set(p: Params<'static>, c: Arc<Ctx>) -> Res<Done> {
         let (ctx, name) = r.split();
         check_names("reference", ctx.unwrap_or(&s.service.context), name)?;
     }
-    let r = c.engine.set_service(s.service, Origin::manual()).await.map(done).map_err(engine_err);
+    let w = hand_warning(&c, "service", &Ref::new(&s.service.context, &s.service.name));
+    let r = c.engine.set_service(s.service, Origin::manual()).await.map(done).map(|d| warned(d, w)).map_err(engine_err);
     c.reconciler.changed_by_hand();
     r
 }
@@ -53,19 +54,37 @@ async fn list(_: NoParams, c: Arc<Ctx>) -> Res<Vec<ServiceView>> {
 
 /// A change by hand: the reconciler reports it as drift on its next sync.
 async fn delete(r: Ref, c: Arc<Ctx>) -> Res<Done> {
-    let res = c.engine.delete_service(r).await.map(done).map_err(engine_err);
+    let w = hand_warning(&c, "service", &r);
+    let res = c.engine.delete_service(r).await.map(done).map(|d| warned(d, w)).map_err(engine_err);
     c.reconciler.changed_by_hand();
     res
 }
 
 async fn start(r: Ref, c: Arc<Ctx>) -> Res<Done> {
-    let res = c.engine.start_service(r).await.map(done).map_err(engine_err);
+    // Starting a service git wants started is what git says; one it wants stopped is not.
+    let wants_stop = c
+        .engine
+        .store
+        .get_service(&r.context, &r.name)
+        .ok()
+        .flatten()
+        .is_some_and(|s| s.value.status == hero_proc_spec::ServiceStatus::Stop);
+    let w = if wants_stop { hand_warning(&c, "service", &r) } else { None };
+    let res = c.engine.start_service(r).await.map(done).map(|d| warned(d, w)).map_err(engine_err);
     c.reconciler.changed_by_hand();
     res
 }
 
 async fn stop(r: Ref, c: Arc<Ctx>) -> Res<Done> {
-    let res = c.engine.stop_service(r).await.map(done).map_err(engine_err);
+    let wants_start = c
+        .engine
+        .store
+        .get_service(&r.context, &r.name)
+        .ok()
+        .flatten()
+        .is_some_and(|s| s.value.status == hero_proc_spec::ServiceStatus::Start);
+    let w = if wants_start { hand_warning(&c, "service", &r) } else { None };
+    let res = c.engine.stop_service(r).await.map(done).map(|d| warned(d, w)).map_err(engine_err);
     c.reconciler.changed_by_hand();
     res
 }
