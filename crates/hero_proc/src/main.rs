@@ -3,6 +3,7 @@
 
 mod artifact;
 mod logs;
+mod man;
 mod objects;
 mod ops;
 mod reconcile;
@@ -103,8 +104,13 @@ enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) to stdout: `hero_proc man | man -l -`.
-    Man,
+    /// Print the man page (roff) to stdout: `hero_proc man | man -l -`; with --dir, write
+    /// hero_proc.1 and one page per command (hero_proc-service.1, ...) there.
+    Man {
+        /// Write every page into this folder instead of printing the main one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// Settings every command shares.
@@ -167,13 +173,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "hero_proc", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man => {
-            use clap::CommandFactory;
-            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => Ok(ExitCode::SUCCESS),
-                Err(e) => Err(e.into()),
-            }
-        }
+        Command::Man { dir } => man::write(dir.as_deref()),
     };
     match result {
         Ok(code) => code,
