@@ -601,6 +601,13 @@ fn sync_events_are_in_the_event_log_and_history_names_a_self_heal() {
     });
     let history = text(&d.cli(&["history"]).stdout);
     assert!(history.contains("self-heal: reverted"), "{history}");
+    // `reconcile status` tells the last change from the last (no-op) sync.
+    assert!(d.cli(&["reconcile", "now"]).status.success());
+    let s = status(&d);
+    assert_eq!(s["changed_revision"].as_str(), Some(good.as_str()), "{s}");
+    assert!(s["changed_at_ms"].as_i64().unwrap() < s["attempted_at_ms"].as_i64().unwrap(), "{s}");
+    let shown = text(&d.cli(&["reconcile", "status"]).stdout);
+    assert!(shown.contains(&format!("changed:    {}", &good[..12])) && shown.contains("(noop)"), "{shown}");
     assert!(
         history.lines().any(|l| l.contains(&bad[..12]) && l.contains("failed") && l.contains("broken:")),
         "a failed line shows its error: {history}"

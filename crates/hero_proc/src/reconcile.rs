@@ -337,7 +337,22 @@ fn print_status(s: &SyncStatus, out: &Output) -> anyhow::Result<ExitCode> {
             println!("repository: none (the daemon runs without --repo; `hero_proc reconcile --repo` applies once)")
         }
     }
-    println!("applied:    {}{}", short(&s.applied_revision), ago(s.applied_at_ms));
+    println!("applied:    {}", short(&s.applied_revision));
+    if s.repo.is_some() {
+        match (&s.changed_revision, s.changed_at_ms) {
+            (Some(r), Some(at)) => println!(
+                "changed:    {}{} (the last sync that changed something)",
+                &r[..r.len().min(12)],
+                ago(Some(at))
+            ),
+            _ => println!("changed:    never"),
+        }
+        if let Some(at) = s.attempted_at_ms {
+            let secs = ((hero_proc_store::now_ms() - at) / 1000).max(0) as u64;
+            let result = s.last_result.map(|r| format!(" ({})", r.as_str())).unwrap_or_default();
+            println!("synced:     {} ago{result}", humanize(secs));
+        }
+    }
     if let Some(h) = &s.head_revision {
         println!("head:       {}", &h[..h.len().min(12)]);
     }

@@ -770,6 +770,14 @@ impl Reconciler {
     pub async fn status(&self) -> Result<SyncStatus, ReconcileError> {
         let s = self.engine.store.sync_state()?;
         let held = self.engine.store.list_holds()?;
+        // The newest history line that changed something (history holds no no-ops of
+        // an already applied revision).
+        let changed = self
+            .engine
+            .store
+            .history(50)?
+            .into_iter()
+            .find(|e| matches!(e.record.result, SyncResult::Applied | SyncResult::Degraded));
         let drift = self.drift_now(s.applied_revision.as_deref()).await;
         let interval = self.options.as_ref().map(|_| self.interval_and_source());
         let mut rt = self.runtime.lock().expect("runtime lock");
@@ -799,6 +807,8 @@ impl Reconciler {
             interval_source: interval.map(|(_, s)| s),
             drift: rt.drift.clone(),
             held,
+            changed_at_ms: changed.as_ref().map(|e| e.record.applied_at_ms),
+            changed_revision: changed.map(|e| e.record.revision),
         })
     }
 

@@ -64,6 +64,12 @@ pub struct SyncStatus {
     /// Objects held out of sync by hand (`reconcile hold`), with since when (ms).
     #[serde(default)]
     pub held: Vec<(String, i64)>,
+    /// When a sync last changed something (a revision applied, drift reverted), and
+    /// which revision; `applied_at_ms` moves with every sync, no-ops included.
+    #[serde(default)]
+    pub changed_at_ms: Option<i64>,
+    #[serde(default)]
+    pub changed_revision: Option<String>,
 }
 
 /// What `reconcile.apply` returns.
