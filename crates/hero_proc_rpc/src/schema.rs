@@ -232,6 +232,25 @@ fn plan_value() -> serde_json::Value {
             "not_pruned": strings(),
             "unverified_secrets": strings(),
             "refusals": strings(),
+            "artifacts": {
+                "type": "array",
+                "description": "artifact version changes and downloads (installed before the apply)",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "action": { "type": "string" },
+                        "name": { "type": "string" },
+                        "from": nullable(json!({ "type": "string" })),
+                        "to": { "type": "string" },
+                        "digest": { "type": "string", "description": "sha256:HEX pinned in artifacts.lock" },
+                        "cached": nullable(json!({ "type": "boolean" })),
+                        "size": nullable(json!({ "type": "integer", "minimum": 0 })),
+                    },
+                    "required": ["action", "name", "to", "digest"],
+                },
+            },
+            "held": strings(),
+            "released": strings(),
         },
         "required": ["target", "summary", "changes", "restarts", "starts", "stops", "migrations", "refusals"],
     })
@@ -279,6 +298,13 @@ pub fn sync_status(_: &mut SchemaGenerator) -> Schema {
             "interval_secs": i(),
             "interval_source": s(),
             "drift": drift(),
+            "held": {
+                "type": "array",
+                "description": "objects held out of sync (`reconcile hold`): [object, since_ms]",
+                "items": { "type": "array", "prefixItems": [{ "type": "string" }, { "type": "integer" }] },
+            },
+            "changed_at_ms": i(),
+            "changed_revision": s(),
         },
         "required": ["suspended", "consecutive_failures", "drift"],
     })
