@@ -732,3 +732,30 @@ fn hand_changes_warn_and_a_hold_keeps_one_object_out_of_sync() {
     assert_eq!(no.status.code(), Some(1));
     assert!(text(&no.stderr).contains("not managed by git"), "{}", text(&no.stderr));
 }
+
+/// A dry-run reads commits only: uncommitted config edits are named, not silently absent.
+#[test]
+fn a_dry_run_names_uncommitted_config_edits() {
+    let repo = ConfigRepo::new();
+    repo.write("hero.yaml", "required_services: []\n");
+    repo.write("actions/web.yaml", &service("web", "one"));
+    let first = repo.commit("web");
+    let d = follow(&repo);
+    wait_applied(&d, &first);
+    let clean = d.cli(&["reconcile", "--dry-run"]);
+    assert!(!text(&clean.stderr).contains("note:"), "{}", text(&clean.stderr));
+    repo.write("actions/web.yaml", &service("web", "edited"));
+    repo.write("actions/new.yaml", &service("new", "x"));
+    repo.write("README.md", "not config\n");
+    let out = d.cli(&["reconcile", "--dry-run"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("No changes"), "{}", text(&out.stdout));
+    let note = text(&out.stderr);
+    assert!(
+        note.contains("2 config file(s)")
+            && note.contains("actions/new.yaml, actions/web.yaml")
+            && note.contains("commit them"),
+        "{note}"
+    );
+    assert!(!note.contains("README.md"), "only config files: {note}");
+}

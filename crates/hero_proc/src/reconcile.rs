@@ -169,8 +169,38 @@ pub async fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
             let params = ReconcileParams { repo, branch: args.branch, rev: args.rev, host: args.host };
             let mut client = connect(out).await?;
             if args.dry_run {
+                let previewing_head = params.rev.is_none();
                 let plan: Plan = client.call_foreign::<m::ReconcilePlan, _>(&params).await?;
-                print_plan(&plan, out, args.detailed_exitcode)
+                let code = print_plan(&plan, out, args.detailed_exitcode)?;
+                // A preview reads commits only: say so when the work tree has config edits
+                // it did not see (the usual "why does it say no changes?").
+                if previewing_head && !out.quiet {
+                    let local = match params.repo.clone() {
+                        Some(r) => Some(r),
+                        None => client
+                            .call_foreign::<m::ReconcileStatus, _>(&NoParams {})
+                            .await
+                            .ok()
+                            .and_then(|s: SyncStatus| s.repo),
+                    };
+                    if let Some(path) = local.filter(|p| std::path::Path::new(p).is_dir()) {
+                        let files = uncommitted_config(std::path::Path::new(&path));
+                        if !files.is_empty() {
+                            let shown: Vec<&str> = files.iter().take(10).map(String::as_str).collect();
+                            let more = if files.len() > 10 {
+                                format!(" and {} more", files.len() - 10)
+                            } else {
+                                String::new()
+                            };
+                            eprintln!(
+                                "note: {} config file(s) in {path} differ from the previewed commit and are not in this plan: {}{more}\n  hint: the daemon applies commits only; commit them to preview them",
+                                files.len(),
+                                shown.join(", ")
+                            );
+                        }
+                    }
+                }
+                Ok(code)
             } else {
                 let since = hero_proc_store::now_ms();
                 let o: ApplyOutcome = client.call_foreign::<m::ReconcileApply, _>(&params).await?;
@@ -230,6 +260,24 @@ fn offline_plan(args: &Args) -> anyhow::Result<Plan> {
     let mut plan = hero_proc_reconcile::plan(&desired, &live, previous, applied.as_deref());
     hero_proc_reconcile::preview_migrations(&mut plan, &desired, &live);
     Ok(plan)
+}
+
+/// Files of the config layout that differ from the commit checked out (edited, new or
+/// deleted, not committed).
+fn uncommitted_config(path: &std::path::Path) -> Vec<String> {
+    let Ok(repo) = git2::Repository::open(path) else { return Vec::new() };
+    let mut opts = git2::StatusOptions::new();
+    opts.include_untracked(true).recurse_untracked_dirs(true).include_ignored(false);
+    let Ok(statuses) = repo.statuses(Some(&mut opts)) else { return Vec::new() };
+    let layout = |p: &str| {
+        ["actions/", "hosts/", "secrets/", "migrations/"].iter().any(|d| p.starts_with(d))
+            || p == "hero.yaml"
+            || p == hero_proc_spec::artifact::LOCK_FILE
+    };
+    let mut out: Vec<String> =
+        statuses.iter().filter_map(|e| e.path().ok().map(str::to_owned)).filter(|p| layout(p)).collect();
+    out.sort();
+    out
 }
 
 /// The services an apply (re)started: their process must be newer than the command.
