@@ -49,7 +49,7 @@ fn errors_print_compiler_style_and_exit_1() {
         ),
         "{stdout}"
     );
-    assert!(stdout.contains("hero.yaml:1:1: error: required service `hero_db` is not defined"), "{stdout}");
+    assert!(stdout.contains("actions:1:1: error: required service `hero_db` is not defined"), "{stdout}");
     let stderr = text(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("error: .: 2 errors found"), "{stderr}");

@@ -132,6 +132,7 @@ fn load_inner(source: &dyn TreeSource, mut cache: Option<&mut ParseCache>, diags
     let layout_ok: Vec<bool> = LAYOUT.iter().map(|name| usable(name, diags)).collect();
     let ok = |name: &str| LAYOUT.iter().position(|n| *n == name).is_none_or(|i| layout_ok[i]);
     if root.iter().any(|e| e.name == "hero.yaml" && e.kind == EntryKind::File) {
+        tree.has_settings_file = true;
         let file: Arc<str> = "hero.yaml".into();
         if let Some(docs) = read_yaml(source, &file, diags) {
             match docs.as_slice() {

@@ -598,6 +598,8 @@ pub struct ConfigTree {
     pub migrations: Vec<Migration>,
     /// `artifacts.lock` (empty and not `present` when the file is absent).
     pub lock: crate::artifact::ArtifactLock,
+    /// Whether the tree has a `hero.yaml` (without one, every setting is a default).
+    pub has_settings_file: bool,
 }
 
 /// The effective desired state on one host: base objects, replaced or extended by the

@@ -229,13 +229,26 @@ fn check_state(tree: &ConfigTree, state: &DesiredState, diags: &mut Diagnostics)
 
     // Required services: present and wanted running.
     let hero_yaml: Arc<str> = "hero.yaml".into();
+    let actions_dir: Arc<str> = "actions".into();
     for req in &tree.settings.required_services {
-        let at = if req.pos.file.is_empty() { Pos::file(&hero_yaml) } else { req.pos.clone() };
+        // A default requirement has no place of its own: point where the fix goes, and
+        // say where the requirement comes from.
+        let (at, from) = match (req.pos.file.is_empty(), tree.has_settings_file) {
+            (false, _) => (req.pos.clone(), String::new()),
+            (true, true) => (
+                Pos::file(&hero_yaml),
+                " (hero.yaml does not set `required_services`, so the default [hero_db] applies)".to_owned(),
+            ),
+            (true, false) => (
+                Pos::file(&actions_dir),
+                " (there is no hero.yaml, so the default `required_services: [hero_db]` applies)".to_owned(),
+            ),
+        };
         match resolve(&state.services, DEFAULT_CONTEXT, req) {
             None if is_broken(state, Kind::Service, DEFAULT_CONTEXT, req) => {}
             None => {
                 diags
-                    .error(&at, "required.missing", format!("required service `{}` is not defined", req.name))
+                    .error(&at, "required.missing", format!("required service `{}` is not defined{from}", req.name))
                     .hint(format!(
                         "define service `{}` in actions/{}.yaml, or list the services this repository must keep running in `required_services` in hero.yaml",
                         req.split().1,

@@ -413,8 +413,14 @@ fn env_names_and_values() {
 fn hero_db_is_required_by_default() {
     let t = Tree::bare();
     t.file("actions/web.yaml", "actions:\n  - name: web\n    script: x\n");
+    // No hero.yaml: the error points where the service would be defined, and says the
+    // requirement is the default.
+    let msg = expect(&t.check(), "required.missing", "actions:1:1");
+    assert!(msg.contains("required service `hero_db` is not defined (there is no hero.yaml"), "{msg}");
+    // A hero.yaml that does not set it: the file, with the same explanation.
+    t.file("hero.yaml", "self_heal: true\n");
     let msg = expect(&t.check(), "required.missing", "hero.yaml:1:1");
-    assert!(msg.contains("required service `hero_db` is not defined"), "{msg}");
+    assert!(msg.contains("does not set `required_services`"), "{msg}");
 }
 
 #[test]
