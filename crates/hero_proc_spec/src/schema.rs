@@ -35,7 +35,7 @@ pub struct Decoder<'d> {
     pub diags: &'d mut Diagnostics,
 }
 
-const ACTION_FIELDS: [&str; 17] = [
+pub(crate) const ACTION_FIELDS: [&str; 17] = [
     "name",
     "context",
     "description",
@@ -54,8 +54,17 @@ const ACTION_FIELDS: [&str; 17] = [
     "user",
     "group",
 ];
-const SERVICE_FIELDS: [&str; 7] = ["name", "context", "description", "status", "actions", "requires", "after"];
-const SETTINGS_FIELDS: [&str; 6] = ["required_services", "self_heal", "prune", "interval", "retention", "registry"];
+pub(crate) const SERVICE_FIELDS: [&str; 7] =
+    ["name", "context", "description", "status", "actions", "requires", "after"];
+pub(crate) const SETTINGS_FIELDS: [&str; 6] =
+    ["required_services", "self_heal", "prune", "interval", "retention", "registry"];
+pub(crate) const FILE_FIELDS: [&str; 2] = ["actions", "services"];
+pub(crate) const RESTART_FIELDS: [&str; 4] = ["policy", "delay", "max_delay", "max_retries"];
+pub(crate) const STOP_FIELDS: [&str; 2] = ["signal", "timeout"];
+pub(crate) const HTTP_CHECK_FIELDS: [&str; 3] = ["socket", "url", "path"];
+pub(crate) const SECRET_REF_FIELDS: [&str; 1] = ["secret"];
+pub(crate) const REGISTRY_FIELDS: [&str; 4] = ["url", "token", "keep", "timeout"];
+pub(crate) const RETENTION_FIELDS: [&str; 3] = ["max_age_days", "max_rows_per_table", "compact_every"];
 
 impl<'d> Decoder<'d> {
     pub fn new(file: Arc<str>, diags: &'d mut Diagnostics) -> Self {
@@ -188,7 +197,7 @@ impl<'d> Decoder<'d> {
 
     /// A top-level `actions/*.yaml` document.
     pub fn action_file(&mut self, doc: &Node, set: &mut ObjectSet) {
-        let Some(fields) = self.fields(doc, &["actions", "services"], "an actions file") else {
+        let Some(fields) = self.fields(doc, &FILE_FIELDS, "an actions file") else {
             return;
         };
         for (key, value) in fields {
@@ -462,7 +471,7 @@ impl<'d> Decoder<'d> {
             }
             NodeKind::Scalar { text, .. } => Some(EnvValue::Plain(text.clone())),
             NodeKind::Map(_) => {
-                let fields = self.fields(node, &["secret"], "a secret reference")?;
+                let fields = self.fields(node, &SECRET_REF_FIELDS, "a secret reference")?;
                 match fields.first() {
                     Some((_, n)) => self.name(n, "secret name").map(EnvValue::Secret),
                     None => {
@@ -482,7 +491,7 @@ impl<'d> Decoder<'d> {
     }
 
     fn restart(&mut self, node: &Node) -> Option<Restart> {
-        let fields = self.fields(node, &["policy", "delay", "max_delay", "max_retries"], "restart")?;
+        let fields = self.fields(node, &RESTART_FIELDS, "restart")?;
         let mut r = Restart::default();
         let mut ok = true;
         for (k, v) in &fields {
@@ -526,7 +535,7 @@ impl<'d> Decoder<'d> {
     }
 
     fn stop(&mut self, node: &Node) -> Option<Stop> {
-        let fields = self.fields(node, &["signal", "timeout"], "stop")?;
+        let fields = self.fields(node, &STOP_FIELDS, "stop")?;
         let mut s = Stop::default();
         let mut ok = true;
         for (k, v) in &fields {
@@ -588,7 +597,7 @@ impl<'d> Decoder<'d> {
                         .http_url(v, url)
                         .map(|(url, path)| HealthCheck::Http(HttpCheck { socket: None, url: Some(url), path }));
                 }
-                let fields = self.fields(v, &["socket", "url", "path"], "an http check")?;
+                let fields = self.fields(v, &HTTP_CHECK_FIELDS, "an http check")?;
                 let mut check = HttpCheck { socket: None, url: None, path: "/".into() };
                 for (k, n) in &fields {
                     let s = self.string(n)?;
@@ -751,7 +760,7 @@ impl<'d> Decoder<'d> {
 
     /// `registry: { url, token: { secret }, keep, timeout }` (SPEC 3.4, 3.6).
     fn registry(&mut self, node: &Node) -> Option<Registry> {
-        let fields = self.fields(node, &["url", "token", "keep", "timeout"], "registry")?;
+        let fields = self.fields(node, &REGISTRY_FIELDS, "registry")?;
         let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v);
         let Some(url_node) = get("url") else {
             let pos = self.pos(node);
@@ -763,7 +772,7 @@ impl<'d> Decoder<'d> {
         let mut ok = true;
         let token = match get("token") {
             None => None,
-            Some(t) => match self.fields(t, &["secret"], "a secret reference") {
+            Some(t) => match self.fields(t, &SECRET_REF_FIELDS, "a secret reference") {
                 Some(f) => match f.first() {
                     Some((_, n)) => self.name(n, "secret name"),
                     None => {
@@ -824,7 +833,7 @@ impl<'d> Decoder<'d> {
 
     /// The retention and the keys the file sets.
     fn retention(&mut self, node: &Node) -> Option<(Retention, Vec<String>)> {
-        let fields = self.fields(node, &["max_age_days", "max_rows_per_table", "compact_every"], "retention")?;
+        let fields = self.fields(node, &RETENTION_FIELDS, "retention")?;
         let keys = fields.iter().map(|(k, _)| k.clone()).collect();
         let mut r = Retention::default();
         let mut ok = true;
