@@ -758,4 +758,47 @@ fn a_dry_run_names_uncommitted_config_edits() {
         "{note}"
     );
     assert!(!note.contains("README.md"), "only config files: {note}");
+    assert!(note.contains("--worktree"), "the hint offers the work-tree preview: {note}");
+
+    // --worktree: the work tree as it is, against this daemon's live state.
+    let wt = d.cli(&["reconcile", "--dry-run", "--worktree"]);
+    assert!(wt.status.success(), "{}", text(&wt.stderr));
+    let shown = text(&wt.stdout);
+    assert!(
+        shown.contains("Plan for worktree")
+            && shown.contains("+  GREETING: edited")
+            && shown.contains("+ action core/new"),
+        "{shown}"
+    );
+    // Offline too, against an empty machine.
+    let offline = std::process::Command::new(support::bin())
+        .args(["reconcile", "--empty", "--worktree", "--repo"])
+        .arg(repo.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(offline.status.success(), "{}", text(&offline.stderr));
+    assert!(text(&offline.stdout).contains("GREETING: edited"), "{}", text(&offline.stdout));
+    // Never applied: the CLI refuses, and so does the daemon when asked directly.
+    let apply = d.cli(&["reconcile", "--worktree"]);
+    assert_eq!(apply.status.code(), Some(1));
+    assert!(text(&apply.stderr).contains("previews only"), "{}", text(&apply.stderr));
+    let answer = rpc(&d, r#"{"jsonrpc":"2.0","id":1,"method":"reconcile.apply","params":{"worktree":true}}"#);
+    assert!(answer.contains("never applied"), "{answer}");
+    assert_eq!(status(&d)["applied_revision"].as_str(), Some(first.as_str()));
+}
+
+/// One raw JSON-RPC request over the daemon's socket; the response body.
+fn rpc(d: &Daemon, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    write!(
+        s,
+        "POST /rpc HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }

@@ -52,6 +52,10 @@ pub struct Args {
     /// --dry-run.
     #[arg(long)]
     db: Option<PathBuf>,
+    /// Preview the work tree as it is, uncommitted edits included (local iteration; an
+    /// apply never reads it). Needs --dry-run, --empty or --db.
+    #[arg(long, conflicts_with = "rev")]
+    worktree: bool,
     #[command(flatten)]
     wait: WaitArgs,
 }
@@ -151,6 +155,9 @@ pub async fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
             }
             Ok(code)
         }
+        None if args.worktree && !(args.dry_run || args.empty || args.db.is_some()) => {
+            anyhow::bail!("--worktree previews only: add --dry-run (a work tree is never applied; commit it first)")
+        }
         None if args.wait.wait && (args.dry_run || args.empty || args.db.is_some()) => {
             anyhow::bail!("--wait waits for an apply: it cannot go with --dry-run, --empty or --db")
         }
@@ -166,10 +173,11 @@ pub async fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
                 ),
                 None => None,
             };
-            let params = ReconcileParams { repo, branch: args.branch, rev: args.rev, host: args.host };
+            let params =
+                ReconcileParams { repo, branch: args.branch, rev: args.rev, host: args.host, worktree: args.worktree };
             let mut client = connect(out).await?;
             if args.dry_run {
-                let previewing_head = params.rev.is_none();
+                let previewing_head = params.rev.is_none() && !params.worktree;
                 let plan: Plan = client.call_foreign::<m::ReconcilePlan, _>(&params).await?;
                 let code = print_plan(&plan, out, args.detailed_exitcode)?;
                 // A preview reads commits only: say so when the work tree has config edits
@@ -193,7 +201,7 @@ pub async fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
                                 String::new()
                             };
                             eprintln!(
-                                "note: {} config file(s) in {path} differ from the previewed commit and are not in this plan: {}{more}\n  hint: the daemon applies commits only; commit them to preview them",
+                                "note: {} config file(s) in {path} differ from the previewed commit and are not in this plan: {}{more}\n  hint: the daemon applies commits only; commit them, or preview them as they are with `hero_proc reconcile --dry-run --worktree`",
                                 files.len(),
                                 shown.join(", ")
                             );
@@ -220,6 +228,7 @@ fn offline_plan(args: &Args) -> anyhow::Result<Plan> {
     let location = hero_proc_reconcile::repo::absolute_location(&location)
         .with_context(|| format!("repository {location}: no such directory"))?;
     let cache = tempfile::tempdir()?;
+    let dir = location.clone();
     let repo = Repo::open(&RepoConfig { location, branch: args.branch.clone() }, cache.path())?;
     repo.fetch()?;
     let target = match &args.rev {
@@ -250,7 +259,14 @@ fn offline_plan(args: &Args) -> anyhow::Result<Plan> {
         };
     let opener = SopsOpener::new(keys, false, fingerprint);
     let load = |c| Desired::load(repo.repository(), c, host.as_deref(), &opener);
-    let desired = load(target)?;
+    let desired = if args.worktree {
+        if hero_proc_reconcile::repo::is_remote(&dir) {
+            anyhow::bail!("--worktree previews the work tree of a local repository; {dir} is a remote");
+        }
+        Desired::load_worktree(Path::new(&dir), host.as_deref(), &opener)?
+    } else {
+        load(target)?
+    };
     // The applied revision's desired state tells drift from git changes (as in the daemon).
     let other = match &applied {
         Some(a) if *a != desired.commit.id => repo.resolve(a).ok().and_then(|c| load(c).ok()),

@@ -325,6 +325,7 @@ impl Reconciler {
         let keys = self.keys.clone();
         let cache_root = self.cache_root.clone();
         let rev = req.rev.clone();
+        let worktree = req.worktree;
         let cache: Vec<(String, Arc<Desired>)> = self.cache.lock().expect("cache lock").entries.clone();
         let parsed = self.parsed.clone();
         let artifacts = self.artifacts.clone();
@@ -363,7 +364,21 @@ impl Reconciler {
                 loaded.push((key, d.clone()));
                 Ok(d)
             };
-            let desired = load(target)?;
+            let desired = if worktree {
+                // A preview of the work tree as it is (never applied: see `apply`).
+                if hero_proc_reconcile::repo::is_remote(&config.location) {
+                    return Err(ReconcileError::Baseline(
+                        "--worktree previews the work tree of a local repository; this one is a remote".into(),
+                    ));
+                }
+                let identities = hero_proc_sops::load_identities(&keys).map_err(|e| e.to_string());
+                let v = vault.clone();
+                let opener =
+                    SopsOpener::new(identities, true, move |c: &str, n: &str, val: &str| v.fingerprint(c, n, val));
+                Arc::new(Desired::load_worktree(std::path::Path::new(&config.location), host.as_deref(), &opener)?)
+            } else {
+                load(target)?
+            };
             // The applied revision's desired state tells drift from git changes. It may be
             // gone from the repository (force-push); then nothing is called drift.
             let previous = match &sync.applied_revision {
@@ -402,6 +417,11 @@ impl Reconciler {
 
     /// Plan and apply once. `req.rev` pins the revision (until `resume`).
     pub async fn apply(&self, req: PlanRequest) -> Result<ApplyOutcome, ReconcileError> {
+        if req.worktree {
+            return Err(ReconcileError::Baseline(
+                "a work tree is previewed, never applied: commit the change, then apply".into(),
+            ));
+        }
         let _guard = self.one_writer.lock().await;
         self.apply_locked(req).await
     }

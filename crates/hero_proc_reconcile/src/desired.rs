@@ -52,6 +52,9 @@ impl fmt::Debug for SecretValues {
     }
 }
 
+/// The name a work-tree preview gives its "commit".
+pub const WORKTREE: &str = "worktree";
+
 /// Everything a revision asks for on this host.
 #[derive(Debug)]
 pub struct Desired {
@@ -138,7 +141,35 @@ impl Desired {
         let short = commit.short().to_owned();
         let source = GitSource::at_rev(repo, &commit.id)
             .map_err(|e| LoadError::Source { rev: short.clone(), message: e.to_string() })?;
-        let checked = hero_proc_spec::load::load_tree_cached(&source, cache);
+        Desired::from_source(&source, commit, host, opener, cache)
+    }
+
+    /// The work tree at `dir` as it is, uncommitted edits included: for a preview
+    /// (`reconcile --dry-run --worktree`), never for an apply. Its commit is named
+    /// `worktree`.
+    pub fn load_worktree(
+        dir: &std::path::Path,
+        host: Option<&str>,
+        opener: &dyn SecretOpener,
+    ) -> Result<Desired, LoadError> {
+        let commit = CommitInfo {
+            id: WORKTREE.to_owned(),
+            author: None,
+            committed_at_ms: None,
+            summary: Some(format!("the work tree of {}, uncommitted edits included", dir.display())),
+        };
+        Desired::from_source(&hero_proc_spec::DirSource::new(dir), commit, host, opener, &mut ParseCache::new())
+    }
+
+    fn from_source(
+        source: &dyn hero_proc_spec::TreeSource,
+        commit: CommitInfo,
+        host: Option<&str>,
+        opener: &dyn SecretOpener,
+        cache: &mut ParseCache,
+    ) -> Result<Desired, LoadError> {
+        let short = commit.short().to_owned();
+        let checked = hero_proc_spec::load::load_tree_cached(source, cache);
         let errors: Vec<String> = checked
             .diagnostics
             .iter()

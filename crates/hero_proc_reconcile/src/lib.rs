@@ -21,7 +21,7 @@ pub mod render;
 pub mod repo;
 
 pub use apply::{AppliedChange, ApplyError, SecretSealer, apply, record_failure};
-pub use desired::{Desired, DesiredSecret, LoadError, SecretOpener, SopsOpener, artifacts_of};
+pub use desired::{Desired, DesiredSecret, LoadError, SecretOpener, SopsOpener, WORKTREE, artifacts_of};
 pub use live::{FailedMigration, Live, LiveSecret, RunState};
 pub use plan::{
     ArtifactStep, Cause, Change, DriftItem, HeldMigration, MigrationPreview, Op, Plan, Restart, StateChange, Summary,

@@ -519,6 +519,10 @@ pub struct ReconcileParams {
     pub rev: Option<String>,
     #[serde(default)]
     pub host: Option<String>,
+    /// `reconcile.plan` only: plan the local repository's work tree as it is,
+    /// uncommitted edits included (an apply refuses it: only commits are applied).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub worktree: bool,
 }
 
 /// `reconcile.history`: at most [`HISTORY_MAX`]; default 50.
