@@ -330,6 +330,33 @@ fn the_registry_token_comes_from_sops_and_never_leaks() {
     let sent = reg.auth_headers();
     assert!(sent.iter().all(|h| h.as_deref() == Some(&format!("token {TOKEN}"))), "every request carried the token");
 
+    // A forge that keeps its files on another host redirects there: the download follows,
+    // the token stays behind.
+    let storage = Registry::start(None);
+    let v2 = registry::program("agent", "v2", 0);
+    assert_eq!(storage.upload("agent", "v2", &v2, None), 201);
+    assert_eq!(reg.upload("agent", "v2", &v2, Some(TOKEN)), 201);
+    reg.redirect_to(&storage);
+    repo.write("actions/agent.yaml", &agent("v2"));
+    let mut l2 = Command::new(support::bin());
+    let l2 = l2
+        .args(["artifact", "lock"])
+        .arg(repo.path())
+        .env_remove("HERO_PROC_REGISTRY_TOKEN")
+        .env("SOPS_AGE_KEY_FILE", &key_file)
+        .output()
+        .unwrap();
+    assert!(l2.status.success(), "{}", text(&l2.stderr));
+    let rev2 = repo.commit("agent v2 from storage");
+    d.cli(&["reconcile", "now"]);
+    wait_applied(&d, &rev2);
+    wait_for("agent v2 to run", Duration::from_secs(20), || out_of(&d).as_deref() == Some("v2 --port 7"));
+    let to_storage = storage.auth_headers();
+    assert!(
+        to_storage.len() >= 2 && to_storage.iter().all(Option::is_none),
+        "the token went to another host: {to_storage:?}"
+    );
+
     let mut said = Vec::new();
     for args in [
         &["--format", "json", "reconcile", "status"][..],

@@ -34,6 +34,8 @@ struct State {
     files: HashMap<String, Vec<u8>>,
     token: Option<String>,
     fault: Option<Fault>,
+    /// Answer downloads with `302 Found` to this base URL (object storage elsewhere).
+    redirect: Option<String>,
     /// The `Authorization` header of each request, for leak checks (what was sent).
     seen_auth: Vec<Option<String>>,
 }
@@ -91,6 +93,11 @@ impl Registry {
         let mut answer = String::new();
         let _ = conn.read_to_string(&mut answer);
         answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    }
+
+    /// Send downloads to `other` (its `url()`), as a forge that keeps files elsewhere.
+    pub fn redirect_to(&self, other: &Registry) {
+        self.state.lock().unwrap().redirect = Some(other.url());
     }
 
     pub fn set_fault(&self, f: Fault) {
@@ -152,10 +159,10 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool, gets: &Atomic
         write!(out, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len())?;
         out.write_all(body)
     };
-    let (token, fault) = {
+    let (token, fault, redirect) = {
         let mut s = state.lock().unwrap();
         s.seen_auth.push(auth.clone());
-        (s.token.clone(), s.fault)
+        (s.token.clone(), s.fault, s.redirect.clone())
     };
     let prefix = format!("/api/packages/{OWNER}/generic/");
     let Some(key) = path.strip_prefix(&prefix).map(str::to_owned) else {
@@ -180,6 +187,13 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool, gets: &Atomic
         "GET" | "HEAD" => {
             if method == "GET" {
                 gets.fetch_add(1, Ordering::SeqCst);
+            }
+            if let Some(to) = redirect {
+                write!(
+                    out,
+                    "HTTP/1.1 302 Found\r\nLocation: {to}/{key}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )?;
+                return Ok(());
             }
             let file = state.lock().unwrap().files.get(&key).cloned();
             let Some(file) = file else { return respond(&mut out, "404 Not Found", b"") };

@@ -31,10 +31,25 @@ pub trait Progress: Send + Sync {
 pub struct Quiet;
 impl Progress for Quiet {}
 
+/// Redirects followed at most (a registry that hands downloads to object storage needs one).
+const MAX_REDIRECTS: usize = 5;
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Empty<bytes::Bytes>,
+>;
+
+/// Why a request got no answer.
+enum RequestError {
+    Timeout,
+    Connect(String),
+    Other(String),
+}
+
 /// Makes pinned artifacts present in a [`Cache`].
 #[derive(Clone)]
 pub struct Installer {
-    client: reqwest::Client,
+    client: HttpClient,
     registry: Registry,
     cache: Cache,
     counters: Arc<Counters>,
@@ -45,13 +60,62 @@ pub struct Installer {
 
 impl Installer {
     pub fn new(registry: Registry, cache: Cache, counters: Arc<Counters>) -> Result<Installer, String> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(registry.timeout)
-            .read_timeout(registry.timeout)
-            .user_agent(concat!("hero_proc/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(registry.timeout));
+        // The system's CA store (a forge with a private CA), else Mozilla's roots.
+        let tls = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
+            Ok(b) => b,
+            Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
+        };
+        let https = tls.https_or_http().enable_http1().wrap_connector(http);
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
         Ok(Installer { client, registry, cache, counters, in_flight: Arc::default() })
+    }
+
+    /// A request to `url`, redirects followed; the token goes only to the registry's
+    /// own host. The answer's headers arrive within `registry.timeout`.
+    async fn request(
+        &self,
+        method: http::Method,
+        url: &str,
+        limit: std::time::Duration,
+    ) -> Result<http::Response<hyper::body::Incoming>, RequestError> {
+        let registry_host = url.parse::<http::Uri>().ok().and_then(|u| u.authority().cloned());
+        let mut url = url.to_owned();
+        for _ in 0..=MAX_REDIRECTS {
+            let uri: http::Uri = url.parse().map_err(|e| RequestError::Other(format!("bad URL: {e}")))?;
+            let mut req = http::Request::builder()
+                .method(method.clone())
+                .uri(uri.clone())
+                .header(http::header::USER_AGENT, concat!("hero_proc/", env!("CARGO_PKG_VERSION")));
+            if let Some(t) = &self.registry.token
+                && uri.authority() == registry_host.as_ref()
+            {
+                req = req.header(http::header::AUTHORIZATION, format!("token {}", t.expose()));
+            }
+            let req = req.body(http_body_util::Empty::new()).map_err(|e| RequestError::Other(e.to_string()))?;
+            let resp = match tokio::time::timeout(limit, self.client.request(req)).await {
+                Err(_) => return Err(RequestError::Timeout),
+                Ok(Err(e)) if e.is_connect() => return Err(RequestError::Connect(innermost(&e))),
+                Ok(Err(e)) => return Err(RequestError::Other(innermost(&e))),
+                Ok(Ok(r)) => r,
+            };
+            if !resp.status().is_redirection() {
+                return Ok(resp);
+            }
+            let Some(next) = resp.headers().get(http::header::LOCATION).and_then(|l| l.to_str().ok()) else {
+                return Ok(resp);
+            };
+            // An absolute URL, or a path on the same host.
+            url = if next.starts_with('/') {
+                let base = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+                format!("{}://{base}{next}", uri.scheme_str().unwrap_or("https"))
+            } else {
+                next.to_owned()
+            };
+        }
+        Err(RequestError::Other(format!("more than {MAX_REDIRECTS} redirects")))
     }
 
     /// The same installer for another registry setting, sharing the client's pool, the
@@ -135,15 +199,12 @@ impl Installer {
             return std::fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| m.len());
         }
         // A preview must not wait long on a registry that is down: it holds the sync.
-        let mut req = self.client.head(&url).timeout(self.registry.timeout.min(std::time::Duration::from_secs(2)));
-        if let Some(t) = &self.registry.token {
-            req = req.header(reqwest::header::AUTHORIZATION, format!("token {}", t.expose()));
-        }
-        let resp = req.send().await.ok()?;
+        let limit = self.registry.timeout.min(std::time::Duration::from_secs(2));
+        let resp = self.request(http::Method::HEAD, &url, limit).await.ok()?;
         if !resp.status().is_success() {
             return None;
         }
-        resp.headers().get(reqwest::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+        resp.headers().get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
     }
 
     /// [`Installer::size_of`] for several at once; results in order.
@@ -297,11 +358,10 @@ impl Installer {
             progress.finished(id);
             return Ok((digest, size));
         }
-        let mut req = self.client.get(&url);
-        if let Some(t) = &self.registry.token {
-            req = req.header(reqwest::header::AUTHORIZATION, format!("token {}", t.expose()));
-        }
-        let mut resp = req.send().await.map_err(|e| request_error(id, &url, e))?;
+        let resp = self
+            .request(http::Method::GET, &url, self.registry.timeout)
+            .await
+            .map_err(|e| request_error(id, &url, e))?;
         let status = resp.status();
         if !status.is_success() {
             let (cause, what) = match status.as_u16() {
@@ -318,7 +378,9 @@ impl Installer {
             };
             return Err(fail(cause, format!("{status} from {url}: {what}")));
         }
-        let total = resp.content_length();
+        let total: Option<u64> =
+            resp.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let mut body = resp.into_body();
         if let Some(n) = total {
             if n > MAX_ARTIFACT_BYTES {
                 return Err(fail(
@@ -350,7 +412,18 @@ impl Installer {
         let writer = tokio::task::spawn_blocking(move || write_and_hash(rx, into_owned.as_deref()));
         let mut received: u64 = 0;
         let body: Result<(), ArtifactError> = loop {
-            match resp.chunk().await {
+            use http_body_util::BodyExt;
+            // Each read gets `timeout`: a stalled registry fails, a slow one does not.
+            let frame = match tokio::time::timeout(self.registry.timeout, body.frame()).await {
+                Err(_) => Err(RequestError::Timeout),
+                Ok(None) => Ok(None),
+                Ok(Some(Err(e))) => Err(RequestError::Other(e.to_string())),
+                Ok(Some(Ok(f))) => match f.into_data() {
+                    Ok(d) => Ok(Some(d)),
+                    Err(_) => continue, // trailers
+                },
+            };
+            match frame {
                 Ok(Some(bytes)) => {
                     received += bytes.len() as u64;
                     if received > MAX_ARTIFACT_BYTES {
@@ -365,7 +438,7 @@ impl Installer {
                 Ok(None) => break Ok(()),
                 // The messages hold no byte counts that change from one try to the next:
                 // history writes one line per revision and error.
-                Err(e) if e.is_timeout() => {
+                Err(RequestError::Timeout) => {
                     tracing::debug!(%id, received, "download stalled");
                     break Err(fail(
                         Cause::Timeout,
@@ -451,22 +524,27 @@ fn disk_or_io(e: &io::Error) -> Cause {
     }
 }
 
-fn request_error(id: &ArtifactId, url: &str, e: reqwest::Error) -> ArtifactError {
-    // reqwest's message may quote the URL; ours never holds a credential, but say it
-    // plainly rather than relay a nested chain.
-    let (cause, what) = if e.is_timeout() {
-        (Cause::Timeout, "no answer in time (`registry.timeout` in hero.yaml); the sync retries with its backoff")
-    } else if e.is_connect() {
-        (Cause::Connect, "cannot connect; the sync retries with its backoff")
-    } else {
-        (Cause::Connect, "the request failed")
+fn request_error(id: &ArtifactId, url: &str, e: RequestError) -> ArtifactError {
+    let (cause, message) = match e {
+        RequestError::Timeout => (
+            Cause::Timeout,
+            format!("{url}: no answer in time (`registry.timeout` in hero.yaml); the sync retries with its backoff"),
+        ),
+        RequestError::Connect(d) => {
+            (Cause::Connect, format!("{url}: cannot connect; the sync retries with its backoff ({d})"))
+        }
+        RequestError::Other(d) => (Cause::Connect, format!("{url}: the request failed ({d})")),
     };
-    let mut detail = String::new();
-    let mut source = std::error::Error::source(&e);
+    ArtifactError { id: id.clone(), cause, message }
+}
+
+/// The innermost error's text (hyper's outer ones say only "client error").
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e.to_string();
+    let mut source = e.source();
     while let Some(s) = source {
-        detail = s.to_string();
+        last = s.to_string();
         source = s.source();
     }
-    let detail = if detail.is_empty() { String::new() } else { format!(" ({detail})") };
-    ArtifactError { id: id.clone(), cause, message: format!("{url}: {what}{detail}") }
+    last
 }
