@@ -505,17 +505,7 @@ fn a_full_disk_refuses_the_download_and_keeps_the_daemon_working() {
     repo.write("actions/agent.yaml", &agent("v1"));
     repo.write("artifacts.lock", &format!("agent@v1: {}\n", registry::digest(&big)));
     let rev = repo.commit("too big for this disk");
-    let mut d = Daemon {
-        root: tempfile::tempdir_in(mnt.path()).unwrap(),
-        child: None,
-        args: ["--repo", &repo.location(), "--branch", "main", "--interval", "1h"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        check_hero_db: false,
-        env: Vec::new(),
-    };
-    d.spawn();
+    let mut d = follow_in(&repo, tempfile::tempdir_in(mnt.path()).unwrap());
     let s = wait_failed(&d, &rev);
     let err = s["last_error"].as_str().unwrap();
     assert!(err.contains("no space") && err.contains("agent@v1"), "{err}");
@@ -586,17 +576,7 @@ fn a_service_of_another_account_runs_its_artifact() {
     use std::os::unix::fs::PermissionsExt;
     let root = tempfile::tempdir().unwrap();
     std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let mut d = Daemon {
-        root,
-        child: None,
-        args: ["--repo", &repo.location(), "--branch", "main", "--interval", "1h"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        check_hero_db: false,
-        env: Vec::new(),
-    };
-    d.spawn();
+    let d = follow_in(&repo, root);
     wait_applied(&d, &rev);
     let s = d.wait_status("agent", "running", |s| s["state"] == "running");
     let pid = s["pid"].as_u64().unwrap();

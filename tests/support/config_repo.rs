@@ -106,6 +106,23 @@ pub fn follow(repo: &ConfigRepo) -> Daemon {
     Daemon::start_with(&["--repo", &repo.location(), "--branch", "main", "--interval", "1h"], false)
 }
 
+/// [`follow`] with the daemon's root in `root` (a folder the test prepared: a small
+/// tmpfs, other permissions).
+pub fn follow_in(repo: &ConfigRepo, root: tempfile::TempDir) -> Daemon {
+    let mut d = Daemon {
+        root,
+        child: None,
+        args: ["--repo", &repo.location(), "--branch", "main", "--interval", "1h"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        check_hero_db: false,
+        env: Vec::new(),
+    };
+    d.spawn();
+    d
+}
+
 pub fn status(d: &Daemon) -> Value {
     d.json(&["reconcile", "status"])
 }

@@ -348,15 +348,18 @@ impl Reconciler {
             seen_in.lock().expect("seen lock").0 = Some(target.clone());
             let mut loaded = Vec::new();
             let cache = Cache { entries: cache };
+            // The host's keys and the vault's fingerprints: what a loaded tree is decrypted with.
+            let opener = || {
+                let identities = hero_proc_sops::load_identities(&keys).map_err(|e| e.to_string());
+                let v = vault.clone();
+                SopsOpener::new(identities, true, move |c: &str, n: &str, val: &str| v.fingerprint(c, n, val))
+            };
             let mut load = |commit: CommitInfo| -> Result<Arc<Desired>, LoadError> {
                 let key = Cache::key(&config.location, &commit.id, host.as_deref());
                 if let Some(d) = cache.get(&key) {
                     return Ok(d);
                 }
-                let identities = hero_proc_sops::load_identities(&keys).map_err(|e| e.to_string());
-                let v = vault.clone();
-                let opener =
-                    SopsOpener::new(identities, true, move |c: &str, n: &str, val: &str| v.fingerprint(c, n, val));
+                let opener = opener();
                 // Syncs are one at a time (`one_writer`): this lock is never contended.
                 let mut parsed = parsed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let d =
@@ -371,11 +374,7 @@ impl Reconciler {
                         "--worktree previews the work tree of a local repository; this one is a remote".into(),
                     ));
                 }
-                let identities = hero_proc_sops::load_identities(&keys).map_err(|e| e.to_string());
-                let v = vault.clone();
-                let opener =
-                    SopsOpener::new(identities, true, move |c: &str, n: &str, val: &str| v.fingerprint(c, n, val));
-                Arc::new(Desired::load_worktree(std::path::Path::new(&config.location), host.as_deref(), &opener)?)
+                Arc::new(Desired::load_worktree(std::path::Path::new(&config.location), host.as_deref(), &opener())?)
             } else {
                 load(target)?
             };
