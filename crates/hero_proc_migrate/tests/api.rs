@@ -1,8 +1,6 @@
 //! The `proc` API as scripts see it, over the in-memory system.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use hero_proc_migrate::{InMemoryProc, LogLevel, LogLine, STATE_RUNNING, STATE_STOPPED, log_source};
 use hero_proc_spec::{EnvValue, HealthCheck, Interpreter, ServiceStatus, Signal};
 

@@ -1,11 +1,9 @@
 //! The PR preview: what each pending migration would do, against a snapshot of the
 //! live system, applying nothing.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use crate::common::*;
 use hero_proc_migrate::{
     Applied, Change, EffectKind, InMemoryProc, ProcOps, RecordingProc, RunOptions, Snapshot, run_pending,
 };

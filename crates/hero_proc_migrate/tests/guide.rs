@@ -1,9 +1,7 @@
 //! The examples in docs/MIGRATIONS.md validate and run, and the preview it shows is the one
 //! the dry-run produces.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use hero_proc_migrate::{ProcOps, RecordingProc, RunOptions, run_migration};
 
 const GUIDE: &str = include_str!("../../../docs/MIGRATIONS.md");

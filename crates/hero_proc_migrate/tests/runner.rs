@@ -1,9 +1,7 @@
 //! Ordering, checksums, failures and retries, baseline: the runner over a small
 //! "daemon" made of the in-memory system plus a record of applied migrations.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use hero_proc_migrate::{
     Applied, AppliedResult, BaselineError, HistoryError, InMemoryProc, ProcOps, RunOptions, RunReport, STATE_RUNNING,
     baseline, check_history, run_pending,

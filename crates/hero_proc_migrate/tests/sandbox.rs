@@ -1,13 +1,11 @@
 //! Escapes and resource limits: a migration can only reach the system through `proc`,
 //! and cannot hold the daemon hostage.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use hero_proc_migrate::{DEFAULT_WALL_LIMIT, InMemoryProc, RunOptions, run_migration};
 
 fn fails_with(opts: &RunOptions, source: &str) -> (hero_proc_migrate::MigrationError, Duration) {

@@ -1,9 +1,7 @@
 //! Hostile input: garbage, huge, non-UTF-8, malformed metadata and ENC
 //! strings must give typed errors, never panics.
 
-mod common;
-
-use common::{Sandbox, enc_of, replace_line};
+use crate::common::{Sandbox, enc_of, replace_line};
 use hero_proc_sops::{Identity, LoadedIdentities, MAX_FILE_BYTES, SopsError, decrypt, key_names};
 
 fn some_key() -> LoadedIdentities {

@@ -2,9 +2,9 @@
 //! to what `sops --decrypt` prints, and every tampering sops refuses is
 //! refused here too (and vice versa).
 
-mod common;
+use crate::common;
 
-use common::{Sandbox, enc_of, line, remove_line, replace_line};
+use crate::common::{Sandbox, enc_of, line, remove_line, replace_line};
 use hero_proc_sops::{KeyEnv, SopsError, Value, ValueKind, decrypt, inspect, key_names, load_identities};
 
 const TYPES: &str = r#"a_str: hello world

@@ -2,9 +2,7 @@
 //! or Debug, nor in `DecryptedFile`'s Debug. A marker secret is planted and
 //! every reachable error path is triggered.
 
-mod common;
-
-use common::{Sandbox, enc_of, line, remove_line, replace_line};
+use crate::common::{Sandbox, enc_of, line, remove_line, replace_line};
 use hero_proc_sops::{KeyEnv, LoadedIdentities, decrypt, key_names, load_identities};
 
 const MARK: &str = "LEAKMARK9c1e";

@@ -1,9 +1,7 @@
 //! One positive and one negative case per check of `hero_proc validate`, each asserting
 //! the error's code and exact `file:line:col`.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 // ---- YAML ----------------------------------------------------------------------------
 

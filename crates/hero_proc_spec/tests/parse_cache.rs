@@ -1,13 +1,11 @@
 //! Loading committed trees through a `ParseCache`: only files whose blob changed are
 //! parsed, and the result (objects and every diagnostic) is exactly a full load's.
 
-mod support;
-
 use std::process::Command;
 
+use crate::support::*;
 use hero_proc_spec::load::{ParseCache, load_tree_cached};
 use hero_proc_spec::{Checked, GitSource, load_tree};
-use support::*;
 
 fn git(dir: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new("git")

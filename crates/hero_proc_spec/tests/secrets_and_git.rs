@@ -1,12 +1,10 @@
 //! Checks that need the real `sops` and `age` CLIs (secrets files are read without a
 //! key), and loading a committed tree from git.
 
-mod support;
-
 use std::process::Command;
 
+use crate::support::*;
 use hero_proc_spec::{GitSource, load_tree};
-use support::*;
 
 const ACTION_WITH_SECRET: &str =
     "actions:\n  - name: web\n    script: x\n    process: true\n    env:\n      TOKEN: { secret: forgejo_token }\n";

@@ -1,12 +1,10 @@
 //! Retention and compaction (SPEC 5.5, issue #131).
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::support::*;
 use hero_proc_store::*;
 use serde_json::json;
-use support::*;
 
 const NOW: i64 = 1_780_000_000_000;
 

@@ -2,8 +2,6 @@
 //! Each must give a typed error whose message names the file and says what to do, and
 //! must lose no committed row.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -11,9 +9,9 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use hero_proc_store::*;
 use rusqlite::Connection;
-use support::*;
 
 fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -239,8 +237,10 @@ fn disk_full_child() {
 fn disk_full_is_reported_and_loses_nothing() {
     let (t, n) = seeded();
     let limit = std::fs::metadata(&t.path).unwrap().len() + 512 * 1024;
+    // The test's name as libtest knows it: its module path without the binary's name.
+    let child = format!("{}::disk_full_child", module_path!().split_once("::").map_or("", |(_, m)| m));
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "disk_full_child", "--nocapture", "--test-threads=1"])
+    cmd.args(["--exact", child.as_str(), "--nocapture", "--test-threads=1"])
         .env("HERO_STORE_TEST_DISK_FULL_DB", &t.path);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {

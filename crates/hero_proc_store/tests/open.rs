@@ -1,13 +1,11 @@
 //! Opening: pragmas of a new file, permissions, migrations, schema checks.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 
+use crate::support::*;
 use hero_proc_store::schema::SCHEMA_VERSION;
 use hero_proc_store::{Origin, Store, StoreError};
 use rusqlite::Connection;
-use support::*;
 
 fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777

@@ -1,11 +1,9 @@
 //! Every table: what goes in comes back; the transaction API is all or nothing.
 
-mod support;
-
+use crate::support::*;
 use hero_proc_spec::ServiceStatus;
 use hero_proc_store::*;
 use serde_json::json;
-use support::*;
 
 #[test]
 fn actions_round_trip() {

@@ -14,7 +14,7 @@ use hero_proc_sops::{LoadedIdentities, SopsError};
 #[macro_export]
 macro_rules! require_tools {
     () => {
-        if !common::tools_present() {
+        if !$crate::common::tools_present() {
             return;
         }
     };

@@ -1,0 +1,5 @@
+//! hero_proc_reconcile's integration tests in one binary (one link instead of one per file):
+//! each module is one file of this folder. Run one with `cargo test -p hero_proc_reconcile --test integration <module>::`.
+
+mod apply;
+mod plan;
