@@ -136,7 +136,12 @@ pub struct Reconciler {
     /// Parsed actions files by blob id, across revisions: a new commit parses only the
     /// files it changed.
     parsed: Arc<Mutex<hero_proc_spec::load::ParseCache>>,
+    /// The store's config rows, decoded once and re-read by version (see `LiveMirror`).
+    mirror: Arc<Mutex<hero_proc_reconcile::live::LiveMirror>>,
     wake: tokio::sync::Notify,
+    /// Set with a wake-up that must sync even if the branch has not moved (resume, a
+    /// webhook); the watcher's wake-ups leave it unset.
+    forced: std::sync::atomic::AtomicBool,
     /// A change made by hand through the RPC: sync after a grace period (self-heal).
     manual: tokio::sync::Notify,
     runtime: Mutex<Runtime>,
@@ -206,7 +211,9 @@ impl Reconciler {
             one_writer: tokio::sync::Mutex::new(()),
             cache: Mutex::new(Cache::default()),
             parsed: Arc::default(),
+            mirror: Arc::default(),
             wake: tokio::sync::Notify::new(),
+            forced: std::sync::atomic::AtomicBool::new(false),
             manual: tokio::sync::Notify::new(),
             runtime: Mutex::new(Runtime::default()),
             check_hero_db,
@@ -261,8 +268,15 @@ impl Reconciler {
         self.options.as_ref()
     }
 
-    /// Ask the background loop to sync now (watcher, webhook).
+    /// Ask the background loop to sync now (webhook, resume).
     pub fn trigger(&self) {
+        self.forced.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// A ref of the local repository moved (the watcher): sync, unless the branch is
+    /// still where the last sync found it (one commit writes several files).
+    fn ref_moved(&self) {
         self.wake.notify_one();
     }
 
@@ -328,6 +342,7 @@ impl Reconciler {
         let worktree = req.worktree;
         let cache: Vec<(String, Arc<Desired>)> = self.cache.lock().expect("cache lock").entries.clone();
         let parsed = self.parsed.clone();
+        let mirror = self.mirror.clone();
         let artifacts = self.artifacts.clone();
         // (target, head) as soon as they are known, for the error path too.
         let seen: Arc<Mutex<(Option<CommitInfo>, Option<CommitInfo>)>> = Arc::default();
@@ -385,13 +400,18 @@ impl Reconciler {
                 Some(a) => repo.resolve(a).ok().and_then(|c| load(c).ok()),
                 None => None,
             };
-            let mut live = Live::read(&store)?;
+            let mut mirror = mirror.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut live = Live::read_mirrored(&store, &mut mirror)?;
             live.states = states;
             if !desired.artifacts.is_empty() {
                 live.cached_artifacts = Some(artifacts.cached_digests());
             }
             let plan =
                 hero_proc_reconcile::plan(&desired, &live, previous.as_deref(), sync.applied_revision.as_deref());
+            // Rows equal to git's objects become git's objects: the next plan compares
+            // pointers, and an unchanged object is held once.
+            mirror.share(&desired.state);
+            drop(mirror);
             let out = (Prepared { desired, plan, live: Arc::new(live) }, loaded);
             give_back_freed_memory();
             Ok(out)
@@ -777,8 +797,11 @@ impl Reconciler {
         let states = self.live_states().await.ok()?;
         let store = self.engine.store.clone();
         let applied = applied.to_owned();
+        let mirror = self.mirror.clone();
         tokio::task::spawn_blocking(move || {
-            let mut live = Live::read(&store).ok()?;
+            let mut mirror = mirror.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut live = Live::read_mirrored(&store, &mut mirror).ok()?;
+            drop(mirror);
             live.states = states;
             Some(hero_proc_reconcile::plan(&desired, &live, Some(&desired), Some(&applied)).drift)
         })
@@ -956,10 +979,20 @@ impl Reconciler {
             return;
         }
         let mut first = true;
+        let mut woken_by_ref = false;
+        // The branch head before the last automatic sync that went through.
+        let mut synced_head: Option<String> = None;
         loop {
             let suspended = self.engine.store.sync_state().map(|s| s.suspended).unwrap_or(false);
-            if !suspended {
-                let _ = self.apply(PlanRequest::default()).await;
+            // A commit moves several files under .git: the wake-ups after the first find
+            // the branch where the last sync saw it, and have nothing to do. (Timer and
+            // manual syncs always run: they also revert drift.)
+            let nothing_new = woken_by_ref && synced_head.is_some() && self.local_head().await == synced_head;
+            if !suspended && !nothing_new {
+                // Read before the sync: a commit landing during it wakes us with another head.
+                let before = self.local_head().await;
+                let ok = self.apply(PlanRequest::default()).await.is_ok();
+                synced_head = if ok { before } else { None };
             } else if first {
                 self.load_applied_settings().await;
             }
@@ -979,9 +1012,11 @@ impl Reconciler {
                 interval
             };
             self.runtime.lock().expect("runtime lock").next_sync_at_ms = Some(now_ms() + wait.as_millis() as i64);
+            woken_by_ref = false;
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.wake.notified() => {
+                    woken_by_ref = !self.forced.swap(false, std::sync::atomic::Ordering::SeqCst);
                     // Coalesce a burst (a fetch moves several refs). Lock files are not
                     // events, so the ref that woke us is already written; one that moves
                     // after this pause stores a wake-up and brings one more sync.
@@ -995,6 +1030,21 @@ impl Reconciler {
                 }
             }
         }
+    }
+
+    /// The branch head of a local repository (one ref read); `None` for a remote, whose
+    /// head is known only after a fetch, so that every wake-up of one syncs.
+    async fn local_head(&self) -> Option<String> {
+        let options = self.options.clone()?;
+        if hero_proc_reconcile::repo::is_remote(&options.repo.location) {
+            return None;
+        }
+        let cache_root = self.cache_root.clone();
+        tokio::task::spawn_blocking(move || Repo::open(&options.repo, &cache_root).and_then(|r| r.head()).ok())
+            .await
+            .ok()
+            .flatten()
+            .map(|h| h.id)
     }
 
     /// Watch a local repository's refs: a commit triggers a sync at once.
@@ -1020,7 +1070,7 @@ impl Reconciler {
             });
             if relevant && let Some(me) = me.upgrade() {
                 let _g = handle.enter();
-                me.trigger();
+                me.ref_moved();
             }
         })
         .ok()?;

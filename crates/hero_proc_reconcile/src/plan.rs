@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use hero_proc_spec::{Action, DEFAULT_CONTEXT, Kind, Named, Service, ServiceStatus};
 use hero_proc_store::Ref;
@@ -287,14 +288,14 @@ pub fn preview_migrations(plan: &mut Plan, desired: &Desired, live: &Live) {
     let mut snap = Snapshot::default();
     snap.actions.extend(desired.state.actions.values().map(|a| Action::clone(a)));
     snap.services.extend(desired.state.services.values().map(|s| Service::clone(s)));
-    for (r, a) in &live.actions {
+    for (r, a) in live.actions.iter() {
         if !a.managed && !desired.state.actions.contains_key(&key_of(r)) {
-            snap.actions.push(a.value.clone());
+            snap.actions.push(Action::clone(&a.value));
         }
     }
-    for (r, s) in &live.services {
+    for (r, s) in live.services.iter() {
         if !s.managed && !desired.state.services.contains_key(&key_of(r)) {
-            snap.services.push(s.value.clone());
+            snap.services.push(Service::clone(&s.value));
         }
     }
     for (r, st) in &live.states {
@@ -382,31 +383,32 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
 
     // ---- actions ----------------------------------------------------------------------
     let mut action_changed: BTreeMap<Ref, bool> = BTreeMap::new();
-    for ((ctx, name), a) in &desired.state.actions {
-        let r = Ref::new(ctx, name);
-        let drift = previous.is_some_and(|p| p.state.actions.get(&(ctx.clone(), name.clone())) == Some(a));
+    for (key, a) in &desired.state.actions {
+        let r = Ref::new(&key.0, &key.1);
+        // Only asked where something changed: most objects of a sync are unchanged.
+        let drift = || previous.is_some_and(|p| p.state.actions.get(key).is_some_and(|p| same(p, a)));
         match live.actions.get(&r) {
             None => changes.push(change(
                 Kind::Action,
                 &r,
                 Op::Create,
-                drift,
+                drift(),
                 false,
                 yaml_diff(&r, Kind::Action, "", &yaml(a)),
             )),
-            Some(s) if s.value != **a => {
+            Some(s) if !same(&s.value, a) => {
                 if runs_differently(&s.value, a) {
-                    action_changed.insert(r.clone(), drift);
+                    action_changed.insert(r.clone(), drift());
                 }
                 let diff = yaml_diff(&r, Kind::Action, &yaml(&s.value), &yaml(a));
-                changes.push(change(Kind::Action, &r, Op::Update, drift, !s.managed, diff));
+                changes.push(change(Kind::Action, &r, Op::Update, drift(), !s.managed, diff));
             }
-            Some(s) if !s.managed => changes.push(change(Kind::Action, &r, Op::Update, drift, true, String::new())),
+            Some(s) if !s.managed => changes.push(change(Kind::Action, &r, Op::Update, drift(), true, String::new())),
             Some(_) => {}
         }
     }
     let mut action_deletes = Vec::new();
-    for (r, s) in &live.actions {
+    for (r, s) in live.actions.iter() {
         if desired.state.actions.contains_key(&key_of(r)) {
             continue;
         }
@@ -426,10 +428,10 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
     let mut restarts = Vec::new();
     let mut starts = Vec::new();
     let mut stops = Vec::new();
-    for ((ctx, name), s) in &desired.state.services {
-        let r = Ref::new(ctx, name);
-        let prev = previous.map(|p| p.state.services.get(&(ctx.clone(), name.clone())));
-        let drift = prev.is_some_and(|p| p == Some(s));
+    for (key, s) in &desired.state.services {
+        let r = Ref::new(&key.0, &key.1);
+        let prev = previous.map(|p| p.state.services.get(key));
+        let drift = prev.is_some_and(|p| p.is_some_and(|p| same(p, s)));
         let state = live.state(&r);
         let Some(stored) = live.services.get(&r) else {
             changes.push(change(
@@ -446,7 +448,7 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
             continue;
         };
         let old = &stored.value;
-        if *old != **s {
+        if !same(old, s) {
             let diff = yaml_diff(&r, Kind::Service, &yaml(old), &yaml(s));
             changes.push(change(Kind::Service, &r, Op::Update, drift, !stored.managed, diff));
         } else if !stored.managed {
@@ -480,7 +482,7 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
         }
     }
     let mut service_deletes = Vec::new();
-    for (r, s) in &live.services {
+    for (r, s) in live.services.iter() {
         if desired.state.services.contains_key(&key_of(r)) {
             continue;
         }
@@ -699,6 +701,11 @@ fn leftover(
 }
 
 /// The desired-state map key of a reference.
+/// Equal objects; the same one (a row the mirror shares with git) without a compare.
+fn same<T: Eq>(a: &Arc<T>, b: &Arc<T>) -> bool {
+    Arc::ptr_eq(a, b) || **a == **b
+}
+
 fn key_of(r: &Ref) -> (String, String) {
     (r.context.clone(), r.name.clone())
 }

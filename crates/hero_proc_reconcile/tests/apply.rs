@@ -193,3 +193,64 @@ fn a_failure_is_one_history_line_per_revision_and_error() {
     record_failure(&store, Some(&bad), SyncResult::Failed, "another error", 20).unwrap();
     assert_eq!(store.history(10).unwrap().len(), 3, "a new error is a new line");
 }
+
+/// The daemon's mirror of the config rows reads what a full read reads, across an apply,
+/// a hand edit, a delete and a re-insert; after `share`, rows equal to git's objects are
+/// git's objects, and a hand edit after that is still seen (as drift), because the edited
+/// row's new version is decoded again.
+#[test]
+fn the_live_mirror_reads_what_a_full_read_reads_and_shares_git_objects() {
+    use hero_proc_reconcile::live::LiveMirror;
+    use std::sync::Arc;
+
+    let (_d, store) = store();
+    let mut mirror = LiveMirror::default();
+    let same_rows = |mirror: &mut LiveMirror| {
+        let full = Live::read(&store).unwrap();
+        let mirrored = Live::read_mirrored(&store, mirror).unwrap();
+        assert_eq!(mirrored.actions, full.actions);
+        assert_eq!(mirrored.services, full.services);
+        mirrored
+    };
+    assert!(same_rows(&mut mirror).actions.is_empty());
+
+    let d = desired(YAML, &[]);
+    let p = plan(&d, &same_rows(&mut mirror), None, None);
+    apply(&store, &p, &d, &Sealer(None), false, 1).unwrap();
+    let l = same_rows(&mut mirror);
+    assert_eq!(l.actions.len(), 2);
+    let web = Ref::new("core", "web");
+    let key = ("core".to_owned(), "web".to_owned());
+    assert!(!Arc::ptr_eq(&l.actions[&web].value, &d.state.actions[&key]), "decoded from the store");
+    assert!(plan(&d, &l, Some(&d), Some(REV)).is_empty());
+
+    mirror.share(&d.state);
+    let l = same_rows(&mut mirror);
+    assert!(Arc::ptr_eq(&l.actions[&web].value, &d.state.actions[&key]), "git's object after share");
+    assert!(Arc::ptr_eq(&l.services[&web].value, &d.state.services[&key]));
+    assert!(plan(&d, &l, Some(&d), Some(REV)).is_empty());
+
+    // A hand edit: a new version, decoded again, no longer git's object: drift.
+    let mut edited = hero_proc_spec::Action::clone(&d.state.actions[&key]);
+    edited.script = "web --by-hand".into();
+    store.put_action(&edited, &Origin::manual()).unwrap();
+    let l = same_rows(&mut mirror);
+    assert_eq!(l.actions[&web].value.script, "web --by-hand");
+    let p = plan(&d, &l, Some(&d), Some(REV));
+    assert_eq!(p.drift.iter().map(|d| d.object.as_str()).collect::<Vec<_>>(), ["action core/web"], "{p:?}");
+
+    // Deleted, then put back: the mirror follows both.
+    assert!(store.delete_action("core", "prep").unwrap());
+    assert_eq!(same_rows(&mut mirror).actions.len(), 1);
+    store.put_action(&d.state.actions[&("core".to_owned(), "prep".to_owned())], &Origin::manual()).unwrap();
+    assert_eq!(same_rows(&mut mirror).actions.len(), 2);
+    assert_eq!(mirror.len(), 3);
+
+    // A delete and an insert between two reads leave the count equal: still seen.
+    assert!(store.delete_action("core", "prep").unwrap());
+    let mut other = hero_proc_spec::Action::clone(&d.state.actions[&key]);
+    other.name = "other".into();
+    store.put_action(&other, &Origin::manual()).unwrap();
+    let l = same_rows(&mut mirror);
+    assert_eq!(l.actions.keys().map(|r| r.to_string()).collect::<Vec<_>>(), ["core/other", "core/web"]);
+}

@@ -2,6 +2,7 @@
 //! in-memory values: a `Desired` parsed from YAML text, a `Live` made of `Stored` rows.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use hero_proc_migrate::{Applied, AppliedResult};
 use hero_proc_reconcile::desired::SecretValues;
@@ -70,8 +71,14 @@ fn secret(fp: &str) -> DesiredSecret {
 }
 
 /// A store row holding its own copy of `value` (the desired state shares its objects).
-fn stored<T: Clone>(value: impl AsRef<T>, managed: bool) -> Stored<T> {
-    Stored { value: value.as_ref().clone(), managed, revision: managed.then(|| REV1.to_owned()), updated_at_ms: 1 }
+/// A live row holding a copy of `value` (as decoded from the store: not git's object).
+fn stored<T: Clone>(value: impl AsRef<T>, managed: bool) -> Stored<Arc<T>> {
+    Stored {
+        value: Arc::new(value.as_ref().clone()),
+        managed,
+        revision: managed.then(|| REV1.to_owned()),
+        updated_at_ms: 1,
+    }
 }
 
 /// The live state an apply of `d` leaves behind: every row managed, every secret with its
@@ -79,13 +86,13 @@ fn stored<T: Clone>(value: impl AsRef<T>, managed: bool) -> Stored<T> {
 fn live_of(d: &Desired) -> Live {
     let mut live = Live::default();
     for ((c, n), a) in &d.state.actions {
-        live.actions.insert(Ref::new(c, n), stored(a.clone(), true));
+        Arc::make_mut(&mut live.actions).insert(Ref::new(c, n), stored(a.clone(), true));
     }
     for ((c, n), s) in &d.state.services {
         let r = Ref::new(c, n);
         let state = if s.status == ServiceStatus::Start { RunState::Up } else { RunState::Down };
         live.states.insert(r.clone(), state);
-        live.services.insert(r, stored(s.clone(), true));
+        Arc::make_mut(&mut live.services).insert(r, stored(s.clone(), true));
     }
     for (r, s) in &d.secrets {
         let fingerprint = s.fingerprint.clone().expect("test secrets have fingerprints");
@@ -268,7 +275,7 @@ services:
     live.secrets.insert(r("core/s1"), LiveSecret { fingerprint: "f".into(), source: SOURCE.into(), managed: true });
     // Something to create and update as well: deletes come after them.
     let mut prev_keep = live_yaml("actions: [{ name: keep, script: keep-v1 }]\n");
-    live.actions.append(&mut prev_keep.actions);
+    Arc::make_mut(&mut live.actions).append(Arc::make_mut(&mut prev_keep.actions));
     let d = desired("actions: [{ name: keep, script: keep-v2 }, { name: fresh, script: fresh }]\n");
     let p = plan(&d, &live, None, Some(REV1));
 
@@ -314,14 +321,14 @@ fn deleted_services_that_are_not_running_are_not_stopped() {
 fn unmanaged_rows_are_listed_and_never_deleted() {
     let hand = live_yaml("actions: [{ name: hand, script: by-hand, process: true }]\nservices: [{ name: hand }]\n");
     let mut live = Live::default();
-    for (k, mut v) in hand.actions {
+    for (k, mut v) in Arc::unwrap_or_clone(hand.actions) {
         v.managed = false;
-        live.actions.insert(k, v);
+        Arc::make_mut(&mut live.actions).insert(k, v);
     }
-    for (k, mut v) in hand.services {
+    for (k, mut v) in Arc::unwrap_or_clone(hand.services) {
         v.managed = false;
         live.states.insert(k.clone(), RunState::Up);
-        live.services.insert(k, v);
+        Arc::make_mut(&mut live.services).insert(k, v);
     }
     live.secrets
         .insert(r("ops/hand_tok"), LiveSecret { fingerprint: "f".into(), source: "cli".into(), managed: false });
@@ -361,10 +368,10 @@ fn identical_unmanaged_rows_are_adopted_with_an_empty_diff() {
     let mut d = desired(BASE);
     d.secrets.insert(r("core/tok"), secret("fp"));
     let mut live = live_of(&d);
-    for v in live.actions.values_mut() {
+    for v in Arc::make_mut(&mut live.actions).values_mut() {
         v.managed = false;
     }
-    for v in live.services.values_mut() {
+    for v in Arc::make_mut(&mut live.services).values_mut() {
         v.managed = false;
     }
     for v in live.secrets.values_mut() {
@@ -393,7 +400,7 @@ fn identical_unmanaged_rows_are_adopted_with_an_empty_diff() {
 #[test]
 fn a_different_unmanaged_row_is_adopted_with_its_diff() {
     let mut live = live_yaml("actions: [{ name: db, script: by-hand }]\n");
-    live.actions.values_mut().for_each(|v| v.managed = false);
+    Arc::make_mut(&mut live.actions).values_mut().for_each(|v| v.managed = false);
     let p = plan(&desired("actions: [{ name: db, script: from-git }]\n"), &live, None, None);
     assert_eq!(ops(&p), ["~ action core/db"]);
     assert!(p.changes[0].adopt);
@@ -406,15 +413,16 @@ fn a_live_change_git_did_not_make_is_drift() {
     let d = base_with_secret(REV2, "fp");
     let mut live = live_of(&prev);
     // Edited by hand.
-    live.actions.get_mut(&r("core/db")).unwrap().value.script = "db-server --port 9999".into();
+    Arc::make_mut(&mut Arc::make_mut(&mut live.actions).get_mut(&r("core/db")).unwrap().value).script =
+        "db-server --port 9999".into();
     // Deleted by hand.
-    live.services.remove(&r("core/web"));
+    Arc::make_mut(&mut live.services).remove(&r("core/web"));
     live.states.remove(&r("core/web"));
     // Secret changed by hand.
     live.secrets.get_mut(&r("core/tok")).unwrap().fingerprint = "fp-hand".into();
     // Added by hand but marked managed (not in the applied revision, not in git).
-    live.actions.insert(r("core/stray"), stored(d.state.actions[&key("core/db")].clone(), true));
-    live.actions.get_mut(&r("core/stray")).unwrap().value.name = "stray".into();
+    Arc::make_mut(&mut live.actions).insert(r("core/stray"), stored(d.state.actions[&key("core/db")].clone(), true));
+    Arc::make_mut(&mut Arc::make_mut(&mut live.actions).get_mut(&r("core/stray")).unwrap().value).name = "stray".into();
 
     let p = plan(&d, &live, Some(&prev), Some(REV1));
     assert_eq!(ops(&p), ["~ secret core/tok", "~ action core/db", "+ service core/web", "- action core/stray"]);
@@ -441,7 +449,7 @@ fn a_change_made_in_git_is_not_drift_even_if_live_was_also_edited() {
     let prev = desired_at(REV1, "actions: [{ name: a, script: v1 }, { name: b, script: v1 }]\n");
     let d = desired_at(REV2, "actions: [{ name: a, script: v2 }, { name: b, script: v2 }]\n");
     let mut live = live_of(&prev);
-    live.actions.get_mut(&r("core/b")).unwrap().value.script = "by-hand".into();
+    Arc::make_mut(&mut Arc::make_mut(&mut live.actions).get_mut(&r("core/b")).unwrap().value).script = "by-hand".into();
     let p = plan(&d, &live, Some(&prev), Some(REV1));
     assert_eq!(ops(&p), ["~ action core/a", "~ action core/b"]);
     assert!(p.changes.iter().all(|c| !c.drift && !c.adopt));
@@ -458,7 +466,8 @@ fn a_change_made_in_git_is_not_drift_even_if_live_was_also_edited() {
 fn without_a_previous_revision_nothing_is_drift() {
     let d = desired(BASE);
     let mut live = live_of(&d);
-    live.actions.get_mut(&r("core/db")).unwrap().value.script = "db-server --port 1".into();
+    Arc::make_mut(&mut Arc::make_mut(&mut live.actions).get_mut(&r("core/db")).unwrap().value).script =
+        "db-server --port 1".into();
     live.states.insert(r("core/db"), RunState::Down);
     let p = plan(&d, &live, None, None);
     assert!(p.changes.iter().all(|c| !c.drift));
@@ -481,7 +490,8 @@ services:
     let mut d = desired_at(REV2, &yaml.replace("other-v1", "other-v2"));
     d.settings.self_heal = false;
     let mut live = live_of(&prev);
-    live.actions.get_mut(&r("core/a")).unwrap().value.script = "a-by-hand".into();
+    Arc::make_mut(&mut Arc::make_mut(&mut live.actions).get_mut(&r("core/a")).unwrap().value).script =
+        "a-by-hand".into();
     live.states.insert(r("core/idle"), RunState::Down);
 
     let p = plan(&d, &live, Some(&prev), Some(REV1));
@@ -521,7 +531,8 @@ services:
     let mut d = desired_at(REV2, &yaml.replace("b-v1", "b-v2"));
     d.settings.self_heal = false;
     let mut live = live_of(&prev);
-    live.actions.get_mut(&r("core/a")).unwrap().value.script = "a-by-hand".into();
+    Arc::make_mut(&mut Arc::make_mut(&mut live.actions).get_mut(&r("core/a")).unwrap().value).script =
+        "a-by-hand".into();
 
     let p = plan(&d, &live, Some(&prev), Some(REV1));
     assert_eq!(ops(&p), ["~ action core/b"]);
@@ -596,10 +607,10 @@ fn a_changed_secret_restarts_the_services_whose_actions_read_it() {
     let mut live = live_of(&old);
     // A second service running `web`, stopped by hand: started, not restarted.
     let mut web3 = live.services[&r("core/web")].clone();
-    web3.value.name = "web3".into();
-    live.services.insert(r("core/web3"), web3.clone());
+    Arc::make_mut(&mut web3.value).name = "web3".into();
+    Arc::make_mut(&mut live.services).insert(r("core/web3"), web3.clone());
     live.states.insert(r("core/web3"), RunState::Down);
-    d.state.services.insert(key("core/web3"), web3.value.into());
+    d.state.services.insert(key("core/web3"), web3.value);
 
     let p = plan(&d, &live, None, Some(REV1));
     assert_eq!(ops(&p), ["~ secret core/tok"]);
@@ -770,10 +781,14 @@ fn the_plan_is_deterministic() {
         let mut d = base_with_secret(REV2, "fp-2");
         d.migrations = vec![migration("2026-01-01-001_a.rhai", "aa")];
         let mut live = live_of(&prev);
-        live.actions.get_mut(&r("core/db")).unwrap().value.script = "edited".into();
-        live.services.insert(r("core/gone"), stored(prev.state.services[&key("core/db")].clone(), true));
-        live.services.get_mut(&r("core/gone")).unwrap().value.name = "gone".into();
-        live.actions.insert(r("core/hand"), stored(prev.state.actions[&key("core/db")].clone(), false));
+        Arc::make_mut(&mut Arc::make_mut(&mut live.actions).get_mut(&r("core/db")).unwrap().value).script =
+            "edited".into();
+        Arc::make_mut(&mut live.services)
+            .insert(r("core/gone"), stored(prev.state.services[&key("core/db")].clone(), true));
+        Arc::make_mut(&mut Arc::make_mut(&mut live.services).get_mut(&r("core/gone")).unwrap().value).name =
+            "gone".into();
+        Arc::make_mut(&mut live.actions)
+            .insert(r("core/hand"), stored(prev.state.actions[&key("core/db")].clone(), false));
         (prev, d, live)
     };
     let (prev, d, live) = build();
@@ -882,8 +897,8 @@ fn render_marks_drift_and_adoption() {
     let prev = desired_at(REV1, "actions: [{ name: a, script: a }, { name: b, script: b }]\n");
     let d = desired_at(REV2, "actions: [{ name: a, script: a }, { name: b, script: b }]\n");
     let mut live = live_of(&prev);
-    live.actions.get_mut(&r("core/a")).unwrap().value.script = "hand".into();
-    live.actions.get_mut(&r("core/b")).unwrap().managed = false;
+    Arc::make_mut(&mut Arc::make_mut(&mut live.actions).get_mut(&r("core/a")).unwrap().value).script = "hand".into();
+    Arc::make_mut(&mut live.actions).get_mut(&r("core/b")).unwrap().managed = false;
     let text = render_text(&plan(&d, &live, Some(&prev), Some(REV1)), false);
     assert!(text.contains("\n~ action core/a (drift: reverting a change made by hand)\n"), "{text}");
     assert!(

@@ -321,7 +321,7 @@ fn load_actions_dir(
                     actions_file(source, &file, set, diags);
                     continue;
                 };
-                let Some(id) = source.content_id(&file) else {
+                let Some(id) = entry.id.clone().or_else(|| source.content_id(&file)) else {
                     actions_file(source, &file, set, diags);
                     continue;
                 };

@@ -616,18 +616,21 @@ impl ConfigTree {
     /// Merge the base set with the overlay of `host` (if any): same key replaces, new adds.
     /// The objects are shared with the tree, not copied.
     pub fn desired_for(&self, host: Option<&str>) -> DesiredState {
-        let mut out = DesiredState::default();
         let overlay = host.and_then(|h| self.hosts.get(h));
-        for set in std::iter::once(&self.base).chain(overlay) {
-            for a in &set.actions {
-                out.actions.insert((a.context.clone(), a.name.clone()), a.clone());
-            }
-            for s in &set.services {
-                out.services.insert((s.context.clone(), s.name.clone()), s.clone());
-            }
-            out.broken.extend(set.broken.iter().cloned());
+        let sets = || std::iter::once(&self.base).chain(overlay);
+        // Collected, not inserted one by one: `from_iter` sorts once and builds the tree in
+        // bulk, keeping the last of equal keys (the overlay's, or a duplicate's second).
+        DesiredState {
+            actions: sets()
+                .flat_map(|s| &s.actions)
+                .map(|a| ((a.context.clone(), a.name.clone()), a.clone()))
+                .collect(),
+            services: sets()
+                .flat_map(|s| &s.services)
+                .map(|s| ((s.context.clone(), s.name.clone()), s.clone()))
+                .collect(),
+            broken: sets().flat_map(|s| s.broken.iter().cloned()).collect(),
         }
-        out
     }
 }
 

@@ -82,16 +82,21 @@ impl Ref {
     /// (shared infrastructure) when that exists, else its own context (so the error
     /// names the place the author most likely meant).
     pub fn resolve(written: &str, context: &str, exists: impl Fn(&Ref) -> bool) -> Ref {
+        let (explicit, name) = Ref::split(written);
+        Ref::resolve_found(written, context, |c, n| {
+            let r = Ref::new(c, n);
+            exists(&r).then_some(r)
+        })
+        .unwrap_or_else(|| Ref::new(explicit.unwrap_or(context), name))
+    }
+
+    /// The same rule as [`Ref::resolve`], without allocating: `find(context, name)` looks
+    /// an object up, and the first one the rule finds is returned (`None`: none exists).
+    /// Validation resolves every reference of every load through this.
+    pub fn resolve_found<T>(written: &str, context: &str, find: impl Fn(&str, &str) -> Option<T>) -> Option<T> {
         match Ref::split(written) {
-            (Some(c), name) => Ref::new(c, name),
-            (None, name) => {
-                let own = Ref::new(context, name);
-                if exists(&own) {
-                    return own;
-                }
-                let core = Ref::new(DEFAULT_CONTEXT, name);
-                if exists(&core) { core } else { own }
-            }
+            (Some(c), name) => find(c, name),
+            (None, name) => find(context, name).or_else(|| find(DEFAULT_CONTEXT, name)),
         }
     }
 }

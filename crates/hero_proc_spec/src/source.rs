@@ -27,6 +27,9 @@ pub enum EntryKind {
 pub struct Entry {
     pub name: String,
     pub kind: EntryKind,
+    /// The content id, when the source has one at hand (git's listing carries each blob
+    /// id: asking [`TreeSource::content_id`] per file would walk the tree again).
+    pub id: Option<ContentId>,
 }
 
 #[derive(Debug, Error)]
@@ -100,7 +103,7 @@ impl TreeSource for DirSource {
             } else {
                 EntryKind::Other
             };
-            out.push(Entry { name: entry.file_name().to_string_lossy().into_owned(), kind });
+            out.push(Entry { name: entry.file_name().to_string_lossy().into_owned(), kind, id: None });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -187,7 +190,8 @@ impl TreeSource for GitSource<'_> {
                     (Some(git2::ObjectType::Blob), _) => EntryKind::File,
                     _ => EntryKind::Other,
                 };
-                Entry { name: String::from_utf8_lossy(e.name_bytes()).into_owned(), kind }
+                let id = (kind == EntryKind::File).then(|| ContentId(e.id().as_bytes().into()));
+                Entry { name: String::from_utf8_lossy(e.name_bytes()).into_owned(), kind, id }
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -109,28 +109,48 @@ fn check_artifacts(tree: &ConfigTree, diags: &mut Diagnostics) {
 
 /// Within one layer, `(kind, context, name)` is unique.
 fn check_unique(set: &ObjectSet, diags: &mut Diagnostics) {
-    let mut seen: HashMap<ObjectKey, Pos> = HashMap::new();
-    let items = set.actions.iter().map(|a| (a.key(), &a.pos)).chain(set.services.iter().map(|s| (s.key(), &s.pos)));
+    // Borrowed keys: this runs over every object of every load.
+    let mut seen: HashMap<(Kind, &str, &str), &Pos> = HashMap::with_capacity(set.actions.len() + set.services.len());
+    let items = set
+        .actions
+        .iter()
+        .map(|a| ((Kind::Action, a.context.as_str(), a.name.as_str()), &a.pos))
+        .chain(set.services.iter().map(|s| ((Kind::Service, s.context.as_str(), s.name.as_str()), &s.pos)));
     for (key, pos) in items {
         if let Some(first) = seen.get(&key) {
+            let (kind, context, name) = key;
+            let key = ObjectKey { kind, context: context.to_owned(), name: name.to_owned() };
             diags
                 .error(pos, "object.duplicate", format!("{key} is defined twice (first at {first})"))
                 .hint("each (kind, context, name) may be defined once; rename one or set another `context`");
         } else {
-            seen.insert(key, pos.clone());
+            seen.insert(key, pos);
         }
     }
 }
 
-/// Resolve `name` or `context/name` from an object in `context` ([`Ref::resolve`]).
-fn resolve<'m, T>(
-    map: &'m BTreeMap<(String, String), T>,
-    context: &str,
-    r: &Named,
-) -> Option<(&'m (String, String), &'m T)> {
-    let key = |r: &Ref| (r.context.clone(), r.name.clone());
-    let found = Ref::resolve(&r.name, context, |r| map.contains_key(&key(r)));
-    map.get_key_value(&key(&found))
+type Key = (String, String);
+
+/// The objects of one kind, looked up by borrowed `(context, name)`: every reference of
+/// every load is resolved, and a lookup must not allocate.
+struct Index<'m, T> {
+    /// `(context, name)` -> the object's position in the map's order, key and value.
+    by: HashMap<(&'m str, &'m str), (usize, &'m Key, &'m T)>,
+}
+
+impl<'m, T> Index<'m, T> {
+    fn new(map: &'m BTreeMap<Key, T>) -> Self {
+        Index { by: map.iter().enumerate().map(|(i, (k, v))| ((k.0.as_str(), k.1.as_str()), (i, k, v))).collect() }
+    }
+
+    /// Resolve `name` or `context/name` from an object in `context` ([`Ref::resolve`]'s rule).
+    fn resolve(&self, context: &str, r: &Named) -> Option<(&'m Key, &'m T)> {
+        self.position(context, r).map(|(_, k, v)| (k, v))
+    }
+
+    fn position(&self, context: &str, r: &Named) -> Option<(usize, &'m Key, &'m T)> {
+        Ref::resolve_found(&r.name, context, |c, n| self.by.get(&(c, n)).copied())
+    }
 }
 
 fn suggest<T>(map: &BTreeMap<(String, String), T>, context: &str, r: &Named) -> Option<String> {
@@ -150,11 +170,12 @@ fn is_broken(state: &DesiredState, kind: Kind, context: &str, r: &Named) -> bool
 }
 
 fn check_state(tree: &ConfigTree, state: &DesiredState, diags: &mut Diagnostics) {
+    let actions = Index::new(&state.actions);
+    let services = Index::new(&state.services);
     // Actions: depends_on and secret references.
     for action in state.actions.values() {
         for dep in &action.depends_on {
-            if resolve(&state.actions, &action.context, dep).is_none()
-                && !is_broken(state, Kind::Action, &action.context, dep)
+            if actions.resolve(&action.context, dep).is_none() && !is_broken(state, Kind::Action, &action.context, dep)
             {
                 let d = diags.error(
                     &dep.pos,
@@ -175,7 +196,7 @@ fn check_state(tree: &ConfigTree, state: &DesiredState, diags: &mut Diagnostics)
     for svc in state.services.values() {
         let n = svc.actions.len();
         for (i, a) in svc.actions.iter().enumerate() {
-            match resolve(&state.actions, &svc.context, a) {
+            match actions.resolve(&svc.context, a) {
                 None if is_broken(state, Kind::Action, &svc.context, a) => {}
                 None => {
                     let d = diags.error(
@@ -198,9 +219,7 @@ fn check_state(tree: &ConfigTree, state: &DesiredState, diags: &mut Diagnostics)
         }
         for (field, list) in [("requires", &svc.requires), ("after", &svc.after)] {
             for r in list {
-                if resolve(&state.services, &svc.context, r).is_none()
-                    && !is_broken(state, Kind::Service, &svc.context, r)
-                {
+                if services.resolve(&svc.context, r).is_none() && !is_broken(state, Kind::Service, &svc.context, r) {
                     let d = diags.error(
                         &r.pos,
                         "ref.service",
@@ -217,13 +236,13 @@ fn check_state(tree: &ConfigTree, state: &DesiredState, diags: &mut Diagnostics)
     check_cycles(
         "service",
         state.services.iter().map(|(k, s)| (k, &s.context, s.requires.iter().chain(&s.after).collect::<Vec<_>>())),
-        &state.services,
+        &services,
         diags,
     );
     check_cycles(
         "action",
         state.actions.iter().map(|(k, a)| (k, &a.context, a.depends_on.iter().collect::<Vec<_>>())),
-        &state.actions,
+        &actions,
         diags,
     );
 
@@ -244,7 +263,7 @@ fn check_state(tree: &ConfigTree, state: &DesiredState, diags: &mut Diagnostics)
                 " (there is no hero.yaml, so the default `required_services: [hero_db]` applies)".to_owned(),
             ),
         };
-        match resolve(&state.services, DEFAULT_CONTEXT, req) {
+        match services.resolve(DEFAULT_CONTEXT, req) {
             None if is_broken(state, Kind::Service, DEFAULT_CONTEXT, req) => {}
             None => {
                 diags
@@ -297,18 +316,20 @@ fn check_secret_ref(tree: &ConfigTree, action: &Action, secret: &Named, diags: &
 }
 
 /// Find dependency cycles (iteratively: a long chain must not overflow the stack) and
-/// report each once, with its path, at the edge that closes it.
+/// report each once, with its path, at the edge that closes it. `nodes` come in the
+/// map's order, so a node's position is its index there: the search runs on positions
+/// (every object of every load goes through it).
 fn check_cycles<'a, T>(
     kind: &str,
     nodes: impl Iterator<Item = (&'a (String, String), &'a String, Vec<&'a Named>)>,
-    map: &'a BTreeMap<(String, String), T>,
+    map: &Index<'a, T>,
     diags: &mut Diagnostics,
 ) {
-    type Key = (String, String);
-    let mut edges: BTreeMap<&Key, Vec<(&Key, &Named)>> = BTreeMap::new();
+    let mut keys: Vec<&Key> = Vec::new();
+    let mut edges: Vec<Vec<(usize, &Named)>> = Vec::new();
     for (key, ctx, refs) in nodes {
-        let targets = refs.into_iter().filter_map(|r| resolve(map, ctx, r).map(|(k, _)| (k, r))).collect();
-        edges.insert(key, targets);
+        keys.push(key);
+        edges.push(refs.into_iter().filter_map(|r| map.position(ctx, r).map(|(i, _, _)| (i, r))).collect());
     }
     #[derive(Clone, Copy, PartialEq)]
     enum Color {
@@ -316,19 +337,23 @@ fn check_cycles<'a, T>(
         Grey,
         Black,
     }
-    let mut color: HashMap<&(String, String), Color> = edges.keys().map(|k| (*k, Color::White)).collect();
-    let mut reported: HashSet<Vec<&(String, String)>> = HashSet::new();
-    for start in edges.keys() {
+    // A node with no edge out is on no cycle: finished from the start.
+    let mut color: Vec<Color> =
+        edges.iter().map(|out| if out.is_empty() { Color::Black } else { Color::White }).collect();
+    let mut reported: HashSet<Vec<usize>> = HashSet::new();
+    // Stack of (node, next edge index); it is the path for reporting.
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for start in 0..edges.len() {
         if color[start] != Color::White {
             continue;
         }
-        // Stack of (node, next edge index); `path` mirrors it for reporting.
-        let mut stack: Vec<(&(String, String), usize)> = vec![(start, 0)];
-        color.insert(start, Color::Grey);
+        stack.clear();
+        stack.push((start, 0));
+        color[start] = Color::Grey;
         while let Some((node, idx)) = stack.last().copied() {
             let out = &edges[node];
             if idx == out.len() {
-                color.insert(node, Color::Black);
+                color[node] = Color::Black;
                 stack.pop();
                 continue;
             }
@@ -336,21 +361,24 @@ fn check_cycles<'a, T>(
             let (target, named) = out[idx];
             match color.get(target).copied().unwrap_or(Color::Black) {
                 Color::White => {
-                    color.insert(target, Color::Grey);
+                    color[target] = Color::Grey;
                     stack.push((target, 0));
                 }
                 Color::Grey => {
                     let from = stack.iter().position(|(n, _)| *n == target).expect("grey node is on the stack");
-                    let mut cycle: Vec<&(String, String)> = stack[from..].iter().map(|(n, _)| *n).collect();
+                    let mut cycle: Vec<usize> = stack[from..].iter().map(|(n, _)| *n).collect();
                     // Report a cycle once, whichever node it was entered from.
                     let mut canon = cycle.clone();
-                    let min = canon.iter().enumerate().min_by_key(|(_, k)| **k).map(|(i, _)| i).unwrap_or(0);
+                    let min = canon.iter().enumerate().min_by_key(|(_, n)| keys[**n]).map(|(i, _)| i).unwrap_or(0);
                     canon.rotate_left(min);
                     if reported.insert(canon) {
                         cycle.push(target);
                         let path: Vec<String> = cycle
                             .iter()
-                            .map(|(c, n)| if c == DEFAULT_CONTEXT { n.clone() } else { format!("{c}/{n}") })
+                            .map(|n| {
+                                let (c, n) = keys[*n];
+                                if c == DEFAULT_CONTEXT { n.clone() } else { format!("{c}/{n}") }
+                            })
                             .collect();
                         diags
                             .error(&named.pos, "cycle", format!("{kind} dependency cycle: {}", path.join(" -> ")))

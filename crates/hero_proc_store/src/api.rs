@@ -126,6 +126,17 @@ impl Store {
     pub fn delete_action(&self, context: &str, name: &str) -> R<bool> {
         self.transaction(|tx| tx.delete_action(context, name))
     }
+    /// The actions inserted or updated since version `since` (`-1`: every one), with the
+    /// number of rows the table holds, in one snapshot. A reader that keeps decoded rows
+    /// knows from the count whether any row it holds was deleted (its rows plus the new
+    /// ones would not add up), and otherwise needs only these.
+    pub fn actions_changed_since(&self, since: i64) -> R<Changed<Action>> {
+        self.read_snapshot(|db| db.changed_since("action", "actions", since))
+    }
+    /// [`Store::actions_changed_since`] for services.
+    pub fn services_changed_since(&self, since: i64) -> R<Changed<Service>> {
+        self.read_snapshot(|db| db.changed_since("service", "services", since))
+    }
 
     /// Creates or replaces the service `(s.context, s.name)`.
     pub fn put_service(&self, s: &Service, origin: &Origin) -> R<()> {

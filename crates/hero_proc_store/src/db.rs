@@ -192,6 +192,26 @@ impl<'a> Db<'a> {
         raws.into_iter().map(|r| self.decode("action", r)).collect()
     }
 
+    /// The rows past `since` and how many rows there are: run in one read snapshot.
+    pub fn changed_since<T: serde::de::DeserializeOwned>(&self, kind: &str, table: &str, since: i64) -> R<Changed<T>> {
+        let count = format!("SELECT count(*) FROM {table}");
+        let rows: i64 = self
+            .conn
+            .prepare_cached(&count)
+            .and_then(|mut s| s.query_row([], |r| r.get(0)))
+            .map_err(|e| self.fail(e))?;
+        let sql = format!(
+            "SELECT context, name, managed, revision, updated_at_ms, spec_json, version FROM {table} WHERE version > ?1"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.fail(e))?;
+        let raws = stmt
+            .query_map([since], |row| Ok((raw_from_row(row)?, row.get::<_, i64>(6)?)))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| self.fail(e))?;
+        let changed = raws.into_iter().map(|(raw, v)| Ok((v, self.decode(kind, raw)?))).collect::<R<Vec<_>>>()?;
+        Ok(Changed { rows: rows as usize, changed })
+    }
+
     pub fn delete_action(&self, context: &str, name: &str) -> R<bool> {
         self.delete_keyed("DELETE FROM actions WHERE context = ?1 AND name = ?2", context, name)
     }

@@ -196,6 +196,37 @@ CREATE TABLE sync_holds (
     held_at_ms INTEGER NOT NULL
 ) STRICT;
 "#,
+    // v5: a change counter on config rows. Every insert or update of an action or service
+    // takes the next `config_seq`, so a reader that keeps decoded rows (the reconciler's
+    // live mirror) re-reads only the rows whose `version` is past what it has seen.
+    // Triggers, not the Rust writers, so no write path can forget it.
+    r#"
+CREATE TABLE config_seq (
+    id  INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL
+) STRICT;
+INSERT INTO config_seq (id, seq) VALUES (1, 0);
+ALTER TABLE actions ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE services ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX actions_version ON actions (version);
+CREATE INDEX services_version ON services (version);
+CREATE TRIGGER actions_version_ins AFTER INSERT ON actions BEGIN
+    UPDATE config_seq SET seq = seq + 1;
+    UPDATE actions SET version = (SELECT seq FROM config_seq) WHERE rowid = NEW.rowid;
+END;
+CREATE TRIGGER actions_version_upd AFTER UPDATE OF context, name, managed, revision, updated_at_ms, spec_json ON actions BEGIN
+    UPDATE config_seq SET seq = seq + 1;
+    UPDATE actions SET version = (SELECT seq FROM config_seq) WHERE rowid = NEW.rowid;
+END;
+CREATE TRIGGER services_version_ins AFTER INSERT ON services BEGIN
+    UPDATE config_seq SET seq = seq + 1;
+    UPDATE services SET version = (SELECT seq FROM config_seq) WHERE rowid = NEW.rowid;
+END;
+CREATE TRIGGER services_version_upd AFTER UPDATE OF context, name, status, managed, revision, updated_at_ms, spec_json ON services BEGIN
+    UPDATE config_seq SET seq = seq + 1;
+    UPDATE services SET version = (SELECT seq FROM config_seq) WHERE rowid = NEW.rowid;
+END;
+"#,
 ];
 
 /// Recomputes `row_counts` (see the v1 schema). Run at every read-write open.
@@ -244,6 +275,7 @@ mod tests {
             "6140667883d6817231aa8b4f5729051a8b627fb6da2c856dbb989dd9850f11ae",
             "c3b6792173e5d00548ae02e1f7f78714ef77293e5a1f1575ed42ec5543fd0d1f",
             "bc512ef8e9b9ac7f6edef71e9fe8b6afb1f4fceb420e28a2983cde81a75d8114",
+            "8b7b61483b509f96f15ea0ffbcbd760b13b500f89d590b2d7ae04fa245554b1f",
         ];
         let actual: Vec<String> = MIGRATIONS.iter().map(|m| hex::encode(Sha256::digest(m.as_bytes()))).collect();
         assert!(actual.len() >= PINNED.len(), "a released migration was removed: {actual:?}");

@@ -35,6 +35,16 @@ pub struct Stored<T> {
     pub updated_at_ms: i64,
 }
 
+/// What changed in one table since a version, read in one snapshot (see
+/// [`crate::Store::actions_changed_since`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Changed<T> {
+    /// How many rows the table holds.
+    pub rows: usize,
+    /// The rows inserted or updated since, with their versions.
+    pub changed: Vec<(i64, Stored<T>)>,
+}
+
 /// `(context, name)`: the address of an action or service (the spec crate's one identity type).
 pub use hero_proc_spec::Ref;
 

@@ -35,6 +35,68 @@ fn actions_round_trip() {
     assert_eq!(store.list_actions().unwrap().len(), 2);
 }
 
+/// A reader keeping decoded rows re-reads exactly what changed: every insert and update
+/// (of the spec or only of the origin) takes a greater version, the row count comes with
+/// the changed rows (a delete shows in it), and versions keep growing across a reopen.
+#[test]
+fn config_rows_carry_versions_that_name_what_changed() {
+    let keys = |c: &Changed<hero_proc_spec::Action>| {
+        c.changed.iter().map(|(_, s)| format!("{}/{}", s.value.context, s.value.name)).collect::<Vec<_>>()
+    };
+    let (t, store) = open();
+    store.put_action(&action("core", "a"), &Origin::git("r1")).unwrap();
+    store.put_action(&action("core", "b"), &Origin::git("r1")).unwrap();
+    store.put_service(&service("core", "s", "start"), &Origin::git("r1")).unwrap();
+    let all = store.actions_changed_since(-1).unwrap();
+    assert_eq!(all.rows, 2);
+    let mut names = keys(&all);
+    names.sort();
+    assert_eq!(names, ["core/a", "core/b"]);
+    let seen = all.changed.iter().map(|(v, _)| *v).max().unwrap();
+    assert!(all.changed.iter().all(|(v, _)| *v > 0));
+
+    // Nothing changed: the count only.
+    let again = store.actions_changed_since(seen).unwrap();
+    assert_eq!((again.rows, again.changed.len()), (2, 0));
+
+    // A spec change, an origin-only change and a new row are past `seen`.
+    let mut b = action("core", "b");
+    b.script = "changed".into();
+    store.put_action(&b, &Origin::git("r1")).unwrap();
+    store.put_action(&action("core", "a"), &Origin::manual()).unwrap();
+    store.put_action(&action("core", "c"), &Origin::manual()).unwrap();
+    let changed = store.actions_changed_since(seen).unwrap();
+    let mut names = keys(&changed);
+    names.sort();
+    assert_eq!((changed.rows, names), (3, vec!["core/a".to_owned(), "core/b".into(), "core/c".into()]));
+    assert!(changed.changed.iter().all(|(v, _)| *v > seen), "{changed:?}");
+    assert!(changed.changed.iter().any(|(_, s)| s.value.script == "changed"));
+    assert!(changed.changed.iter().any(|(_, s)| s.value.name == "a" && !s.managed));
+    let seen = changed.changed.iter().map(|(v, _)| *v).max().unwrap();
+
+    // A delete changes no row: only the count says it.
+    store.delete_action("core", "b").unwrap();
+    let after = store.actions_changed_since(seen).unwrap();
+    assert_eq!((after.rows, after.changed.len()), (2, 0));
+
+    // Services share the counter.
+    let svc = store.services_changed_since(-1).unwrap();
+    assert_eq!((svc.rows, svc.changed.len()), (1, 1));
+    assert!(svc.changed[0].0 > 0 && svc.changed[0].1.value.status == ServiceStatus::Start);
+    store.put_service(&service("core", "s", "stop"), &Origin::git("r2")).unwrap();
+    let svc = store.services_changed_since(seen).unwrap();
+    assert_eq!(svc.changed.len(), 1);
+    let top = svc.changed[0].0;
+    assert!(top > seen);
+
+    // Across a reopen, versions keep growing.
+    drop(store);
+    let store = Store::open(&t.path).unwrap();
+    store.put_action(&action("core", "d"), &Origin::manual()).unwrap();
+    let d = store.actions_changed_since(top).unwrap();
+    assert_eq!((d.rows, keys(&d)), (3, vec!["core/d".to_owned()]));
+}
+
 #[test]
 fn services_round_trip_with_status_column() {
     let (_t, store) = open();
