@@ -138,6 +138,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
         },
     };
     let stop_on_exit = opts.stop_on_exit;
+    hero_proc_daemon::reconciler::tune_allocator();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async move {
         // Handlers first: a SIGTERM while the engine boots (and starts services) must

@@ -195,8 +195,7 @@ impl Desired {
             }
             return Err(LoadError::Invalid { rev: short, count: errors.len(), report });
         }
-        let tree = checked.tree;
-        let state = tree.desired_for(host);
+        let (tree, state) = checked.into_state_for(host);
         let artifacts = artifacts_of(&state, &tree.lock);
         let mut secrets = BTreeMap::new();
         let mut values = BTreeMap::new();

@@ -383,11 +383,17 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
 
     // ---- actions ----------------------------------------------------------------------
     let mut action_changed: BTreeMap<Ref, bool> = BTreeMap::new();
+    // Desired and live are both ordered by context then name: one walk, no lookups, and
+    // no key built for an unchanged object (most objects of a sync).
+    let mut live_actions = live.actions.iter().peekable();
     for (key, a) in &desired.state.actions {
+        let stored = seek(&mut live_actions, key);
+        if stored.is_some_and(|s| s.managed && same(&s.value, a)) {
+            continue;
+        }
         let r = Ref::new(&key.0, &key.1);
-        // Only asked where something changed: most objects of a sync are unchanged.
         let drift = || previous.is_some_and(|p| p.state.actions.get(key).is_some_and(|p| same(p, a)));
-        match live.actions.get(&r) {
+        match stored {
             None => changes.push(change(
                 Kind::Action,
                 &r,
@@ -408,10 +414,7 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
         }
     }
     let mut action_deletes = Vec::new();
-    for (r, s) in live.actions.iter() {
-        if desired.state.actions.contains_key(&key_of(r)) {
-            continue;
-        }
+    for (r, s) in not_in(live.actions.iter(), &desired.state.actions) {
         let gone_before = previous.is_some_and(|p| p.settings.prune && !p.state.actions.contains_key(&key_of(r)));
         let Some(drift) =
             leftover(Kind::Action, r, s.managed, settings.prune, gone_before, &mut unmanaged, &mut not_pruned)
@@ -425,6 +428,9 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
     }
 
     // ---- services ---------------------------------------------------------------------
+    // The bare names of the changed actions: a service none of whose actions has one of
+    // them is not looked at further (see `restart_cause`).
+    let changed_names: BTreeSet<&str> = action_changed.keys().map(|r| r.name.as_str()).collect();
     let mut restarts = Vec::new();
     let mut starts = Vec::new();
     let mut stops = Vec::new();
@@ -466,7 +472,7 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
             }
             ServiceStatus::Start if up => {
                 if let Some((because, drift)) =
-                    restart_cause(s, old, desired, &action_changed, &secret_value_changed, drift)
+                    restart_cause(s, old, desired, &action_changed, &changed_names, &secret_value_changed, drift)
                 {
                     restarts.push(Restart { service: r.to_string(), because, drift });
                 }
@@ -482,10 +488,7 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
         }
     }
     let mut service_deletes = Vec::new();
-    for (r, s) in live.services.iter() {
-        if desired.state.services.contains_key(&key_of(r)) {
-            continue;
-        }
+    for (r, s) in not_in(live.services.iter(), &desired.state.services) {
         let gone_before = previous.is_some_and(|p| p.settings.prune && !p.state.services.contains_key(&key_of(r)));
         let Some(drift) =
             leftover(Kind::Service, r, s.managed, settings.prune, gone_before, &mut unmanaged, &mut not_pruned)
@@ -701,6 +704,29 @@ fn leftover(
 }
 
 /// The desired-state map key of a reference.
+/// Advance `live` (ordered by context then name) to `key`: the row there, if any.
+fn seek<'a, V: 'a>(
+    live: &mut std::iter::Peekable<impl Iterator<Item = (&'a Ref, &'a V)>>,
+    key: &(String, String),
+) -> Option<&'a V> {
+    let at = |r: &Ref| (r.context.as_str(), r.name.as_str()).cmp(&(key.0.as_str(), key.1.as_str()));
+    while live.next_if(|(r, _)| at(r).is_lt()).is_some() {}
+    live.next_if(|(r, _)| at(r).is_eq()).map(|(_, v)| v)
+}
+
+/// The live rows whose key `desired` lacks (both ordered by context then name).
+fn not_in<'a, V: 'a, D>(
+    live: impl Iterator<Item = (&'a Ref, &'a V)>,
+    desired: &'a BTreeMap<(String, String), D>,
+) -> impl Iterator<Item = (&'a Ref, &'a V)> {
+    let mut keys = desired.keys().peekable();
+    live.filter(move |(r, _)| {
+        let at = |k: &&(String, String)| (k.0.as_str(), k.1.as_str()).cmp(&(r.context.as_str(), r.name.as_str()));
+        while keys.next_if(|k| at(k).is_lt()).is_some() {}
+        keys.next_if(|k| at(k).is_eq()).is_none()
+    })
+}
+
 /// Equal objects; the same one (a row the mirror shares with git) without a compare.
 fn same<T: Eq>(a: &Arc<T>, b: &Arc<T>) -> bool {
     Arc::ptr_eq(a, b) || **a == **b
@@ -747,6 +773,7 @@ fn restart_cause(
     old: &Service,
     desired: &Desired,
     action_changed: &BTreeMap<Ref, bool>,
+    changed_names: &BTreeSet<&str>,
     secret_changed: &BTreeMap<Ref, bool>,
     service_drift: bool,
 ) -> Option<(Cause, bool)> {
@@ -756,8 +783,16 @@ fn restart_cause(
     if s.actions != old.actions {
         causes.push((Cause::ActionListChanged, service_drift));
     }
+    if action_changed.is_empty() && secret_changed.is_empty() {
+        // Nothing any action could restart for: no lookups (every running service of
+        // every sync comes through here).
+        return causes.pop();
+    }
     let exists = |r: &Ref| desired.state.actions.contains_key(&key_of(r));
     for n in &s.actions {
+        if secret_changed.is_empty() && !changed_names.contains(Ref::split(&n.name).1) {
+            continue;
+        }
         let ar = resolve(n, &s.context, exists);
         if let Some(drift) = action_changed.get(&ar) {
             causes.push((Cause::ActionChanged(ar.clone()), *drift));

@@ -29,6 +29,22 @@ pub struct Checked {
     pub tree: ConfigTree,
     /// Sorted by file and position, without repeats.
     pub diagnostics: Vec<Diagnostic>,
+    /// `tree.desired_for(None)`, which the checks built: a host without an overlay of
+    /// its own needs no second merge.
+    pub base_state: DesiredState,
+}
+
+impl Checked {
+    /// The merged state for `host` ([`ConfigTree::desired_for`]), reusing the base one.
+    pub fn into_state_for(self, host: Option<&str>) -> (ConfigTree, DesiredState) {
+        match host {
+            Some(h) if self.tree.hosts.contains_key(h) => {
+                let state = self.tree.desired_for(Some(h));
+                (self.tree, state)
+            }
+            _ => (self.tree, self.base_state),
+        }
+    }
 }
 
 impl Checked {
@@ -44,8 +60,8 @@ impl Checked {
 pub fn load_tree(source: &dyn TreeSource) -> Checked {
     let mut diags = Diagnostics::new();
     let tree = load::load(source, &mut diags);
-    validate::check_tree(&tree, &mut diags);
-    Checked { tree, diagnostics: diags.finish() }
+    let base_state = validate::check_tree(&tree, &mut diags);
+    Checked { tree, diagnostics: diags.finish(), base_state }
 }
 
 #[cfg(test)]

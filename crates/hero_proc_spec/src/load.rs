@@ -81,8 +81,8 @@ impl ParseCache {
 pub fn load_tree_cached(source: &dyn TreeSource, cache: &mut ParseCache) -> crate::Checked {
     let mut diags = Diagnostics::new();
     let tree = load_with(source, Some(cache), &mut diags);
-    crate::validate::check_tree(&tree, &mut diags);
-    crate::Checked { tree, diagnostics: diags.finish() }
+    let base_state = crate::validate::check_tree(&tree, &mut diags);
+    crate::Checked { tree, diagnostics: diags.finish(), base_state }
 }
 
 /// Read and parse every file of the tree. Problems go to `diags`; what could be read is

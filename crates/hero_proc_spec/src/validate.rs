@@ -11,8 +11,9 @@ use crate::diag::{Diagnostics, Pos, did_you_mean};
 use crate::model::*;
 use crate::reference::Ref;
 
-/// All cross-object checks of a loaded tree.
-pub fn check_tree(tree: &ConfigTree, diags: &mut Diagnostics) {
+/// All cross-object checks of a loaded tree. Returns the base set's merged state
+/// (`tree.desired_for(None)`), which the checks build anyway.
+pub fn check_tree(tree: &ConfigTree, diags: &mut Diagnostics) -> DesiredState {
     check_artifacts(tree, diags);
     check_unique(&tree.base, diags);
     for set in tree.hosts.values() {
@@ -20,7 +21,8 @@ pub fn check_tree(tree: &ConfigTree, diags: &mut Diagnostics) {
     }
 
     let mut base = Diagnostics::new();
-    check_state(tree, &tree.desired_for(None), &mut base);
+    let base_state = tree.desired_for(None);
+    check_state(tree, &base_state, &mut base);
     let seen: HashSet<(Pos, String)> = base.iter().map(|d| (d.pos(), d.message.clone())).collect();
     diags.extend(base);
     for host in tree.hosts.keys() {
@@ -39,6 +41,7 @@ pub fn check_tree(tree: &ConfigTree, diags: &mut Diagnostics) {
             }
         }
     }
+    base_state
 }
 
 /// Every artifact an action of the tree runs (base or any host) is pinned in
