@@ -379,7 +379,7 @@ impl<'d> Decoder<'d> {
             description,
             interpreter: interpreter?,
             script: script?,
-            env,
+            env: env.into(),
             cwd,
             process: process?,
             restart: restart?,
