@@ -310,15 +310,18 @@ fn the_registry_token_comes_from_sops_and_never_leaks() {
     repo.write("secrets/core.sops.yaml", &text(&enc.stdout));
     repo.write("actions/agent.yaml", &agent("v1"));
     // `artifact lock` opens the secret with this machine's key when no variable is set.
-    let mut l = Command::new(support::bin());
-    let l = l
-        .args(["artifact", "lock"])
-        .arg(repo.path())
-        .env_remove("HERO_PROC_REGISTRY_TOKEN")
-        .env("SOPS_AGE_KEY_FILE", &key_file)
-        .output()
-        .unwrap();
-    assert!(l.status.success(), "{}", text(&l.stderr));
+    let lock = || {
+        let l = Command::new(support::bin())
+            .args(["artifact", "lock"])
+            .arg(repo.path())
+            .env_remove("HERO_PROC_REGISTRY_TOKEN")
+            .env("SOPS_AGE_KEY_FILE", &key_file)
+            .output()
+            .unwrap();
+        assert!(l.status.success(), "{}", text(&l.stderr));
+        l
+    };
+    let l = lock();
     let rev = repo.commit("agent with a registry token");
     let d = Daemon::start_env(
         &["--repo", &repo.location(), "--branch", "main", "--interval", "1h"],
@@ -338,15 +341,7 @@ fn the_registry_token_comes_from_sops_and_never_leaks() {
     assert_eq!(reg.upload("agent", "v2", &v2, Some(TOKEN)), 201);
     reg.redirect_to(&storage);
     repo.write("actions/agent.yaml", &agent("v2"));
-    let mut l2 = Command::new(support::bin());
-    let l2 = l2
-        .args(["artifact", "lock"])
-        .arg(repo.path())
-        .env_remove("HERO_PROC_REGISTRY_TOKEN")
-        .env("SOPS_AGE_KEY_FILE", &key_file)
-        .output()
-        .unwrap();
-    assert!(l2.status.success(), "{}", text(&l2.stderr));
+    lock();
     let rev2 = repo.commit("agent v2 from storage");
     d.cli(&["reconcile", "now"]);
     wait_applied(&d, &rev2);

@@ -20,11 +20,7 @@ use crate::rng::Rng;
 /// `tokens` are fragments of the input language that byte mutations rarely produce.
 pub fn replay_and_mutate(target: &str, default_cases: u64, tokens: &[&str], check: fn(&[u8])) {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let seed: u64 = match std::env::var("HERO_PROC_FUZZ_SEED") {
-        Ok(s) => s.parse().expect("HERO_PROC_FUZZ_SEED is a number"),
-        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
-    };
-    let cases: u64 = std::env::var("HERO_PROC_FUZZ_CASES").map_or(default_cases, |s| s.parse().expect("a number"));
+    let (seed, cases) = seed_and_cases(default_cases);
     println!(
         "{target}: seed {seed}, {cases} mutated inputs (replay: HERO_PROC_FUZZ_SEED={seed} cargo test --workspace fuzz_corpus)"
     );
@@ -73,7 +69,19 @@ pub fn replay_and_mutate(target: &str, default_cases: u64, tokens: &[&str], chec
     );
 }
 
-fn read_inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
+/// This run's seed (`HERO_PROC_FUZZ_SEED`, else a new one) and number of mutated inputs
+/// (`HERO_PROC_FUZZ_CASES`, else `default_cases`).
+pub fn seed_and_cases(default_cases: u64) -> (u64, u64) {
+    let seed: u64 = match std::env::var("HERO_PROC_FUZZ_SEED") {
+        Ok(s) => s.parse().expect("HERO_PROC_FUZZ_SEED is a number"),
+        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+    };
+    let cases: u64 = std::env::var("HERO_PROC_FUZZ_CASES").map_or(default_cases, |s| s.parse().expect("a number"));
+    (seed, cases)
+}
+
+/// The files of `dir` (none if it is missing), by name.
+pub fn read_inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
     files.sort();
     files

@@ -1008,12 +1008,12 @@ impl Reconciler {
             // A commit moves several files under .git: the wake-ups after the first find
             // the branch where the last sync saw it, and have nothing to do. (Timer and
             // manual syncs always run: they also revert drift.)
-            let nothing_new = woken_by_ref && synced_head.is_some() && self.local_head().await == synced_head;
+            // Read before the sync: a commit landing during it wakes us with another head.
+            let head = self.local_head().await;
+            let nothing_new = woken_by_ref && synced_head.is_some() && head == synced_head;
             if !suspended && !nothing_new {
-                // Read before the sync: a commit landing during it wakes us with another head.
-                let before = self.local_head().await;
                 let ok = self.apply(PlanRequest::default()).await.is_ok();
-                synced_head = if ok { before } else { None };
+                synced_head = if ok { head } else { None };
             } else if first {
                 self.load_applied_settings().await;
             }

@@ -9,12 +9,16 @@
 //! run, `HERO_PROC_FUZZ_CASES=<n>` sets the number of mutated inputs (default 2000). A
 //! failing input is written to `fuzz/artifacts/rpc_request/` and named in the failure.
 
+// Its seed, counts and corpus reading; the mutations here are of JSON-RPC, its own.
+#[allow(dead_code)]
+#[path = "../../../tests/support/fuzz_replay.rs"]
+mod fuzz_replay;
 #[path = "../../../tests/support/rng.rs"]
 mod rng;
 #[path = "../../../fuzz/rpc_harness.rs"]
 mod rpc_harness;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -29,19 +33,15 @@ static PANIC: Mutex<Option<String>> = Mutex::new(None);
 #[test]
 fn rpc_corpus_and_seeded_mutations_through_the_real_router() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let seed: u64 = match std::env::var("HERO_PROC_FUZZ_SEED") {
-        Ok(s) => s.parse().expect("HERO_PROC_FUZZ_SEED is a number"),
-        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
-    };
-    let cases: u64 = std::env::var("HERO_PROC_FUZZ_CASES").map_or(2000, |s| s.parse().expect("a number"));
+    let (seed, cases) = fuzz_replay::seed_and_cases(2000);
     println!(
         "rpc_corpus: seed {seed}, {cases} mutated inputs (replay: HERO_PROC_FUZZ_SEED={seed} cargo test --workspace \
          --test rpc_corpus)"
     );
 
-    let mut corpus = read_inputs(&fuzz.join("corpus/rpc_request"));
+    let mut corpus = fuzz_replay::read_inputs(&fuzz.join("corpus/rpc_request"));
     assert!(corpus.len() >= 20, "the committed corpus is missing: {} inputs", corpus.len());
-    corpus.extend(read_inputs(&fuzz.join("seeds/rpc_request")));
+    corpus.extend(fuzz_replay::read_inputs(&fuzz.join("seeds/rpc_request")));
 
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -126,15 +126,6 @@ fn rpc_corpus_and_seeded_mutations_through_the_real_router() {
     assert!(status == 200 && v["result"]["pid"] == std::process::id(), "{status} {v}");
     h.reap();
     assert_eq!(rpc_harness::descendants(std::process::id()), Vec::<u32>::new(), "processes left after the reap");
-}
-
-fn read_inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
-        .collect()
 }
 
 /// One mutation: of the bytes (as libFuzzer does), of the JSON tree (a value swapped for
