@@ -168,6 +168,16 @@ async fn one_call_each(c: &mut hero_proc_rpc::Client, n: usize) -> Duration {
     took
 }
 
+/// N calls that read one row and start nothing (`run.get` of run 1), one after the
+/// other: the RPC round trip alone, the floor under "one call each".
+async fn rpc_calls(c: &mut hero_proc_rpc::Client, n: usize) -> Duration {
+    let t = Instant::now();
+    for _ in 0..n {
+        call(c, "run.get", json!({ "id": 1, "jobs": false })).await;
+    }
+    t.elapsed()
+}
+
 /// One run of N jobs, until it has finished.
 async fn one_batch(c: &mut hero_proc_rpc::Client, n: usize) -> Duration {
     let t = Instant::now();
@@ -190,11 +200,12 @@ async fn jobs(s: &Sizes) {
     // Warm the page cache and the daemon.
     bare_spawn(50.min(n));
     one_batch(&mut c, 50.min(n)).await;
-    let (mut bare, mut each, mut batch) = (Duration::MAX, Duration::MAX, Duration::MAX);
+    let (mut bare, mut each, mut batch, mut calls) = (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
     for _ in 0..s.rounds {
         bare = bare.min(bare_spawn(n));
         each = each.min(one_call_each(&mut c, n).await);
         batch = batch.min(one_batch(&mut c, n).await);
+        calls = calls.min(rpc_calls(&mut c, n).await);
     }
     println!();
     println!(
@@ -206,6 +217,7 @@ async fn jobs(s: &Sizes) {
         (format!("baseline: bare fork/exec of `true` {n} times"), bare),
         (format!("{n} runs, one `run.submit` call each (one connection)"), each),
         (format!("1 run of {n} jobs, one `run.submit` call"), batch),
+        (format!("for scale: {n} `run.get` calls (RPC round trip alone)"), calls),
     ] {
         println!(
             "{:<58} {:>10.1} {:>10.3} {:>7.2}x",

@@ -149,6 +149,10 @@ pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Re
 }
 
 /// Set up state, lock, store, logs and engine (no socket yet).
+/// Empty job output files kept ready (see [`LogStore::keep_spare_outputs`]): a cold
+/// start of 50 services takes most of them.
+const SPARE_OUTPUTS: usize = 64;
+
 pub fn start(opts: ServeOptions) -> Result<Daemon, DaemonError> {
     let paths = opts.paths;
     paths.create_folders()?;
@@ -158,6 +162,10 @@ pub fn start(opts: ServeOptions) -> Result<Daemon, DaemonError> {
     let listener = rpc::bind(&paths.socket)?;
     let store = Arc::new(Store::open(&paths.db)?);
     let logs = Arc::new(LogStore::open(&paths.logs, LogStoreConfig::default())?);
+    // Job files made ahead of need: a start renames one instead of allocating an inode.
+    if let Err(e) = logs.keep_spare_outputs(SPARE_OUTPUTS) {
+        tracing::warn!("{e}; job output files are created as jobs start");
+    }
     let vault = Arc::new(secrets::Vault::open(store.clone(), &paths.state.join("at_rest.agekey"))?);
     let engine = Engine::start(
         store,

@@ -41,7 +41,9 @@ impl OutputCap {
         let mut state = State { logs, last: HashMap::new(), grown: 0, on_over_total: Box::new(on_over_total) };
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             let Ok(ev) = ev else { return };
-            if matches!(ev.kind, EventKind::Modify(_) | EventKind::Create(_) | EventKind::Any) {
+            // Writes only: the daemon creates each file empty, so a create has nothing to
+            // cap (and skipping it saves a stat per job).
+            if matches!(ev.kind, EventKind::Modify(_) | EventKind::Any) {
                 for p in &ev.paths {
                     state.written(p);
                 }

@@ -91,6 +91,7 @@ mod events;
 mod lines;
 mod output;
 mod punch;
+mod spares;
 
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -146,6 +147,8 @@ pub struct LogStore {
     events: Mutex<events::Writer>,
     /// Serialises rotation and cap enforcement (both move files around).
     maint: Mutex<()>,
+    /// Empty files made ahead of need for [`LogStore::open_job_output`].
+    spares: spares::Spares,
 }
 
 impl LogStore {
@@ -159,6 +162,7 @@ impl LogStore {
             create_private_dir(d)?;
         }
         Ok(LogStore {
+            spares: spares::Spares::new(&root),
             root,
             jobs_dir,
             events_dir,
@@ -176,6 +180,16 @@ impl LogStore {
     /// The limits in force.
     pub fn config(&self) -> &LogStoreConfig {
         &self.config
+    }
+
+    /// From now on keep about `n` empty output files ready in `spare/` (made by a helper
+    /// thread when the pool runs low), so [`LogStore::open_job_output`] renames one
+    /// instead of creating a file: a job then starts without an inode allocation, which
+    /// some file systems make slow. The daemon asks for this; a store that does not
+    /// creates each file when it is opened.
+    pub fn keep_spare_outputs(&self, n: usize) -> Result<()> {
+        let dir = self.root.join("spare");
+        self.spares.keep(n).map_err(error::io_err(Op::CreateDir, &dir))
     }
 }
 

@@ -101,6 +101,8 @@ impl LogStore {
     /// across copy-truncate rotations. A restarted job with the same id appends.
     pub fn open_job_output(&self, job_id: i64) -> Result<File> {
         let path = self.job_output_path(job_id);
+        // A spare becomes the file when there is one and the job has none yet.
+        self.spares.take_as(&path);
         open_append(&path).map_err(io_err(Op::OpenJobOutput, path))
     }
 

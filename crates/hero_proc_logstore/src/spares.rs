@@ -1,0 +1,170 @@
+//! Output files made ahead of need, so starting a job does not allocate an inode.
+//!
+//! Creating a file is the costliest step of starting a job on some file systems: ext4
+//! without a journal scans past every inode freed in the last minutes before it reuses
+//! one (`recently_deleted`), which made file creation a third of a cold start on a
+//! machine that had just deleted many files. A helper thread creates empty files in
+//! `spare/` ahead of need; a job's file is then a rename of one into `jobs/`, which
+//! allocates nothing. A spare is never open in any process before it is renamed, so no
+//! job can see another's output. The helper runs only when the pool runs low: an idle
+//! store makes no wake-ups.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::{create_private_dir, lock, open_append};
+
+/// The pool is refilled to `high` when it falls to `high / 4`.
+#[derive(Debug)]
+pub(crate) struct Spares {
+    dir: PathBuf,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    free: Vec<PathBuf>,
+    high: usize,
+    next: u64,
+    refilling: bool,
+}
+
+impl Spares {
+    pub(crate) fn new(root: &Path) -> Spares {
+        Spares { dir: root.join("spare"), state: Arc::default() }
+    }
+
+    /// Keep about `high` spares from now on (0: none); files left by an earlier daemon
+    /// are taken into the pool (they were never handed out).
+    pub(crate) fn keep(&self, high: usize) -> std::io::Result<()> {
+        if high > 0 {
+            create_private_dir(&self.dir).map_err(std::io::Error::other)?;
+        }
+        let mut s = lock(&self.state);
+        s.high = high;
+        if s.free.is_empty()
+            && let Ok(rd) = fs::read_dir(&self.dir)
+        {
+            s.free.extend(rd.flatten().map(|e| e.path()));
+            s.next =
+                s.free.iter().filter_map(|p| p.file_name()?.to_str()?.parse::<u64>().ok()).max().map_or(0, |m| m + 1);
+        }
+        self.refill_if_low(&mut s);
+        Ok(())
+    }
+
+    /// A spare moved to `to`, or `None` when the pool is empty or `to` exists (a
+    /// restarted job appends to its file: the caller opens it as it is).
+    pub(crate) fn take_as(&self, to: &Path) -> Option<PathBuf> {
+        let spare = {
+            let mut s = lock(&self.state);
+            let spare = s.free.pop()?;
+            self.refill_if_low(&mut s);
+            spare
+        };
+        match rename_noreplace(&spare, to) {
+            Ok(()) => Some(to.to_path_buf()),
+            Err(e) => {
+                // The target exists, or the spare went away (deleted by hand): the caller
+                // falls back to opening `to`; a spare still there returns to the pool.
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    lock(&self.state).free.push(spare);
+                }
+                None
+            }
+        }
+    }
+
+    fn refill_if_low(&self, s: &mut State) {
+        if s.refilling || s.high == 0 || s.free.len() > s.high / 4 {
+            return;
+        }
+        s.refilling = true;
+        let (dir, state) = (self.dir.clone(), self.state.clone());
+        let spawned = std::thread::Builder::new().name("hero_proc-spares".into()).spawn(move || {
+            loop {
+                let name = {
+                    let mut s = lock(&state);
+                    // Stop when full, or when the store is gone (only this thread holds it).
+                    if s.free.len() >= s.high || Arc::strong_count(&state) == 1 {
+                        s.refilling = false;
+                        return;
+                    }
+                    s.next += 1;
+                    dir.join(s.next.to_string())
+                };
+                match open_append(&name) {
+                    Ok(_) => lock(&state).free.push(name),
+                    Err(e) => {
+                        tracing::debug!("cannot make a spare output file {}: {e}", name.display());
+                        lock(&state).refilling = false;
+                        return;
+                    }
+                }
+            }
+        });
+        if spawned.is_err() {
+            s.refilling = false;
+        }
+    }
+
+    #[cfg(test)]
+    fn free(&self) -> usize {
+        lock(&self.state).free.len()
+    }
+}
+
+/// `rename(2)` that fails with `AlreadyExists` instead of replacing `to`.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths for the length of the call.
+    let r =
+        unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE) };
+    if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn wait_free(s: &Spares, n: usize) {
+        let t = Instant::now();
+        while s.free() < n {
+            assert!(t.elapsed() < Duration::from_secs(10), "the pool did not refill");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn spares_become_job_files_and_never_replace_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spares::new(dir.path());
+        s.keep(8).unwrap();
+        wait_free(&s, 8);
+        let jobs = dir.path().join("jobs");
+        fs::create_dir(&jobs).unwrap();
+        let to = jobs.join("1.log");
+        assert_eq!(s.take_as(&to).as_deref(), Some(to.as_path()));
+        assert_eq!(fs::metadata(&to).unwrap().len(), 0);
+        // An existing file (a restarted job's) is never replaced.
+        fs::write(&to, "kept").unwrap();
+        assert_eq!(s.take_as(&to), None);
+        assert_eq!(fs::read_to_string(&to).unwrap(), "kept");
+        // Taking down to a quarter refills the pool.
+        for i in 2..8 {
+            assert!(s.take_as(&jobs.join(format!("{i}.log"))).is_some());
+        }
+        wait_free(&s, 8);
+        // A new store adopts what the last one left, and makes no more than it needs.
+        drop(s);
+        let again = Spares::new(dir.path());
+        again.keep(8).unwrap();
+        assert!(again.free() >= 8);
+        let on_disk = fs::read_dir(dir.path().join("spare")).unwrap().count();
+        assert_eq!(on_disk, again.free());
+    }
+}
