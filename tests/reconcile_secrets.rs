@@ -11,7 +11,7 @@ use std::time::Duration;
 use support::config_repo::*;
 use support::{Daemon, text, wait_for};
 
-fn tools() -> bool {
+pub(crate) fn tools() -> bool {
     if support::require::runs("sops") && support::require::runs("age-keygen") {
         return true;
     }
@@ -23,7 +23,7 @@ fn tools() -> bool {
 }
 
 /// An age key made by the real `age-keygen`: (key file, recipient).
-fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+pub(crate) fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     let file = dir.join(format!("{name}.txt"));
     let out = Command::new("age-keygen").arg("-o").arg(&file).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -32,7 +32,7 @@ fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
 }
 
 /// Encrypt `plain` (YAML) with the real `sops` to `recipient`.
-fn sops_encrypt(dir: &Path, plain: &str, recipient: &str) -> String {
+pub(crate) fn sops_encrypt(dir: &Path, plain: &str, recipient: &str) -> String {
     let file = dir.join(format!("plain-{}.yaml", support::nanos()));
     std::fs::write(&file, plain).unwrap();
     let out = Command::new("sops")

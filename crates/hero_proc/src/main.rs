@@ -42,6 +42,8 @@ struct Cli {
 pub enum Format {
     Text,
     Json,
+    /// A pull-request comment: `reconcile --dry-run --base REV` only.
+    Markdown,
 }
 
 #[derive(Subcommand)]
@@ -152,6 +154,12 @@ fn main() -> ExitCode {
         color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
         socket,
     };
+    if cli.format == Format::Markdown && !matches!(&cli.command, Command::Reconcile(a) if a.previews_base()) {
+        eprintln!(
+            "error: --format markdown renders a base..head preview only: `hero_proc reconcile --dry-run --base REV --format markdown`"
+        );
+        return ExitCode::from(1);
+    }
     let result = match cli.command {
         Command::Validate(args) => validate::run(args, &out),
         Command::Serve(args) => serve::run(args, &out),

@@ -56,6 +56,15 @@ pub struct Args {
     /// apply never reads it). Needs --dry-run, --empty or --db.
     #[arg(long, conflicts_with = "rev")]
     worktree: bool,
+    /// Preview what merging the head (or --rev, or with --worktree the work tree) into
+    /// this revision changes: plan it against BASE as if BASE were applied on a fresh
+    /// machine. Offline: no daemon, no database. Implies --dry-run.
+    #[arg(long, value_name = "REV", conflicts_with_all = ["db", "empty"])]
+    base: Option<String>,
+    /// With --base: one plan per host, for the base set and every `hosts/<host>/`
+    /// overlay of either revision.
+    #[arg(long, requires = "base", conflicts_with = "host")]
+    all_hosts: bool,
     #[command(flatten)]
     wait: WaitArgs,
 }
@@ -70,6 +79,13 @@ pub struct WaitArgs {
     /// How long --wait waits.
     #[arg(long, requires = "wait", default_value = "5m", value_parser = parse_timeout)]
     timeout: Duration,
+}
+
+impl Args {
+    /// A `--base` preview (the one output `--format markdown` renders).
+    pub fn previews_base(&self) -> bool {
+        self.cmd.is_none() && self.base.is_some()
+    }
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -158,8 +174,12 @@ pub async fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
         None if args.worktree && !(args.dry_run || args.empty || args.db.is_some()) => {
             anyhow::bail!("--worktree previews only: add --dry-run (a work tree is never applied; commit it first)")
         }
-        None if args.wait.wait && (args.dry_run || args.empty || args.db.is_some()) => {
-            anyhow::bail!("--wait waits for an apply: it cannot go with --dry-run, --empty or --db")
+        None if args.wait.wait && (args.dry_run || args.empty || args.db.is_some() || args.base.is_some()) => {
+            anyhow::bail!("--wait waits for an apply: it cannot go with --dry-run, --empty, --db or --base")
+        }
+        None if args.base.is_some() => {
+            let (base, plans) = base_plans(&args)?;
+            print_base_plans(&base, &plans, out, args.detailed_exitcode, args.all_hosts)
         }
         None if args.empty || args.db.is_some() => {
             let plan = offline_plan(&args)?;
@@ -276,6 +296,148 @@ fn offline_plan(args: &Args) -> anyhow::Result<Plan> {
     let mut plan = hero_proc_reconcile::plan(&desired, &live, previous, applied.as_deref());
     hero_proc_reconcile::preview_migrations(&mut plan, &desired, &live);
     Ok(plan)
+}
+
+/// `--base REV`: the head (or `--rev`, or the work tree) planned against BASE as if
+/// BASE were applied on a fresh machine, for one host or (`--all-hosts`) the base set and
+/// every host overlay of either side. Offline: the repository is read, nothing else.
+fn base_plans(args: &Args) -> anyhow::Result<(hero_proc_reconcile::CommitInfo, Vec<Plan>)> {
+    let base_rev = args.base.as_deref().expect("--base");
+    let location = args.repo.clone().unwrap_or_else(|| ".".into());
+    let location = hero_proc_reconcile::repo::absolute_location(&location)
+        .with_context(|| format!("repository {location}: no such directory"))?;
+    if args.worktree && hero_proc_reconcile::repo::is_remote(&location) {
+        anyhow::bail!("--worktree previews the work tree of a local repository; {location} is a remote");
+    }
+    let cache = tempfile::tempdir()?;
+    let repo = Repo::open(&RepoConfig { location: location.clone(), branch: args.branch.clone() }, cache.path())?;
+    repo.fetch()?;
+    let base = repo.resolve(base_rev).with_context(|| format!("--base {base_rev}"))?;
+    let head = match &args.rev {
+        Some(r) => Some(repo.resolve(r).with_context(|| format!("--rev {r}"))?),
+        None if args.worktree => None,
+        None => Some(repo.head()?),
+    };
+    let hosts: Vec<Option<String>> = if args.all_hosts {
+        let mut names = hosts_at(repo.repository(), &base.id);
+        match &head {
+            Some(h) => names.extend(hosts_at(repo.repository(), &h.id)),
+            None => names.extend(hosts_in_dir(Path::new(&location))),
+        }
+        std::iter::once(None).chain(names.into_iter().map(Some)).collect()
+    } else {
+        vec![args.host.clone().or_else(hero_proc_daemon::reconciler::system_host_name)]
+    };
+    let opener = preview_opener();
+    let mut plans = Vec::with_capacity(hosts.len());
+    for host in hosts {
+        let on = |h: &Option<String>| h.as_deref().map(|h| format!(" for host {h}")).unwrap_or_default();
+        let base_state = Desired::load(repo.repository(), base.clone(), host.as_deref(), &opener)
+            .with_context(|| format!("the base {}{} does not load", base.short(), on(&host)))?;
+        let desired = match &head {
+            Some(h) => Desired::load(repo.repository(), h.clone(), host.as_deref(), &opener)?,
+            None => Desired::load_worktree(Path::new(&location), host.as_deref(), &opener)?,
+        };
+        let live = Live::as_applied(&base_state);
+        let mut plan = hero_proc_reconcile::plan(&desired, &live, Some(&base_state), Some(&base.id));
+        hero_proc_reconcile::preview_migrations(&mut plan, &desired, &live);
+        plans.push(plan);
+    }
+    Ok((base, plans))
+}
+
+/// Secrets of a base..head preview: decrypted when this machine has a key
+/// (`SOPS_AGE_KEY_FILE`, ...) and compared by a keyed hash whose key lives only in this
+/// process, so equal values compare equal and nothing about a value leaves it; without a
+/// key they are listed as not compared.
+fn preview_opener() -> SopsOpener<impl Fn(&str, &str, &str) -> String> {
+    let keys = hero_proc_sops::load_identities(&hero_proc_sops::KeyEnv::from_process_env()).map_err(|e| e.to_string());
+    let mut key = [0u8; 32];
+    getrandom_fill(&mut key);
+    SopsOpener::new(keys, false, move |context: &str, name: &str, value: &str| {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [&key[..], context.as_bytes(), &[0], name.as_bytes(), &[0], value.as_bytes()] {
+            h.update(part);
+        }
+        hex::encode(h.finalize())
+    })
+}
+
+/// The host overlays (`hosts/<host>/`) of a commit.
+fn hosts_at(repo: &git2::Repository, commit: &str) -> std::collections::BTreeSet<String> {
+    let tree = repo
+        .revparse_single(commit)
+        .and_then(|o| o.peel_to_commit())
+        .and_then(|c| c.tree())
+        .and_then(|t| t.get_path(Path::new("hosts")).and_then(|e| e.to_object(repo)))
+        .and_then(|o| o.peel_to_tree());
+    let Ok(tree) = tree else { return Default::default() };
+    tree.iter()
+        .filter(|e| e.kind() == Some(git2::ObjectType::Tree))
+        .filter_map(|e| e.name().ok().map(str::to_owned))
+        .collect()
+}
+
+/// The host overlays of a work tree.
+fn hosts_in_dir(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir.join("hosts"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect()
+}
+
+fn print_base_plans(
+    base: &hero_proc_reconcile::CommitInfo,
+    plans: &[Plan],
+    out: &Output,
+    detailed: bool,
+    all_hosts: bool,
+) -> anyhow::Result<ExitCode> {
+    match out.format {
+        crate::Format::Json if all_hosts => {
+            out.print_json(&serde_json::json!({ "base": base, "hosts": plans }))?;
+        }
+        crate::Format::Json => out.print_json(&plans[0])?,
+        crate::Format::Markdown => print!("{}", hero_proc_reconcile::render::render_markdown(base, plans)),
+        crate::Format::Text => {
+            for (i, plan) in plans.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                if all_hosts && plan.is_empty() && !plan.is_refused() {
+                    let on = plan.host.as_deref().map(|h| format!("host {h}")).unwrap_or_else(|| "the base set".into());
+                    println!("{on}: no changes from {} to {}", base.short(), plan.target.short());
+                } else if !out.quiet || plan.is_refused() {
+                    print!("{}", hero_proc_reconcile::render::render_text(plan, out.color));
+                }
+            }
+        }
+    }
+    let mut code = ExitCode::SUCCESS;
+    for plan in plans {
+        let on = plan.host.as_deref().map(|h| format!(" on host {h}")).unwrap_or_default();
+        if plan.is_refused() {
+            eprintln!(
+                "error: the plan for {}{on} is refused (see above); nothing would be applied",
+                plan.target.short()
+            );
+        } else if let Some(m) = plan.migration_preview.iter().find(|m| m.error.is_some()) {
+            eprintln!(
+                "error: migration {}{on} fails in the preview: {}",
+                m.name,
+                m.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("")
+            );
+        }
+        let c = exit_for(plan, detailed);
+        if c == ExitCode::from(1) || (c == ExitCode::from(2) && code == ExitCode::SUCCESS) {
+            code = c;
+        }
+    }
+    Ok(code)
 }
 
 /// Files of the config layout that differ from the commit checked out (edited, new or
@@ -583,4 +745,15 @@ pub async fn migrate(cmd: MigrateCmd, out: &Output) -> anyhow::Result<ExitCode> 
     }
     let bad = status.migrations.iter().any(|m| matches!(m.state.as_str(), "failed" | "edited" | "deleted"));
     Ok(if bad { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Fills `buf` from the kernel's random source.
+fn getrandom_fill(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: writes at most `buf.len() - filled` bytes into the rest of `buf`.
+        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        assert!(n > 0 || std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted, "getrandom failed");
+        filled += n.max(0) as usize;
+    }
 }

@@ -75,7 +75,8 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
             let report = report(&checked, &label, failed);
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
-        Format::Text => print_text(&checked, &label, out),
+        // (markdown is refused before any command runs but a base preview)
+        Format::Text | Format::Markdown => print_text(&checked, &label, out),
     }
     if failed {
         let (e, w) = (checked.errors(), checked.warnings());

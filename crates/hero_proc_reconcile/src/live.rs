@@ -135,6 +135,51 @@ impl Live {
     pub fn state(&self, r: &Ref) -> RunState {
         self.states.get(r).copied().unwrap_or(RunState::Unknown)
     }
+
+    /// The live state a fresh machine would have after applying `base`: every object
+    /// managed at `base`'s revision, its secrets stored, its migrations run, its
+    /// artifacts installed. The base side of a base..head preview (`--base`), so the plan
+    /// shows what the merge changes and nothing else. Service states stay unknown: a
+    /// preview calls nothing drift.
+    pub fn as_applied(base: &crate::Desired) -> Live {
+        let revision = Some(base.commit.id.clone());
+        let stored = |value| Stored { value, managed: true, revision: revision.clone(), updated_at_ms: 0 };
+        let actions = base
+            .state
+            .actions
+            .iter()
+            .map(|((c, n), a)| (Ref::new(c, n), stored(a.clone())))
+            .collect::<BTreeMap<_, _>>();
+        let services = base
+            .state
+            .services
+            .iter()
+            .map(|((c, n), s)| {
+                (
+                    Ref::new(c, n),
+                    Stored { value: s.clone(), managed: true, revision: revision.clone(), updated_at_ms: 0 },
+                )
+            })
+            .collect::<BTreeMap<_, _>>();
+        let secrets = base
+            .secrets
+            .iter()
+            .map(|(r, s)| {
+                let fingerprint = s.fingerprint.clone().unwrap_or_default();
+                (r.clone(), LiveSecret { fingerprint, source: s.source.clone(), managed: true })
+            })
+            .collect();
+        Live {
+            actions: Arc::new(actions),
+            services: Arc::new(services),
+            secrets,
+            states: BTreeMap::new(),
+            applied_migrations: base.migrations.iter().map(Applied::ok).collect(),
+            failed_migrations: BTreeMap::new(),
+            cached_artifacts: Some(base.artifacts.values().map(|(_, d)| d.hex().to_owned()).collect()),
+            holds: Default::default(),
+        }
+    }
 }
 
 /// The store's action and service rows kept decoded between reads (the daemon keeps one

@@ -187,3 +187,112 @@ pub fn human_bytes(n: u64) -> String {
         n => format!("{n} B"),
     }
 }
+
+/// The base..head preview of every host as a pull-request comment: a heading naming
+/// both revisions, a table with one row per host, then per host with changes a
+/// collapsible section holding its plan as fenced `diff` and list blocks. Nothing in it
+/// depends on the time or the machine, so a comment updated on every push changes only
+/// when the plan does. Secret values never reach a plan, so they cannot reach this.
+pub fn render_markdown(base: &crate::repo::CommitInfo, plans: &[Plan]) -> String {
+    let mut out = String::new();
+    let head = plans.first().map(|p| p.target.short()).unwrap_or_default();
+    let _ = writeln!(out, "### hero_proc plan: `{}` → `{head}`\n", base.short());
+    if plans.iter().any(Plan::is_refused) {
+        out.push_str("**Refused on at least one host: merging this applies nothing there** (see below).\n\n");
+    }
+    out.push_str("| host | create | update | delete | restart | start | stop | migrations |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for p in plans {
+        let s = &p.summary;
+        let host = host_label(p);
+        if p.is_refused() {
+            let _ = writeln!(out, "| {host} | refused | | | | | | |");
+        } else if p.is_empty() {
+            let _ = writeln!(out, "| {host} | no changes | | | | | | |");
+        } else {
+            let _ = writeln!(
+                out,
+                "| {host} | {} | {} | {} | {} | {} | {} | {} |",
+                s.create, s.update, s.delete, s.restart, s.start, s.stop, s.migrations
+            );
+        }
+    }
+    for p in plans.iter().filter(|p| !p.is_empty() || p.is_refused()) {
+        let name = match &p.host {
+            Some(h) => html_escape(h),
+            None => "base set".to_owned(),
+        };
+        let _ = writeln!(out, "\n<details><summary><b>{name}</b>: {}</summary>\n", summary_line(p));
+        if !p.changes.is_empty() {
+            let mut body = String::new();
+            for c in &p.changes {
+                let _ = writeln!(body, "{} {}", c.op.sign(), c.object());
+                for line in c.diff.lines() {
+                    let _ = writeln!(body, "{line}");
+                }
+            }
+            // A fence longer than any run of backticks in the YAML, so a script holding
+            // one cannot close the block.
+            let fence = "`".repeat(longest_run(&body, '`').max(2) + 1);
+            let _ = write!(out, "{fence}diff\n{body}{fence}\n");
+        }
+        let list = |out: &mut String, title: &str, items: Vec<String>| {
+            if items.is_empty() {
+                return;
+            }
+            let _ = writeln!(out, "\n{title}:\n");
+            for i in items {
+                let _ = writeln!(out, "- {}", md_escape(&i));
+            }
+        };
+        list(&mut out, "Artifacts", p.artifacts.iter().map(artifact_line).collect());
+        list(&mut out, "Restarts", p.restarts.iter().map(|r| format!("`{}` ({})", r.service, r.because)).collect());
+        list(&mut out, "Starts", p.starts.iter().map(|r| format!("`{}` ({})", r.service, r.because)).collect());
+        list(&mut out, "Stops", p.stops.iter().map(|r| format!("`{}` ({})", r.service, r.because)).collect());
+        list(&mut out, "Migrations to run, in order", p.migrations.iter().map(|m| format!("`{m}`")).collect());
+        list(&mut out, "Secrets not compared (no key here)", p.unverified_secrets.clone());
+        list(&mut out, "Refused", p.refusals.clone());
+        out.push_str("\n</details>\n");
+    }
+    out
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn longest_run(s: &str, c: char) -> usize {
+    let (mut best, mut run) = (0, 0);
+    for ch in s.chars() {
+        run = if ch == c { run + 1 } else { 0 };
+        best = best.max(run);
+    }
+    best
+}
+
+/// `base set` for the plan without a host overlay, else the host's name.
+fn host_label(p: &Plan) -> String {
+    match &p.host {
+        Some(h) => format!("`{h}`"),
+        None => "base set (no `hosts/` overlay)".to_owned(),
+    }
+}
+
+/// Markdown-significant characters of free text escaped, so a name or a reason cannot
+/// open a link, a table cell or an HTML tag in the comment.
+fn md_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut in_code = false;
+    for ch in s.chars() {
+        if ch == '`' {
+            in_code = !in_code;
+            out.push(ch);
+            continue;
+        }
+        if !in_code && matches!(ch, '<' | '>' | '[' | ']' | '|' | '*' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}

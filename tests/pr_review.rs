@@ -1,0 +1,205 @@
+//! Pull-request review (issue 18): `reconcile --dry-run --base REV` shows what a merge
+//! changes, per host, as text, JSON and a markdown PR comment, offline.
+
+use crate::support;
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use support::config_repo::*;
+use support::text;
+
+use crate::reconcile_secrets::{keygen, sops_encrypt, tools};
+
+const MARKER: &str = "MARKER-base-5e1d-do-not-leak";
+const ROTATED: &str = "MARKER-head-93ab-do-not-leak";
+
+/// `hero_proc ARGS` in the repository's folder, with no daemon anywhere.
+fn run(repo: &ConfigRepo, args: &[&str], env: &[(&str, &std::path::Path)]) -> Output {
+    let root = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(support::bin());
+    cmd.args(args).env("HERO_ROOTDIR", root.path()).env("NO_COLOR", "1").current_dir(repo.path());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    // Offline: nothing was written under the root (no database, no socket).
+    let left: Vec<_> = std::fs::read_dir(root.path()).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "a preview wrote {left:?}");
+    out
+}
+
+fn api(greeting: &str) -> String {
+    service("api", greeting)
+}
+
+/// A base with two host overlays and a third whose overlay already has what the PR
+/// adds to the base set; the PR adds `api` to the base set and changes the overlay of
+/// `h1`.
+fn fleet_repo() -> (ConfigRepo, String, String) {
+    let repo = ConfigRepo::new();
+    repo.write("actions/web.yaml", &service("web", "base"));
+    repo.write("hosts/h1/actions/web.yaml", &service("web", "h1-old"));
+    repo.write("hosts/h2/actions/cache.yaml", &service("cache", "h2"));
+    repo.write("hosts/h3/actions/api.yaml", &api("v1"));
+    repo.write("migrations/2026-01-01-001_first.rhai", "proc.log(\"first\");\n");
+    let base = repo.commit("base");
+    repo.git(&["checkout", "-q", "-b", "pr"]);
+    repo.write("actions/api.yaml", &api("v1"));
+    repo.write("hosts/h1/actions/web.yaml", &service("web", "h1-new"));
+    let head = repo.commit("add api, change h1's web");
+    (repo, base, head)
+}
+
+fn summary(plan: &Value) -> (u64, u64, u64, u64) {
+    let s = &plan["summary"];
+    let n = |k: &str| s[k].as_u64().unwrap();
+    (n("create"), n("update"), n("delete"), n("restart"))
+}
+
+#[test]
+fn a_base_preview_shows_per_host_only_what_the_merge_changes() {
+    let (repo, base, head) = fleet_repo();
+    let out = run(&repo, &["--format", "json", "reconcile", "--dry-run", "--base", &base, "--all-hosts"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["base"]["id"], base.as_str());
+    let plans = v["hosts"].as_array().unwrap();
+    let hosts: Vec<Value> = plans.iter().map(|p| p["host"].clone()).collect();
+    assert_eq!(hosts, vec![Value::Null, "h1".into(), "h2".into(), "h3".into()], "the base set, then each overlay");
+    for p in plans {
+        assert_eq!(p["target"]["id"], head.as_str(), "the head by default");
+        assert_eq!(p["applied_revision"], base.as_str());
+    }
+    let objects = |p: &Value| -> Vec<String> {
+        p["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                format!("{} {}/{}", c["op"].as_str().unwrap(), c["kind"].as_str().unwrap(), c["name"].as_str().unwrap())
+            })
+            .collect()
+    };
+    // The base set and h2 get api (action and service); web is untouched there.
+    for p in [&plans[0], &plans[2]] {
+        assert_eq!(summary(p), (2, 0, 0, 0), "{}", p["host"]);
+        assert!(objects(p).iter().all(|o| o.contains("api")), "{:?}", objects(p));
+    }
+    // h1 also gets its overlay's change to web, which restarts it.
+    assert_eq!(summary(&plans[1]), (2, 1, 0, 1), "{:?}", objects(&plans[1]));
+    assert!(
+        objects(&plans[1]).iter().any(|o| o.starts_with("update") && o.contains("web")),
+        "{:?}",
+        objects(&plans[1])
+    );
+    // h3's overlay already had api as the PR writes it: nothing changes there.
+    assert_eq!(summary(&plans[3]), (0, 0, 0, 0), "{:?}", objects(&plans[3]));
+    for p in plans {
+        assert_eq!(p["migrations"], serde_json::json!([]), "the base's migration ran on the base: {}", p["host"]);
+    }
+
+    // Text: one section per host, the unchanged host said to be unchanged.
+    let out = run(&repo, &["reconcile", "--dry-run", "--base", &base, "--all-hosts", "--detailed-exitcode"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("host h3: no changes"), "{shown}");
+    assert!(shown.contains("-  GREETING: h1-old") && shown.contains("+  GREETING: h1-new"), "{shown}");
+    assert_eq!(shown.matches("GREETING: h1-new").count(), 1, "only h1's section shows its overlay: {shown}");
+
+    // One host: that plan alone, with --host.
+    let out = run(&repo, &["--format", "json", "reconcile", "--dry-run", "--base", &base, "--host", "h3"], &[]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["host"], "h3");
+    assert_eq!(summary(&v), (0, 0, 0, 0));
+
+    // A base equal to the head: nothing to do anywhere, exit 0.
+    let out = run(&repo, &["reconcile", "--dry-run", "--base", &head, "--all-hosts", "--detailed-exitcode"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+
+    // A migration the PR adds runs on every host, previewed; the base's does not.
+    repo.write("migrations/2026-01-02-001_second.rhai", "proc.log(\"second\");\n");
+    repo.commit("a migration");
+    let out = run(&repo, &["--format", "json", "reconcile", "--dry-run", "--base", &head, "--all-hosts"], &[]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for p in v["hosts"].as_array().unwrap() {
+        assert_eq!(p["migrations"], serde_json::json!(["2026-01-02-001_second.rhai"]), "{}", p["host"]);
+        assert_eq!(summary(p), (0, 0, 0, 0));
+    }
+    let shown = text(&run(&repo, &["reconcile", "--dry-run", "--base", &head, "--host", "h3"], &[]).stdout);
+    assert!(shown.contains("log info: second"), "the recording run previews its effects: {shown}");
+}
+
+#[test]
+fn the_markdown_comment_is_stable_and_escapes_what_it_quotes() {
+    let (repo, base, _) = fleet_repo();
+    let args = ["--format", "markdown", "reconcile", "--dry-run", "--base", &base, "--all-hosts"];
+    let first = run(&repo, &args, &[]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let md = text(&first.stdout);
+    assert!(md.starts_with(&format!("### hero_proc plan: `{}`", &base[..12])), "{md}");
+    assert!(md.contains("| host | create | update | delete | restart |"), "{md}");
+    assert!(md.contains("| `h1` | 2 | 1 | 0 | 1 |"), "{md}");
+    assert!(md.contains("| `h3` | no changes |"), "{md}");
+    assert_eq!(md.matches("<details>").count(), 3, "a section per host with changes: {md}");
+    assert!(md.contains("```diff\n") && md.contains("+  GREETING: h1-new"), "{md}");
+    // The same plan renders the same comment (a comment updated on each push changes
+    // only when the plan does).
+    assert_eq!(text(&run(&repo, &args, &[]).stdout), md);
+
+    // A script holding a fence cannot close the diff block early.
+    repo.write("actions/api.yaml", &api("'```'"));
+    repo.commit("a fence in a value");
+    let md = text(&run(&repo, &args, &[]).stdout);
+    assert!(md.contains("````diff\n"), "a longer fence: {md}");
+
+    // markdown is for base previews only.
+    let out = run(&repo, &["--format", "markdown", "reconcile", "--dry-run", "--empty"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--base"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_base_preview_compares_secrets_without_showing_them() {
+    if !tools() {
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let (key_file, recipient) = keygen(keys.path(), "ci");
+    let repo = ConfigRepo::new();
+    let uses_token = "actions:\n  - name: api\n    script: exec sleep 600\n    process: true\n    env:\n      TOKEN: { secret: api_token }\nservices:\n  - name: api\n    actions: [api]\n";
+    repo.write("actions/api.yaml", uses_token);
+    repo.write("secrets/core.sops.yaml", &sops_encrypt(keys.path(), &format!("api_token: {MARKER}\n"), &recipient));
+    let base = repo.commit("base");
+    // Re-encrypted with the same value: every ciphertext differs, the value does not.
+    repo.write("secrets/core.sops.yaml", &sops_encrypt(keys.path(), &format!("api_token: {MARKER}\n"), &recipient));
+    let same = repo.commit("re-encrypted");
+    repo.write("secrets/core.sops.yaml", &sops_encrypt(keys.path(), &format!("api_token: {ROTATED}\n"), &recipient));
+    let rotated = repo.commit("rotated");
+    let with_key = [("SOPS_AGE_KEY_FILE", key_file.as_path())];
+
+    let preview = |rev: &str, format: &str, env: &[(&str, &std::path::Path)]| {
+        let out = run(
+            &repo,
+            &["--format", format, "reconcile", "--dry-run", "--base", &base, "--rev", rev, "--detailed-exitcode"],
+            env,
+        );
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(!all.contains(MARKER) && !all.contains(ROTATED), "a secret value leaked: {all}");
+        (out.status.code(), text(&out.stdout))
+    };
+    // With the key: a re-encryption is no change; a new value is one, masked, and
+    // restarts the service that uses it.
+    let (code, shown) = preview(&same, "text", &with_key);
+    assert_eq!(code, Some(0), "{shown}");
+    let (code, shown) = preview(&rotated, "text", &with_key);
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(shown.contains("(sensitive value changed)") && shown.contains("core/api"), "{shown}");
+    for format in ["json", "markdown"] {
+        let (code, _) = preview(&rotated, format, &with_key);
+        assert_eq!(code, Some(2));
+    }
+    // Without a key: listed as not compared, never guessed.
+    let (_, shown) = preview(&rotated, "text", &[]);
+    assert!(shown.contains("Secrets not compared") && shown.contains("secret core/api_token"), "{shown}");
+}
