@@ -203,3 +203,159 @@ fn a_base_preview_compares_secrets_without_showing_them() {
     let (_, shown) = preview(&rotated, "text", &[]);
     assert!(shown.contains("Secrets not compared") && shown.contains("secret core/api_token"), "{shown}");
 }
+
+/// An ed25519 key made by the real `ssh-keygen`: (private key file, public key line).
+fn ssh_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let file = dir.join(name);
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&file)
+        .output()
+        .expect("ssh-keygen runs (openssh-client; .ci/run installs it)");
+    assert!(out.status.success(), "ssh-keygen: {}", text(&out.stderr));
+    let public = std::fs::read_to_string(file.with_extension("pub")).unwrap();
+    (file, public.trim().to_owned())
+}
+
+/// `SHA256:...` of a key, as `ssh-keygen -lf` prints it.
+fn fingerprint(key: &std::path::Path) -> String {
+    let out = Command::new("ssh-keygen").arg("-lf").arg(key).output().unwrap();
+    text(&out.stdout).split_whitespace().nth(1).unwrap().to_owned()
+}
+
+/// Commit everything, signed by the real git with `key` (`gpg.format=ssh`).
+fn signed_commit(repo: &ConfigRepo, key: &std::path::Path, msg: &str) -> String {
+    repo.git(&["add", "-A"]);
+    let signing = format!("user.signingkey={}", key.display());
+    repo.git(&["-c", "gpg.format=ssh", "-c", &signing, "commit", "-q", "-S", "--allow-empty", "-m", msg]);
+    repo.git(&["rev-parse", "HEAD"])
+}
+
+fn history_of<'a>(h: &'a Value, rev: &str) -> Vec<&'a Value> {
+    h.as_array().unwrap().iter().filter(|e| e["record"]["revision"] == rev).collect()
+}
+
+#[test]
+fn only_commits_signed_by_an_allowed_key_apply() {
+    let keys = tempfile::tempdir().unwrap();
+    let (alice, alice_pub) = ssh_key(keys.path(), "alice");
+    let (mallory, mallory_pub) = ssh_key(keys.path(), "mallory");
+    // Kept on the host, outside the repository; the committer is ada@example.org.
+    let signers = keys.path().join("allowed_signers");
+    std::fs::write(&signers, format!("# deployers\nada@example.org namespaces=\"git\" {alice_pub}\n")).unwrap();
+
+    let repo = ConfigRepo::new();
+    repo.write("actions/web.yaml", &service("web", "one"));
+    let one = signed_commit(&repo, &alice, "one");
+    let d = support::Daemon::start_with(
+        &[
+            "--repo",
+            &repo.location(),
+            "--branch",
+            "main",
+            "--interval",
+            "1h",
+            "--allowed-signers",
+            signers.to_str().unwrap(),
+        ],
+        false,
+    );
+    wait_applied(&d, &one);
+    wait_greeting(&d, "web", "one");
+    let web = pid(&d, "web");
+    let h = d.json(&["history"]);
+    let sig = history_of(&h, &one)[0]["record"]["summary"]["signature"].as_str().unwrap().to_owned();
+    assert!(sig.contains(&fingerprint(&alice)) && sig.contains("ada@example.org") && sig.contains("line 2"), "{sig}");
+
+    // Signed, but by a key the file does not allow: refused, named, nothing applied.
+    repo.write("actions/web.yaml", &service("web", "two"));
+    let two = signed_commit(&repo, &mallory, "two");
+    let refused = |rev: &str, why: &str, live: &str, greets: &str| {
+        support::wait_for(&format!("{rev} to be refused"), std::time::Duration::from_secs(20), || {
+            status(&d)["attempted_revision"].as_str() == Some(rev)
+        });
+        let s = status(&d);
+        let err = s["last_error"].as_str().unwrap_or_default().to_owned();
+        assert!(err.contains("is not signed by an allowed signer") && err.contains(why), "{err}");
+        assert_eq!(s["last_result"], "refused", "{s}");
+        assert_eq!(s["applied_revision"].as_str(), Some(live), "{s}");
+        assert_eq!(greeting(&d, "web").as_deref(), Some(greets), "the last good revision keeps running");
+        let h = d.json(&["history"]);
+        let lines = history_of(&h, rev);
+        assert_eq!(lines.len(), 1, "{h}");
+        assert_eq!(lines[0]["record"]["result"], "refused");
+    };
+    refused(&two, &fingerprint(&mallory), &one, "one");
+    // Not signed at all.
+    repo.write("actions/web.yaml", &service("web", "three"));
+    let three = repo.commit("three");
+    refused(&three, "carries no signature", &one, "one");
+    assert_eq!(pid(&d, "web"), web, "nothing restarted");
+
+    // An operator on the host may let one revision through, and history says so.
+    let out = d.cli(&["reconcile", "--rev", &three]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("--allow-unsigned"), "the refusal says how: {}", text(&out.stderr));
+    let out = d.cli(&["reconcile", "--rev", &three, "--allow-unsigned"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_greeting(&d, "web", "three");
+    let h = d.json(&["history"]);
+    let applied = history_of(&h, &three).into_iter().find(|e| e["record"]["result"] == "applied").expect("applied");
+    let sig = applied["record"]["summary"]["signature"].as_str().unwrap();
+    assert!(sig.starts_with("applied unsigned by --allow-unsigned") && sig.contains("carries no signature"), "{sig}");
+    d.json(&["reconcile", "resume"]);
+
+    // Key rotation: the file is read on every sync, no restart. Mallory is allowed now,
+    // alice no longer.
+    std::fs::write(&signers, format!("ada@example.org {mallory_pub}\n")).unwrap();
+    repo.write("actions/web.yaml", &service("web", "five"));
+    let five = signed_commit(&repo, &mallory, "five");
+    wait_applied(&d, &five);
+    wait_greeting(&d, "web", "five");
+    repo.write("actions/web.yaml", &service("web", "six"));
+    let six = signed_commit(&repo, &alice, "six");
+    refused(&six, &fingerprint(&alice), &five, "five");
+
+    // An allowed key's signature moved onto other content: the bytes do not verify.
+    let raw = repo.git(&["cat-file", "commit", &five]);
+    assert!(raw.contains("-----BEGIN SSH SIGNATURE-----"), "{raw}");
+    let forged_text = format!(
+        "{}\n",
+        raw.replace(&format!("parent {three}"), &format!("parent {six}")).replace("\n\nfive", "\n\nforged")
+    );
+    let tmp = keys.path().join("forged");
+    std::fs::write(&tmp, forged_text).unwrap();
+    let forged = repo.git(&["hash-object", "-t", "commit", "-w", tmp.to_str().unwrap()]);
+    repo.git(&["update-ref", "refs/heads/main", &forged]);
+    refused(&forged, "does not verify", &five, "five");
+}
+
+#[test]
+fn an_allowed_signers_file_in_the_repository_or_unreadable_stops_the_daemon() {
+    let repo = ConfigRepo::new();
+    repo.write("actions/web.yaml", &service("web", "one"));
+    repo.write(
+        "allowed_signers",
+        "ada@example.org ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDGIB/T1LRt2gd4oQ5Sn1oWxgdLbRNqU2Aw5hkBcLsb5\n",
+    );
+    repo.commit("one");
+    let root = tempfile::tempdir().unwrap();
+    let serve = |file: &str| {
+        Command::new(support::bin())
+            .args(["serve", "--repo", &repo.location(), "--allowed-signers", file])
+            .env("HERO_ROOTDIR", root.path())
+            .env("HERO_PROC_NO_AUTOSTART_DB", "1")
+            .output()
+            .unwrap()
+    };
+    let inside = repo.path().join("allowed_signers");
+    let out = serve(inside.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("is inside the repository it guards"), "{}", text(&out.stderr));
+    let elsewhere = root.path().join("signers");
+    std::fs::write(&elsewhere, "ada@example.org ssh-ed25519 AAAAnot-a-key\n").unwrap();
+    let out = serve(elsewhere.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("{}:1:17: error: not an OpenSSH public key", elsewhere.display())), "{err}");
+}

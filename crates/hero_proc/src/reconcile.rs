@@ -56,6 +56,11 @@ pub struct Args {
     /// apply never reads it). Needs --dry-run, --empty or --db.
     #[arg(long, conflicts_with = "rev")]
     worktree: bool,
+    /// With --rev, on a daemon that applies only signed commits (`serve
+    /// --allowed-signers`): apply this revision although no allowed signer signed it.
+    /// Recorded in history.
+    #[arg(long, requires = "rev")]
+    allow_unsigned: bool,
     /// Preview what merging the head (or --rev, or with --worktree the work tree) into
     /// this revision changes: plan it against BASE as if BASE were applied on a fresh
     /// machine. Offline: no daemon, no database. Implies --dry-run.
@@ -193,8 +198,14 @@ pub async fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
                 ),
                 None => None,
             };
-            let params =
-                ReconcileParams { repo, branch: args.branch, rev: args.rev, host: args.host, worktree: args.worktree };
+            let params = ReconcileParams {
+                repo,
+                branch: args.branch,
+                rev: args.rev,
+                host: args.host,
+                worktree: args.worktree,
+                allow_unsigned: args.allow_unsigned,
+            };
             let mut client = connect(out).await?;
             if args.dry_run {
                 let previewing_head = params.rev.is_none() && !params.worktree;

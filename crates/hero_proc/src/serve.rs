@@ -52,6 +52,12 @@ pub struct Args {
     /// signed with HERO_PROC_WEBHOOK_SECRET.
     #[arg(long, requires = "repo")]
     webhook_addr: Option<String>,
+    /// Apply only commits carrying an SSH signature that verifies against FILE (OpenSSH
+    /// allowed_signers, as git's gpg.ssh.allowedSignersFile) for the committer's email.
+    /// Keep FILE on this host, outside the repository it guards; it is read on every
+    /// sync, so rotating a key needs no restart (docs/RECONCILE.md).
+    #[arg(long, requires = "repo", value_name = "FILE")]
+    allowed_signers: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -61,6 +67,29 @@ pub struct Args {
 enum LogFormat {
     Text,
     Json,
+}
+
+/// `--allowed-signers FILE` at start: readable and parseable (so a typo stops the daemon
+/// now, not every sync later), and not inside the repository it guards (whoever can
+/// push could then allow their own key).
+fn check_allowed_signers(file: &std::path::Path, repo: &str) -> anyhow::Result<PathBuf> {
+    let abs = std::fs::canonicalize(file).map_err(|e| anyhow::anyhow!("--allowed-signers {}: {e}", file.display()))?;
+    if !hero_proc_reconcile::repo::is_remote(repo)
+        && let Ok(r) = std::fs::canonicalize(repo)
+        && abs.starts_with(&r)
+    {
+        anyhow::bail!(
+            "--allowed-signers {} is inside the repository it guards ({}): anyone who can push could allow their own key\n  hint: keep it on the host, e.g. /etc/hero_proc/allowed_signers",
+            abs.display(),
+            r.display()
+        );
+    }
+    let signers = hero_proc_reconcile::trust::AllowedSigners::load(&abs)?;
+    if signers.is_empty() {
+        anyhow::bail!("--allowed-signers {}: no key in it, so no commit could ever apply", abs.display());
+    }
+    tracing::info!(file = %abs.display(), keys = signers.len(), "applying only commits signed by an allowed signer");
+    Ok(abs)
 }
 
 pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
@@ -99,11 +128,16 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
             // A local repository without --branch follows the branch checked out now, not
             // whatever HEAD later points at.
             let branch = args.branch.or_else(|| hero_proc_reconcile::repo::checked_out_branch(&location));
+            let allowed_signers = match args.allowed_signers {
+                Some(file) => Some(check_allowed_signers(&file, &location)?),
+                None => None,
+            };
             Some(hero_proc_daemon::reconciler::ReconcileOptions {
                 repo: hero_proc_reconcile::RepoConfig { location, branch },
                 interval: args.interval,
                 webhook_addr: args.webhook_addr,
                 webhook_secret,
+                allowed_signers,
             })
         }
     };

@@ -32,6 +32,9 @@ pub struct ReconcileOptions {
     /// Serve the push webhook here (needs `webhook_secret`).
     pub webhook_addr: Option<String>,
     pub webhook_secret: Option<String>,
+    /// `--allowed-signers FILE`: apply only commits signed by a key FILE allows for the
+    /// committer (read on every sync, so a rotation needs no restart).
+    pub allowed_signers: Option<PathBuf>,
 }
 
 /// What to plan or apply: the parameters of `reconcile.plan` and `reconcile.apply`. All
@@ -58,6 +61,11 @@ pub enum ReconcileError {
     Engine(#[from] EngineError),
     #[error("cannot install the artifacts of revision {rev}; nothing was applied: {error}")]
     Artifacts { rev: String, error: hero_proc_artifacts::InstallError },
+    /// Not signed by an allowed signer (`--allowed-signers`), or the file is unusable.
+    #[error(
+        "{0}; nothing was applied\n  hint: sign commits with an allowed key (`git -c gpg.format=ssh -c user.signingkey=KEY commit -S`), or apply this one revision anyway as root on the host: `hero_proc reconcile --rev REV --allow-unsigned`"
+    )]
+    Untrusted(String),
     #[error("{0}")]
     Baseline(String),
     #[error("internal error: {0}")]
@@ -154,6 +162,26 @@ pub struct Reconciler {
     artifacts: Arc<crate::artifacts::Artifacts>,
     /// The (revision, error) of the last failure event (see `record_failure`).
     last_failure_event: Mutex<Option<(Option<String>, String)>>,
+}
+
+/// `--allowed-signers`: the target's signature, said as history records it; an error
+/// refuses the revision. `--allow-unsigned` (with `--rev`) lets one through, recorded.
+fn check_signature(
+    file: &std::path::Path,
+    repo: &Repo,
+    target: &CommitInfo,
+    allow_unsigned: bool,
+) -> Result<String, ReconcileError> {
+    use hero_proc_reconcile::trust::AllowedSigners;
+    let signers = AllowedSigners::load(file).map_err(|e| ReconcileError::Untrusted(e.to_string()))?;
+    match signers.verify_commit(repo.repository(), &target.id) {
+        Ok(s) => Ok(format!("signed by {} for {} ({} line {})", s.fingerprint, s.principal, file.display(), s.line)),
+        Err(why) if allow_unsigned => {
+            tracing::warn!("{why}: applied anyway (--allow-unsigned)");
+            Ok(format!("applied unsigned by --allow-unsigned: {why}"))
+        }
+        Err(why) => Err(ReconcileError::Untrusted(why.to_string())),
+    }
 }
 
 /// The host name overlays are chosen by (`--host` overrides).
@@ -361,6 +389,8 @@ impl Reconciler {
         let cache_root = self.cache_root.clone();
         let rev = req.rev.clone();
         let worktree = req.worktree;
+        let signers = self.options.as_ref().and_then(|o| o.allowed_signers.clone());
+        let allow_unsigned = req.allow_unsigned;
         let cache: Vec<(String, Arc<Desired>)> = self.cache.lock().expect("cache lock").entries.clone();
         let parsed = self.parsed.clone();
         let mirror = self.mirror.clone();
@@ -382,6 +412,14 @@ impl Reconciler {
                 (None, None) => head?,
             };
             seen_in.lock().expect("seen lock").0 = Some(target.clone());
+            // Signed commits only: checked before anything of the revision is read. The
+            // revision already applied passed (or was let through) when it was applied.
+            let signature = match &signers {
+                Some(file) if !worktree && sync.applied_revision.as_deref() != Some(target.id.as_str()) => {
+                    Some(check_signature(file, &repo, &target, allow_unsigned)?)
+                }
+                _ => None,
+            };
             let mut loaded = Vec::new();
             let cache = Cache { entries: cache };
             // The host's keys and the vault's fingerprints: what a loaded tree is decrypted with.
@@ -427,8 +465,9 @@ impl Reconciler {
             if !desired.artifacts.is_empty() {
                 live.cached_artifacts = Some(artifacts.cached_digests());
             }
-            let plan =
+            let mut plan =
                 hero_proc_reconcile::plan(&desired, &live, previous.as_deref(), sync.applied_revision.as_deref());
+            plan.signature = signature;
             // Rows equal to git's objects become git's objects: the next plan compares
             // pointers, and an unchanged object is held once.
             mirror.share(&desired.state);
@@ -475,9 +514,11 @@ impl Reconciler {
             Ok(_) if degraded => SyncResult::Degraded,
             Ok(o) if o.plan.is_empty() => SyncResult::Noop,
             Ok(_) => SyncResult::Applied,
-            Err(ReconcileError::Refused { .. } | ReconcileError::Load(LoadError::Refused { .. })) => {
-                SyncResult::Refused
-            }
+            Err(
+                ReconcileError::Refused { .. }
+                | ReconcileError::Load(LoadError::Refused { .. })
+                | ReconcileError::Untrusted(_),
+            ) => SyncResult::Refused,
             Err(_) => SyncResult::Failed,
         };
         {
@@ -514,7 +555,9 @@ impl Reconciler {
             Ok(p) => p,
             Err((e, target)) => {
                 let result = match e {
-                    ReconcileError::Load(LoadError::Refused { .. }) => SyncResult::Refused,
+                    ReconcileError::Load(LoadError::Refused { .. }) | ReconcileError::Untrusted(_) => {
+                        SyncResult::Refused
+                    }
                     _ => SyncResult::Failed,
                 };
                 self.record_failure(target, result, &e).await;

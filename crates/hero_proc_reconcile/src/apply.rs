@@ -68,6 +68,7 @@ pub fn history_summary(plan: &Plan) -> serde_json::Value {
         // The revision was already applied: this sync only put back what was changed by
         // hand (history says so instead of repeating the commit's subject).
         "self_heal": plan.applied_revision.as_deref() == Some(plan.target.id.as_str()) && !plan.is_empty(),
+        "signature": plan.signature,
     })
 }
 

@@ -19,6 +19,7 @@ pub mod live;
 pub mod plan;
 pub mod render;
 pub mod repo;
+pub mod trust;
 
 pub use apply::{AppliedChange, ApplyError, SecretSealer, apply, record_failure};
 pub use desired::{Desired, DesiredSecret, LoadError, SecretOpener, SopsOpener, WORKTREE, artifacts_of};

@@ -238,6 +238,11 @@ pub struct Plan {
     /// Held objects git has changed since: the change applies and the hold ends.
     #[serde(default)]
     pub released: Vec<String>,
+    /// Who signed the revision, when the daemon requires signed commits
+    /// (`serve --allowed-signers`): `signed by KEY for EMAIL (FILE line N)`, or that it
+    /// was applied unsigned by `--allow-unsigned`. Recorded in history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// An action's artifact in the plan: a version change, or a version to download.
@@ -680,6 +685,7 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
         artifacts,
         held,
         released,
+        signature: None,
     }
 }
 

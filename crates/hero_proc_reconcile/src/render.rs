@@ -57,6 +57,9 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         }
         None => out.push_str("  live: nothing applied from git yet\n"),
     }
+    if let Some(sig) = &plan.signature {
+        let _ = writeln!(out, "  {sig}");
+    }
     let _ = writeln!(out, "  {}", summary_line(plan));
 
     for c in &plan.changes {

@@ -251,6 +251,7 @@ fn plan_value() -> serde_json::Value {
             },
             "held": strings(),
             "released": strings(),
+            "signature": { "type": "string", "description": "who signed the revision (serve --allowed-signers), or that it was applied unsigned by --allow-unsigned" },
         },
         "required": ["target", "summary", "changes", "restarts", "starts", "stops", "migrations", "refusals"],
     })

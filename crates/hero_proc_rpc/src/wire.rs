@@ -523,6 +523,11 @@ pub struct ReconcileParams {
     /// uncommitted edits included (an apply refuses it: only commits are applied).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub worktree: bool,
+    /// With `rev`, on a daemon that requires signed commits (`serve --allowed-signers`):
+    /// apply this revision even though it is not signed by an allowed signer. Recorded
+    /// in history. Only an operator on the host can send it (the RPC socket is root's).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unsigned: bool,
 }
 
 /// `reconcile.history`: at most [`HISTORY_MAX`]; default 50.

@@ -79,7 +79,7 @@ pub(super) fn reconcile_err(e: crate::reconciler::ReconcileError) -> ErrorObject
         E::Load(hero_proc_reconcile::LoadError::Refused { .. }) => ErrorCode::Refused,
         E::NoRepo | E::Load(_) | E::Baseline(_) => ErrorCode::Invalid,
         E::Repo(_) | E::Artifacts { .. } => ErrorCode::Unavailable,
-        E::Refused { .. } => ErrorCode::Refused,
+        E::Refused { .. } | E::Untrusted(_) => ErrorCode::Refused,
         E::Store(s) if s.is_replaced() => ErrorCode::DatabaseReplaced,
         E::Apply(_) | E::Store(_) => ErrorCode::Store,
         E::Engine(_) | E::Internal(_) => ErrorCode::Internal,
