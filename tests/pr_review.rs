@@ -359,3 +359,92 @@ fn an_allowed_signers_file_in_the_repository_or_unreadable_stops_the_daemon() {
     let err = text(&out.stderr);
     assert!(err.contains(&format!("{}:1:17: error: not an OpenSSH public key", elsewhere.display())), "{err}");
 }
+
+const FORGE_TOKEN: &str = "MARKER-forge-token-71c2-do-not-leak";
+
+#[test]
+fn commit_statuses_say_per_host_how_each_revision_fared() {
+    if !tools() {
+        return;
+    }
+    let forge = support::forge::Forge::start(FORGE_TOKEN);
+    let keys = tempfile::tempdir().unwrap();
+    let (host_key, recipient) = keygen(keys.path(), "host");
+    let repo = ConfigRepo::new();
+    let settings = format!(
+        "required_services: []\nforgejo:\n  url: {}\n  repo: hero/hero-config\n  token: {{ secret: forgejo_token }}\n",
+        forge.api()
+    );
+    repo.write("hero.yaml", &settings);
+    repo.write(
+        "secrets/core.sops.yaml",
+        &sops_encrypt(keys.path(), &format!("forgejo_token: {FORGE_TOKEN}\n"), &recipient),
+    );
+    repo.write("actions/web.yaml", &service("web", "one"));
+    let one = repo.commit("one");
+    let d = support::Daemon::start_env(
+        &["--repo", &repo.location(), "--branch", "main", "--interval", "1h", "--host", "h1"],
+        false,
+        &[("SOPS_AGE_KEY_FILE", host_key.to_str().unwrap())],
+    );
+    let until = |sha: &str, n: usize| {
+        support::wait_for(&format!("{n} statuses of {sha}"), std::time::Duration::from_secs(20), || {
+            forge.statuses(sha).len() >= n
+        });
+        forge.statuses(sha)
+    };
+    // pending, then success once web runs; under the host's context.
+    let s = until(&one, 2);
+    assert_eq!(s[0].0, "pending", "{s:?}");
+    assert_eq!(s[1].0, "success", "{s:?}");
+    assert!(s.iter().all(|(_, c, _)| c == "hero_proc/h1"), "{s:?}");
+    assert!(s[1].2.contains("1 service(s) running"), "{s:?}");
+    assert!(forge.posts().iter().all(|p| p.repo == "hero/hero-config"));
+
+    // A revision that does not validate: failure, with the reason's first line.
+    repo.write("actions/bad.yaml", "actions:\n  - name: bad\n    scrpt: x\n");
+    let bad = repo.commit("bad");
+    let s = until(&bad, 1);
+    assert_eq!(s.last().unwrap().0, "failure", "{s:?}");
+    assert!(s.last().unwrap().2.contains("nothing was applied: actions/bad.yaml:"), "{s:?}");
+
+    // The forge fails twice: the sync is not held up, the post is retried and lands,
+    // and status counts the failed tries.
+    forge.fail_next(500, 2);
+    repo.rm("actions/bad.yaml");
+    repo.write("actions/web.yaml", &service("web", "three"));
+    let three = repo.commit("three");
+    wait_applied(&d, &three);
+    wait_greeting(&d, "web", "three");
+    support::wait_for("three's success to land", std::time::Duration::from_secs(20), || {
+        forge.statuses(&three).last().is_some_and(|s| s.0 == "success")
+    });
+    // (a pending still being retried when the success came was dropped: it says less)
+    let cs = status(&d)["commit_status"].clone();
+    assert_eq!(cs["context"], "hero_proc/h1");
+    assert!(cs["failed"].as_u64().unwrap() >= 2, "{cs}");
+    assert!(cs["last_delivered"].as_str().unwrap().starts_with("success for"), "{cs}");
+
+    // A forge that does not answer never holds up a sync.
+    forge.stall(true);
+    repo.write("actions/web.yaml", &service("web", "four"));
+    let four = repo.commit("four");
+    let started = std::time::Instant::now();
+    wait_applied(&d, &four);
+    assert!(started.elapsed() < std::time::Duration::from_secs(8), "the sync waited for the forge");
+    forge.stall(false);
+    support::wait_for("four's success to land", std::time::Duration::from_secs(30), || {
+        forge.statuses(&four).last().is_some_and(|s| s.0 == "success")
+    });
+
+    // The token went to the forge in the header only: nowhere else.
+    assert!(forge.posts().iter().all(|p| p.auth.as_deref() == Some(&format!("token {FORGE_TOKEN}"))));
+    let said = format!(
+        "{}{}{}",
+        d.json(&["reconcile", "status"]),
+        d.json(&["history"]),
+        std::fs::read_to_string(d.root().join("daemon.log")).unwrap_or_default()
+    );
+    assert!(!said.contains(FORGE_TOKEN), "the forge token leaked");
+    assert!(forge.posts().iter().all(|p| !p.body.to_string().contains(FORGE_TOKEN)));
+}

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod config_repo;
+pub mod forge;
 pub mod registry;
 pub mod require;
 pub mod rng;

@@ -643,6 +643,15 @@ fn print_status(s: &SyncStatus, out: &Output) -> anyhow::Result<ExitCode> {
             println!("  {o} (since {}; `hero_proc reconcile release {o}`)", utc(*at));
         }
     }
+    if let Some(cs) = &s.commit_status {
+        println!("statuses:   {} as {}", cs.target.as_deref().unwrap_or("-"), cs.context);
+        if let Some(d) = &cs.last_delivered {
+            println!("            last delivered: {d} ({} delivered, {} failed tries)", cs.delivered, cs.failed);
+        }
+        if let Some(e) = &cs.last_error {
+            println!("            last error: {e}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

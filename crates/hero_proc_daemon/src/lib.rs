@@ -8,6 +8,7 @@
 //! unless `stop_on_exit`; the next daemon re-attaches to them.
 
 pub mod artifacts;
+pub mod commit_status;
 pub mod compactor;
 pub mod context;
 pub mod lock;

@@ -153,6 +153,15 @@ async fn reconcile_metrics(o: &mut Out, ctx: &Ctx) {
     for kind in ["action", "service", "secret"] {
         o.sample("hero_proc_managed_objects", &[("kind", kind)], m.managed.get(kind).copied().unwrap_or(0));
     }
+    if let Some(cs) = status.as_ref().and_then(|s| s.commit_status.as_ref()) {
+        o.family(
+            "hero_proc_commit_status_posts",
+            "counter",
+            "Commit statuses posted to the forge (hero.yaml forgejo), by result: delivered or failed (each failed try counts).",
+        );
+        o.sample("hero_proc_commit_status_posts_total", &[("result", "delivered")], cs.delivered);
+        o.sample("hero_proc_commit_status_posts_total", &[("result", "failed")], cs.failed);
+    }
     if let Some(s) = status {
         o.family("hero_proc_reconcile_applied_revision_info", "gauge", "The applied revision (always 1).");
         if let Some(rev) = &s.applied_revision {

@@ -21,6 +21,7 @@ use hero_proc_reconcile::{
 use hero_proc_sops::KeyEnv;
 use hero_proc_store::{Ref, StoreError, SyncResult};
 
+use crate::commit_status::{CommitStatus, State as CommitState};
 use crate::secrets::Vault;
 
 /// `serve --repo ...`: what the daemon follows.
@@ -88,6 +89,10 @@ pub struct SyncMetrics {
 /// How long a change made by hand stands before a self-healing sync looks at it: long
 /// enough for a stop-then-start by hand, short enough that drift does not linger.
 pub const SELF_HEAL_GRACE: Duration = Duration::from_secs(2);
+
+/// How long after an apply the services may take to run before the commit status says
+/// `failure`.
+pub const HEALTHY_WITHIN: Duration = Duration::from_secs(120);
 
 pub const DURATION_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
@@ -162,6 +167,9 @@ pub struct Reconciler {
     artifacts: Arc<crate::artifacts::Artifacts>,
     /// The (revision, error) of the last failure event (see `record_failure`).
     last_failure_event: Mutex<Option<(Option<String>, String)>>,
+    /// Commit statuses to the forge (hero.yaml `forgejo:`), started on first use (on the
+    /// runtime).
+    statuses: std::sync::OnceLock<Arc<CommitStatus>>,
 }
 
 /// `--allowed-signers`: the target's signature, said as history records it; an error
@@ -251,6 +259,7 @@ impl Reconciler {
         Reconciler {
             artifacts: Arc::new(crate::artifacts::Artifacts::open(&paths.root, engine.store.clone())),
             last_failure_event: Mutex::new(None),
+            statuses: std::sync::OnceLock::new(),
             engine,
             vault,
             cache_root,
@@ -565,11 +574,6 @@ impl Reconciler {
             }
         };
         let Prepared { desired, plan, .. } = prepared;
-        if plan.is_refused() {
-            let e = ReconcileError::Refused { rev: desired.commit.short().to_owned(), reasons: plan.refusals.clone() };
-            self.record_failure(Some(desired.commit.clone()), SyncResult::Refused, &e).await;
-            return Err(e);
-        }
         // `--rev` pins, in the same transaction, when it names a revision of the repository
         // automatic sync follows (a one-off `--repo` elsewhere pins nothing).
         let follows = match (&req.repo, &self.options) {
@@ -577,6 +581,19 @@ impl Reconciler {
             (Some(r), Some(o)) => *r == o.repo.location,
             (Some(_), None) => false,
         };
+        if follows {
+            self.configure_statuses(&desired);
+            self.statuses().post(
+                &desired.commit.id,
+                CommitState::Pending,
+                &format!("applying {}", desired.commit.short()),
+            );
+        }
+        if plan.is_refused() {
+            let e = ReconcileError::Refused { rev: desired.commit.short().to_owned(), reasons: plan.refusals.clone() };
+            self.record_failure(Some(desired.commit.clone()), SyncResult::Refused, &e).await;
+            return Err(e);
+        }
         let pinned = req.rev.is_some() && follows;
         // Every artifact first: a revision whose binaries cannot all be installed applies
         // nothing, and the last good one keeps running.
@@ -634,6 +651,12 @@ impl Reconciler {
         let migrations =
             if plan.migrations.is_empty() { Vec::new() } else { self.run_migrations(&desired, &plan).await? };
         *self.last_failure_event.lock().expect("event lock") = None;
+        if follows {
+            match migrations.iter().find(|m| m.contains(": failed: ")) {
+                Some(m) => self.statuses().post(&desired.commit.id, CommitState::Failure, &format!("migration {m}")),
+                None => self.report_when_healthy(&desired),
+            }
+        }
         if !plan.is_empty() {
             tracing::info!(
                 revision = %desired.commit.short(),
@@ -749,6 +772,17 @@ impl Reconciler {
     async fn record_failure(&self, commit: Option<CommitInfo>, result: SyncResult, e: &ReconcileError) {
         let store = self.engine.store.clone();
         let msg = e.to_string();
+        if let Some(c) = &commit {
+            // One line for the forge: the headline, and when it ends in a colon its first
+            // detail (`... nothing was applied: actions/x.yaml:3:5: error: ...`).
+            let mut lines = msg.lines().map(str::trim).filter(|l| !l.is_empty());
+            let head = lines.next().unwrap_or_default();
+            let line = match lines.next() {
+                Some(detail) if head.ends_with(':') => format!("{head} {detail}"),
+                _ => head.to_owned(),
+            };
+            self.statuses().post(&c.id, CommitState::Failure, &line);
+        }
         {
             // One event per revision and error, as history has one line: a retry that
             // fails the same way again says nothing new.
@@ -771,6 +805,83 @@ impl Reconciler {
             }
         })
         .await;
+    }
+
+    fn statuses(&self) -> &Arc<CommitStatus> {
+        self.statuses.get_or_init(|| CommitStatus::start(self.host.as_deref()))
+    }
+
+    /// The forge of the revision just loaded: hero.yaml `forgejo:` with its token.
+    fn configure_statuses(&self, desired: &Desired) {
+        let forge = desired.settings.forgejo.as_ref().map(|f| {
+            let token = desired.values.get(&Ref::new(hero_proc_spec::DEFAULT_CONTEXT, &f.token.name));
+            let location = self.options.as_ref().map(|o| o.repo.location.as_str());
+            crate::commit_status::Forge::from_settings(f, token.map(|t| t.expose()), location)
+        });
+        match forge {
+            None if self.statuses.get().is_none() => {}
+            None => self.statuses().configure(Ok(None)),
+            Some(Ok(f)) => self.statuses().configure(Ok(Some(f))),
+            Some(Err(why)) => {
+                tracing::warn!("commit statuses: {why}");
+                self.statuses().configure(Err(why));
+            }
+        }
+    }
+
+    /// After an apply: `success` once every service the revision wants running runs,
+    /// `failure` naming those that failed or are still not up after [`HEALTHY_WITHIN`].
+    fn report_when_healthy(&self, desired: &Desired) {
+        let Some(statuses) = self.statuses.get().cloned() else { return };
+        let wanted: Vec<(String, String)> = desired
+            .state
+            .services
+            .iter()
+            .filter(|(_, s)| s.status == hero_proc_spec::ServiceStatus::Start)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let engine = self.engine.clone();
+        let sha = desired.commit.id.clone();
+        let short = desired.commit.short().to_owned();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + HEALTHY_WITHIN;
+            loop {
+                let Ok(snaps) = engine.status(None).await else { return };
+                let state_of = |c: &str, n: &str| snaps.iter().find(|s| s.context == c && s.name == n).map(|s| s.state);
+                let mut failed = Vec::new();
+                let mut waiting = Vec::new();
+                for (c, n) in &wanted {
+                    match state_of(c, n) {
+                        Some(ServiceState::Running) => {}
+                        Some(ServiceState::Failed) => failed.push(format!("{c}/{n}")),
+                        _ => waiting.push(format!("{c}/{n}")),
+                    }
+                }
+                if !failed.is_empty() {
+                    statuses.post(
+                        &sha,
+                        CommitState::Failure,
+                        &format!("{short} applied; failed: {}", failed.join(", ")),
+                    );
+                    return;
+                }
+                if waiting.is_empty() {
+                    let n = wanted.len();
+                    statuses.post(&sha, CommitState::Success, &format!("{short} applied; {n} service(s) running"));
+                    return;
+                }
+                if Instant::now() >= deadline {
+                    let why = format!(
+                        "{short} applied; not running after {}s: {}",
+                        HEALTHY_WITHIN.as_secs(),
+                        waiting.join(", ")
+                    );
+                    statuses.post(&sha, CommitState::Failure, &why);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
     }
 
     /// `migrate status`: the target revision's `migrations/` against the record.
@@ -915,6 +1026,7 @@ impl Reconciler {
             held,
             changed_at_ms: changed.as_ref().map(|e| e.record.applied_at_ms),
             changed_revision: changed.map(|e| e.record.revision),
+            commit_status: self.statuses.get().and_then(|s| s.view()),
         })
     }
 

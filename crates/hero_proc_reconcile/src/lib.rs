@@ -71,6 +71,24 @@ pub struct SyncStatus {
     pub changed_at_ms: Option<i64>,
     #[serde(default)]
     pub changed_revision: Option<String>,
+    /// Commit statuses posted to the forge (hero.yaml `forgejo:`); `None` when off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_status: Option<CommitStatusView>,
+}
+
+/// What `reconcile status` shows of the commit statuses posted to the forge.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CommitStatusView {
+    /// `OWNER/NAME at https://HOST/api/v1`, or why statuses cannot be posted.
+    pub target: Option<String>,
+    /// The context statuses are posted under: `hero_proc/<host>`.
+    pub context: String,
+    /// The last status delivered: `success for abc123def456`.
+    pub last_delivered: Option<String>,
+    /// The last delivery failure, while no delivery came after it.
+    pub last_error: Option<String>,
+    pub delivered: u64,
+    pub failed: u64,
 }
 
 /// What `reconcile.apply` returns.

@@ -294,6 +294,18 @@ pub fn sync_status(_: &mut SchemaGenerator) -> Schema {
             "last_result": nullable(json!({ "type": "string", "enum": ["applied", "noop", "degraded", "failed", "refused"] })),
             "last_duration_ms": i(),
             "next_sync_at_ms": i(),
+            "commit_status": {
+                "type": "object",
+                "description": "commit statuses posted to the forge (hero.yaml forgejo); absent when off",
+                "properties": {
+                    "target": nullable(json!({ "type": "string" })),
+                    "context": { "type": "string" },
+                    "last_delivered": nullable(json!({ "type": "string" })),
+                    "last_error": nullable(json!({ "type": "string" })),
+                    "delivered": { "type": "integer", "minimum": 0 },
+                    "failed": { "type": "integer", "minimum": 0 },
+                },
+            },
             "consecutive_failures": { "type": "integer", "minimum": 0 },
             "self_heal": nullable(json!({ "type": "boolean" })),
             "interval_secs": i(),

@@ -5,7 +5,7 @@
 //! (`HERO_REGEN_REFERENCE=1 cargo test -p hero_proc_spec field_docs` rewrites it).
 
 use crate::schema::{
-    ACTION_FIELDS, FILE_FIELDS, HTTP_CHECK_FIELDS, REGISTRY_FIELDS, RESTART_FIELDS, RETENTION_FIELDS,
+    ACTION_FIELDS, FILE_FIELDS, FORGEJO_FIELDS, HTTP_CHECK_FIELDS, REGISTRY_FIELDS, RESTART_FIELDS, RETENTION_FIELDS,
     SECRET_REF_FIELDS, SERVICE_FIELDS, SETTINGS_FIELDS, STOP_FIELDS,
 };
 
@@ -213,6 +213,7 @@ pub const SECTIONS: &[Section] = &[
             f("interval", DURATION, "`1m`", "How often a remote repository is fetched (at least `1s`)."),
             f("retention", "mapping (retention)", "30 days, 100000 rows, 1h", "How much job and run history is kept."),
             f("registry", "mapping (registry)", "none", "Where artifacts come from (SPEC 3.6)."),
+            f("forgejo", "mapping (forgejo)", "none", "Where the daemon posts a commit status after each sync."),
         ],
     },
     Section {
@@ -243,6 +244,26 @@ pub const SECTIONS: &[Section] = &[
                 DURATION,
                 "`30s`",
                 "A download that receives nothing this long fails (and connecting may take no longer).",
+            ),
+        ],
+    },
+    Section {
+        title: "forgejo",
+        path: "hero.yaml forgejo",
+        allowed: &FORGEJO_FIELDS,
+        fields: &[
+            f(
+                "url",
+                "`https://HOST/api/v1`",
+                "from an https:// `--repo`",
+                "The forge's API; no credentials in it (`http://` only to this machine).",
+            ),
+            f("repo", "`OWNER/NAME`", "from an https:// `--repo`", "The repository the statuses belong to."),
+            f(
+                "token",
+                "secret reference",
+                "required",
+                "A token with `write:repository`, sent as `Authorization: token ...`; never shown.",
             ),
         ],
     },

@@ -610,6 +610,19 @@ impl Registry {
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 }
 
+/// `hero.yaml` `forgejo:`: where the daemon posts a commit status after each sync
+/// (SPEC 3.4). `url` (`https://HOST/api/v1`) and `repo` (`OWNER/NAME`) are derived from
+/// an https:// repository URL when left out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forgejo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// A secret of context `core`, sent as `Authorization: token ...`.
+    pub token: Named,
+}
+
 /// `hero.yaml`: repository-wide settings.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Settings {
@@ -620,6 +633,8 @@ pub struct Settings {
     pub retention: Retention,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<Registry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgejo: Option<Forgejo>,
     /// The keys the file sets (`interval`, `retention.max_age_days`, ...): a key it
     /// leaves out keeps the built-in default, and status says `default` for it, not the
     /// revision.
@@ -643,6 +658,7 @@ impl Default for Settings {
             interval: Dur::secs(60),
             retention: Retention::default(),
             registry: None,
+            forgejo: None,
             given: Default::default(),
         }
     }

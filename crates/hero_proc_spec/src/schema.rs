@@ -56,14 +56,15 @@ pub(crate) const ACTION_FIELDS: [&str; 17] = [
 ];
 pub(crate) const SERVICE_FIELDS: [&str; 7] =
     ["name", "context", "description", "status", "actions", "requires", "after"];
-pub(crate) const SETTINGS_FIELDS: [&str; 6] =
-    ["required_services", "self_heal", "prune", "interval", "retention", "registry"];
+pub(crate) const SETTINGS_FIELDS: [&str; 7] =
+    ["required_services", "self_heal", "prune", "interval", "retention", "registry", "forgejo"];
 pub(crate) const FILE_FIELDS: [&str; 2] = ["actions", "services"];
 pub(crate) const RESTART_FIELDS: [&str; 4] = ["policy", "delay", "max_delay", "max_retries"];
 pub(crate) const STOP_FIELDS: [&str; 2] = ["signal", "timeout"];
 pub(crate) const HTTP_CHECK_FIELDS: [&str; 3] = ["socket", "url", "path"];
 pub(crate) const SECRET_REF_FIELDS: [&str; 1] = ["secret"];
 pub(crate) const REGISTRY_FIELDS: [&str; 4] = ["url", "token", "keep", "timeout"];
+pub(crate) const FORGEJO_FIELDS: [&str; 3] = ["url", "repo", "token"];
 pub(crate) const RETENTION_FIELDS: [&str; 3] = ["max_age_days", "max_rows_per_table", "compact_every"];
 
 impl<'d> Decoder<'d> {
@@ -743,6 +744,10 @@ impl<'d> Decoder<'d> {
                     Some(r) => s.registry = Some(r),
                     None => ok = false,
                 },
+                "forgejo" => match self.forgejo(v) {
+                    Some(f) => s.forgejo = Some(f),
+                    None => ok = false,
+                },
                 _ => match self.retention(v) {
                     Some((r, keys)) => {
                         s.retention = r;
@@ -756,6 +761,80 @@ impl<'d> Decoder<'d> {
             }
         }
         ok.then_some(s)
+    }
+
+    /// `token: { secret: NAME }` of `what`; `None` (reported) when it is not one.
+    fn token_ref(&mut self, t: &Node, what: &str) -> Option<Named> {
+        let f = self.fields(t, &SECRET_REF_FIELDS, "a secret reference")?;
+        match f.first() {
+            Some((_, n)) => self.name(n, "secret name"),
+            None => {
+                let pos = self.pos(t);
+                self.diags
+                    .error(&pos, "settings.token", format!("the {what} token has no `secret`"))
+                    .hint("write `token: { secret: NAME }`, NAME a key of secrets/core.sops.yaml");
+                None
+            }
+        }
+    }
+
+    /// `forgejo: { url, repo, token: { secret } }` (SPEC 3.4): where the daemon posts
+    /// commit statuses. `url` and `repo` may be left out when the daemon follows an
+    /// https:// remote of that forge (they are derived from it).
+    fn forgejo(&mut self, node: &Node) -> Option<Forgejo> {
+        let fields = self.fields(node, &FORGEJO_FIELDS, "forgejo")?;
+        let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v);
+        let Some(token_node) = get("token") else {
+            let pos = self.pos(node);
+            self.diags.error(&pos, "schema.missing-field", "forgejo has no `token`").hint(
+                "`token: { secret: NAME }`: a Forgejo access token with the `write:repository` scope, a key of secrets/core.sops.yaml",
+            );
+            return None;
+        };
+        let token = self.token_ref(token_node, "forgejo");
+        let url = match get("url") {
+            None => Some(None),
+            Some(u) => self.string(u).and_then(|text| {
+                let pos = self.pos(u);
+                match check_registry_url(&text, true) {
+                    Ok(u) if !u.starts_with("file://") => Some(Some(u)),
+                    Ok(_) => {
+                        self.diags
+                            .error(&pos, "settings.forgejo", "`url` must be the forge's API, not a folder")
+                            .hint("`https://HOST/api/v1`");
+                        None
+                    }
+                    Err((why, _)) => {
+                        self.diags
+                            .error(&pos, "settings.forgejo", why)
+                            .hint("`https://HOST/api/v1` (http:// only for a forge on this machine)");
+                        None
+                    }
+                }
+            }),
+        };
+        let repo = match get("repo") {
+            None => Some(None),
+            Some(r) => self.string(r).and_then(|text| {
+                let valid = |p: &str| {
+                    !p.is_empty()
+                        && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                        && p != "."
+                        && p != ".."
+                };
+                match text.split_once('/') {
+                    Some((o, n)) if valid(o) && valid(n) => Some(Some(text)),
+                    _ => {
+                        let pos = self.pos(r);
+                        self.diags
+                            .error(&pos, "settings.forgejo", format!("`repo: {text}` is not OWNER/NAME"))
+                            .hint("e.g. `repo: hero/hero-config`");
+                        None
+                    }
+                }
+            }),
+        };
+        Some(Forgejo { url: url?, repo: repo?, token: token? })
     }
 
     /// `registry: { url, token: { secret }, keep, timeout }` (SPEC 3.4, 3.6).

@@ -84,7 +84,9 @@ fn check_artifacts(tree: &ConfigTree, diags: &mut Diagnostics) {
                 .hint("`hero_proc artifact lock` drops unused pins; installed versions are kept by the daemon's `registry.keep`, not by the lock");
         }
     }
-    if let Some(Some(token)) = tree.settings.registry.as_ref().map(|r| &r.token) {
+    let registry_token = tree.settings.registry.as_ref().and_then(|r| r.token.as_ref()).map(|t| ("registry", t));
+    let forgejo_token = tree.settings.forgejo.as_ref().map(|f| ("forgejo", &f.token));
+    for (what, token) in registry_token.into_iter().chain(forgejo_token) {
         let path = format!("secrets/{DEFAULT_CONTEXT}.sops.yaml");
         match tree.secrets.get(DEFAULT_CONTEXT) {
             Some(f) if f.keys.iter().any(|k| k.name == token.name) => {}
@@ -93,7 +95,7 @@ fn check_artifacts(tree: &ConfigTree, diags: &mut Diagnostics) {
                     .error(
                         &token.pos,
                         "ref.secret",
-                        format!("the registry token `{}` is not a key of {path}", token.name),
+                        format!("the {what} token `{}` is not a key of {path}", token.name),
                     )
                     .hint(format!("add it with `sops edit {path}`"));
             }
@@ -102,7 +104,7 @@ fn check_artifacts(tree: &ConfigTree, diags: &mut Diagnostics) {
                     .error(
                         &token.pos,
                         "ref.secret",
-                        format!("the registry token `{}` is referenced but {path} does not exist", token.name),
+                        format!("the {what} token `{}` is referenced but {path} does not exist", token.name),
                     )
                     .hint(format!("create it with `sops edit {path}` and add the key `{}`", token.name));
             }
