@@ -137,7 +137,7 @@ fn the_markdown_comment_is_stable_and_escapes_what_it_quotes() {
     let first = run(&repo, &args, &[]);
     assert!(first.status.success(), "{}", text(&first.stderr));
     let md = text(&first.stdout);
-    assert!(md.starts_with(&format!("### hero_proc plan: `{}`", &base[..12])), "{md}");
+    assert!(md.starts_with(&format!("<!-- hero_proc plan -->\n### hero_proc plan: `{}`", &base[..12])), "{md}");
     assert!(md.contains("| host | create | update | delete | restart |"), "{md}");
     assert!(md.contains("| `h1` | 2 | 1 | 0 | 1 |"), "{md}");
     assert!(md.contains("| `h3` | no changes |"), "{md}");

@@ -199,6 +199,8 @@ pub fn human_bytes(n: u64) -> String {
 pub fn render_markdown(base: &crate::repo::CommitInfo, plans: &[Plan]) -> String {
     let mut out = String::new();
     let head = plans.first().map(|p| p.target.short()).unwrap_or_default();
+    // The first line finds the comment again, to update it instead of adding another.
+    out.push_str("<!-- hero_proc plan -->\n");
     let _ = writeln!(out, "### hero_proc plan: `{}` → `{head}`\n", base.short());
     if plans.iter().any(Plan::is_refused) {
         out.push_str("**Refused on at least one host: merging this applies nothing there** (see below).\n\n");
