@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
+use hero_proc_reconcile::prepare::{Sides, Source, load_sides};
 use hero_proc_reconcile::{ApplyOutcome, Desired, Live, Plan, Repo, RepoConfig, SopsOpener, SyncStatus};
 use hero_proc_rpc::methods as m;
 use hero_proc_rpc::wire::{HistoryQuery, HoldParams, MigrateBaseline, NoParams, ReconcileParams};
@@ -289,22 +290,19 @@ fn offline_plan(args: &Args) -> anyhow::Result<Plan> {
             None => (keys, Box::new(|_, _, _| String::new())),
         };
     let opener = SopsOpener::new(keys, false, fingerprint);
-    let load = |c| Desired::load(repo.repository(), c, host.as_deref(), &opener);
-    let desired = if args.worktree {
+    let source = if args.worktree {
         if hero_proc_reconcile::repo::is_remote(&dir) {
             anyhow::bail!("--worktree previews the work tree of a local repository; {dir} is a remote");
         }
-        Desired::load_worktree(Path::new(&dir), host.as_deref(), &opener)?
+        Source::Worktree(Path::new(&dir))
     } else {
-        load(target)?
+        Source::Commit(target)
     };
-    // The applied revision's desired state tells drift from git changes (as in the daemon).
-    let other = match &applied {
-        Some(a) if *a != desired.commit.id => repo.resolve(a).ok().and_then(|c| load(c).ok()),
-        _ => None,
-    };
-    let previous = if applied.as_deref() == Some(desired.commit.id.as_str()) { Some(&desired) } else { other.as_ref() };
-    let mut plan = hero_proc_reconcile::plan(&desired, &live, previous, applied.as_deref());
+    // The daemon's rule for what is drift and what is a git change (one function).
+    let mut load = |c| Desired::load(repo.repository(), c, host.as_deref(), &opener).map(std::sync::Arc::new);
+    let Sides { desired, previous } =
+        load_sides(&repo, source, applied.as_deref(), host.as_deref(), &opener, &mut load)?;
+    let mut plan = hero_proc_reconcile::plan(&desired, &live, previous.as_deref(), applied.as_deref());
     hero_proc_reconcile::preview_migrations(&mut plan, &desired, &live);
     Ok(plan)
 }
@@ -343,14 +341,20 @@ fn base_plans(args: &Args) -> anyhow::Result<(hero_proc_reconcile::CommitInfo, V
     let mut plans = Vec::with_capacity(hosts.len());
     for host in hosts {
         let on = |h: &Option<String>| h.as_deref().map(|h| format!(" for host {h}")).unwrap_or_default();
-        let base_state = Desired::load(repo.repository(), base.clone(), host.as_deref(), &opener)
-            .with_context(|| format!("the base {}{} does not load", base.short(), on(&host)))?;
-        let desired = match &head {
-            Some(h) => Desired::load(repo.repository(), h.clone(), host.as_deref(), &opener)?,
-            None => Desired::load_worktree(Path::new(&location), host.as_deref(), &opener)?,
+        let load = |c| Desired::load(repo.repository(), c, host.as_deref(), &opener).map(std::sync::Arc::new);
+        let base_state =
+            load(base.clone()).with_context(|| format!("the base {}{} does not load", base.short(), on(&host)))?;
+        let source = match &head {
+            Some(h) => Source::Commit(h.clone()),
+            None => Source::Worktree(Path::new(&location)),
         };
+        // As if the base were the applied revision: the same rule as the daemon's sync.
+        let Sides { desired, previous } =
+            load_sides(&repo, source, Some(&base.id), host.as_deref(), &opener, &mut |c| {
+                if c.id == base.id { Ok(base_state.clone()) } else { load(c) }
+            })?;
         let live = Live::as_applied(&base_state);
-        let mut plan = hero_proc_reconcile::plan(&desired, &live, Some(&base_state), Some(&base.id));
+        let mut plan = hero_proc_reconcile::plan(&desired, &live, previous.as_deref(), Some(&base.id));
         hero_proc_reconcile::preview_migrations(&mut plan, &desired, &live);
         plans.push(plan);
     }

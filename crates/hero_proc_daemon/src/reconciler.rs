@@ -23,6 +23,7 @@ use hero_proc_store::{Ref, StoreError, SyncResult};
 
 use crate::commit_status::{CommitStatus, State as CommitState};
 use crate::secrets::Vault;
+use hero_proc_reconcile::prepare::{Sides, Source, load_sides};
 
 /// `serve --repo ...`: what the daemon follows.
 #[derive(Clone, Debug)]
@@ -450,24 +451,20 @@ impl Reconciler {
                 loaded.push((key, d.clone()));
                 Ok(d)
             };
-            let desired = if worktree {
+            let source = if worktree {
                 // A preview of the work tree as it is (never applied: see `apply`).
                 if hero_proc_reconcile::repo::is_remote(&config.location) {
                     return Err(ReconcileError::Baseline(
                         "--worktree previews the work tree of a local repository; this one is a remote".into(),
                     ));
                 }
-                Arc::new(Desired::load_worktree(std::path::Path::new(&config.location), host.as_deref(), &opener())?)
+                Source::Worktree(std::path::Path::new(&config.location))
             } else {
-                load(target)?
+                Source::Commit(target)
             };
-            // The applied revision's desired state tells drift from git changes. It may be
-            // gone from the repository (force-push); then nothing is called drift.
-            let previous = match &sync.applied_revision {
-                Some(a) if *a == desired.commit.id => Some(desired.clone()),
-                Some(a) => repo.resolve(a).ok().and_then(|c| load(c).ok()),
-                None => None,
-            };
+            // The same rule as every offline preview (`hero_proc_reconcile::prepare`).
+            let Sides { desired, previous } =
+                load_sides(&repo, source, sync.applied_revision.as_deref(), host.as_deref(), &opener(), &mut load)?;
             let mut mirror = mirror.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut live = Live::read_mirrored(&store, &mut mirror)?;
             live.states = states;

@@ -17,6 +17,7 @@ pub mod apply;
 pub mod desired;
 pub mod live;
 pub mod plan;
+pub mod prepare;
 pub mod render;
 pub mod repo;
 pub mod trust;
