@@ -132,3 +132,38 @@ fn metrics_pass_promtool_and_expose_the_fleet_view() {
     assert!(resp.starts_with("HTTP/1.1 404"), "the RPC must not be reachable over TCP: {resp}");
     std::thread::sleep(Duration::from_millis(10));
 }
+
+/// The value of `name{service="core/<svc>"}` in a Prometheus text exposition.
+fn value_of(text: &str, name: &str, svc: &str) -> Option<f64> {
+    let prefix = format!("{name}{{service=\"core/{svc}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn each_services_process_tree_is_measured_at_scrape_time() {
+    let d = Daemon::start();
+    // A tree of three processes: the shell holds 2 extra descriptors and ~24 MB, after
+    // burning some CPU in children it reaped; two `sleep`s run beside it.
+    d.set(
+        "actions:\n  - name: fat\n    interpreter: bash\n    script: |\n      exec 3</dev/null 4</dev/null\n      i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done\n      big=$(head -c 24000000 /dev/zero | tr '\\0' a)\n      sleep 1000 & sleep 1000 &\n      touch \"$HERO_ROOTDIR/fat.ready\"\n      wait\n    process: true\nservices:\n  - name: fat\n",
+    );
+    d.set("actions:\n  - name: bad\n    interpreter: sh\n    script: exit 3\n    process: true\n    restart: { policy: never }\nservices:\n  - name: bad\n");
+    let pid = d.wait_status("fat", "running", |s| s["state"] == "running")["pid"].as_u64().unwrap();
+    wait_for("the tree to be built", Duration::from_secs(30), || d.root().join("fat.ready").exists());
+    d.wait_status("bad", "failed", |s| s["state"] == "failed");
+    let text = dechunk(&http_get_unix(&d.socket(), "/metrics", "text/plain"));
+    let v = |name: &str| value_of(&text, name, "fat").unwrap_or_else(|| panic!("no {name} for core/fat: {text}"));
+    assert!(v("hero_proc_service_memory_bytes") > 24e6, "the tree's RSS holds the 24 MB string: {text}");
+    assert!(v("hero_proc_service_threads") >= 3.0, "three processes, one thread each: {text}");
+    assert!(v("hero_proc_service_open_fds") >= 3.0 * 3.0 + 2.0, "stdio of three, and fds 3 and 4: {text}");
+    assert!(v("hero_proc_service_cpu_seconds_total") > 0.0, "the loop and the reaped head|tr: {text}");
+    let started = v("hero_proc_service_start_time_seconds");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    assert!(stat.starts_with(&format!("{pid} ")));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(started <= now && now - started < 60.0, "started {started}, now {now}");
+    assert_eq!(value_of(&text, "hero_proc_service_last_exit_code", "bad"), Some(3.0), "{text}");
+    // Only running services have a tree.
+    assert_eq!(value_of(&text, "hero_proc_service_memory_bytes", "bad"), None, "{text}");
+    promtool_check(&text);
+}

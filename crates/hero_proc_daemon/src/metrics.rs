@@ -70,6 +70,7 @@ pub async fn render(ctx: &Ctx, openmetrics: bool) -> String {
         let key = format!("{}/{}", s.context, s.name);
         o.sample("hero_proc_service_restarts_total", &[("service", &key)], s.restarts);
     }
+    service_resources(&mut o, ctx, &services).await;
     o.family(
         "hero_proc_health_check_failures",
         "counter",
@@ -123,6 +124,71 @@ pub async fn render(ctx: &Ctx, openmetrics: bool) -> String {
         o.0.push_str("# EOF\n");
     }
     o.0
+}
+
+/// What each service's process tree uses, read from /proc at this scrape (one pass for
+/// all services; the cgroup's members where containment has one).
+async fn service_resources(o: &mut Out, ctx: &Ctx, services: &[hero_proc_engine::supervisor::ServiceSnapshot]) {
+    use hero_proc_engine::resources::{ProcTable, Usage, exit_code_of};
+    let running: Vec<(String, u32, hero_proc_engine::contain::Unit)> = services
+        .iter()
+        .filter_map(|s| {
+            let pid = s.pid?;
+            Some((format!("{}/{}", s.context, s.name), pid, ctx.engine.containment.unit(&s.context, &s.name)))
+        })
+        .collect();
+    let usages: Vec<(String, Usage)> = tokio::task::spawn_blocking(move || {
+        let table = ProcTable::read();
+        running
+            .into_iter()
+            .map(|(key, pid, unit)| {
+                let members = unit.cgroup.as_ref().map(|_| unit.pids()).filter(|m| !m.is_empty());
+                (key, table.usage(pid, members.as_deref()))
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default();
+    type Pick = fn(&Usage) -> f64;
+    let families: [(&str, &str, &str, Pick); 4] = [
+        (
+            "hero_proc_service_cpu_seconds",
+            "counter",
+            "CPU time of the service's process tree (live processes and the children they reaped).",
+            |u| u.cpu_seconds,
+        ),
+        ("hero_proc_service_memory_bytes", "gauge", "Resident memory (RSS) of the service's process tree.", |u| {
+            u.memory_bytes as f64
+        }),
+        ("hero_proc_service_open_fds", "gauge", "Open file descriptors of the service's process tree.", |u| {
+            u.open_fds as f64
+        }),
+        ("hero_proc_service_threads", "gauge", "Threads of the service's process tree.", |u| u.threads as f64),
+    ];
+    for (name, kind, help, pick) in families {
+        o.family(name, kind, help);
+        let sample = if kind == "counter" { format!("{name}_total") } else { name.to_owned() };
+        for (key, u) in &usages {
+            o.sample(&sample, &[("service", key)], pick(u));
+        }
+    }
+    o.family("hero_proc_service_start_time_seconds", "gauge", "When the service's main process started (Unix time).");
+    for (key, u) in &usages {
+        if let Some(t) = u.start_time_seconds {
+            o.sample("hero_proc_service_start_time_seconds", &[("service", key)], t);
+        }
+    }
+    o.family(
+        "hero_proc_service_last_exit_code",
+        "gauge",
+        "Exit code of the service's last process that ended (128 + N when killed by signal N).",
+    );
+    for s in services {
+        if let Some(code) = s.last_exit.as_deref().and_then(exit_code_of) {
+            let key = format!("{}/{}", s.context, s.name);
+            o.sample("hero_proc_service_last_exit_code", &[("service", &key)], code);
+        }
+    }
 }
 
 /// The GitOps half: sync results and durations, what is applied, drift, inventory.

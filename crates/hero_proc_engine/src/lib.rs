@@ -13,6 +13,7 @@ pub mod hero_db;
 pub mod output_cap;
 pub mod paths;
 pub mod process;
+pub mod resources;
 pub mod supervisor;
 
 pub use supervisor::{
