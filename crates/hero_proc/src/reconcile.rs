@@ -339,9 +339,14 @@ fn base_plans(args: &Args) -> anyhow::Result<(hero_proc_reconcile::CommitInfo, V
     };
     let opener = preview_opener();
     let mut plans = Vec::with_capacity(hosts.len());
+    // One parse cache for both revisions and every host: a file the PR did not touch is
+    // parsed once.
+    let mut parsed = hero_proc_spec::load::ParseCache::new();
     for host in hosts {
         let on = |h: &Option<String>| h.as_deref().map(|h| format!(" for host {h}")).unwrap_or_default();
-        let load = |c| Desired::load(repo.repository(), c, host.as_deref(), &opener).map(std::sync::Arc::new);
+        let mut load = |c| {
+            Desired::load_cached(repo.repository(), c, host.as_deref(), &opener, &mut parsed).map(std::sync::Arc::new)
+        };
         let base_state =
             load(base.clone()).with_context(|| format!("the base {}{} does not load", base.short(), on(&host)))?;
         let source = match &head {

@@ -101,10 +101,16 @@ pub async fn render(ctx: &Ctx, openmetrics: bool) -> String {
         o.family("hero_proc_db_free_pages", "gauge", "Free pages inside the database file.");
         o.sample("hero_proc_db_free_pages", &[], stats.freelist_count);
     }
+    // The compactor's status measures the log store: one walk of it per scrape, not two.
+    let compactor = ctx.compactor.status();
+    let log_bytes = match &compactor {
+        Ok(c) => c.log_bytes,
+        Err(_) => ctx.engine.logs.total_bytes().unwrap_or(0),
+    };
     o.family("hero_proc_log_store_bytes", "gauge", "Bytes in the log store.");
-    o.sample("hero_proc_log_store_bytes", &[], ctx.engine.logs.total_bytes().unwrap_or(0));
+    o.sample("hero_proc_log_store_bytes", &[], log_bytes);
 
-    if let Ok(c) = ctx.compactor.status() {
+    if let Ok(c) = compactor {
         o.family("hero_proc_compactions", "counter", "Compactor runs since the daemon started.");
         o.sample("hero_proc_compactions_total", &[], c.runs);
         o.family("hero_proc_compactor_last_run_timestamp_seconds", "gauge", "When the compactor last ran (0: never).");
@@ -138,7 +144,7 @@ async fn service_resources(o: &mut Out, ctx: &Ctx, services: &[hero_proc_engine:
         })
         .collect();
     let usages: Vec<(String, Usage)> = tokio::task::spawn_blocking(move || {
-        let table = ProcTable::read();
+        let mut table = ProcTable::new();
         running
             .into_iter()
             .map(|(key, pid, unit)| {

@@ -25,6 +25,7 @@ struct Stat {
 pub struct ProcTable {
     stats: HashMap<u32, Stat>,
     children: HashMap<u32, Vec<u32>>,
+    scanned: bool,
     tick_hz: u64,
     page_size: u64,
     boot_time_s: u64,
@@ -43,30 +44,45 @@ pub struct Usage {
 }
 
 impl ProcTable {
-    /// One pass over `/proc`. Processes that end meanwhile are skipped.
-    pub fn read() -> ProcTable {
-        let mut t = ProcTable {
+    /// A table that reads `/proc` when first asked for a tree by parent pid (a tree given
+    /// by its cgroup needs only its members' files).
+    pub fn new() -> ProcTable {
+        ProcTable {
             // SAFETY: sysconf only reads a configuration value.
             tick_hz: unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64,
             // SAFETY: as above.
             page_size: unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64,
             boot_time_s: boot_time().unwrap_or(0),
             ..ProcTable::default()
-        };
-        let Ok(rd) = std::fs::read_dir("/proc") else { return t };
+        }
+    }
+
+    /// [`ProcTable::new`] with the pass over `/proc` done.
+    pub fn read() -> ProcTable {
+        let mut t = ProcTable::new();
+        t.scan();
+        t
+    }
+
+    /// One pass over `/proc`. Processes that end meanwhile are skipped.
+    fn scan(&mut self) {
+        self.scanned = true;
+        let Ok(rd) = std::fs::read_dir("/proc") else { return };
         for e in rd.flatten() {
             let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
             if let Some(s) = read_stat(pid) {
-                t.children.entry(s.ppid).or_default().push(pid);
-                t.stats.insert(pid, s);
+                self.children.entry(s.ppid).or_default().push(pid);
+                self.stats.insert(pid, s);
             }
         }
-        t
     }
 
     /// The usage of `pids` (a cgroup's members) or, when `None`, of `main` and its
     /// descendants.
-    pub fn usage(&self, main: u32, members: Option<&[u32]>) -> Usage {
+    pub fn usage(&mut self, main: u32, members: Option<&[u32]>) -> Usage {
+        if members.is_none() && !self.scanned {
+            self.scan();
+        }
         let tree: Vec<u32> = match members {
             Some(m) => m.to_vec(),
             None => {
@@ -86,20 +102,24 @@ impl ProcTable {
         };
         let mut u = Usage::default();
         let mut ticks = 0;
+        let mut main_start = None;
         for pid in &tree {
             let Some(s) = self.stats.get(pid).copied().or_else(|| read_stat(*pid)) else { continue };
+            if *pid == main {
+                main_start = Some(s.start_ticks);
+            }
             u.processes += 1;
             ticks += s.ticks;
             u.threads += s.threads;
             u.memory_bytes += s.rss_pages * self.page_size;
-            u.open_fds += std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0);
+            u.open_fds += open_fds(*pid);
         }
         u.cpu_seconds = ticks as f64 / self.tick_hz as f64;
-        u.start_time_seconds = self
-            .stats
-            .get(&main)
+        let main_start =
+            main_start.or_else(|| self.stats.get(&main).copied().or_else(|| read_stat(main)).map(|s| s.start_ticks));
+        u.start_time_seconds = main_start
             .filter(|_| self.boot_time_s > 0)
-            .map(|s| self.boot_time_s as f64 + s.start_ticks as f64 / self.tick_hz as f64);
+            .map(|t| self.boot_time_s as f64 + t as f64 / self.tick_hz as f64);
         u
     }
 }
@@ -117,6 +137,17 @@ fn read_stat(pid: u32) -> Option<Stat> {
         start_ticks: n(22)?,
         rss_pages: n(24)?,
     })
+}
+
+/// Linux 6.2+ reports a process's open descriptors as the size of `/proc/<pid>/fd` (one
+/// `stat`); older kernels say 0, and the folder is listed instead.
+fn open_fds(pid: u32) -> u64 {
+    let dir = format!("/proc/{pid}/fd");
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.len() > 0 => m.len(),
+        Ok(_) => std::fs::read_dir(&dir).map(|d| d.count() as u64).unwrap_or(0),
+        Err(_) => 0,
+    }
 }
 
 /// `btime` of `/proc/stat`: when the machine booted, seconds since the epoch.
@@ -145,7 +176,7 @@ mod tests {
     fn a_tree_counts_its_descendants_memory_threads_and_fds() {
         let me = std::process::id();
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        let t = ProcTable::read();
+        let mut t = ProcTable::read();
         let alone = t.usage(child.id(), None);
         let tree = t.usage(me, None);
         assert_eq!(alone.processes, 1);
@@ -161,6 +192,10 @@ mod tests {
         child.wait().unwrap();
         // A pid that is gone counts nothing.
         assert_eq!(ProcTable::read().usage(child.id(), None).processes, 0);
+        // Without a pass over /proc, members are read one by one.
+        let mut lazy = ProcTable::new();
+        assert_eq!(lazy.usage(me, Some(&[me])).processes, 1);
+        assert!(!lazy.scanned);
     }
 
     #[test]
