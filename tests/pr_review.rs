@@ -104,6 +104,10 @@ fn a_base_preview_shows_per_host_only_what_the_merge_changes() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
     assert!(shown.contains("host h3: no changes"), "{shown}");
+    assert!(
+        shown.contains(&format!("\n  base (as if applied): {}", &base[..12])) && !shown.contains("  live: "),
+        "{shown}"
+    );
     assert!(shown.contains("-  GREETING: h1-old") && shown.contains("+  GREETING: h1-new"), "{shown}");
     assert_eq!(shown.matches("GREETING: h1-new").count(), 1, "only h1's section shows its overlay: {shown}");
 

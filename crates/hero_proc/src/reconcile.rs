@@ -432,7 +432,9 @@ fn print_base_plans(
                     let on = plan.host.as_deref().map(|h| format!("host {h}")).unwrap_or_else(|| "the base set".into());
                     println!("{on}: no changes from {} to {}", base.short(), plan.target.short());
                 } else if !out.quiet || plan.is_refused() {
-                    print!("{}", hero_proc_reconcile::render::render_text(plan, out.color));
+                    // The header's "live" revision is the base here, applied only in thought.
+                    let text = hero_proc_reconcile::render::render_text(plan, out.color);
+                    print!("{}", text.replacen("\n  live: ", "\n  base (as if applied): ", 1));
                 }
             }
         }
