@@ -4,7 +4,7 @@
 //! <it>`). Real HTTP over a real socket, so the daemon's client runs its whole path.
 //! Faults (a status code for the next N posts, a stall) are switched on per test.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -106,24 +106,8 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) -> std::io::R
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut out = conn;
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
-    let (mut auth, mut length) = (None, 0usize);
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h == "\r\n" {
-            break;
-        }
-        let (k, v) =
-            h.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).unwrap_or_default();
-        match k.as_str() {
-            "authorization" => auth = Some(v),
-            "content-length" => length = v.parse().unwrap_or(0),
-            _ => {}
-        }
-    }
+    let super::http_head::Head { method, path, authorization: auth, content_length: length } =
+        super::http_head::read(&mut reader)?;
     let mut body = vec![0u8; length.min(1 << 20)];
     reader.read_exact(&mut body)?;
     let respond = |out: &mut TcpStream, code: u16, body: &str| -> std::io::Result<()> {

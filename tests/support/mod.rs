@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod config_repo;
 pub mod forge;
+pub mod http_head;
 pub mod registry;
 pub mod require;
 pub mod rng;

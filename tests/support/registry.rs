@@ -6,7 +6,7 @@
 //! are switched on per test.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -134,25 +134,8 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool, gets: &Atomic
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut out = conn;
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
-    let mut auth = None;
-    let mut length = 0usize;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h == "\r\n" {
-            break;
-        }
-        let (k, v) =
-            h.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())).unwrap_or_default();
-        match k.as_str() {
-            "authorization" => auth = Some(v),
-            "content-length" => length = v.parse().unwrap_or(0),
-            _ => {}
-        }
-    }
+    let super::http_head::Head { method, path, authorization: auth, content_length: length } =
+        super::http_head::read(&mut reader)?;
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body)?;
     let respond = |out: &mut TcpStream, status: &str, body: &[u8]| -> std::io::Result<()> {

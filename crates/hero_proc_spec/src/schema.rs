@@ -763,15 +763,15 @@ impl<'d> Decoder<'d> {
         ok.then_some(s)
     }
 
-    /// `token: { secret: NAME }` of `what`; `None` (reported) when it is not one.
-    fn token_ref(&mut self, t: &Node, what: &str) -> Option<Named> {
+    /// `token: { secret: NAME }`; `None` (reported under `code`) when it is not one.
+    fn token_ref(&mut self, t: &Node, code: &'static str) -> Option<Named> {
         let f = self.fields(t, &SECRET_REF_FIELDS, "a secret reference")?;
         match f.first() {
             Some((_, n)) => self.name(n, "secret name"),
             None => {
                 let pos = self.pos(t);
                 self.diags
-                    .error(&pos, "settings.token", format!("the {what} token has no `secret`"))
+                    .error(&pos, code, "token has no `secret`")
                     .hint("write `token: { secret: NAME }`, NAME a key of secrets/core.sops.yaml");
                 None
             }
@@ -791,7 +791,7 @@ impl<'d> Decoder<'d> {
             );
             return None;
         };
-        let token = self.token_ref(token_node, "forgejo");
+        let token = self.token_ref(token_node, "settings.forgejo");
         let url = match get("url") {
             None => Some(None),
             Some(u) => self.string(u).and_then(|text| {
@@ -849,22 +849,7 @@ impl<'d> Decoder<'d> {
             return None;
         };
         let mut ok = true;
-        let token = match get("token") {
-            None => None,
-            Some(t) => match self.fields(t, &SECRET_REF_FIELDS, "a secret reference") {
-                Some(f) => match f.first() {
-                    Some((_, n)) => self.name(n, "secret name"),
-                    None => {
-                        let pos = self.pos(t);
-                        self.diags
-                            .error(&pos, "settings.registry", "token has no `secret`")
-                            .hint("write `token: { secret: NAME }`, NAME a key of secrets/core.sops.yaml");
-                        None
-                    }
-                },
-                None => None,
-            },
-        };
+        let token = get("token").and_then(|t| self.token_ref(t, "settings.registry"));
         if get("token").is_some() && token.is_none() {
             ok = false;
         }
