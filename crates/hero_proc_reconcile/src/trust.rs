@@ -46,6 +46,10 @@ pub enum SignersError {
     )]
     Read { path: String, source: std::io::Error },
     #[error(
+        "the allowed signers file {path} {why}: whoever can change it decides what runs as this daemon\n  hint: `chown root: {path} && chmod 644 {path}`, in a folder only its owner can write (e.g. /etc/hero_proc/)"
+    )]
+    Unsafe { path: String, why: String },
+    #[error(
         "{path}:{line}:{col}: error: {message}\n  hint: each line is `PRINCIPALS [OPTIONS] KEYTYPE BASE64-KEY [COMMENT]`, as for git's gpg.ssh.allowedSignersFile (see ssh-keygen(1), ALLOWED SIGNERS)"
     )]
     Syntax { path: String, line: usize, col: usize, message: String },
@@ -86,6 +90,7 @@ pub enum Untrusted {
 impl AllowedSigners {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<AllowedSigners, SignersError> {
+        check_owner(path)?;
         let text = std::fs::read_to_string(path)
             .map_err(|source| SignersError::Read { path: path.display().to_string(), source })?;
         AllowedSigners::parse(&text, path)
@@ -229,6 +234,34 @@ impl AllowedSigners {
             when,
         })
     }
+}
+
+/// The file and its folder may be written only by their owner, and the file's owner is
+/// root or the daemon's own user: a key another local account could add would be trusted.
+fn check_owner(path: &Path) -> Result<(), SignersError> {
+    use std::os::unix::fs::MetadataExt;
+    let unsafe_ = |why: String| SignersError::Unsafe { path: path.display().to_string(), why };
+    let read =
+        |p: &Path| std::fs::metadata(p).map_err(|source| SignersError::Read { path: p.display().to_string(), source });
+    let me = read(Path::new("/proc/self"))?.uid();
+    let file = read(path)?;
+    if file.uid() != 0 && file.uid() != me {
+        return Err(unsafe_(format!("belongs to uid {}, not root nor this daemon's user", file.uid())));
+    }
+    if file.mode() & 0o022 != 0 {
+        return Err(unsafe_(format!("is writable by its group or others (mode {:o})", file.mode() & 0o777)));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let d = read(dir)?;
+        if d.mode() & 0o022 != 0 {
+            return Err(unsafe_(format!(
+                "is in {}, a folder others can write to (mode {:o})",
+                dir.display(),
+                d.mode() & 0o7777
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Fields separated by blanks; a double-quoted part (in options) keeps its blanks.
@@ -378,6 +411,23 @@ mod tests {
         assert!(bad.to_string().contains("key type and key are missing"), "{bad}");
         let bad = AllowedSigners::parse(&format!("a@b valid-before=2026 {KEY}\n"), Path::new("s")).unwrap_err();
         assert!(bad.to_string().contains("valid-before=2026: not a time"), "{bad}");
+    }
+
+    #[test]
+    fn a_file_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("allowed_signers");
+        std::fs::write(&file, format!("a@b {KEY}\n")).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(AllowedSigners::load(&file).unwrap().len(), 1);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = AllowedSigners::load(&file).unwrap_err().to_string();
+        assert!(e.contains("is writable by its group or others (mode 666)") && e.contains("chmod 644"), "{e}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = AllowedSigners::load(&file).unwrap_err().to_string();
+        assert!(e.contains("a folder others can write to (mode 777)"), "{e}");
     }
 
     #[test]
