@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hero_proc_spec::HealthCheck;
+use hero_proc_spec::Probe;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -41,27 +41,27 @@ pub struct SocketHealth {
 }
 
 /// Run one check once.
-pub async fn check(hc: &HealthCheck, service: &str, expand: &Expand) -> Health {
+pub async fn check(hc: &Probe, service: &str, expand: &Expand) -> Health {
     check_as(hc, service, expand, None).await
 }
 
 /// [`check`], with `exec` checks run as `account` (the action's `user:`), in the same
 /// clean environment as the action itself.
-pub async fn check_as(hc: &HealthCheck, service: &str, expand: &Expand, account: Option<&Account>) -> Health {
+pub async fn check_as(hc: &Probe, service: &str, expand: &Expand, account: Option<&Account>) -> Health {
     match tokio::time::timeout(ATTEMPT_TIMEOUT, check_inner(hc, service, expand, account)).await {
         Ok(h) => h,
         Err(_) => Health::Unhealthy(format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs())),
     }
 }
 
-async fn check_inner(hc: &HealthCheck, service: &str, expand: &Expand, account: Option<&Account>) -> Health {
+async fn check_inner(hc: &Probe, service: &str, expand: &Expand, account: Option<&Account>) -> Health {
     match hc {
-        HealthCheck::UnixSocket(p) => unix_connect(&expand.path(p)).await,
-        HealthCheck::Tcp(addr) => match TcpStream::connect(addr.as_str()).await {
+        Probe::UnixSocket(p) => unix_connect(&expand.path(p)).await,
+        Probe::Tcp(addr) => match TcpStream::connect(addr.as_str()).await {
             Ok(_) => Health::Healthy,
             Err(e) => Health::Unhealthy(format!("tcp {addr}: {e}")),
         },
-        HealthCheck::Exec(cmd) => {
+        Probe::Exec(cmd) => {
             let mut c = tokio::process::Command::new("sh");
             c.arg("-c")
                 .arg(cmd)
@@ -80,7 +80,7 @@ async fn check_inner(hc: &HealthCheck, service: &str, expand: &Expand, account: 
                 Err(e) => Health::Unhealthy(format!("`{cmd}`: {e}")),
             }
         }
-        HealthCheck::Http(h) => {
+        Probe::Http(h) => {
             let result = match (&h.socket, &h.url) {
                 (Some(sock), _) => match UnixStream::connect(expand.path(sock)).await {
                     Ok(s) => http_get(s, "localhost", &h.path).await,
@@ -101,8 +101,8 @@ async fn check_inner(hc: &HealthCheck, service: &str, expand: &Expand, account: 
                 Err(e) => Health::Unhealthy(e),
             }
         }
-        HealthCheck::HeroSockets(false) => Health::Healthy,
-        HealthCheck::HeroSockets(true) => {
+        Probe::HeroSockets(false) => Health::Healthy,
+        Probe::HeroSockets(true) => {
             let tree = hero_sockets(service, expand).await;
             match tree.iter().find(|s| !s.health.is_healthy()) {
                 None => Health::Healthy,

@@ -41,6 +41,7 @@ pub(crate) fn test_action(
         stop: Default::default(),
         timeout: None,
         health: vec![],
+        metrics: None,
         depends_on: vec![],
         schedule: None,
         tags: vec![],

@@ -26,6 +26,7 @@ async fn key_material_is_not_inherited() {
         stop: Stop::default(),
         timeout: None,
         health: vec![],
+        metrics: None,
         depends_on: vec![],
         schedule: None,
         tags: vec![],

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use hero_proc_engine::health::{self, Health};
 use hero_proc_engine::paths::Expand;
 use hero_proc_engine::process::{self, Exit, SpawnError};
-use hero_proc_spec::{Action, HealthCheck, HttpCheck, Interpreter, Restart, Signal, Stop};
+use hero_proc_spec::{Action, HttpCheck, Interpreter, Probe, Restart, Signal, Stop};
 
 fn action(interpreter: Interpreter, script: &str) -> Action {
     Action {
@@ -22,6 +22,7 @@ fn action(interpreter: Interpreter, script: &str) -> Action {
         stop: Stop::default(),
         timeout: None,
         health: vec![],
+        metrics: None,
         depends_on: vec![],
         schedule: None,
         tags: vec![],
@@ -173,7 +174,7 @@ async fn reattach_guards_against_pid_reuse_and_sees_the_exit() {
 async fn health_checks_against_real_sockets() {
     let e = env();
     let sock = e.dir.path().join("root/var/sockets/svc.sock");
-    let check = HealthCheck::UnixSocket("$HERO_ROOTDIR/var/sockets/svc.sock".into());
+    let check = Probe::UnixSocket("$HERO_ROOTDIR/var/sockets/svc.sock".into());
     assert!(!health::check(&check, "svc", &e.expand).await.is_healthy());
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();
     assert_eq!(health::check(&check, "svc", &e.expand).await, Health::Healthy);
@@ -190,9 +191,8 @@ async fn health_checks_against_real_sockets() {
             let _ = s.write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
         }
     });
-    let http = |path: &str| {
-        HealthCheck::Http(HttpCheck { socket: Some(sock.display().to_string()), url: None, path: path.into() })
-    };
+    let http =
+        |path: &str| Probe::Http(HttpCheck { socket: Some(sock.display().to_string()), url: None, path: path.into() });
     assert_eq!(health::check(&http("/health"), "svc", &e.expand).await, Health::Healthy);
     assert!(
         matches!(health::check(&http("/other"), "svc", &e.expand).await, Health::Unhealthy(m) if m.contains("503"))
@@ -200,17 +200,17 @@ async fn health_checks_against_real_sockets() {
 
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap().to_string();
-    assert!(health::check(&HealthCheck::Tcp(addr.clone()), "svc", &e.expand).await.is_healthy());
+    assert!(health::check(&Probe::Tcp(addr.clone()), "svc", &e.expand).await.is_healthy());
     drop(tcp);
     // A bound socket that does not listen refuses connections and keeps its port
     // reserved (a freed port could be taken by a parallel test).
     let closed = tokio::net::TcpSocket::new_v4().unwrap();
     closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let closed_addr = closed.local_addr().unwrap().to_string();
-    assert!(!health::check(&HealthCheck::Tcp(closed_addr), "svc", &e.expand).await.is_healthy());
+    assert!(!health::check(&Probe::Tcp(closed_addr), "svc", &e.expand).await.is_healthy());
 
-    assert!(health::check(&HealthCheck::Exec("test -d $HERO_ROOTDIR".into()), "svc", &e.expand).await.is_healthy());
-    assert!(!health::check(&HealthCheck::Exec("false".into()), "svc", &e.expand).await.is_healthy());
+    assert!(health::check(&Probe::Exec("test -d $HERO_ROOTDIR".into()), "svc", &e.expand).await.is_healthy());
+    assert!(!health::check(&Probe::Exec("false".into()), "svc", &e.expand).await.is_healthy());
 }
 
 #[tokio::test]
@@ -235,7 +235,7 @@ async fn hero_socket_tree() {
         summary,
         [("service".into(), true), ("ui".into(), true), ("root/delivery".into(), true), ("root/stale".into(), false)]
     );
-    let overall = health::check(&HealthCheck::HeroSockets(true), "food", &e.expand).await;
+    let overall = health::check(&Probe::HeroSockets(true), "food", &e.expand).await;
     assert!(matches!(overall, Health::Unhealthy(m) if m.starts_with("root/stale")));
     drop((svc, d1));
 }

@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use hero_proc_migrate::{InMemoryProc, LogLevel, LogLine, STATE_RUNNING, STATE_STOPPED, log_source};
-use hero_proc_spec::{EnvValue, HealthCheck, Interpreter, ServiceStatus, Signal};
+use hero_proc_spec::{EnvValue, Interpreter, Probe, ServiceStatus, Signal};
 
 fn logs(ops: &InMemoryProc) -> Vec<(LogLevel, String)> {
     ops.logs().iter().map(|l| (l.level, l.message.clone())).collect()
@@ -63,7 +63,7 @@ fn actions_decode_like_yaml_and_round_trip() {
     assert_eq!(a.restart.max_retries, 3);
     assert_eq!(a.stop.signal, Signal::Int);
     assert_eq!(a.env["TOKEN"], EnvValue::Secret(hero_proc_spec::Named::new("web_token")));
-    assert!(matches!(&a.health[1], HealthCheck::Http(h) if h.path == "/health"));
+    assert!(matches!(&a.health[1].probe, Probe::Http(h) if h.path == "/health"));
     assert_eq!(a.depends_on[0].name, "build");
 }
 

@@ -5,8 +5,8 @@
 //! (`HERO_REGEN_REFERENCE=1 cargo test -p hero_proc_spec field_docs` rewrites it).
 
 use crate::schema::{
-    ACTION_FIELDS, FILE_FIELDS, FORGEJO_FIELDS, HTTP_CHECK_FIELDS, REGISTRY_FIELDS, RESTART_FIELDS, RETENTION_FIELDS,
-    SECRET_REF_FIELDS, SERVICE_FIELDS, SETTINGS_FIELDS, STOP_FIELDS,
+    ACTION_FIELDS, FILE_FIELDS, FORGEJO_FIELDS, HEALTH_FIELDS, HTTP_CHECK_FIELDS, LIVENESS_FIELDS, REGISTRY_FIELDS,
+    RESTART_FIELDS, RETENTION_FIELDS, SECRET_REF_FIELDS, SERVICE_FIELDS, SETTINGS_FIELDS, STOP_FIELDS,
 };
 
 /// One key: its type, its default (`required` when it has none), what it means.
@@ -81,7 +81,13 @@ pub const SECTIONS: &[Section] = &[
                 "health",
                 "list of checks",
                 "[]",
-                "What must pass before a process counts as running (and its dependents start).",
+                "What must pass before a process counts as running (and its dependents start); probed again every `period` after that.",
+            ),
+            f(
+                "metrics",
+                "mapping (metrics), or a URL `http://host:port/path`",
+                "a `hero_sockets` service: its socket's `/metrics`",
+                "Where the process serves its own Prometheus metrics; `GET /metrics/services` federates them.",
             ),
             f(
                 "depends_on",
@@ -132,8 +138,8 @@ pub const SECTIONS: &[Section] = &[
     },
     Section {
         title: "A health check",
-        path: "actions[].health[] (one key each)",
-        allowed: &crate::model::HealthCheck::KINDS,
+        path: "actions[].health[] (one kind each)",
+        allowed: &HEALTH_FIELDS,
         fields: &[
             f("unix_socket", "path", "-", "The socket exists and accepts a connection."),
             f(
@@ -145,6 +151,32 @@ pub const SECTIONS: &[Section] = &[
             f("tcp", "`host:port`", "-", "The port accepts a TCP connection."),
             f("exec", "command line", "-", "The command exits 0 (run by `sh -c`)."),
             f("hero_sockets", "bool", "-", "The hero socket convention of the service (SPEC 5.4)."),
+            f(
+                "period",
+                DURATION,
+                "`10s`",
+                "Once the service was healthy, the check is probed again this often (at least 100ms); status, `service list` and `hero_proc_service_healthy` show the last result.",
+            ),
+            f(
+                "liveness",
+                "mapping (liveness)",
+                "none",
+                "Restart the service when this check fails `failures` times in a row after it was healthy.",
+            ),
+        ],
+    },
+    Section {
+        title: "liveness",
+        path: "actions[].health[].liveness",
+        allowed: &LIVENESS_FIELDS,
+        fields: &[
+            f("period", DURATION, "`10s`", "How often the check is probed (replaces the check's `period`)."),
+            f(
+                "failures",
+                "whole number ≥ 1",
+                "`3`",
+                "Failed probes in a row that restart the service, with its restart backoff.",
+            ),
         ],
     },
     Section {
@@ -160,6 +192,21 @@ pub const SECTIONS: &[Section] = &[
                 "Ask over TCP (one of `socket`, `url`); a path here sets `path`.",
             ),
             f("path", "string starting with `/`", "`/`", "The path asked for."),
+        ],
+    },
+    Section {
+        title: "metrics",
+        path: "actions[].metrics",
+        allowed: &HTTP_CHECK_FIELDS,
+        fields: &[
+            f("socket", "path", "none", "Scrape over this Unix socket (one of `socket`, `url`)."),
+            f(
+                "url",
+                "`http://host:port[/path]`",
+                "none",
+                "Scrape over TCP (one of `socket`, `url`); a path here sets `path`.",
+            ),
+            f("path", "string starting with `/`", "`/metrics`", "The path scraped."),
         ],
     },
     Section {

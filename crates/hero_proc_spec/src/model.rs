@@ -390,10 +390,10 @@ impl Default for Stop {
     }
 }
 
-/// A health check; a service is healthy when all of its main action's checks pass.
+/// What a health check probes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum HealthCheck {
+pub enum Probe {
     /// The path exists and accepts a connection.
     UnixSocket(String),
     /// An HTTP GET answers 2xx, over a Unix socket or TCP.
@@ -406,8 +406,58 @@ pub enum HealthCheck {
     HeroSockets(bool),
 }
 
-impl HealthCheck {
+impl Probe {
     pub const KINDS: [&'static str; 5] = ["unix_socket", "http", "tcp", "exec", "hero_sockets"];
+}
+
+/// A health check; a service is healthy when all of its main action's checks pass. Until
+/// then the checks are readiness probes; afterwards each is probed again every `period`
+/// so status stays true, and one with `liveness` restarts the service after that many
+/// failures in a row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    // Flattened so the stored JSON of an older action (`{"tcp": ...}`) still reads.
+    #[serde(flatten)]
+    pub probe: Probe,
+    /// How often the check is probed once the service was healthy ([`HealthCheck::DEFAULT_PERIOD`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<Liveness>,
+}
+
+impl HealthCheck {
+    pub const DEFAULT_PERIOD: Dur = Dur::secs(10);
+
+    /// The interval between probes after the service was healthy: the liveness period
+    /// when the check has one, else `period`, else 10 s.
+    pub fn interval(&self) -> Dur {
+        match (&self.liveness, self.period) {
+            (Some(l), _) => l.period,
+            (None, Some(p)) => p,
+            (None, None) => Self::DEFAULT_PERIOD,
+        }
+    }
+}
+
+impl From<Probe> for HealthCheck {
+    fn from(probe: Probe) -> Self {
+        HealthCheck { probe, period: None, liveness: None }
+    }
+}
+
+/// Restart a service that was healthy once when its check fails `failures` times in a row,
+/// probed every `period`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Liveness {
+    pub period: Dur,
+    pub failures: u32,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness { period: Dur::secs(10), failures: 3 }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -439,6 +489,9 @@ pub struct Action {
     pub timeout: Option<Dur>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<HealthCheck>,
+    /// Where the process serves its own metrics (`GET /metrics/services` federates them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<HttpCheck>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Named>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -473,6 +526,7 @@ impl PartialEq for Action {
             stop,
             timeout,
             health,
+            metrics,
             depends_on,
             schedule,
             tags,
@@ -492,6 +546,7 @@ impl PartialEq for Action {
             && *stop == o.stop
             && *timeout == o.timeout
             && *health == o.health
+            && *metrics == o.metrics
             && *depends_on == o.depends_on
             && *schedule == o.schedule
             && *tags == o.tags
@@ -806,16 +861,21 @@ mod tests {
             stop: Stop { signal: Signal::Int, timeout: Dur::secs(5) },
             timeout: None,
             health: vec![
-                HealthCheck::UnixSocket("/s".into()),
-                HealthCheck::Http(HttpCheck {
-                    socket: None,
-                    url: Some("http://127.0.0.1:1".into()),
-                    path: "/h".into(),
-                }),
-                HealthCheck::Tcp("127.0.0.1:1".into()),
-                HealthCheck::Exec("true".into()),
-                HealthCheck::HeroSockets(true),
+                Probe::UnixSocket("/s".into()).into(),
+                HealthCheck {
+                    probe: Probe::Http(HttpCheck {
+                        socket: None,
+                        url: Some("http://127.0.0.1:1".into()),
+                        path: "/h".into(),
+                    }),
+                    period: Some(Dur::secs(3)),
+                    liveness: Some(Liveness { period: Dur::secs(2), failures: 4 }),
+                },
+                Probe::Tcp("127.0.0.1:1".into()).into(),
+                Probe::Exec("true".into()).into(),
+                Probe::HeroSockets(true).into(),
             ],
+            metrics: Some(HttpCheck { socket: Some("/m.sock".into()), url: None, path: "/metrics".into() }),
             depends_on: vec![Named::new("prep")],
             schedule: None,
             tags: vec!["t".into()],
@@ -826,6 +886,9 @@ mod tests {
         let json = serde_json::to_string(&a).unwrap();
         let back: Action = serde_json::from_str(&json).unwrap();
         assert_eq!(a, back);
+        // A check stored before checks had `period` and `liveness` still reads.
+        let old: HealthCheck = serde_json::from_str(r#"{"tcp":"127.0.0.1:1"}"#).unwrap();
+        assert_eq!(old, HealthCheck::from(Probe::Tcp("127.0.0.1:1".into())));
         let s = Service {
             name: "web".into(),
             context: "core".into(),

@@ -29,13 +29,51 @@ pub fn is_valid_env_name(s: &str) -> bool {
 
 pub const NAME_HINT: &str = "names are 1-64 characters of a-z, 0-9, `_`, `.`, `-`, starting with a letter or digit";
 
+/// Which field an HTTP endpoint is decoded for: they differ in default path and wording.
+#[derive(Clone, Copy)]
+enum Family {
+    Health,
+    Metrics,
+}
+
+impl Family {
+    fn code(self) -> &'static str {
+        match self {
+            Family::Health => "health.http",
+            Family::Metrics => "metrics.http",
+        }
+    }
+    fn what(self) -> &'static str {
+        match self {
+            Family::Health => "an http check",
+            Family::Metrics => "`metrics`",
+        }
+    }
+    fn default_path(self) -> String {
+        match self {
+            Family::Health => "/".into(),
+            Family::Metrics => "/metrics".into(),
+        }
+    }
+    fn example(self) -> &'static str {
+        match self {
+            Family::Health => {
+                "e.g. `http: { socket: ~/hero/var/sockets/x.sock, path: /health }` or `http: http://127.0.0.1:8080/health`"
+            }
+            Family::Metrics => {
+                "e.g. `metrics: { socket: ~/hero/var/sockets/x.sock, path: /metrics }` or `metrics: http://127.0.0.1:8080/metrics`"
+            }
+        }
+    }
+}
+
 /// Decodes nodes of one file, collecting diagnostics.
 pub struct Decoder<'d> {
     pub file: Arc<str>,
     pub diags: &'d mut Diagnostics,
 }
 
-pub(crate) const ACTION_FIELDS: [&str; 17] = [
+pub(crate) const ACTION_FIELDS: [&str; 18] = [
     "name",
     "context",
     "description",
@@ -48,6 +86,7 @@ pub(crate) const ACTION_FIELDS: [&str; 17] = [
     "stop",
     "timeout",
     "health",
+    "metrics",
     "depends_on",
     "schedule",
     "tags",
@@ -62,6 +101,10 @@ pub(crate) const FILE_FIELDS: [&str; 2] = ["actions", "services"];
 pub(crate) const RESTART_FIELDS: [&str; 4] = ["policy", "delay", "max_delay", "max_retries"];
 pub(crate) const STOP_FIELDS: [&str; 2] = ["signal", "timeout"];
 pub(crate) const HTTP_CHECK_FIELDS: [&str; 3] = ["socket", "url", "path"];
+/// The keys of one health check: exactly one probe kind, and how it is repeated.
+pub(crate) const HEALTH_FIELDS: [&str; 7] =
+    ["unix_socket", "http", "tcp", "exec", "hero_sockets", "period", "liveness"];
+pub(crate) const LIVENESS_FIELDS: [&str; 2] = ["period", "failures"];
 pub(crate) const SECRET_REF_FIELDS: [&str; 1] = ["secret"];
 pub(crate) const REGISTRY_FIELDS: [&str; 4] = ["url", "token", "keep", "timeout"];
 pub(crate) const FORGEJO_FIELDS: [&str; 3] = ["url", "repo", "token"];
@@ -311,6 +354,14 @@ impl<'d> Decoder<'d> {
                 }
             }
         }
+        let metrics = match get("metrics") {
+            None => None,
+            Some(n) => {
+                let m = self.metrics(n);
+                ok &= m.is_some();
+                m
+            }
+        };
         let depends_on = get("depends_on").map(|n| self.references(n, "action")).unwrap_or_default();
         let schedule = get("schedule").and_then(|n| {
             let s = self.string(n)?;
@@ -387,6 +438,7 @@ impl<'d> Decoder<'d> {
             stop: stop?,
             timeout,
             health,
+            metrics,
             depends_on,
             schedule: match get("schedule") {
                 Some(_) => Some(schedule?),
@@ -563,18 +615,85 @@ impl<'d> Decoder<'d> {
     }
 
     fn health(&mut self, node: &Node) -> Option<HealthCheck> {
-        let fields = self.fields(node, &HealthCheck::KINDS, "a health check")?;
-        if fields.len() != 1 {
+        let fields = self.fields(node, &HEALTH_FIELDS, "a health check")?;
+        let (kinds, rest): (Vec<_>, Vec<_>) = fields.into_iter().partition(|(k, _)| Probe::KINDS.contains(&k.as_str()));
+        if kinds.len() != 1 {
             let pos = self.pos(node);
-            self.diags
-                .error(&pos, "health.shape", "a health check names exactly one kind")
-                .hint("write one list item per check, e.g. `- tcp: 127.0.0.1:8080`");
+            self.diags.error(&pos, "health.shape", "a health check names exactly one kind").hint(format!(
+                "write one list item per check, e.g. `- tcp: 127.0.0.1:8080` (kinds: {})",
+                Probe::KINDS.join(", ")
+            ));
             return None;
         }
-        let (kind, v) = &fields[0];
+        let probe = self.probe(&kinds[0].0, &kinds[0].1);
+        let mut check = HealthCheck { probe: probe?, period: None, liveness: None };
+        let mut ok = true;
+        for (k, v) in &rest {
+            if k == "period" {
+                match self.period(v) {
+                    Some(d) => check.period = Some(d),
+                    None => ok = false,
+                }
+            } else {
+                match self.liveness(v) {
+                    Some(l) => check.liveness = Some(l),
+                    None => ok = false,
+                }
+            }
+        }
+        ok.then_some(check)
+    }
+
+    /// A probe interval: at least 100 ms, so a typo cannot make the daemon spin.
+    fn period(&mut self, node: &Node) -> Option<Dur> {
+        let d = self.duration(node)?;
+        if d.0 < std::time::Duration::from_millis(100) {
+            let pos = self.pos(node);
+            self.diags
+                .error(&pos, "health.period", format!("period `{d}` is shorter than 100ms"))
+                .hint("probes repeat every period once the service is healthy: write e.g. 10s");
+            return None;
+        }
+        Some(d)
+    }
+
+    fn liveness(&mut self, node: &Node) -> Option<Liveness> {
+        let fields = self.fields(node, &LIVENESS_FIELDS, "liveness")?;
+        let mut l = Liveness::default();
+        let mut ok = true;
+        for (k, v) in &fields {
+            if k == "period" {
+                match self.period(v) {
+                    Some(d) => l.period = d,
+                    None => ok = false,
+                }
+            } else {
+                match self.u64(v).and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0) {
+                    Some(n) => l.failures = n,
+                    None => {
+                        let pos = self.pos(v);
+                        self.diags
+                            .error(&pos, "health.liveness", "`failures` must be a whole number ≥ 1")
+                            .hint("how many failed probes in a row restart the service, e.g. 3");
+                        ok = false;
+                    }
+                }
+            }
+        }
+        ok.then_some(l)
+    }
+
+    /// Where a process serves its metrics: `{ socket: PATH, path: /metrics }` or
+    /// `{ url: http://127.0.0.1:PORT/metrics }` (or that URL alone); the path defaults to
+    /// `/metrics`.
+    fn metrics(&mut self, node: &Node) -> Option<HttpCheck> {
+        self.http_target(node, Family::Metrics)
+    }
+
+    fn probe(&mut self, kind: &str, v: &Node) -> Option<Probe> {
         let pos = self.pos(v);
-        match kind.as_str() {
-            "unix_socket" => self.string(v).map(HealthCheck::UnixSocket),
+        match kind {
+            "unix_socket" => self.string(v).map(Probe::UnixSocket),
             "tcp" => {
                 let s = self.string(v)?;
                 let port_ok =
@@ -585,72 +704,80 @@ impl<'d> Decoder<'d> {
                         .hint("write host:port, e.g. 127.0.0.1:8080");
                     return None;
                 }
-                Some(HealthCheck::Tcp(s))
+                Some(Probe::Tcp(s))
             }
-            "exec" => self.string(v).map(HealthCheck::Exec),
+            "exec" => self.string(v).map(Probe::Exec),
             "hero_sockets" => {
                 let b = self.bool(v)?;
-                Some(HealthCheck::HeroSockets(b))
+                Some(Probe::HeroSockets(b))
             }
-            _ => {
-                if let Some(url) = v.as_scalar().filter(|_| !v.is_null()) {
-                    return self
-                        .http_url(v, url)
-                        .map(|(url, path)| HealthCheck::Http(HttpCheck { socket: None, url: Some(url), path }));
-                }
-                let fields = self.fields(v, &HTTP_CHECK_FIELDS, "an http check")?;
-                let mut check = HttpCheck { socket: None, url: None, path: "/".into() };
-                for (k, n) in &fields {
-                    let s = self.string(n)?;
-                    match k.as_str() {
-                        "socket" => check.socket = Some(s),
-                        "url" => {
-                            let (url, path) = self.http_url(n, &s)?;
-                            check.url = Some(url);
-                            if path != "/" {
-                                check.path = path;
-                            }
-                        }
-                        _ => {
-                            if !s.starts_with('/') {
-                                let p = self.pos(n);
-                                self.diags.error(&p, "health.http", format!("HTTP path `{s}` must start with `/`"));
-                                return None;
-                            }
-                            check.path = s;
-                        }
-                    }
-                }
-                if check.socket.is_some() == check.url.is_some() {
-                    self.diags
-                        .error(&pos, "health.http", "an http check needs exactly one of `socket` or `url`")
-                        .hint("e.g. `http: { socket: ~/hero/var/sockets/x.sock, path: /health }` or `http: http://127.0.0.1:8080/health`");
-                    return None;
-                }
-                Some(HealthCheck::Http(check))
-            }
+            _ => self.http_target(v, Family::Health).map(Probe::Http),
         }
     }
 
-    /// Split `http://host:port/path` into (`http://host:port`, `/path`).
-    fn http_url(&mut self, node: &Node, url: &str) -> Option<(String, String)> {
+    /// An HTTP endpoint: a URL `http://host:port/path`, or `{ socket | url, path }`.
+    fn http_target(&mut self, v: &Node, family: Family) -> Option<HttpCheck> {
+        let code = family.code();
+        let pos = self.pos(v);
+        if let Some(url) = v.as_scalar().filter(|_| !v.is_null()) {
+            let (url, path) = self.http_url(v, url, code)?;
+            return Some(HttpCheck {
+                socket: None,
+                url: Some(url),
+                path: path.unwrap_or_else(|| family.default_path()),
+            });
+        }
+        let fields = self.fields(v, &HTTP_CHECK_FIELDS, family.what())?;
+        let mut check = HttpCheck { socket: None, url: None, path: family.default_path() };
+        for (k, n) in &fields {
+            let s = self.string(n)?;
+            match k.as_str() {
+                "socket" => check.socket = Some(s),
+                "url" => {
+                    let (url, path) = self.http_url(n, &s, code)?;
+                    check.url = Some(url);
+                    if let Some(path) = path {
+                        check.path = path;
+                    }
+                }
+                _ => {
+                    if !s.starts_with('/') {
+                        let p = self.pos(n);
+                        self.diags.error(&p, code, format!("HTTP path `{s}` must start with `/`"));
+                        return None;
+                    }
+                    check.path = s;
+                }
+            }
+        }
+        if check.socket.is_some() == check.url.is_some() {
+            self.diags
+                .error(&pos, code, format!("{} needs exactly one of `socket` or `url`", family.what()))
+                .hint(family.example());
+            return None;
+        }
+        Some(check)
+    }
+
+    /// Split `http://host:port/path` into (`http://host:port`, `/path` if one is written).
+    fn http_url(&mut self, node: &Node, url: &str, code: &'static str) -> Option<(String, Option<String>)> {
         let Some(rest) = url.strip_prefix("http://") else {
             let pos = self.pos(node);
             self.diags
-                .error(&pos, "health.http", format!("unsupported URL `{url}`"))
-                .hint("health checks speak plain HTTP to local services: write http://host:port/path");
+                .error(&pos, code, format!("unsupported URL `{url}`"))
+                .hint("the daemon speaks plain HTTP to local services: write http://host:port/path");
             return None;
         };
         let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
+            Some(i) => (&rest[..i], Some(rest[i..].to_owned())),
+            None => (rest, None),
         };
         if authority.is_empty() {
             let pos = self.pos(node);
-            self.diags.error(&pos, "health.http", format!("URL `{url}` has no host"));
+            self.diags.error(&pos, code, format!("URL `{url}` has no host"));
             return None;
         }
-        Some((format!("http://{authority}"), path.to_owned()))
+        Some((format!("http://{authority}"), path))
     }
 
     fn unknown_word(&mut self, node: &Node, code: &'static str, what: &str, word: &str, known: &[&str]) {

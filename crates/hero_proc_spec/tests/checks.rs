@@ -391,6 +391,43 @@ fn health_check_kinds() {
 }
 
 #[test]
+fn health_period_liveness_and_metrics_decode_with_their_defaults() {
+    use hero_proc_spec::{Dur, HttpCheck, Liveness, Probe};
+    let t = Tree::new();
+    t.file(
+        "actions/a.yaml",
+        "actions:\n  - name: a\n    script: x\n    process: true\n    metrics: { socket: /tmp/a.sock }\n    health:\n      - tcp: 127.0.0.1:8080\n        period: 2s\n      - exec: 'true'\n        liveness: { failures: 5 }\n      - hero_sockets: true\n  - name: b\n    script: x\n    process: true\n    metrics: http://127.0.0.1:9100\n  - name: c\n    script: x\n    process: true\n    metrics: http://127.0.0.1:9100/stats\n",
+    );
+    let c = t.check();
+    clean(&c);
+    let a = &c.base_state.actions[&("core".to_owned(), "a".to_owned())];
+    assert_eq!(a.health[0].probe, Probe::Tcp("127.0.0.1:8080".into()));
+    assert_eq!(a.health[0].interval(), Dur::secs(2));
+    assert_eq!(a.health[1].liveness, Some(Liveness { period: Dur::secs(10), failures: 5 }));
+    assert_eq!(a.health[2].interval(), Dur::secs(10));
+    assert_eq!(a.metrics, Some(HttpCheck { socket: Some("/tmp/a.sock".into()), url: None, path: "/metrics".into() }));
+    let b = &c.base_state.actions[&("core".to_owned(), "b".to_owned())];
+    assert_eq!(b.metrics.as_ref().map(|m| m.path.as_str()), Some("/metrics"));
+    let cc = &c.base_state.actions[&("core".to_owned(), "c".to_owned())];
+    assert_eq!(
+        cc.metrics.as_ref().map(|m| (m.url.as_deref(), m.path.as_str())),
+        Some((Some("http://127.0.0.1:9100"), "/stats"))
+    );
+
+    t.file(
+        "actions/a.yaml",
+        "actions:\n  - name: a\n    script: x\n    process: true\n    metrics: { socket: /a, url: http://127.0.0.1:1 }\n    health:\n      - tcp: 127.0.0.1:8080\n        period: 10ms\n      - exec: 'true'\n        liveness: { failures: 0 }\n      - { period: 1s }\n      - exec: 'true'\n        liveness: { every: 1s }\n",
+    );
+    let c = t.check();
+    expect(&c, "metrics.http", "actions/a.yaml:5:14");
+    let msg = expect(&c, "health.period", "actions/a.yaml:8:17");
+    assert!(msg.contains("shorter than 100ms"), "{msg}");
+    expect(&c, "health.liveness", "actions/a.yaml:10:31");
+    expect(&c, "health.shape", "actions/a.yaml:11:9");
+    expect(&c, "schema.unknown-field", "actions/a.yaml:13:21");
+}
+
+#[test]
 fn env_names_and_values() {
     let t = Tree::new();
     t.file("actions/a.yaml", "actions:\n  - name: a\n    script: x\n    env: { PORT: 8080, _X: '', DEBUG: true }\n");

@@ -114,7 +114,7 @@ async fn domain_health(q: DomainHealth, c: Arc<Ctx>) -> Res<CheckView> {
         return Err(rpc_err(ErrorCode::NotFound, format!("no domain socket {}", path.display())));
     }
     let h = hero_proc_engine::health::check(
-        &hero_proc_spec::HealthCheck::UnixSocket(path.display().to_string()),
+        &hero_proc_spec::Probe::UnixSocket(path.display().to_string()),
         &q.name,
         &c.paths.expand(),
     )

@@ -231,7 +231,7 @@ impl Supervisor {
                 let mut views = Vec::new();
                 let mut all = true;
                 for hc in &checks {
-                    if let hero_proc_spec::HealthCheck::HeroSockets(true) = hc {
+                    if let hero_proc_spec::Probe::HeroSockets(true) = hc.probe {
                         for s in health::hero_sockets(&key.name, &expand).await {
                             let (ok, detail) = split(&s.health);
                             all &= ok;
@@ -239,10 +239,10 @@ impl Supervisor {
                         }
                         continue;
                     }
-                    let h = health::check_as(hc, &key.name, &expand, account.as_ref()).await;
+                    let h = health::check_as(&hc.probe, &key.name, &expand, account.as_ref()).await;
                     let (ok, detail) = split(&h);
                     all &= ok;
-                    views.push(CheckResult { check: describe(hc), healthy: ok, detail });
+                    views.push(CheckResult { check: describe(&hc.probe), healthy: ok, detail });
                 }
                 if tx.send(Msg::Healthy { key: key.clone(), generation, checks: views, healthy: all }).is_err() || all {
                     return;
@@ -295,8 +295,8 @@ fn split(h: &Health) -> (bool, Option<String>) {
     }
 }
 
-fn describe(hc: &hero_proc_spec::HealthCheck) -> String {
-    use hero_proc_spec::HealthCheck as H;
+fn describe(hc: &hero_proc_spec::Probe) -> String {
+    use hero_proc_spec::Probe as H;
     match hc {
         H::UnixSocket(p) => format!("unix_socket {p}"),
         H::Http(h) => format!("http {}{}", h.socket.clone().or(h.url.clone()).unwrap_or_default(), h.path),
