@@ -535,3 +535,106 @@ fn job_get_text_shows_every_field_and_job_list_the_service_and_start() {
     assert!(header.contains("SERVICE") && header.contains("STARTED"), "{header}");
     assert!(list.lines().nth(1).unwrap().contains("core/web"), "{list}");
 }
+
+/// A check keeps being probed after the service was healthy: status, `hero_proc status`
+/// and `hero_proc_service_up` follow a socket that goes away and comes back, and the
+/// last error stays visible after the recovery.
+#[test]
+fn health_is_probed_every_period_after_ready_and_status_follows_it() {
+    let d = Daemon::start();
+    let sock = d.root().join("web.sock");
+    let close = d.root().join("close");
+    // Listens; closes (and unlinks) its socket while `close` exists, listens again after.
+    d.set(&format!(
+        "actions:\n  - name: web\n    interpreter: python3\n    script: |\n      import os, socket, time\n      def up():\n          s = socket.socket(socket.AF_UNIX)\n          s.bind('{s}')\n          s.listen()\n          return s\n      s = up()\n      while True:\n          time.sleep(0.05)\n          if os.path.exists('{c}') and s:\n              s.close(); os.unlink('{s}'); s = None\n          elif not os.path.exists('{c}') and not s:\n              s = up()\n    process: true\n    health:\n      - unix_socket: {s}\n        period: 200ms\nservices:\n  - name: web\n",
+        s = sock.display(),
+        c = close.display()
+    ));
+    let first = d.wait_status("web", "running", |s| s["state"] == "running");
+    let pid = first["pid"].as_u64().unwrap();
+    assert_eq!(first["health"][0]["healthy"], true);
+    let probed = first["health"][0]["probed_ms"].as_i64().unwrap();
+    assert!(probed > 0, "{first}");
+    // Probed again without anything happening.
+    d.wait_status("web", "probed again", |s| s["health"][0]["probed_ms"].as_i64() > Some(probed));
+
+    std::fs::write(&close, "").unwrap();
+    let sick = d.wait_status("web", "unhealthy", |s| s["health"][0]["healthy"] == false);
+    assert_eq!(sick["state"], "running", "without liveness a failing probe restarts nothing: {sick}");
+    assert_eq!(sick["pid"].as_u64(), Some(pid));
+    assert!(sick["reason"].as_str().unwrap().starts_with("unhealthy: unix_socket"), "{sick}");
+    let out = d.cli(&["status"]);
+    assert_eq!(out.status.code(), Some(3), "a machine with an unhealthy service is degraded: {}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("service core/web: running but not healthy"), "{}", text(&out.stdout));
+    let metrics = metrics_over_socket(&d);
+    assert!(metrics.contains("hero_proc_service_up{service=\"core/web\"} 0"), "{metrics}");
+    d.wait_event("hero_proc.service", "core/web: unhealthy: unix_socket");
+
+    std::fs::remove_file(&close).unwrap();
+    let well = d.wait_status("web", "healthy again", |s| s["health"][0]["healthy"] == true);
+    assert_eq!(well["reason"], serde_json::Value::Null, "{well}");
+    assert!(well["health"][0]["last_error"].as_str().unwrap().contains("connect"), "{well}");
+    assert!(well["health"][0]["last_error_ms"].as_i64().unwrap() > probed);
+    assert_eq!(well["pid"].as_u64(), Some(pid));
+    let out = text(&d.cli(&["status"]).stdout);
+    assert!(!out.contains("not healthy"), "{out}");
+}
+
+fn metrics_over_socket(d: &Daemon) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// A service that was healthy and then hangs (its socket gone, the process alive) is
+/// restarted after `failures` failed liveness probes in a row, with its restart backoff,
+/// and says why.
+#[test]
+fn a_failed_liveness_check_restarts_a_hung_service() {
+    let d = Daemon::start();
+    let sock = d.root().join("hung.sock");
+    let ran = d.root().join("ran");
+    // First run: healthy for a moment, then its socket goes and it hangs. Later runs stay up.
+    d.set(&format!(
+        "actions:\n  - name: hung\n    interpreter: python3\n    script: |\n      import os, socket, time\n      first = not os.path.exists('{r}')\n      open('{r}', 'a').write('x')\n      s = socket.socket(socket.AF_UNIX)\n      if os.path.exists('{s}'): os.unlink('{s}')\n      s.bind('{s}')\n      s.listen()\n      if first:\n          time.sleep(0.6)\n          s.close(); os.unlink('{s}')\n      time.sleep(1000)\n    process: true\n    restart: {{ policy: always, delay: 100ms }}\n    health:\n      - unix_socket: {s}\n        liveness: {{ period: 150ms, failures: 3 }}\nservices:\n  - name: hung\n",
+        s = sock.display(),
+        r = ran.display()
+    ));
+    let first = d.wait_status("hung", "running", |s| s["state"] == "running");
+    let pid = first["pid"].as_u64().unwrap();
+    let again = d.wait_status("hung", "restarted by liveness", |s| {
+        s["state"] == "running" && s["liveness_restarts"] == 1 && s["pid"].as_u64() != Some(pid)
+    });
+    assert_eq!(again["restarts"], 1, "{again}");
+    assert!(!alive(pid as u32), "the hung process was stopped");
+    assert_eq!(std::fs::read_to_string(&ran).unwrap(), "xx");
+    let e = d.wait_event("hero_proc.service", "liveness check unix_socket");
+    let msg = e["message"].as_str().unwrap();
+    assert!(msg.contains(&format!("failed 3 times; restarting in 100ms; stopping pid {pid}")), "{msg}");
+    let metrics = metrics_over_socket(&d);
+    assert!(metrics.contains("hero_proc_service_liveness_restarts_total{service=\"core/hung\"} 1"), "{metrics}");
+}
+
+/// The case: a hero_sockets service whose domain socket is removed. Status stops
+/// listing the domain within a period, and the daemon says it went.
+#[test]
+fn hero_sockets_domains_that_go_away_leave_the_health_tree() {
+    let d = Daemon::start();
+    let dir = d.root().join("var/sockets");
+    d.set(&format!(
+        "actions:\n  - name: food\n    interpreter: python3\n    script: |\n      import os, socket, threading, time\n      d = '{d}'\n      def serve(path, http):\n          os.makedirs(os.path.dirname(path), exist_ok=True)\n          s = socket.socket(socket.AF_UNIX)\n          s.bind(path)\n          s.listen()\n          def loop():\n              while True:\n                  c, _ = s.accept()\n                  if http:\n                      c.recv(4096)\n                      c.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n')\n                  c.close()\n          threading.Thread(target=loop, daemon=True).start()\n      serve(d + '/food.sock', False)\n      serve(d + '/food_ui.sock', True)\n      serve(d + '/food_server/root/restaurant.sock', False)\n      serve(d + '/food_server/root/delivery.sock', False)\n      time.sleep(1000)\n    process: true\n    health:\n      - hero_sockets: true\n        period: 200ms\nservices:\n  - name: food\n",
+        d = dir.display()
+    ));
+    let up = d.wait_status("food", "running", |s| s["state"] == "running");
+    let roles = |s: &serde_json::Value| -> Vec<String> {
+        s["health"].as_array().unwrap().iter().map(|c| c["check"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(roles(&up), ["service", "ui", "root/delivery", "root/restaurant"]);
+    std::fs::remove_file(dir.join("food_server/root/restaurant.sock")).unwrap();
+    let after = d.wait_status("food", "without the removed domain", |s| !roles(s).contains(&"root/restaurant".into()));
+    assert_eq!(roles(&after), ["service", "ui", "root/delivery"]);
+    d.wait_event("hero_proc.service", "core/food: hero_sockets: gone: root/restaurant");
+}

@@ -316,7 +316,11 @@ fn print_status(s: &ServiceView) {
         let secs = ((hero_proc_store::now_ms() - s.since_ms) / 1000).max(0) as u64;
         println!("  up:       {} (since {})", crate::reconcile::humanize(secs), crate::reconcile::utc(s.since_ms));
     }
-    println!("  restarts: {}", s.restarts);
+    if s.liveness_restarts > 0 {
+        println!("  restarts: {} ({} by liveness checks)", s.restarts, s.liveness_restarts);
+    } else {
+        println!("  restarts: {}", s.restarts);
+    }
     if let Some(e) = &s.last_exit {
         println!("  last exit: {e}");
     }
@@ -336,10 +340,21 @@ fn print_status(s: &ServiceView) {
     }
 }
 
+/// `healthy`/`unhealthy (why)`, how long ago it was probed, and the last error of a
+/// check that recovered.
 fn health_word(c: &CheckView) -> String {
-    match (&c.healthy, &c.detail) {
-        (true, _) => "healthy".into(),
+    let now = hero_proc_store::now_ms();
+    let ago = |ms: i64| crate::reconcile::humanize(((now - ms) / 1000).max(0) as u64);
+    let mut w = match (&c.healthy, &c.detail) {
+        (true, _) => "healthy".to_owned(),
         (false, Some(d)) => format!("unhealthy ({d})"),
-        (false, None) => "unhealthy".into(),
+        (false, None) => "unhealthy".to_owned(),
+    };
+    if c.probed_ms > 0 {
+        w.push_str(&format!(", probed {} ago", ago(c.probed_ms)));
     }
+    if let (true, Some(e), Some(at)) = (c.healthy, &c.last_error, c.last_error_ms) {
+        w.push_str(&format!("; last error {} ago: {e}", ago(at)));
+    }
+    w
 }

@@ -72,11 +72,12 @@ fn causes(sync: &SyncStatus, services: &[ServiceView], compactor: &CompactorStat
             continue;
         }
         match s.state {
-            ServiceState::Running | ServiceState::Exited => {}
-            ServiceState::Starting if s.health.iter().any(|h| !h.healthy) => {
+            // Running means healthy once; the periodic probes say whether it still is.
+            ServiceState::Running | ServiceState::Starting if s.health.iter().any(|h| !h.healthy) => {
                 let failing: Vec<&str> = s.health.iter().filter(|h| !h.healthy).map(|h| h.check.as_str()).collect();
                 out.push(format!("service {key}: running but not healthy ({})", failing.join(", ")));
             }
+            ServiceState::Running | ServiceState::Exited => {}
             st => out.push(format!("service {key}: wanted running, is {}{why}", st.as_str())),
         }
     }
@@ -218,6 +219,7 @@ mod tests {
             reason: None,
             health: Vec::new(),
             health_failures: 0,
+            liveness_restarts: 0,
             managed: true,
         }
     }
@@ -268,7 +270,21 @@ mod tests {
         assert_eq!(c, ["service core/web: wanted running, is inactive"]);
 
         let mut sick = svc("web", ServiceStatus::Start, ServiceState::Starting);
-        sick.health = vec![CheckView { check: "tcp 127.0.0.1:1".into(), healthy: false, detail: None }];
+        let failing = CheckView {
+            check: "tcp 127.0.0.1:1".into(),
+            healthy: false,
+            detail: None,
+            probed_ms: 0,
+            last_error: None,
+            last_error_ms: None,
+        };
+        sick.health = vec![failing.clone()];
+        assert_eq!(
+            causes(&followed(), &[db.clone(), sick.clone()], &compactor()),
+            ["service core/web: running but not healthy (tcp 127.0.0.1:1)"]
+        );
+        // Healthy once and failing a periodic probe now: degraded too.
+        sick.state = ServiceState::Running;
         assert_eq!(
             causes(&followed(), &[db.clone(), sick], &compactor()),
             ["service core/web: running but not healthy (tcp 127.0.0.1:1)"]

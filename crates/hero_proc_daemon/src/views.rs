@@ -20,7 +20,15 @@ pub fn state(s: ServiceState) -> wire::ServiceState {
 }
 
 pub fn check(c: CheckResult) -> wire::CheckView {
-    wire::CheckView { check: c.check, healthy: c.healthy, detail: c.detail }
+    let (last_error_ms, last_error) = c.last_error.unzip();
+    wire::CheckView {
+        check: c.check,
+        healthy: c.healthy,
+        detail: c.detail,
+        probed_ms: c.probed_ms,
+        last_error,
+        last_error_ms,
+    }
 }
 
 pub fn service(s: ServiceSnapshot) -> wire::ServiceView {
@@ -39,6 +47,7 @@ pub fn service(s: ServiceSnapshot) -> wire::ServiceView {
         reason: s.reason.map(|r| r.to_string()),
         health: s.health.into_iter().map(check).collect(),
         health_failures: s.health_failures,
+        liveness_restarts: s.liveness_restarts,
         managed: s.managed,
     }
 }

@@ -18,7 +18,7 @@ pub mod supervisor;
 
 pub use supervisor::{
     CheckResult, ConfigChange, Engine, EngineConfig, EngineError, NoSecrets, Reason, SecretSource, ServiceSnapshot,
-    ServiceState,
+    ServiceState, now_ms,
 };
 
 /// An action with every optional field empty, for the crate's unit tests.

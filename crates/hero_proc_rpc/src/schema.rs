@@ -82,9 +82,9 @@ pub fn action(_: &mut SchemaGenerator) -> Schema {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "description": "one key of unix_socket, http, tcp, exec, hero_sockets",
+                    "description": "one key of unix_socket, http, tcp, exec, hero_sockets; with optional period and liveness",
                     "minProperties": 1,
-                    "maxProperties": 1,
+                    "maxProperties": 3,
                     "properties": {
                         "unix_socket": { "type": "string" },
                         "http": {
@@ -99,8 +99,26 @@ pub fn action(_: &mut SchemaGenerator) -> Schema {
                         "tcp": { "type": "string" },
                         "exec": { "type": "string" },
                         "hero_sockets": { "type": "boolean" },
+                        "period": duration(),
+                        "liveness": {
+                            "type": "object",
+                            "properties": {
+                                "period": duration(),
+                                "failures": { "type": "integer", "minimum": 1 },
+                            },
+                        },
                     },
                 },
+            },
+            "metrics": {
+                "type": "object",
+                "description": "where the process serves its own metrics: one of socket or url, and path",
+                "properties": {
+                    "socket": { "type": "string" },
+                    "url": { "type": "string" },
+                    "path": { "type": "string" },
+                },
+                "required": ["path"],
             },
             "depends_on": { "type": "array", "items": reference() },
             "schedule": { "type": "string", "description": "a cron expression" },

@@ -85,8 +85,17 @@ pub struct CheckView {
     /// e.g. `tcp 127.0.0.1:8080`, or a hero socket role (`service`, `ui`, `root/delivery`).
     pub check: String,
     pub healthy: bool,
+    /// Why it fails now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// When it was last probed (ms since the epoch; 0 from an older daemon).
+    #[serde(default)]
+    pub probed_ms: i64,
+    /// The last failure, kept after the check recovers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -111,6 +120,9 @@ pub struct ServiceView {
     pub health: Vec<CheckView>,
     /// Failed health probes since the daemon started supervising it.
     pub health_failures: u64,
+    /// Restarts a failed liveness check caused.
+    #[serde(default)]
+    pub liveness_restarts: u64,
     pub managed: bool,
 }
 

@@ -68,8 +68,11 @@ function planHtml(p) {
 
 function servicesTable(list) {
   return table(["service", "want", "state", "pid", "restarts", "health", "reason"], list.map((s) => {
-    const cls = s.state === "running" ? "ok" : ["failed", "backoff"].includes(s.state) ? "bad" : "muted";
-    const health = (s.health || []).map((c) => `<span class="check ${c.healthy ? "ok" : "bad"}" title="${esc(c.detail)}">${c.healthy ? "✓" : "✗"} ${esc(c.check)}</span>`).join("");
+    const sick = (s.health || []).some((c) => !c.healthy);
+    const cls = s.state === "running" && !sick ? "ok" : ["failed", "backoff"].includes(s.state) || sick ? "bad" : "muted";
+    // The title says when it was probed, and the last error of a check that recovered.
+    const title = (c) => [c.detail, c.probed_ms ? `probed ${when(c.probed_ms)}` : "", c.healthy && c.last_error ? `last error ${when(c.last_error_ms)}: ${c.last_error}` : ""].filter(Boolean).join("; ");
+    const health = (s.health || []).map((c) => `<span class="check ${c.healthy ? "ok" : "bad"}" title="${esc(title(c))}">${c.healthy ? "✓" : "✗"} ${esc(c.check)}</span>`).join("");
     return `<tr><td>${esc(s.context)}/${esc(s.name)}${s.managed ? "" : ' <span class="muted">(by hand)</span>'}</td><td>${esc(s.status)}</td>
       <td class="${cls}">${esc(s.state)}${s.crash_loop ? " (crash loop)" : ""}</td><td>${s.pid ?? "–"}</td><td>${s.restarts}</td><td>${health}</td><td>${esc(s.reason)}</td></tr>`;
   }));

@@ -101,11 +101,7 @@ async fn status(r: Ref, c: Arc<Ctx>) -> Res<ServiceView> {
 async fn domains(r: Ref, c: Arc<Ctx>) -> Res<Vec<CheckView>> {
     let expand = c.paths.expand();
     let tree = hero_proc_engine::health::hero_sockets(&r.name, &expand).await;
-    Ok(tree
-        .into_iter()
-        .filter(|s| s.role.contains('/'))
-        .map(|s| CheckView { check: s.role, healthy: s.health.is_healthy(), detail: unhealthy_detail(&s.health) })
-        .collect())
+    Ok(tree.into_iter().filter(|s| s.role.contains('/')).map(|s| probed_now(s.role, &s.health)).collect())
 }
 
 async fn domain_health(q: DomainHealth, c: Arc<Ctx>) -> Res<CheckView> {
@@ -119,16 +115,14 @@ async fn domain_health(q: DomainHealth, c: Arc<Ctx>) -> Res<CheckView> {
         &c.paths.expand(),
     )
     .await;
-    Ok(CheckView {
-        check: format!("{}/{}", q.domain_context, q.domain),
-        healthy: h.is_healthy(),
-        detail: unhealthy_detail(&h),
-    })
+    Ok(probed_now(format!("{}/{}", q.domain_context, q.domain), &h))
 }
 
-fn unhealthy_detail(h: &hero_proc_engine::health::Health) -> Option<String> {
-    match h {
-        hero_proc_engine::health::Health::Healthy => None,
-        hero_proc_engine::health::Health::Unhealthy(w) => Some(w.clone()),
-    }
+/// A probe made for this answer, as a check view.
+fn probed_now(check: String, h: &hero_proc_engine::health::Health) -> CheckView {
+    let result = match h {
+        hero_proc_engine::health::Health::Healthy => Ok(()),
+        hero_proc_engine::health::Health::Unhealthy(w) => Err(w.clone()),
+    };
+    crate::views::check(hero_proc_engine::CheckResult::new(check, result, hero_proc_engine::now_ms()))
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use hero_proc_logstore::{Level, LogEvent};
-use hero_proc_spec::{Action, Signal};
+use hero_proc_spec::{Action, HealthCheck, Probe, Restart, Signal};
 use hero_proc_store::{JobId, Ref};
 
 use super::deps;
@@ -38,12 +38,16 @@ impl Supervisor {
 
     /// Step a service's machine with `ev` and perform what it decided.
     pub(super) fn feed(&mut self, key: &Ref, ev: Event) -> Step {
-        let Some(svc) = self.services.get_mut(key) else { return Step::default() };
+        let Some(svc) = self.services.get_mut(key) else {
+            self.end_stale_monitor(key);
+            return Step::default();
+        };
         let mut out = services::step(svc, ev, Now { ms: now_ms(), at: Instant::now() });
         let effects = std::mem::take(&mut out.effects);
         for e in effects {
             self.perform(key, e);
         }
+        self.end_stale_monitor(key);
         out
     }
 
@@ -54,6 +58,7 @@ impl Supervisor {
             Effect::RunStep { step, attempt } => self.run_step(key, step, attempt),
             Effect::StopJob { job, step } => self.stop_job(key, job, step),
             Effect::ProbeHealth { generation } => self.probe_health(key, generation),
+            Effect::Monitor { generation } => self.monitor(key, generation),
             Effect::ArmBackoff { after, generation } => {
                 let tx = self.tx.clone();
                 let key = key.clone();
@@ -205,19 +210,23 @@ impl Supervisor {
         self.feed(key, Event::Exited { job, success: exit.success() && !timed_out, text, main });
     }
 
-    /// Probe health checks until they pass (readiness), then stop probing. Without
-    /// checks it is healthy at once.
-    fn probe_health(&mut self, key: &Ref, generation: u64) {
-        let Some(svc) = self.services.get(key) else { return };
-        let (checks, account) = match self.action_for(key, svc.main_step()) {
-            // `exec` checks run as the action's account (its resolution error, if any,
-            // already failed the start).
+    /// The main action's checks and the account `exec` checks run as (its resolution
+    /// error, if any, already failed the start), and its restart policy.
+    fn checks_of(&self, key: &Ref) -> (Vec<HealthCheck>, Option<process::Account>, Restart) {
+        let Some(svc) = self.services.get(key) else { return (Vec::new(), None, Restart::default()) };
+        match self.action_for(key, svc.main_step()) {
             Ok(a) => {
                 let account = a.user.as_deref().and_then(|u| process::Account::resolve(u, a.group.as_deref()).ok());
-                (a.health, account)
+                (a.health, account, a.restart)
             }
-            Err(_) => (Vec::new(), None),
-        };
+            Err(_) => (Vec::new(), None, Restart::default()),
+        }
+    }
+
+    /// Probe health checks until they pass (readiness), then stop probing (periodic
+    /// probing starts with [`Effect::Monitor`]). Without checks it is healthy at once.
+    fn probe_health(&mut self, key: &Ref, generation: u64) {
+        let (checks, account, _) = self.checks_of(key);
         if checks.is_empty() {
             self.feed(key, Event::Health { generation, checks: Vec::new(), healthy: true });
             return;
@@ -228,22 +237,11 @@ impl Supervisor {
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(20);
             loop {
-                let mut views = Vec::new();
-                let mut all = true;
+                let mut views = Vec::with_capacity(checks.len());
                 for hc in &checks {
-                    if let hero_proc_spec::Probe::HeroSockets(true) = hc.probe {
-                        for s in health::hero_sockets(&key.name, &expand).await {
-                            let (ok, detail) = split(&s.health);
-                            all &= ok;
-                            views.push(CheckResult { check: s.role, healthy: ok, detail });
-                        }
-                        continue;
-                    }
-                    let h = health::check_as(&hc.probe, &key.name, &expand, account.as_ref()).await;
-                    let (ok, detail) = split(&h);
-                    all &= ok;
-                    views.push(CheckResult { check: describe(&hc.probe), healthy: ok, detail });
+                    views.push(probe_one(&hc.probe, &key.name, &expand, account.as_ref()).await);
                 }
+                let all = views.iter().flatten().all(|c| c.healthy);
                 if tx.send(Msg::Healthy { key: key.clone(), generation, checks: views, healthy: all }).is_err() || all {
                     return;
                 }
@@ -251,6 +249,62 @@ impl Supervisor {
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         });
+    }
+
+    /// Probe each check every its period while the service runs healthy-once: a timer
+    /// per due check, nothing in between (a service without checks costs nothing). The
+    /// task ends when [`Supervisor::feed`] sees the generation or the state move on.
+    fn monitor(&mut self, key: &Ref, generation: u64) {
+        let (checks, account, restart) = self.checks_of(key);
+        if checks.is_empty() {
+            return;
+        }
+        let tx = self.tx.clone();
+        let k = key.clone();
+        let expand = self.expand.clone();
+        let task = tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut due: Vec<tokio::time::Instant> = checks.iter().map(|c| start + c.interval().0).collect();
+            loop {
+                let Some(next) = due.iter().min().copied() else { return };
+                tokio::time::sleep_until(next).await;
+                for (index, hc) in checks.iter().enumerate() {
+                    if due[index] > tokio::time::Instant::now() {
+                        continue;
+                    }
+                    let results = probe_one(&hc.probe, &k.name, &expand, account.as_ref()).await;
+                    // The next probe is a period after this one ended: a slow check
+                    // never queues probes behind itself.
+                    due[index] = tokio::time::Instant::now() + hc.interval().0;
+                    let msg = Msg::Probed {
+                        key: k.clone(),
+                        generation,
+                        index,
+                        label: describe(&hc.probe),
+                        results,
+                        liveness: hc.liveness,
+                        restart: restart.clone(),
+                    };
+                    if tx.send(msg).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        if let Some((_, old)) = self.monitors.insert(key.clone(), (generation, task.abort_handle())) {
+            old.abort();
+        }
+    }
+
+    /// End the periodic probing of a service whose generation or state moved on (or
+    /// that is gone).
+    pub(super) fn end_stale_monitor(&mut self, key: &Ref) {
+        let Some((generation, _)) = self.monitors.get(key) else { return };
+        let live =
+            self.services.get(key).is_some_and(|s| s.generation == *generation && s.state() == ServiceState::Running);
+        if !live && let Some((_, task)) = self.monitors.remove(key) {
+            task.abort();
+        }
     }
 
     /// Something became active or failed: services waiting on it may go on.
@@ -288,15 +342,28 @@ impl Supervisor {
     }
 }
 
-fn split(h: &Health) -> (bool, Option<String>) {
-    match h {
-        Health::Healthy => (true, None),
-        Health::Unhealthy(why) => (false, Some(why.clone())),
+/// Probe one check: one row, or a row per socket for `hero_sockets`.
+async fn probe_one(
+    probe: &Probe,
+    service: &str,
+    expand: &crate::paths::Expand,
+    account: Option<&process::Account>,
+) -> Vec<CheckResult> {
+    let result = |h: &Health| match h {
+        Health::Healthy => Ok(()),
+        Health::Unhealthy(why) => Err(why.clone()),
+    };
+    if let Probe::HeroSockets(true) = probe {
+        let sockets = health::hero_sockets(service, expand).await;
+        let at = now_ms();
+        return sockets.into_iter().map(|s| CheckResult::new(s.role, result(&s.health), at)).collect();
     }
+    let h = health::check_as(probe, service, expand, account).await;
+    vec![CheckResult::new(describe(probe), result(&h), now_ms())]
 }
 
-fn describe(hc: &hero_proc_spec::Probe) -> String {
-    use hero_proc_spec::Probe as H;
+fn describe(hc: &Probe) -> String {
+    use Probe as H;
     match hc {
         H::UnixSocket(p) => format!("unix_socket {p}"),
         H::Http(h) => format!("http {}{}", h.socket.clone().or(h.url.clone()).unwrap_or_default(), h.path),

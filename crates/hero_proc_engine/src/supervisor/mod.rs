@@ -106,8 +106,18 @@ enum Msg {
     Healthy {
         key: Ref,
         generation: u64,
-        checks: Vec<CheckResult>,
+        checks: Vec<Vec<CheckResult>>,
         healthy: bool,
+    },
+    /// A periodic probe of one check (see `executor::monitor`).
+    Probed {
+        key: Ref,
+        generation: u64,
+        index: usize,
+        label: String,
+        results: Vec<CheckResult>,
+        liveness: Option<hero_proc_spec::Liveness>,
+        restart: hero_proc_spec::Restart,
     },
     BackoffDone {
         key: Ref,
@@ -197,6 +207,7 @@ impl Engine {
             flush_starts_armed: false,
             flush_delay: None,
             contain,
+            monitors: HashMap::new(),
         };
         // The actor's own thread (see the module comment). Boot finishes before this
         // returns, as callers expect services loaded and re-attached once it has.
@@ -356,6 +367,9 @@ struct Supervisor {
     /// unrecorded, so an idle daemon does not wake up).
     flush_delay: Option<Duration>,
     contain: Arc<Containment>,
+    /// The periodic health probing of each running service that has checks: the
+    /// generation it probes for, and its task.
+    monitors: HashMap<Ref, (u64, tokio::task::AbortHandle)>,
 }
 
 /// How long the starts of a turn that answered nobody may wait for another write to take
@@ -502,6 +516,9 @@ impl Supervisor {
             }
             Msg::Shutdown(_) => unreachable!("handled in run"),
             Msg::Exited { job, exit, timed_out } => self.on_exits(vec![(job, exit, timed_out)]),
+            Msg::Probed { key, generation, index, label, results, liveness, restart } => {
+                self.feed(&key, services::Event::Probed { generation, index, label, results, liveness, restart });
+            }
             Msg::Healthy { key, generation, checks, healthy } => {
                 self.feed(&key, services::Event::Health { generation, checks, healthy });
             }

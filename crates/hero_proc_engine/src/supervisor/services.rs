@@ -14,7 +14,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use hero_proc_logstore::Level;
-use hero_proc_spec::{Restart, Service};
+use hero_proc_spec::{Liveness, Restart, Service};
 use hero_proc_store::{JobId, Ref};
 
 use super::view::{CheckResult, ServiceSnapshot, ServiceState};
@@ -34,6 +34,13 @@ pub struct Now {
 pub enum Then {
     Stop,
     Restart,
+    /// A liveness check failed: wait out the restart policy's backoff, then start.
+    Backoff {
+        after: Duration,
+        crash_loop: bool,
+    },
+    /// A liveness check failed and the policy does not restart: fail with the reason.
+    Fail,
 }
 
 /// A service's lifecycle state, with the data valid in it.
@@ -114,6 +121,11 @@ pub enum Reason {
     RequirementFailed(Ref),
     /// Started, not healthy yet: the failing checks with their details.
     NotHealthyYet(Vec<String>),
+    /// Was healthy, and a periodic probe now fails (still running).
+    Unhealthy(Vec<String>),
+    /// A liveness check failed `failures` times in a row: stopped, and restarted after
+    /// `next_in` (None: the restart policy does not restart it).
+    LivenessFailed { check: String, failures: u32, next_in: Option<Duration> },
     /// Stopped by an operator (kept across daemon restarts).
     StoppedByHand,
     /// Could not start (spawn, secret, placement, the store): the cause as said.
@@ -139,6 +151,14 @@ impl fmt::Display for Reason {
             Reason::PreStartFailed { action, exit } => write!(f, "pre-start action `{action}` failed: {exit}"),
             Reason::RequirementFailed(r) => write!(f, "required service {r} failed"),
             Reason::NotHealthyYet(failing) => write!(f, "not healthy yet: {}", failing.join("; ")),
+            Reason::Unhealthy(failing) => write!(f, "unhealthy: {}", failing.join("; ")),
+            Reason::LivenessFailed { check, failures, next_in } => {
+                write!(f, "liveness check {check} failed {failures} times")?;
+                match next_in {
+                    Some(d) => write!(f, "; restarting in {}", wait(d)),
+                    None => f.write_str("; the restart policy does not restart it"),
+                }
+            }
             Reason::StoppedByHand => f.write_str("stopped by hand; `hero_proc service start` starts it"),
             Reason::CannotStart(why) => f.write_str(why),
         }
@@ -163,8 +183,14 @@ pub struct Svc {
     pub since_ms: i64,
     pub last_exit: Option<String>,
     pub reason: Option<Reason>,
-    pub health: Vec<CheckResult>,
+    /// The last result of each health check of the main action, in spec order (a
+    /// `hero_sockets` check has a row per socket).
+    pub health: Vec<Vec<CheckResult>>,
     pub health_failures: u64,
+    /// Failed probes in a row, per check (periodic probing, after it was healthy).
+    pub fails_in_row: Vec<u32>,
+    /// Restarts a failed liveness check caused.
+    pub liveness_restarts: u64,
 }
 
 /// What the main action is, for deciding after it ends.
@@ -197,8 +223,19 @@ pub enum Event {
     /// A job of this service ended. `main` is the main action's facts when the job is the
     /// current main step (looked up by the caller), or why it cannot be read.
     Exited { job: JobId, success: bool, text: String, main: Option<Result<MainFacts, String>> },
-    /// Health probes of `generation` reported.
-    Health { generation: u64, checks: Vec<CheckResult>, healthy: bool },
+    /// Readiness probes of `generation` reported (every check, in spec order).
+    Health { generation: u64, checks: Vec<Vec<CheckResult>>, healthy: bool },
+    /// A periodic probe of check `index` (after the service was healthy) reported.
+    /// `label` names the check; `liveness` and `restart` are its spec's, read by the
+    /// caller, for deciding a liveness restart.
+    Probed {
+        generation: u64,
+        index: usize,
+        label: String,
+        results: Vec<CheckResult>,
+        liveness: Option<Liveness>,
+        restart: Restart,
+    },
     /// The backoff timer of `generation` elapsed.
     BackoffDone { generation: u64 },
     /// A service it requires failed.
@@ -223,6 +260,9 @@ pub enum Effect {
     StopJob { job: JobId, step: usize },
     /// Probe the main action's health checks; feed `Health` with this generation.
     ProbeHealth { generation: u64 },
+    /// It became healthy: probe each check every its period while this generation runs,
+    /// feeding `Probed`. The caller ends the probing when the generation or state moves.
+    Monitor { generation: u64 },
     /// Feed `BackoffDone { generation }` after `after`.
     ArmBackoff { after: Duration, generation: u64 },
     /// An event line for the log store (source `hero_proc.service`).
@@ -255,6 +295,8 @@ impl Svc {
             reason: None,
             health: Vec::new(),
             health_failures: 0,
+            fails_in_row: Vec::new(),
+            liveness_restarts: 0,
         }
     }
 
@@ -318,8 +360,9 @@ impl Svc {
             since_ms: self.since_ms,
             last_exit: self.last_exit.clone(),
             reason: self.reason.clone(),
-            health: self.health.clone(),
+            health: self.health.iter().flatten().cloned().collect(),
             health_failures: self.health_failures,
+            liveness_restarts: self.liveness_restarts,
             managed: self.managed,
         }
     }
@@ -349,6 +392,9 @@ pub fn step(svc: &mut Svc, event: Event, now: Now) -> Step {
         Event::Exited { job, success, text, main } => exited(svc, job, success, text, main, now, &mut out.effects),
         Event::Health { generation, checks, healthy } => {
             health(svc, generation, checks, healthy, now, &mut out.effects)
+        }
+        Event::Probed { generation, index, label, results, liveness, restart } => {
+            probed(svc, generation, index, label, results, liveness, &restart, now, &mut out.effects)
         }
         Event::BackoffDone { generation } => {
             if svc.generation == generation && matches!(svc.life, Life::Backoff { .. }) && svc.wanted {
@@ -472,13 +518,26 @@ fn exited(
 ) {
     let main_since = match svc.life {
         Life::Stopping { job: j, then, .. } if j == job => {
-            // Stopped on purpose (stop, restart, delete): settle, and start again if asked.
+            // Stopped on purpose (stop, restart, delete, a failed liveness check): settle,
+            // and start again if asked.
             svc.last_exit = Some(text);
-            svc.set(Life::Inactive, now);
             svc.health.clear();
-            if then == Then::Restart {
-                svc.restarts += 1;
-                fx.push(Effect::Begin);
+            match then {
+                Then::Stop => svc.set(Life::Inactive, now),
+                Then::Restart => {
+                    svc.set(Life::Inactive, now);
+                    svc.restarts += 1;
+                    fx.push(Effect::Begin);
+                }
+                Then::Backoff { after, crash_loop } => {
+                    svc.crash_loop = crash_loop;
+                    svc.set(Life::Backoff { until_ms: now.ms + after.as_millis() as i64 }, now);
+                    fx.push(Effect::ArmBackoff { after, generation: svc.generation });
+                }
+                Then::Fail => {
+                    let why = svc.reason.take().unwrap_or(Reason::CannotStart("liveness check failed".into()));
+                    return fail(svc, why, now, fx);
+                }
             }
             fx.push(Effect::WakeWaiters);
             return;
@@ -563,27 +622,125 @@ fn after_main_exit(
     }
 }
 
-fn health(svc: &mut Svc, generation: u64, checks: Vec<CheckResult>, healthy: bool, now: Now, fx: &mut Vec<Effect>) {
+fn health(
+    svc: &mut Svc,
+    generation: u64,
+    checks: Vec<Vec<CheckResult>>,
+    healthy: bool,
+    now: Now,
+    fx: &mut Vec<Effect>,
+) {
     if svc.generation != generation || svc.life.job().is_none() {
         return;
     }
     svc.health = checks;
     if !healthy {
         svc.health_failures += 1;
-        let failing: Vec<String> = svc
-            .health
-            .iter()
-            .filter(|c| !c.healthy)
-            .map(|c| format!("{}: {}", c.check, c.detail.clone().unwrap_or_default()))
-            .collect();
-        svc.reason = Some(Reason::NotHealthyYet(failing));
+        svc.reason = Some(Reason::NotHealthyYet(failing(svc)));
         return;
     }
     if let Life::Starting { job: Some((job, pid)), main_since, .. } = svc.life {
         svc.set(Life::Running { job, pid, main_since: main_since.unwrap_or(now.at) }, now);
         svc.reason = None;
+        svc.fails_in_row = vec![0; svc.health.len()];
         fx.push(Effect::WakeWaiters);
+        if !svc.health.is_empty() {
+            fx.push(Effect::Monitor { generation: svc.generation });
+        }
     }
+}
+
+/// `check: detail` of every failing row.
+fn failing(svc: &Svc) -> Vec<String> {
+    svc.health
+        .iter()
+        .flatten()
+        .filter(|c| !c.healthy)
+        .map(|c| format!("{}: {}", c.check, c.detail.clone().unwrap_or_default()))
+        .collect()
+}
+
+/// A periodic probe of a running service: keep what status shows true, notice sockets
+/// that appear or vanish, and restart it when a liveness check failed often enough.
+#[allow(clippy::too_many_arguments)]
+fn probed(
+    svc: &mut Svc,
+    generation: u64,
+    index: usize,
+    label: String,
+    mut results: Vec<CheckResult>,
+    liveness: Option<Liveness>,
+    restart: &Restart,
+    now: Now,
+    fx: &mut Vec<Effect>,
+) {
+    let Life::Running { job, pid, main_since } = svc.life else { return };
+    if svc.generation != generation || index >= svc.health.len() {
+        return;
+    }
+    let key = svc.key();
+    let before = std::mem::take(&mut svc.health[index]);
+    // The last error of a row stays visible after it recovers.
+    for r in &mut results {
+        if r.healthy && r.last_error.is_none() {
+            r.last_error = before.iter().find(|b| b.check == r.check).and_then(|b| b.last_error.clone());
+        }
+    }
+    // Sockets (rows) that came or went since the last probe.
+    let was: Vec<&str> = before.iter().map(|c| c.check.as_str()).collect();
+    let is: Vec<&str> = results.iter().map(|c| c.check.as_str()).collect();
+    let gone: Vec<&str> = was.iter().filter(|c| !is.contains(c)).copied().collect();
+    let new: Vec<&str> =
+        if before.is_empty() { Vec::new() } else { is.iter().filter(|c| !was.contains(c)).copied().collect() };
+    if !gone.is_empty() {
+        fx.push(Effect::Log { level: Level::Warn, message: format!("{key}: {label}: gone: {}", gone.join(", ")) });
+    }
+    if !new.is_empty() {
+        fx.push(Effect::Log { level: Level::Info, message: format!("{key}: {label}: appeared: {}", new.join(", ")) });
+    }
+    let ok = results.iter().all(|c| c.healthy);
+    let was_ok = before.iter().all(|c| c.healthy);
+    svc.health[index] = results;
+    if svc.fails_in_row.len() < svc.health.len() {
+        svc.fails_in_row.resize(svc.health.len(), 0);
+    }
+    if ok {
+        svc.fails_in_row[index] = 0;
+        if !was_ok {
+            fx.push(Effect::Log { level: Level::Info, message: format!("{key}: {label}: healthy again") });
+        }
+    } else {
+        svc.health_failures += 1;
+        svc.fails_in_row[index] += 1;
+        if was_ok {
+            let detail = failing(svc).join("; ");
+            fx.push(Effect::Log { level: Level::Warn, message: format!("{key}: unhealthy: {detail}") });
+        }
+    }
+    let all_ok = svc.health.iter().flatten().all(|c| c.healthy);
+    svc.reason = if all_ok { None } else { Some(Reason::Unhealthy(failing(svc))) };
+
+    let Some(l) = liveness else { return };
+    let failures = svc.fails_in_row[index];
+    if failures < l.failures {
+        return;
+    }
+    // The process answers no more: stop it and start again after the policy's backoff,
+    // as if it had crashed after running this long.
+    let ran_for = now.at.saturating_duration_since(main_since);
+    let (decision, fast) = backoff::decide(restart, false, ran_for, svc.failures);
+    svc.failures = fast;
+    svc.liveness_restarts += 1;
+    let step = svc.main_step();
+    let (then, next_in) = match decision {
+        Decision::Restart { after, crash_loop } if svc.wanted => (Then::Backoff { after, crash_loop }, Some(after)),
+        _ => (Then::Fail, None),
+    };
+    let reason = Reason::LivenessFailed { check: label, failures, next_in };
+    fx.push(Effect::Log { level: Level::Error, message: format!("{key}: {reason}; stopping pid {pid}") });
+    svc.reason = Some(reason);
+    svc.set(Life::Stopping { job, pid, step, then }, now);
+    fx.push(Effect::StopJob { job, step });
 }
 
 fn fail(svc: &mut Svc, why: Reason, now: Now, fx: &mut Vec<Effect>) {

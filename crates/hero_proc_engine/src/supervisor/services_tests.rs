@@ -1,7 +1,7 @@
 //! Transition tests of the service machine: no process, no store, no clock.
 
 use super::*;
-use hero_proc_spec::{Dur, Named, RestartMode, ServiceStatus};
+use hero_proc_spec::{Dur, Liveness, Named, RestartMode, ServiceStatus};
 
 const T0: i64 = 1_000_000;
 
@@ -448,18 +448,175 @@ fn health_failures_are_counted_until_a_success_makes_it_running() {
     go(&mut svc, Event::Begin { waiting_for: vec![] }, &clock);
     go(&mut svc, Event::Spawned { job: JobId(1), pid: 11, probe: true }, &clock);
     let g = svc.generation;
-    let bad = vec![CheckResult { check: "tcp 127.0.0.1:1".into(), healthy: false, detail: Some("refused".into()) }];
+    let bad = vec![vec![row("tcp 127.0.0.1:1", Err("refused"))]];
     assert!(go(&mut svc, Event::Health { generation: g, checks: bad.clone(), healthy: false }, &clock).is_empty());
     go(&mut svc, Event::Health { generation: g, checks: bad, healthy: false }, &clock);
     assert_eq!(svc.health_failures, 2);
     assert_eq!(svc.state(), ServiceState::Starting);
     assert_eq!(reason(&svc).as_deref(), Some("not healthy yet: tcp 127.0.0.1:1: refused"));
-    let good = vec![CheckResult { check: "tcp 127.0.0.1:1".into(), healthy: true, detail: None }];
+    let good = vec![vec![row("tcp 127.0.0.1:1", Ok(()))]];
     let fx = go(&mut svc, Event::Health { generation: g, checks: good.clone(), healthy: true }, &clock);
-    assert_eq!(fx, vec![Effect::WakeWaiters]);
+    // Healthy: dependents may go on, and its checks are probed periodically from now.
+    assert_eq!(fx, vec![Effect::WakeWaiters, Effect::Monitor { generation: g }]);
     assert_eq!(svc.state(), ServiceState::Running);
     assert_eq!(svc.reason, None);
     assert_eq!(svc.health, good);
+}
+
+fn row(check: &str, r: Result<(), &str>) -> CheckResult {
+    CheckResult::new(check.into(), r.map_err(str::to_owned), T0)
+}
+
+/// A one-step service made healthy by one check per label (so periodic probing runs).
+fn monitored(job: u64, labels: &[&str], clock: &Clock) -> Svc {
+    let mut svc = service(1);
+    go(&mut svc, Event::Start, clock);
+    go(&mut svc, Event::Begin { waiting_for: vec![] }, clock);
+    go(&mut svc, Event::Spawned { job: JobId(job as i64), pid: 100 + job as u32, probe: true }, clock);
+    let g = svc.generation;
+    let checks = labels.iter().map(|l| vec![row(l, Ok(()))]).collect();
+    let fx = go(&mut svc, Event::Health { generation: g, checks, healthy: true }, clock);
+    assert!(fx.contains(&Effect::Monitor { generation: g }));
+    svc
+}
+
+/// Feed a periodic probe of check `index` of the current generation.
+fn probe(
+    svc: &mut Svc,
+    clock: &Clock,
+    index: usize,
+    rows: Vec<CheckResult>,
+    liveness: Option<Liveness>,
+    restart: Restart,
+) -> Vec<Effect> {
+    let generation = svc.generation;
+    let label = format!("check{index}");
+    go(svc, Event::Probed { generation, index, label, results: rows, liveness, restart }, clock)
+}
+
+#[test]
+fn a_periodic_probe_keeps_status_true_and_keeps_the_last_error_after_recovery() {
+    let clock = Clock::new();
+    let mut svc = monitored(1, &["tcp a:1", "tcp b:2"], &clock);
+    let always = policy(RestartMode::Always, 0);
+    let fx = probe(&mut svc, &clock, 1, vec![row("tcp b:2", Err("refused"))], None, always.clone());
+    assert_eq!(count(&fx, |e| matches!(e, Effect::Log { level: Level::Warn, .. })), 1, "{fx:?}");
+    assert_eq!(svc.state(), ServiceState::Running, "without liveness a failing probe restarts nothing");
+    assert_eq!(reason(&svc).as_deref(), Some("unhealthy: tcp b:2: refused"));
+    assert_eq!(svc.health_failures, 1);
+    assert!(!svc.snapshot().health[1].healthy);
+    // Recovers: the reason goes, the row keeps when and why it last failed.
+    let mut ok = row("tcp b:2", Ok(()));
+    ok.probed_ms = T0 + 10_000;
+    let fx = probe(&mut svc, &clock, 1, vec![ok], None, always);
+    assert!(fx.iter().any(|e| matches!(e, Effect::Log { message, .. } if message.contains("healthy again"))));
+    assert_eq!(svc.reason, None);
+    let snap = svc.snapshot();
+    assert!(snap.health[1].healthy);
+    assert_eq!(snap.health[1].probed_ms, T0 + 10_000);
+    assert_eq!(snap.health[1].last_error, Some((T0, "refused".to_owned())));
+}
+
+#[test]
+fn hero_sockets_that_appear_or_vanish_are_noticed() {
+    let clock = Clock::new();
+    let mut svc = service(1);
+    go(&mut svc, Event::Start, &clock);
+    go(&mut svc, Event::Begin { waiting_for: vec![] }, &clock);
+    go(&mut svc, Event::Spawned { job: JobId(1), pid: 11, probe: true }, &clock);
+    let g = svc.generation;
+    let tree = vec![row("service", Ok(())), row("ui", Ok(())), row("root/restaurant", Ok(()))];
+    go(&mut svc, Event::Health { generation: g, checks: vec![tree], healthy: true }, &clock);
+    let always = policy(RestartMode::Always, 0);
+    let now = vec![row("service", Ok(())), row("ui", Ok(())), row("root/delivery", Ok(()))];
+    let fx = probe(&mut svc, &clock, 0, now, None, always);
+    let logs: Vec<&String> =
+        fx.iter().filter_map(|e| if let Effect::Log { message, .. } = e { Some(message) } else { None }).collect();
+    assert_eq!(logs, ["core/web: check0: gone: root/restaurant", "core/web: check0: appeared: root/delivery"]);
+    let roles: Vec<String> = svc.snapshot().health.into_iter().map(|c| c.check).collect();
+    assert_eq!(roles, ["service", "ui", "root/delivery"]);
+}
+
+#[test]
+fn a_liveness_check_failing_n_times_in_a_row_restarts_it_with_the_policy_backoff() {
+    let mut clock = Clock::new();
+    let mut svc = monitored(1, &["tcp a:1"], &clock);
+    let live = Some(Liveness { period: Dur::secs(1), failures: 3 });
+    let always = policy(RestartMode::Always, 0);
+    let bad = || vec![row("tcp a:1", Err("refused"))];
+    // Two failures, a success (the count resets), then three failures in a row.
+    probe(&mut svc, &clock, 0, bad(), live, always.clone());
+    probe(&mut svc, &clock, 0, bad(), live, always.clone());
+    probe(&mut svc, &clock, 0, vec![row("tcp a:1", Ok(()))], live, always.clone());
+    assert_eq!(svc.state(), ServiceState::Running);
+    probe(&mut svc, &clock, 0, bad(), live, always.clone());
+    probe(&mut svc, &clock, 0, bad(), live, always.clone());
+    assert_eq!(svc.state(), ServiceState::Running);
+    clock.advance(Duration::from_secs(120));
+    let fx = probe(&mut svc, &clock, 0, bad(), live, always.clone());
+    assert!(fx.contains(&Effect::StopJob { job: JobId(1), step: 0 }), "{fx:?}");
+    assert_eq!(svc.state(), ServiceState::Stopping);
+    assert_eq!(svc.liveness_restarts, 1);
+    assert_eq!(reason(&svc).as_deref(), Some("liveness check check0 failed 3 times; restarting in 1s"));
+    // A probe still in flight for the stopping process changes nothing.
+    assert!(probe(&mut svc, &clock, 0, bad(), live, always.clone()).is_empty());
+    // The hung process ends (SIGTERM or SIGKILL): backoff, then a new start.
+    let g = svc.generation;
+    let fx = go(&mut svc, exit(1, false, None), &clock);
+    assert_eq!(svc.state(), ServiceState::Backoff);
+    assert!(fx.contains(&Effect::ArmBackoff { after: Duration::from_secs(1), generation: g }), "{fx:?}");
+    assert_eq!(reason(&svc).as_deref(), Some("liveness check check0 failed 3 times; restarting in 1s"));
+    assert_eq!(go(&mut svc, Event::BackoffDone { generation: g }, &clock), vec![Effect::Begin]);
+    assert_eq!(svc.restarts, 1);
+}
+
+#[test]
+fn a_liveness_failure_of_a_never_restarted_service_fails_it() {
+    let clock = Clock::new();
+    let mut svc = monitored(1, &["tcp a:1"], &clock);
+    let live = Some(Liveness { period: Dur::secs(1), failures: 1 });
+    let never = policy(RestartMode::Never, 0);
+    let fx = probe(&mut svc, &clock, 0, vec![row("tcp a:1", Err("refused"))], live, never);
+    assert!(fx.contains(&Effect::StopJob { job: JobId(1), step: 0 }));
+    go(&mut svc, exit(1, false, None), &clock);
+    assert_eq!(svc.state(), ServiceState::Failed);
+    assert_eq!(
+        reason(&svc).as_deref(),
+        Some("liveness check check0 failed 1 times; the restart policy does not restart it")
+    );
+}
+
+#[test]
+fn an_operator_stop_during_a_liveness_restart_wins() {
+    let clock = Clock::new();
+    let mut svc = monitored(1, &["tcp a:1"], &clock);
+    let live = Some(Liveness { period: Dur::secs(1), failures: 1 });
+    probe(&mut svc, &clock, 0, vec![row("tcp a:1", Err("x"))], live, policy(RestartMode::Always, 0));
+    assert_eq!(svc.state(), ServiceState::Stopping);
+    go(&mut svc, Event::Stop, &clock);
+    let fx = go(&mut svc, exit(1, false, None), &clock);
+    assert_eq!(svc.state(), ServiceState::Inactive);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::ArmBackoff { .. } | Effect::Begin)), "{fx:?}");
+}
+
+#[test]
+fn probes_of_an_older_generation_or_a_crashed_process_are_ignored() {
+    let clock = Clock::new();
+    let mut svc = monitored(1, &["tcp a:1"], &clock);
+    let g = svc.generation;
+    let stale = Event::Probed {
+        generation: g,
+        index: 0,
+        label: "check0".into(),
+        results: vec![row("tcp a:1", Err("x"))],
+        liveness: None,
+        restart: policy(RestartMode::Always, 0),
+    };
+    // It crashes: backoff; the monitor's late probe must not touch it.
+    go(&mut svc, exit(1, false, Some(process(RestartMode::Always))), &clock);
+    assert_eq!(svc.state(), ServiceState::Backoff);
+    assert!(go(&mut svc, stale, &clock).is_empty());
+    assert_eq!(svc.health_failures, 0);
 }
 
 #[test]

@@ -62,7 +62,28 @@ pub struct CheckResult {
     /// e.g. `tcp 127.0.0.1:8080`, or a hero socket role (`service`, `ui`, `root/delivery`).
     pub check: String,
     pub healthy: bool,
+    /// Why it failed, when it did.
     pub detail: Option<String>,
+    /// When it was probed (ms since the epoch).
+    pub probed_ms: i64,
+    /// The last failure (when, why), kept after the check recovers.
+    pub last_error: Option<(i64, String)>,
+}
+
+impl CheckResult {
+    /// A result probed at `probed_ms`: a failure is also the last error.
+    pub fn new(check: String, detail: Result<(), String>, probed_ms: i64) -> CheckResult {
+        match detail {
+            Ok(()) => CheckResult { check, healthy: true, detail: None, probed_ms, last_error: None },
+            Err(why) => CheckResult {
+                check,
+                healthy: false,
+                last_error: Some((probed_ms, why.clone())),
+                detail: Some(why),
+                probed_ms,
+            },
+        }
+    }
 }
 
 /// A service's runtime, as `service.status` shows it.
@@ -87,5 +108,7 @@ pub struct ServiceSnapshot {
     pub health: Vec<CheckResult>,
     /// Failed health probes since the daemon started supervising it.
     pub health_failures: u64,
+    /// Restarts a failed liveness check caused.
+    pub liveness_restarts: u64,
     pub managed: bool,
 }
