@@ -2,6 +2,9 @@
 //! Prometheus). Built on request from the live state: nothing is sampled in the
 //! background, so an idle daemon stays idle.
 
+pub mod exposition;
+pub mod services;
+
 use std::fmt::Write;
 
 use hero_proc_engine::ServiceState;
@@ -276,8 +279,9 @@ fn artifact_metrics(o: &mut Out, ctx: &Ctx) {
     o.sample("hero_proc_artifact_cache_bytes", &[], a.cache_bytes());
 }
 
-/// Serve `GET /metrics` (and nothing else: the RPC stays on the owner-only socket) on a
-/// TCP listener. A scraper or two connect here: a small cap, kept below the fd limit.
+/// Serve `GET /metrics` and `GET /metrics/services[/<context>/<name>]` (and nothing
+/// else: the RPC stays on the owner-only socket) on a TCP listener. A scraper or two
+/// connect here: a small cap, kept below the fd limit.
 pub async fn serve_tcp(listener: tokio::net::TcpListener, ctx: std::sync::Arc<Ctx>) {
     use http_body_util::Full;
     use hyper::body::Bytes;
@@ -287,16 +291,27 @@ pub async fn serve_tcp(listener: tokio::net::TcpListener, ctx: std::sync::Arc<Ct
         hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let ctx = ctx.clone();
             async move {
-                let resp = if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
+                let get = req.method() == hyper::Method::GET;
+                let path = req.uri().path();
+                let resp = if get && path == "/metrics" {
                     let om = wants_openmetrics(req.headers().get("accept").and_then(|v| v.to_str().ok()));
                     let ctype = if om { CONTENT_TYPE } else { PROMETHEUS_CONTENT_TYPE };
                     hyper::Response::builder()
                         .header("content-type", ctype)
                         .body(Full::new(Bytes::from(render(&ctx, om).await)))
-                } else {
+                } else if let Some((status, body)) = match get {
+                    true => services::route(&ctx, path).await,
+                    false => None,
+                } {
+                    let ctype = if status == 200 { PROMETHEUS_CONTENT_TYPE } else { "text/plain" };
                     hyper::Response::builder()
-                        .status(404)
-                        .body(Full::new(Bytes::from_static(b"only GET /metrics is served here\n")))
+                        .status(status)
+                        .header("content-type", ctype)
+                        .body(Full::new(Bytes::from(body)))
+                } else {
+                    hyper::Response::builder().status(404).body(Full::new(Bytes::from_static(
+                        b"only GET /metrics and GET /metrics/services[/<context>/<name>] are served here\n",
+                    )))
                 };
                 Ok::<_, std::convert::Infallible>(resp.unwrap_or_default())
             }

@@ -140,6 +140,14 @@ where
 }
 
 async fn get_route(ctx: &Ctx, path: &str, openmetrics: bool) -> HttpResponse {
+    if let Some((status, body)) = crate::metrics::services::route(ctx, path).await {
+        let ctype = if status == 200 { crate::metrics::PROMETHEUS_CONTENT_TYPE } else { "text/plain" };
+        return http::Response::builder()
+            .status(status)
+            .header("content-type", ctype)
+            .body(HttpBody::from(body))
+            .unwrap_or_else(|_| http::Response::new(HttpBody::from("internal error")));
+    }
     let (status, ctype, body) = match path {
         // One stat per request: a daemon whose database was deleted or replaced is not
         // healthy (it refuses every write), and says why.
@@ -153,7 +161,9 @@ async fn get_route(ctx: &Ctx, path: &str, openmetrics: bool) -> HttpResponse {
         _ => (
             404,
             "text/plain",
-            format!("no route {path}; try POST /rpc, GET /health, GET /metrics, GET /openrpc.json\n"),
+            format!(
+                "no route {path}; try POST /rpc, GET /health, GET /metrics, GET /metrics/services[/<context>/<name>], GET /openrpc.json\n"
+            ),
         ),
     };
     http::Response::builder()
