@@ -267,3 +267,65 @@ fn baseline_records_without_running() {
     wait_for("the later migration", Duration::from_secs(20), || counter(&d).as_deref() == Some("1"));
     assert!(status(&d)["last_error"].is_null(), "the baselined one never ran: {}", status(&d));
 }
+
+/// An old install script's calls, as a migration: previewed like any other effect, then
+/// run by the daemon, which creates the services and starts, stops and restarts them.
+#[test]
+fn an_install_script_with_quick_service_calls_creates_and_starts_services() {
+    let repo = ConfigRepo::new();
+    let first = repo.commit("empty");
+    let d = follow(&repo);
+    wait_applied(&d, &first);
+
+    let script = r#"// install_and_run.rhai, as the old hero_proc ran it
+let run = |name| `echo started > "$HERO_ROOTDIR/${name}.out"; exec sleep 600`;
+proc.quick_service_set_full("qs_server", run.call("qs_server"), "bash", "");
+proc.quick_service_set_full("tools/qs_ui", run.call("qs_ui"), "bash", "exec:true");
+proc.quick_service_set_full("qs_old", "sleep 600", "exec", "");
+proc.quick_service_start("qs_server");
+proc.quick_service_start("tools/qs_ui");
+proc.quick_service_start("qs_old");
+proc.quick_service_stop("qs_old");
+proc.quick_service_restart("qs_server");
+"#;
+    repo.write("migrations/2026-05-20-001_install.rhai", script);
+    let plan = d.json(&["reconcile", "--dry-run", "--worktree"]);
+    let preview = &plan["migration_preview"][0];
+    assert_eq!(preview["error"], Value::Null, "{plan}");
+    let effects: Vec<&str> = preview["effects"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    assert_eq!(
+        effects,
+        [
+            "action_set core/qs_server (new)",
+            "service_set core/qs_server (new)",
+            "action_set tools/qs_ui (new)",
+            "service_set tools/qs_ui (new)",
+            "action_set core/qs_old (new)",
+            "service_set core/qs_old (new)",
+            "service_start core/qs_server",
+            "service_start tools/qs_ui",
+            "service_start core/qs_old",
+            "service_stop core/qs_old",
+            "service_restart core/qs_server",
+        ]
+    );
+    assert!(state(&d, "qs_server").is_none(), "a preview applies nothing");
+
+    let second = repo.commit("install");
+    wait_applied(&d, &second);
+    wait_for("the install migration", Duration::from_secs(20), || {
+        migrations(&d) == [("2026-05-20-001_install.rhai".to_owned(), "applied".to_owned())]
+    });
+    wait_greeting(&d, "qs_server", "started");
+    d.wait_status("tools/qs_ui", "running and healthy", |s| {
+        s["state"] == "running" && s["health"][0]["healthy"] == true
+    });
+    assert_eq!(state(&d, "qs_old").as_deref(), Some("inactive"));
+    let ui = d.json(&["action", "get", "tools/qs_ui"]);
+    assert_eq!(ui["action"]["process"], true, "{ui}");
+    assert_eq!(ui["action"]["interpreter"], "bash", "{ui}");
+    assert_eq!(ui["action"]["health"], serde_json::json!([{ "exec": "true" }]), "{ui}");
+    // Set by a migration: unmanaged, never pruned.
+    let plan = d.json(&["reconcile", "--dry-run"]);
+    assert!(plan["unmanaged"].as_array().unwrap().iter().any(|u| u == "service tools/qs_ui"), "{plan}");
+}

@@ -33,7 +33,7 @@ fn the_starter_repo_validates_strictly() {
     let out = hero_proc(&["validate", "--strict", "hero-config-example"], &repo_root());
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
     let s = text(&out.stdout);
-    assert!(s.contains("1 secrets files") && s.contains("1 migrations") && s.contains("1 host overlays"), "{s}");
+    assert!(s.contains("1 secrets files") && s.contains("2 migrations") && s.contains("1 host overlays"), "{s}");
 }
 
 #[test]

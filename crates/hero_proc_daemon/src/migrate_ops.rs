@@ -49,6 +49,13 @@ impl ProcOps for EngineProc {
         self.handle.block_on(self.engine.stop_service(Ref::new(context, name))).map(|_| ()).map_err(|e| e.to_string())
     }
 
+    fn service_restart(&mut self, context: &str, name: &str) -> Result<(), String> {
+        self.handle
+            .block_on(self.engine.restart_service(Ref::new(context, name)))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     fn service_list(&mut self) -> Result<Vec<ServiceRow>, String> {
         let views = self.handle.block_on(self.engine.status(None)).map_err(|e| e.to_string())?;
         Ok(views.into_iter().map(|v| (v.context, v.name, v.state.as_str().to_owned())).collect())

@@ -22,6 +22,7 @@ use rhai::{Array, Dynamic, Map};
 const MAX_DEPTH: usize = 32;
 
 /// Decoded object plus the decoder's warnings (the runtime logs them).
+#[derive(Debug)]
 pub(crate) struct Decoded<T> {
     pub value: T,
     pub warnings: Vec<String>,
@@ -179,6 +180,58 @@ pub(crate) fn object_to_dynamic<T: serde::Serialize>(value: &T) -> Dynamic {
     to_dynamic(serde_json::to_value(value).unwrap_or(serde_json::Value::Null))
 }
 
+/// The fourth argument of `proc.quick_service_set_full`: the service's health check in
+/// one string, as the old install scripts passed it (they all pass `""`: no check).
+/// Returns the check as the map `health:` takes, or `None` for `""`; the decoder then
+/// checks its value like any `health:` entry.
+pub(crate) fn quick_health(check: &str) -> Result<Option<Map>, String> {
+    let check = check.trim();
+    let one = |kind: &str, value: Dynamic| -> Option<Map> { Some([(kind.into(), value)].into_iter().collect()) };
+    let (kind, rest) = check.split_once(':').unwrap_or((check, ""));
+    Ok(match kind {
+        "" if check.is_empty() => None,
+        "hero_sockets" if rest.is_empty() => one("hero_sockets", true.into()),
+        "tcp" | "unix_socket" | "exec" if !rest.trim().is_empty() => one(kind, rest.trim().into()),
+        "http" | "https" if rest.starts_with("//") => one("http", check.into()),
+        _ if check.starts_with('/') || check.starts_with("~/") => one("unix_socket", check.into()),
+        _ => {
+            return Err(format!(
+                "the fourth argument is the service's health check: \"\" for none, \"tcp:HOST:PORT\", \"http://HOST:PORT/PATH\", \"unix_socket:PATH\" (or just the socket's path), \"exec:COMMAND\" or \"hero_sockets\"; got `{check}`"
+            ));
+        }
+    })
+}
+
+/// `proc.quick_service_set_full(name, cmd, interpreter, check)`: the action and the
+/// service the old install scripts registered, as maps for the usual decoders: an
+/// action `name` running `cmd` with `interpreter` (`""`: exec) as a supervised process
+/// (`process: true`), with the health check [`quick_health`] reads, and a service of the
+/// same name running it. Everything else keeps its default.
+pub(crate) fn quick_service(
+    name: &str,
+    cmd: &str,
+    interpreter: &str,
+    check: &str,
+) -> Result<(Decoded<Action>, Decoded<Service>), String> {
+    let (context, name) = parse_ref(name, "service")?;
+    let mut action = Map::new();
+    action.insert("name".into(), name.clone().into());
+    action.insert("context".into(), context.clone().into());
+    action.insert("script".into(), cmd.into());
+    if !interpreter.is_empty() {
+        action.insert("interpreter".into(), interpreter.into());
+    }
+    action.insert("process".into(), true.into());
+    if let Some(h) = quick_health(check)? {
+        action.insert("health".into(), vec![Dynamic::from_map(h)].into());
+    }
+    let mut service = Map::new();
+    service.insert("name".into(), name.clone().into());
+    service.insert("context".into(), context.into());
+    service.insert("actions".into(), vec![Dynamic::from(name)].into());
+    Ok((action_from_map(&action)?, service_from_map(&service)?))
+}
+
 /// Split `name` or `context/name` (context `core` when omitted), checking both parts.
 pub(crate) fn parse_ref(s: &str, what: &str) -> Result<(String, String), String> {
     let r = hero_proc_spec::Ref::parse(s)
@@ -234,6 +287,33 @@ mod tests {
         let a = action_from_map(&m).unwrap().value;
         assert_eq!(a.script, odd);
         assert!(a.process);
+    }
+
+    #[test]
+    fn quick_service_health_forms() {
+        let kind = |s: &str| quick_health(s).unwrap().map(|m| m.keys().next().unwrap().to_string());
+        assert_eq!(kind(""), None);
+        assert_eq!(kind("  "), None);
+        assert_eq!(kind("tcp:127.0.0.1:80").as_deref(), Some("tcp"));
+        assert_eq!(kind("http://127.0.0.1:80/health").as_deref(), Some("http"));
+        assert_eq!(kind("unix_socket:~/hero/var/sockets/x.sock").as_deref(), Some("unix_socket"));
+        assert_eq!(kind("~/hero/var/sockets/x.sock").as_deref(), Some("unix_socket"));
+        assert_eq!(kind("/run/x.sock").as_deref(), Some("unix_socket"));
+        assert_eq!(kind("exec:test -e /tmp/ready").as_deref(), Some("exec"));
+        assert_eq!(kind("hero_sockets").as_deref(), Some("hero_sockets"));
+        for bad in ["tcp:", "ftp://x", "x.sock", "hero_sockets:1", "ready"] {
+            let e = quick_health(bad).unwrap_err();
+            assert!(e.contains("the fourth argument is the service's health check"), "{bad}: {e}");
+        }
+        let (a, s) = quick_service("geo/web", "/bin/web --port 1", "", "tcp:127.0.0.1:1").unwrap();
+        assert_eq!((a.value.context.as_str(), a.value.name.as_str()), ("geo", "web"));
+        assert!(a.value.process);
+        assert_eq!(a.value.interpreter, hero_proc_spec::Interpreter::Exec);
+        assert_eq!(a.value.health.len(), 1);
+        assert_eq!(s.value.actions, vec![hero_proc_spec::Named::new("web")]);
+        assert!(quick_service("Bad Name", "x", "exec", "").unwrap_err().contains("invalid service reference"));
+        assert!(quick_service("web", "x", "perl", "").unwrap_err().contains("interpreter"));
+        assert!(quick_service("web", "x", "exec", "tcp:nope").unwrap_err().starts_with("invalid action"));
     }
 
     #[test]

@@ -217,6 +217,9 @@ impl ProcOps for InMemoryProc {
     fn service_stop(&mut self, context: &str, name: &str) -> Result<(), String> {
         self.world.set_state(context, name, STATE_STOPPED)
     }
+    fn service_restart(&mut self, context: &str, name: &str) -> Result<(), String> {
+        self.world.set_state(context, name, STATE_RUNNING)
+    }
     fn service_list(&mut self) -> Result<Vec<ServiceRow>, String> {
         Ok(self.world.service_list())
     }
@@ -240,6 +243,7 @@ pub enum EffectKind {
     ServiceSet { context: String, name: String, change: Change },
     ServiceStart { context: String, name: String },
     ServiceStop { context: String, name: String },
+    ServiceRestart { context: String, name: String },
     RunSubmit { actions: Vec<String> },
     Log { level: LogLevel, message: String },
 }
@@ -251,6 +255,7 @@ impl fmt::Display for EffectKind {
             EffectKind::ServiceSet { context, name, change } => write!(f, "service_set {context}/{name} ({change})"),
             EffectKind::ServiceStart { context, name } => write!(f, "service_start {context}/{name}"),
             EffectKind::ServiceStop { context, name } => write!(f, "service_stop {context}/{name}"),
+            EffectKind::ServiceRestart { context, name } => write!(f, "service_restart {context}/{name}"),
             EffectKind::RunSubmit { actions } => write!(f, "run_submit [{}]", actions.join(", ")),
             EffectKind::Log { level, message } => write!(f, "log {level}: {message}"),
         }
@@ -324,6 +329,11 @@ impl ProcOps for RecordingProc {
     fn service_stop(&mut self, context: &str, name: &str) -> Result<(), String> {
         self.world.set_state(context, name, STATE_STOPPED)?;
         self.record(EffectKind::ServiceStop { context: context.to_owned(), name: name.to_owned() });
+        Ok(())
+    }
+    fn service_restart(&mut self, context: &str, name: &str) -> Result<(), String> {
+        self.world.set_state(context, name, STATE_RUNNING)?;
+        self.record(EffectKind::ServiceRestart { context: context.to_owned(), name: name.to_owned() });
         Ok(())
     }
     fn service_list(&mut self) -> Result<Vec<ServiceRow>, String> {

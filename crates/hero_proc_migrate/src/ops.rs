@@ -76,6 +76,12 @@ pub trait ProcOps: Send {
     fn service_set(&mut self, service: Service) -> Result<(), String>;
     fn service_start(&mut self, context: &str, name: &str) -> Result<(), String>;
     fn service_stop(&mut self, context: &str, name: &str) -> Result<(), String>;
+    /// Restart a service (start it when it is not running). Default: stop, then start;
+    /// the daemon restarts through its engine (one stop and one start, coalesced).
+    fn service_restart(&mut self, context: &str, name: &str) -> Result<(), String> {
+        self.service_stop(context, name)?;
+        self.service_start(context, name)
+    }
     fn service_list(&mut self) -> Result<Vec<ServiceRow>, String>;
 
     /// Submit one run of these actions, each `context/name`; returns the run id.

@@ -269,6 +269,23 @@ impl Proc {
         })
     }
 
+    /// `quick_service_set_full`: an action and a service, decoded like `action_set` and
+    /// `service_set` (and set through them: the dry-run lists both).
+    fn quick_service_set(&self, name: &str, cmd: &str, interpreter: &str, check: &str) -> RhaiResult<()> {
+        let (action, service) = convert::quick_service(name, cmd, interpreter, check)
+            .map_err(|e| format!("quick_service_set_full(\"{name}\", ...): {e}"))?;
+        let m = self.migration.clone();
+        self.call(move |ops| {
+            let key = format!("{}/{}", action.value.context, action.value.name);
+            ops.action_set(action.value)?;
+            ops.service_set(service.value)?;
+            for w in action.warnings.into_iter().chain(service.warnings) {
+                ops.log(&m, LogLevel::Warn, &format!("quick service {key}: {w}"))?;
+            }
+            Ok(())
+        })
+    }
+
     fn action_get(&self, context: String, name: String) -> RhaiResult<Dynamic> {
         let found = self.call(move |ops| ops.action_get(&context, &name))?;
         Ok(found.map(|a| convert::object_to_dynamic(&a)).unwrap_or(Dynamic::UNIT))
@@ -315,6 +332,29 @@ fn register_api(engine: &mut Engine) {
         let (c, n) = parse_ref(r, "service")?;
         p.call(move |ops| ops.service_stop(&c, &n))
     });
+    engine.register_fn("service_restart", |p: Proc, r: &str| -> RhaiResult<()> {
+        let (c, n) = parse_ref(r, "service")?;
+        p.call(move |ops| ops.service_restart(&c, &n))
+    });
+
+    // The calls of the old install scripts (`install_and_run.rhai`), on the same
+    // operations: see "Porting an install script" in docs/MIGRATIONS.md.
+    engine.register_fn("quick_service_set_full", |p: Proc, name: &str, cmd: &str, interpreter: &str, check: &str| {
+        p.quick_service_set(name, cmd, interpreter, check)
+    });
+    engine.register_fn("quick_service_start", |p: Proc, r: &str| -> RhaiResult<()> {
+        let (c, n) = parse_ref(r, "service")?;
+        p.call(move |ops| ops.service_start(&c, &n))
+    });
+    engine.register_fn("quick_service_stop", |p: Proc, r: &str| -> RhaiResult<()> {
+        let (c, n) = parse_ref(r, "service")?;
+        p.call(move |ops| ops.service_stop(&c, &n))
+    });
+    engine.register_fn("quick_service_restart", |p: Proc, r: &str| -> RhaiResult<()> {
+        let (c, n) = parse_ref(r, "service")?;
+        p.call(move |ops| ops.service_restart(&c, &n))
+    });
+
     engine.register_fn("service_list", |p: Proc| -> RhaiResult<Array> {
         let rows = p.call(|ops| ops.service_list())?;
         Ok(rows

@@ -250,3 +250,58 @@ fn proc_is_a_constant() {
     let e = fails("proc = 1;");
     assert!(e.message.contains("constant"), "{}", e.message);
 }
+
+/// `quick_service_set_full` is an action (`process: true`, the fourth argument its health
+/// check) and a service of the same name; the start, stop and restart calls act on it; bad
+/// names and checks fail at the line, as strictly as a file.
+#[test]
+fn quick_service_calls_set_an_action_and_a_service() {
+    let (ops, r) = run(r#"
+        proc.quick_service_set_full("hero_food", "~/hero/bin/hero_food --port 9", "exec", "tcp:127.0.0.1:9");
+        proc.quick_service_set_full("geo/importer", "echo $HOME", "bash", "");
+        proc.quick_service_start("hero_food");
+        proc.quick_service_start("geo/importer");
+        proc.quick_service_stop("geo/importer");
+        proc.quick_service_restart("geo/importer");
+        proc.quick_service_stop("hero_food");
+    "#);
+    r.unwrap();
+    let snap = ops.snapshot();
+    let food = snap.actions.iter().find(|a| a.name == "hero_food").unwrap();
+    assert!(food.process);
+    assert_eq!(food.script, "~/hero/bin/hero_food --port 9");
+    assert_eq!(food.interpreter, Interpreter::Exec);
+    assert_eq!(food.health.len(), 1);
+    assert!(matches!(&food.health[0].probe, Probe::Tcp(a) if a == "127.0.0.1:9"));
+    let imp = snap.actions.iter().find(|a| a.name == "importer").unwrap();
+    assert_eq!((imp.context.as_str(), imp.interpreter), ("geo", Interpreter::Bash));
+    assert!(imp.health.is_empty(), "\"\" is no check");
+    let svc = snap.services.iter().find(|s| s.name == "importer").unwrap();
+    assert_eq!(svc.context, "geo");
+    assert_eq!(svc.status, ServiceStatus::Start);
+    assert_eq!(svc.actions, vec![hero_proc_spec::Named::new("importer")]);
+    assert_eq!(snap.service_states["geo/importer"], STATE_RUNNING);
+    assert_eq!(snap.service_states["core/hero_food"], STATE_STOPPED);
+
+    let cases = [
+        (r#"proc.quick_service_set_full("Hero Food", "x", "exec", "");"#, "invalid service reference `Hero Food`"),
+        (r#"proc.quick_service_set_full("a/b/c", "x", "exec", "");"#, "invalid service reference `a/b/c`"),
+        (r#"proc.quick_service_set_full("web", "x", "perl", "");"#, "invalid action"),
+        (
+            r#"proc.quick_service_set_full("web", "x", "exec", "ready");"#,
+            "the fourth argument is the service's health check",
+        ),
+        (
+            r#"proc.quick_service_set_full("web", "x", "exec", "tcp:");"#,
+            "the fourth argument is the service's health check",
+        ),
+        (r#"proc.quick_service_start("../etc");"#, "invalid service reference `../etc`"),
+        (r#"proc.quick_service_restart("nope");"#, "no service core/nope"),
+        (r#"proc.quick_service_set_full("web", "x", "exec");"#, "no function `quick_service_set_full (Proc, "),
+    ];
+    for (src, want) in cases {
+        let e = fails(&format!("proc.log(\"x\");\n{src}"));
+        assert!(e.message.contains(want), "{src}: {}", e.message);
+        assert_eq!(e.line, 2, "{e}");
+    }
+}

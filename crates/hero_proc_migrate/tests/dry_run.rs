@@ -98,7 +98,7 @@ fn each_pending_migration_lists_its_effects_and_nothing_is_applied() {
 fn unknown_functions_and_wrong_argument_types_fail_the_dry_run() {
     // All of these compile, so `validate` accepts them; only running finds the mistake.
     let cases = [
-        ("proc.service_restart(\"hero_db\");", "no function `service_restart (Proc, "),
+        ("proc.service_reload(\"hero_db\");", "no function `service_reload (Proc, "),
         ("proc.action_set(\"web\");", "no function `action_set (Proc, "),
         ("proc.service_start(42);", "no function `service_start (Proc, i64)`"),
         ("proc.run_submit(#{ a: 1 });", "no function `run_submit (Proc, map)`"),
@@ -123,7 +123,7 @@ fn unknown_functions_and_wrong_argument_types_fail_the_dry_run() {
 
 #[test]
 fn validate_accepts_what_only_the_dry_run_refuses() {
-    assert!(validates("proc.service_restart(\"hero_db\");"));
+    assert!(validates("proc.service_reload(\"hero_db\");"));
     assert!(validates("proc.action_set(\"web\");"));
     // Strict variables: a misspelt `proc` is caught by validate already.
     assert!(!validates("procs.log(\"x\");"));
@@ -160,4 +160,40 @@ fn a_snapshot_feeds_reads() {
     assert_eq!(back.actions, snap.actions);
     assert_eq!(back.services, snap.services);
     assert_eq!(back.service_states["core/hero_db"], "failed");
+}
+
+/// The old install scripts' calls are the ordinary operations: the preview lists an
+/// action and a service per `quick_service_set_full`, and the start, stop and restart.
+#[test]
+fn quick_service_calls_are_listed_like_any_other_effect() {
+    let name = "2026-05-20-001_install_hero_food.rhai";
+    let src = include_str!("../../../hero-config-example/migrations/2026-05-20-001_install_hero_food.rhai");
+    let mut rec = RecordingProc::new(live().snapshot());
+    let again = format!(
+        "{src}\nproc.quick_service_set_full(\"hero_food_ui\", \"~/hero/bin/hero_food_ui\", \"exec\", \"\");\nproc.quick_service_restart(\"hero_food_ui\");\nproc.quick_service_stop(\"geo/hero_food_ui\");\n"
+    );
+    let report = run_pending(&[mig(name, &again)], &[], &mut rec, &RunOptions::default()).unwrap();
+    let failed = report.failed().expect("stopping a service that does not exist fails");
+    assert_eq!(
+        failed.error.as_ref().unwrap().message,
+        "no service geo/hero_food_ui; create it first with proc.service_set"
+    );
+    assert_eq!(
+        rec.effects_of(name),
+        [
+            "action_set core/hero_food_server (new)",
+            "service_set core/hero_food_server (new)",
+            "action_set core/hero_food_ui (new)",
+            "service_set core/hero_food_ui (new)",
+            "service_start core/hero_food_server",
+            "service_start core/hero_food_ui",
+            "action_set core/hero_food_ui (unchanged)",
+            "service_set core/hero_food_ui (unchanged)",
+            "service_restart core/hero_food_ui",
+        ]
+    );
+    assert_eq!(
+        rec.effects()[8].kind,
+        EffectKind::ServiceRestart { context: "core".into(), name: "hero_food_ui".into() }
+    );
 }

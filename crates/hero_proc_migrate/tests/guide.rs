@@ -55,3 +55,24 @@ fn the_preview_shown_is_the_dry_run_output() {
     run_migration(&raw("2026-05-02-001_split_worker.rhai", &full), &mut rec, &RunOptions::default()).unwrap();
     assert_eq!(rec.effects_of("2026-05-02-001_split_worker.rhai"), shown);
 }
+
+#[test]
+fn the_install_script_preview_shown_is_the_dry_run_output() {
+    let name = "2026-05-20-001_install_hero_food.rhai";
+    let full = blocks("rhai").into_iter().find(|b| b.contains("install_and_run") || b.contains("cmd_server")).unwrap();
+    let shown: Vec<String> = GUIDE
+        .split(&format!("{name}\n"))
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut rec = RecordingProc::new(system().snapshot());
+    rec.begin_migration(name);
+    run_migration(&raw(name, &full), &mut rec, &RunOptions::default()).unwrap();
+    assert_eq!(rec.effects_of(name), shown);
+}
