@@ -26,6 +26,8 @@ mod hero_db_and_compaction;
 mod metrics_e2e;
 #[path = "migrations_e2e.rs"]
 mod migrations_e2e;
+#[path = "monitoring.rs"]
+mod monitoring;
 #[path = "pr_review.rs"]
 mod pr_review;
 #[path = "reconcile_e2e.rs"]
