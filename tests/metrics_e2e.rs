@@ -167,3 +167,208 @@ fn each_services_process_tree_is_measured_at_scrape_time() {
     assert_eq!(value_of(&text, "hero_proc_service_memory_bytes", "bad"), None, "{text}");
     promtool_check(&text);
 }
+
+// ---- /metrics/services: the services' own metrics, federated ----------------------------
+
+/// The helper that plays a service's metrics endpoint (see its docstring).
+fn metrics_server() -> String {
+    format!("{}/../../tests/support/metrics_server.py", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A free TCP port on loopback (the listener is dropped; the caller binds it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The `--metrics-addr` the daemon bound (it logs it).
+fn metrics_addr(d: &Daemon) -> String {
+    let mut addr = None;
+    wait_for("the daemon to log its metrics address", Duration::from_secs(10), || {
+        let log = std::fs::read_to_string(d.root().join("daemon.log")).unwrap_or_default();
+        addr = log.lines().find_map(|l| l.split("addr=").nth(1)).map(|a| a.trim().to_owned());
+        addr.is_some()
+    });
+    addr.unwrap()
+}
+
+/// An action serving `body` with the helper; `serve` are its listening flags, `extra`
+/// its more YAML lines (health, metrics), each indented for an action.
+fn served(name: &str, root: &std::path::Path, body: &str, serve: &str, extra: &str) -> String {
+    let file = root.join(format!("{name}.prom"));
+    std::fs::write(&file, body).unwrap();
+    format!(
+        "  - name: {name}\n    interpreter: exec\n    script: python3 {} --body {} {serve}\n    process: true\n{extra}",
+        metrics_server(),
+        file.display()
+    )
+}
+
+fn lines_of<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.starts_with(prefix)).collect()
+}
+
+#[test]
+fn metrics_services_federates_running_services_and_isolates_bad_targets() {
+    let d = Daemon::start_with(&["--metrics-addr", "127.0.0.1:0"], false);
+    let root = d.root().to_path_buf();
+    let m = root.join("m");
+    std::fs::create_dir_all(&m).unwrap();
+    let sock = |n: &str| m.join(format!("{n}.sock")).display().to_string();
+    let port = free_port();
+    let a_body = "# HELP shared_requests_total Requests served.\n# TYPE shared_requests_total counter\n\
+shared_requests_total{code=\"200\"} 5\nshared_requests_total{code=\"500\"} 1\n\
+# HELP a_widgets Widgets of a.\n# TYPE a_widgets gauge\na_widgets{service=\"inner\"} 3\n\
+# HELP kind_clash A family the two services type differently.\n# TYPE kind_clash gauge\nkind_clash 1\n";
+    let b_body = "# HELP shared_requests_total Requests served (b).\n# TYPE shared_requests_total counter\n\
+shared_requests_total{code=\"200\"} 7 1700000000000\n\
+# HELP kind_clash A family the two services type differently.\n# TYPE kind_clash counter\nkind_clash 2\n\
+# HELP b_latency_seconds Latency of b.\n# TYPE b_latency_seconds histogram\n\
+b_latency_seconds_bucket{le=\"0.1\"} 1\nb_latency_seconds_bucket{le=\"+Inf\"} 2\nb_latency_seconds_sum 0.3\nb_latency_seconds_count 2\n";
+    let hero_sock = root.join("var/sockets/herosvc.sock").display().to_string();
+    let hero_ui = root.join("var/sockets/herosvc_ui.sock").display().to_string();
+    let huge: String = (0..200_000).map(|i| format!("huge_series{{i=\"{i:08}\"}} 1\n")).collect();
+    assert!(huge.len() > 4 * 1024 * 1024);
+    let health = |s: &str| format!("    health:\n      - unix_socket: {s}\n");
+    let yaml = [
+        "actions:\n".to_owned(),
+        // Over a Unix socket named with $HERO_ROOTDIR.
+        served(
+            "a",
+            &root,
+            a_body,
+            &format!("--unix {}", sock("a")),
+            &format!("{}    metrics: {{ socket: $HERO_ROOTDIR/m/a.sock }}\n", health(&sock("a"))),
+        ),
+        // Over TCP, given as a URL.
+        served(
+            "b",
+            &root,
+            b_body,
+            &format!("--tcp {port}"),
+            &format!("    health:\n      - tcp: 127.0.0.1:{port}\n    metrics: http://127.0.0.1:{port}/metrics\n"),
+        ),
+        // The hero socket convention: its service socket's /metrics.
+        served(
+            "herosvc",
+            &root,
+            "# HELP hero_things Things.\n# TYPE hero_things gauge\nhero_things 9\n",
+            &format!("--unix {hero_sock} --unix {hero_ui}"),
+            "    health:\n      - hero_sockets: true\n",
+        ),
+        served(
+            "slow",
+            &root,
+            "slow_up 1\n",
+            &format!("--unix {} --delay 30", sock("slow")),
+            &format!("{}    metrics: {{ socket: {} }}\n", health(&sock("slow")), sock("slow")),
+        ),
+        served(
+            "malformed",
+            &root,
+            "# HELP ok_before Fine.\n# TYPE ok_before gauge\nok_before 1\nthis is not a sample\n",
+            &format!("--unix {}", sock("malformed")),
+            &format!("{}    metrics: {{ socket: {} }}\n", health(&sock("malformed")), sock("malformed")),
+        ),
+        served(
+            "huge",
+            &root,
+            &huge,
+            &format!("--unix {} --no-length", sock("huge")),
+            &format!("{}    metrics: {{ socket: {} }}\n", health(&sock("huge")), sock("huge")),
+        ),
+        format!(
+            "  - name: dead\n    interpreter: exec\n    script: sleep 1000\n    process: true\n    metrics: {{ socket: {} }}\n",
+            sock("nobody")
+        ),
+        format!(
+            "  - name: off\n    interpreter: exec\n    script: sleep 1000\n    process: true\n    metrics: {{ socket: {} }}\n",
+            sock("a")
+        ),
+        "  - name: plain\n    interpreter: exec\n    script: sleep 1000\n    process: true\n".to_owned(),
+        "services:\n".to_owned(),
+        ["a", "b", "herosvc", "slow", "malformed", "huge", "dead", "plain"].map(|n| format!("  - name: {n}\n")).concat(),
+        "  - name: off\n    status: stop\n".to_owned(),
+    ]
+    .concat();
+    d.set(&yaml);
+    for n in ["a", "b", "herosvc", "slow", "malformed", "huge", "dead", "plain"] {
+        d.wait_status(n, "running", |s| s["state"] == "running");
+    }
+
+    let started = std::time::Instant::now();
+    let resp = http_get_unix(&d.socket(), "/metrics/services", "text/plain");
+    let took = started.elapsed();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("text/plain; version=0.0.4"), "{resp}");
+    let text = dechunk(&resp);
+    // The slow target costs its own 2 s, not the request's 30.
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+
+    let up = |svc: &str| value_of(&text, "hero_proc_service_scrape_up", svc);
+    for (svc, want) in
+        [("a", 1.0), ("b", 1.0), ("herosvc", 1.0), ("slow", 0.0), ("malformed", 0.0), ("huge", 0.0), ("dead", 0.0)]
+    {
+        assert_eq!(up(svc), Some(want), "scrape_up of {svc}: {text}");
+    }
+    // Stopped or without a target: not listed at all.
+    assert!(!text.contains("core/off") && !text.contains("core/plain"), "{text}");
+    let slow = value_of(&text, "hero_proc_service_scrape_duration_seconds", "slow").unwrap();
+    assert!((1.9..4.0).contains(&slow), "the slow target took its timeout: {slow}");
+    assert!(text.contains("# hero_proc: core/huge: not scraped: GET /metrics: the answer is over 4 MiB"), "{text}");
+    assert!(text.contains("# hero_proc: core/malformed: not scraped: line 4:"), "{text}");
+    assert!(text.contains("# hero_proc: core/dead: not scraped: connect "), "{text}");
+    assert!(text.contains("# hero_proc: core/slow: not scraped: no complete answer within 2s"), "{text}");
+    // Nothing of a failed target, not even what parsed before its bad line.
+    assert!(!text.contains("ok_before") && !text.contains("huge_series") && !text.contains("slow_up"), "{text}");
+
+    // One family, one HELP and one TYPE, both services' samples together, in service order.
+    assert_eq!(lines_of(&text, "# TYPE shared_requests_total ").len(), 1, "{text}");
+    assert_eq!(lines_of(&text, "# HELP shared_requests_total ").len(), 1, "{text}");
+    let at = |l: &str| text.find(l).unwrap_or_else(|| panic!("no {l:?} in {text}"));
+    let head = at("# TYPE shared_requests_total counter\n");
+    let a200 = at("shared_requests_total{service=\"core/a\",code=\"200\"} 5\n");
+    let a500 = at("shared_requests_total{service=\"core/a\",code=\"500\"} 1\n");
+    let b200 = at("shared_requests_total{service=\"core/b\",code=\"200\"} 7 1700000000000\n");
+    assert!(head < a200 && a200 < a500 && a500 < b200, "{text}");
+    let next_family = text[head + 1..].find("# ").map(|i| i + head + 1).unwrap_or(text.len());
+    assert!(b200 < next_family, "the family's samples are together: {text}");
+    // A label `service` of the service's own is kept as exported_service.
+    assert!(text.contains("a_widgets{service=\"core/a\",exported_service=\"inner\"} 3\n"), "{text}");
+    assert!(text.contains("hero_things{service=\"core/herosvc\"} 9\n"), "{text}");
+    assert!(text.contains("b_latency_seconds_bucket{service=\"core/b\",le=\"+Inf\"} 2\n"), "{text}");
+    // Conflicting types: the first service (core/a) keeps the family; b's is dropped and said.
+    assert!(text.contains("# TYPE kind_clash gauge\nkind_clash{service=\"core/a\"} 1\n"), "{text}");
+    assert!(!text.contains("kind_clash{service=\"core/b\"}"), "{text}");
+    assert_eq!(value_of(&text, "hero_proc_service_scrape_dropped_families", "b"), Some(1.0), "{text}");
+    assert!(text.contains("# hero_proc: core/b: family kind_clash dropped: type counter differs from gauge"), "{text}");
+    assert_eq!(value_of(&text, "hero_proc_service_scrape_samples", "a"), Some(4.0), "{text}");
+    promtool_check(&text);
+
+    // One service, on the socket and on --metrics-addr.
+    let one = dechunk(&http_get_unix(&d.socket(), "/metrics/services/core/a", "text/plain"));
+    assert_eq!(value_of(&one, "hero_proc_service_scrape_up", "a"), Some(1.0), "{one}");
+    assert!(!one.contains("core/b") && one.contains("a_widgets{service=\"core/a\""), "{one}");
+    promtool_check(&one);
+    let addr = metrics_addr(&d);
+    let get = |path: &str| http_tcp(&addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    let tcp = get("/metrics/services");
+    assert!(tcp.starts_with("HTTP/1.1 200"), "{tcp}");
+    let tcp = dechunk(&tcp);
+    assert!(tcp.contains("shared_requests_total{service=\"core/b\",code=\"200\"} 7"), "{tcp}");
+    promtool_check(&tcp);
+    let b = get("/metrics/services/core/b");
+    assert!(b.starts_with("HTTP/1.1 200") && dechunk(&b).contains("b_latency_seconds_count{service=\"core/b\"} 2"));
+    for (path, status, says) in [
+        ("/metrics/services/core/nope", "404", "no service core/nope"),
+        ("/metrics/services/core/plain", "404", "service core/plain has no metrics target"),
+        ("/metrics/services/core/off", "503", "service core/off is inactive, not running"),
+        ("/metrics/services/core", "404", "/metrics/services/<context>/<name>"),
+    ] {
+        for resp in [get(path), http_get_unix(&d.socket(), path, "text/plain")] {
+            assert!(resp.starts_with(&format!("HTTP/1.1 {status}")), "{path}: {resp}");
+            assert!(dechunk(&resp).contains(says), "{path}: {resp}");
+        }
+    }
+    let other = http_get_unix(&d.socket(), "/nowhere", "text/plain");
+    assert!(other.contains("GET /metrics/services[/<context>/<name>]"), "the 404 lists the route: {other}");
+}
