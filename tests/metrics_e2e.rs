@@ -372,3 +372,144 @@ b_latency_seconds_bucket{le=\"0.1\"} 1\nb_latency_seconds_bucket{le=\"+Inf\"} 2\
     let other = http_get_unix(&d.socket(), "/nowhere", "text/plain");
     assert!(other.contains("GET /metrics/services[/<context>/<name>]"), "the 404 lists the route: {other}");
 }
+
+/// A Prometheus server for one test, killed when dropped.
+struct Prometheus {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    /// The real `prometheus` (Debian's package; CI installs it), scraping the daemon's
+    /// `--metrics-addr` every second on both paths. A missing binary fails the test.
+    fn scraping(target: &str) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = [
+            "global:".to_owned(),
+            "  scrape_interval: 1s".to_owned(),
+            "  scrape_timeout: 1s".to_owned(),
+            "scrape_configs:".to_owned(),
+            "  - job_name: hero_proc".to_owned(),
+            format!("    static_configs: [{{ targets: ['{target}'] }}]"),
+            "  - job_name: hero_proc_services".to_owned(),
+            "    metrics_path: /metrics/services".to_owned(),
+            format!("    static_configs: [{{ targets: ['{target}'] }}]"),
+        ]
+        .join("\n");
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus is installed (apt-get install prometheus): this test needs the real server");
+        let mut p = Prometheus { child, addr, _dir: dir };
+        wait_for("prometheus to be ready", Duration::from_secs(60), || {
+            if let Ok(Some(exit)) = p.child.try_wait() {
+                panic!("prometheus exited with {exit}: {}", p.log());
+            }
+            std::net::TcpStream::connect(&p.addr).is_ok()
+                && http_tcp(&p.addr, "GET /-/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .starts_with("HTTP/1.1 200")
+        });
+        p
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// `/api/v1/query`: the result vector as (labels, value).
+    fn query(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
+        let q: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let resp = http_tcp(
+            &self.addr,
+            &format!("GET /api/v1/query?query={q} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&dechunk(&resp)).unwrap_or_else(|e| panic!("{e}: {resp}"));
+        assert_eq!(v["status"], "success", "{promql}: {v}");
+        v["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["metric"].clone(), r["value"][1].as_str().unwrap().parse().unwrap()))
+            .collect()
+    }
+
+    /// Wait until `promql` has a result; returns it.
+    fn wait(&self, promql: &str) -> Vec<(serde_json::Value, f64)> {
+        let mut last = Vec::new();
+        let start = std::time::Instant::now();
+        while last.is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no result for {promql} after 60 s; prometheus log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+            last = self.query(promql);
+        }
+        last
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_daemon_and_the_services_it_federates() {
+    let d = Daemon::start_with(&["--metrics-addr", "127.0.0.1:0"], false);
+    let root = d.root().to_path_buf();
+    let sock = root.join("web-metrics.sock").display().to_string();
+    let body = "# HELP web_widgets_total Widgets made.\n# TYPE web_widgets_total counter\nweb_widgets_total{color=\"red\"} 42\n";
+    let yaml = format!(
+        "actions:\n{}services:\n  - name: web\n",
+        served(
+            "web",
+            &root,
+            body,
+            &format!("--unix {sock}"),
+            &format!("    health:\n      - unix_socket: {sock}\n    metrics: {{ socket: {sock} }}\n")
+        )
+    );
+    d.set(&yaml);
+    d.wait_status("web", "running", |s| s["state"] == "running");
+    let prom = Prometheus::scraping(&metrics_addr(&d));
+
+    // The daemon's own view (/metrics) ...
+    let up = prom.wait("hero_proc_service_up{job=\"hero_proc\",service=\"core/web\"}");
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(up[0].1, 1.0, "{up:?}");
+    let mem = prom.wait("hero_proc_service_memory_bytes{service=\"core/web\"}");
+    assert!(mem[0].1 > 1e6, "a python process holds more than a megabyte: {mem:?}");
+    // ... and the service's own metric, read over its Unix socket (/metrics/services).
+    let widgets = prom.wait("web_widgets_total");
+    assert_eq!(widgets.len(), 1, "{widgets:?}");
+    let (labels, value) = &widgets[0];
+    assert_eq!(value, &42.0);
+    assert_eq!(labels["service"], "core/web", "{labels}");
+    assert_eq!(labels["color"], "red", "{labels}");
+    assert_eq!(labels["job"], "hero_proc_services", "{labels}");
+    let scrape = prom.wait("hero_proc_service_scrape_up{service=\"core/web\"}");
+    assert_eq!(scrape[0].1, 1.0, "{scrape:?}");
+    // Prometheus found both pages valid.
+    let targets = prom.wait("up");
+    assert!(targets.iter().all(|(_, v)| *v == 1.0) && targets.len() == 2, "{targets:?}");
+}
