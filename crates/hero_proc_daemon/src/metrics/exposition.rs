@@ -45,6 +45,16 @@ impl Kind {
         }
     }
 
+    /// Whether a sample named `name` belongs to family `f` of this type.
+    fn owns(self, f: &str, name: &str) -> bool {
+        match name.strip_prefix(f) {
+            Some("") => self != Kind::Histogram,
+            Some("_sum" | "_count") => matches!(self, Kind::Histogram | Kind::Summary),
+            Some("_bucket") => self == Kind::Histogram,
+            _ => false,
+        }
+    }
+
     /// The names the samples of family `f` of this type may have.
     fn sample_names(self, f: &str) -> Vec<String> {
         match self {
@@ -411,7 +421,7 @@ fn parse_line(book: &mut Book, seen: &mut HashSet<String>, raw: &str) -> Result<
         Kind::Summary if name == f.name => Some("quantile"),
         _ => None,
     };
-    if !f.kind.sample_names(&f.name).iter().any(|s| s == name) {
+    if !f.kind.owns(&f.name, name) {
         return Err(format!("sample {name} does not belong to {} {}", f.kind.as_str(), f.name));
     }
     if let Some(label) = needs {

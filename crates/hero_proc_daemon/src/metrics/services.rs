@@ -7,10 +7,10 @@
 //!   `/metrics`; else it has none and is not listed.
 //! - Only services in state `running` are scraped. A stopped, failed or starting service
 //!   is not listed at all (no `scrape_up 0`): stopping a service is not a scrape failure.
-//! - All targets at once, each within [`TIMEOUT`] and [`MAX_BYTES`]; a target that is
-//!   slow, dead, answers non-2xx, too much, or anything [`exposition::parse`] refuses
-//!   costs only its own series: `hero_proc_service_scrape_up{service} 0`, and a comment
-//!   line saying why.
+//! - All targets at once (up to 128 connections), each within [`TIMEOUT`] (the wait for
+//!   a connection included) and [`MAX_BYTES`]; a target that is slow, dead, answers
+//!   non-2xx, too much, or anything [`exposition::parse`] refuses costs only its own
+//!   series: `hero_proc_service_scrape_up{service} 0`, and a comment line saying why.
 //! - A family two services export is written once (the first service's HELP), with
 //!   every service's samples. When their types differ, the first service (in
 //!   `context/name` order) keeps it and the other's family is dropped, counted in
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use hero_proc_engine::ServiceState;
 use hero_proc_engine::paths::Expand;
-use hero_proc_spec::{Action, Probe, Ref};
+use hero_proc_spec::{Action, Probe, Ref, Service};
 
 use super::exposition::{self, Family, Merge};
 use crate::context::Ctx;
@@ -33,6 +33,8 @@ use crate::context::Ctx;
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// The most one target may answer; more fails the target.
 pub const MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Targets read at the same time (each holds a connection, so a file descriptor).
+const MAX_CONCURRENT: usize = 128;
 /// Families the daemon writes itself here; a service's family of such a name is dropped.
 const OWN_PREFIX: &str = "hero_proc_service_scrape_";
 
@@ -106,43 +108,51 @@ impl std::fmt::Display for NoTarget {
 }
 
 /// The targets of the running services (`only`: one service, which must exist and have
-/// a target), sorted by service.
+/// a target), sorted by service. Reads the store for the running services only (a
+/// service and its main action each), not every action of the configuration.
 pub async fn targets(ctx: &Ctx, only: Option<&Ref>) -> Result<Vec<Target>, NoTarget> {
     let snapshots = ctx.engine.status(None).await.unwrap_or_default();
     let expand = ctx.paths.expand();
     let store = &ctx.engine.store;
-    let services = store.list_services().unwrap_or_default();
-    let actions = store.list_actions().unwrap_or_default();
-    let action = |r: &Ref| actions.iter().find(|a| a.value.context == r.context && a.value.name == r.name);
-    let mut out = Vec::new();
-    for s in services.iter().map(|s| &s.value) {
-        let key = format!("{}/{}", s.context, s.name);
-        if only.is_some_and(|r| r.context != s.context || r.name != s.name) {
-            continue;
-        }
-        // The main action is the last, resolved as the supervisor resolves it.
-        let main = s.actions.last().and_then(|n| action(&Ref::resolve(&n.name, &s.context, |r| action(r).is_some())));
-        let Some((endpoint, path)) = main.and_then(|a| target_of(&s.name, &a.value, &expand)) else {
-            if only.is_some() {
-                return Err(NoTarget::Untargeted(key));
+    // The main action is the last, resolved as the supervisor resolves it.
+    let main_action = |s: &Service| -> Option<Action> {
+        let written = &s.actions.last()?.name;
+        let found = std::cell::Cell::new(None);
+        let r = Ref::resolve(written, &s.context, |r| match store.get_action(&r.context, &r.name) {
+            Ok(Some(a)) => {
+                found.set(Some(a.value));
+                true
             }
-            continue;
-        };
-        let state = snapshots
+            _ => false,
+        });
+        found.into_inner().or_else(|| store.get_action(&r.context, &r.name).ok().flatten().map(|a| a.value))
+    };
+    let state_of = |context: &str, name: &str| {
+        snapshots
             .iter()
-            .find(|x| x.context == s.context && x.name == s.name)
+            .find(|x| x.context == context && x.name == name)
             .map(|x| x.state)
-            .unwrap_or(ServiceState::Inactive);
-        if state != ServiceState::Running {
-            if only.is_some() {
-                return Err(NoTarget::NotRunning(key, state.as_str()));
-            }
-            continue;
-        }
-        out.push(Target { service: key, endpoint, path });
+            .unwrap_or(ServiceState::Inactive)
+    };
+    if let Some(r) = only {
+        let key = r.to_string();
+        let s = match store.get_service(&r.context, &r.name) {
+            Ok(Some(s)) => s.value,
+            _ => return Err(NoTarget::Unknown(key)),
+        };
+        let (endpoint, path) =
+            main_action(&s).and_then(|a| target_of(&s.name, &a, &expand)).ok_or(NoTarget::Untargeted(key.clone()))?;
+        return match state_of(&s.context, &s.name) {
+            ServiceState::Running => Ok(vec![Target { service: key, endpoint, path }]),
+            state => Err(NoTarget::NotRunning(key, state.as_str())),
+        };
     }
-    if let (Some(r), true) = (only, out.is_empty()) {
-        return Err(NoTarget::Unknown(r.to_string()));
+    let mut out = Vec::new();
+    for snap in snapshots.iter().filter(|x| x.state == ServiceState::Running) {
+        let Ok(Some(s)) = store.get_service(&snap.context, &snap.name) else { continue };
+        if let Some((endpoint, path)) = main_action(&s.value).and_then(|a| target_of(&s.value.name, &a, &expand)) {
+            out.push(Target { service: format!("{}/{}", snap.context, snap.name), endpoint, path });
+        }
     }
     out.sort_by(|a, b| a.service.cmp(&b.service));
     Ok(out)
@@ -179,10 +189,18 @@ struct Scraped {
 /// Scrape `targets` concurrently and write the merged exposition.
 pub async fn scrape_all(targets: Vec<Target>) -> String {
     let mut set = tokio::task::JoinSet::new();
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
     for (i, t) in targets.into_iter().enumerate() {
+        let permits = permits.clone();
         set.spawn(async move {
             let start = Instant::now();
-            let result = match tokio::time::timeout(TIMEOUT, fetch(&t.endpoint, &t.path)).await {
+            // The wait for a connection slot counts against the target's time: the whole
+            // request stays within TIMEOUT however many targets there are.
+            let read = async {
+                let _permit = permits.acquire().await.map_err(|e| e.to_string())?;
+                fetch(&t.endpoint, &t.path).await
+            };
+            let result = match tokio::time::timeout(TIMEOUT, read).await {
                 Ok(Ok(body)) => exposition::parse(&body),
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(format!("no complete answer within {}s", TIMEOUT.as_secs())),
