@@ -10,6 +10,8 @@ mod artifacts_e2e;
 mod crash_consistency;
 #[path = "daemon_e2e.rs"]
 mod daemon_e2e;
+#[path = "export_e2e.rs"]
+mod export_e2e;
 #[path = "hardening_input.rs"]
 mod hardening_input;
 #[path = "hardening_logs.rs"]

@@ -2,6 +2,7 @@
 //! command group; the work itself lives in the library crates.
 
 mod artifact;
+mod export;
 mod logs;
 mod man;
 mod objects;
@@ -61,6 +62,12 @@ enum Command {
     Status,
     /// Revisions applied (or refused), newest first: time, commit, result, author, summary.
     History(reconcile::HistoryArgs),
+    /// Write the daemon's live state as a config repository in DIR: actions/*.yaml
+    /// (a file per service with its actions, stand-alone actions per context), hero.yaml,
+    /// secrets/<context>.sops.yaml.example (names only, never values) and the applied
+    /// migrations. Canonical: the same state gives the same bytes. Refuses a non-empty
+    /// DIR without --force.
+    Export(export::Args),
     /// Artifacts, binaries by version (`~/hero/bin/NAME@VERSION`): lock, list, prune.
     #[command(subcommand)]
     Artifact(artifact::ArtifactCmd),
@@ -165,6 +172,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args, &out),
         Command::Reconcile(args) => block_on(reconcile::run(args, &out)),
         Command::History(args) => block_on(reconcile::history(args, &out)),
+        Command::Export(args) => block_on(export::run(args, &out)),
         Command::Status => block_on(status::run(&out)),
         Command::Migrate(cmd) => block_on(reconcile::migrate(cmd, &out)),
         Command::Artifact(cmd) => block_on(artifact::artifact(cmd, &out)),

@@ -42,7 +42,8 @@ pub struct Args {
     /// Print the plan, apply nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.
+    /// Exit 0 when there is nothing to do (adopting objects set by hand that git declares
+    /// identically changes nothing), 2 when there are changes, 1 on error.
     #[arg(long)]
     detailed_exitcode: bool,
     /// Plan against an empty state (what a fresh machine would do); no daemon needed.
@@ -488,7 +489,7 @@ fn started(o: &ApplyOutcome) -> Vec<String> {
 fn exit_for(plan: &Plan, detailed: bool) -> ExitCode {
     if plan.is_refused() || plan.preview_failed() {
         ExitCode::from(1)
-    } else if detailed && !plan.is_empty() {
+    } else if detailed && plan.changes_anything() {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS

@@ -66,6 +66,13 @@ impl Change {
     pub fn r(&self) -> Ref {
         Ref::new(&self.context, &self.name)
     }
+    /// An object set by hand that git declares identically (an export of the live state,
+    /// followed): applying marks it managed and changes nothing that runs or is stored.
+    pub fn is_identical_adoption(&self) -> bool {
+        self.adopt
+            && self.op == Op::Update
+            && (self.diff.is_empty() || self.diff.starts_with("(sensitive value unchanged;"))
+    }
 }
 
 /// Why the plan starts, stops or restarts a service. On the wire (dry-run JSON, the RPC,
@@ -272,6 +279,16 @@ impl Plan {
             && self.starts.is_empty()
             && self.stops.is_empty()
             && self.migrations.is_empty()
+    }
+    /// Whether applying changes anything but inventory marks: `--detailed-exitcode`
+    /// exits 2 only then. Identical adoptions alone ([`Change::is_identical_adoption`])
+    /// are nothing to do: no object changes value, nothing restarts.
+    pub fn changes_anything(&self) -> bool {
+        self.changes.iter().any(|c| !c.is_identical_adoption())
+            || !self.restarts.is_empty()
+            || !self.starts.is_empty()
+            || !self.stops.is_empty()
+            || !self.migrations.is_empty()
     }
     pub fn is_refused(&self) -> bool {
         !self.refusals.is_empty()

@@ -395,6 +395,9 @@ fn identical_unmanaged_rows_are_adopted_with_an_empty_diff() {
     // Adopting changes nothing that runs.
     assert!(p.restarts.is_empty() && p.starts.is_empty() && p.stops.is_empty());
     assert!(p.unmanaged.is_empty());
+    // Nothing to do for `--detailed-exitcode`, though the apply marks them managed.
+    assert!(p.changes.iter().all(|c| c.is_identical_adoption()));
+    assert!(!p.changes_anything() && !p.is_empty());
 }
 
 #[test]
@@ -405,6 +408,7 @@ fn a_different_unmanaged_row_is_adopted_with_its_diff() {
     assert_eq!(ops(&p), ["~ action core/db"]);
     assert!(p.changes[0].adopt);
     assert!(p.changes[0].diff.contains("-script: by-hand\n+script: from-git\n"), "{}", p.changes[0].diff);
+    assert!(!p.changes[0].is_identical_adoption() && p.changes_anything());
 }
 
 #[test]

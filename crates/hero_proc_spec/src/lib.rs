@@ -6,6 +6,7 @@
 
 pub mod artifact;
 pub mod diag;
+pub mod export;
 pub mod field_docs;
 pub mod load;
 pub mod migrations;

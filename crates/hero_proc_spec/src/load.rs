@@ -19,6 +19,44 @@ use crate::yaml::{self, Mark, Node};
 const LAYOUT: [&str; 6] = ["hero.yaml", "actions", "hosts", "secrets", "migrations", crate::artifact::LOCK_FILE];
 
 /// Files beside config files that are documentation, not config.
+/// `secrets/<context>.sops.yaml.example` (what `hero_proc export` writes): a template
+/// of secret names for people, never read as secrets. It is plaintext in git, so it may
+/// hold names only: a value here is an error (`layout.secrets-example`).
+fn check_secrets_example(source: &dyn TreeSource, file: &Arc<str>, context: &str, diags: &mut Diagnostics) {
+    if !is_valid_name(context) {
+        diags
+            .error(&Pos::file(file), "name.invalid", format!("invalid context `{context}` in file name"))
+            .hint(NAME_HINT);
+        return;
+    }
+    let Some(raw) = read(source, file, diags) else { return };
+    let Some(docs) = parse_yaml(file, &raw, diags) else { return };
+    let Some(doc) = docs.first().filter(|d| !d.is_null()) else { return };
+    let Some(entries) = doc.as_map() else {
+        diags
+            .error(
+                &Pos::file(file),
+                "layout.secrets-example",
+                "an example secrets file is a mapping of names to empty values",
+            )
+            .hint("write `NAME: \"\"` per secret; values belong in the encrypted secrets/<context>.sops.yaml");
+        return;
+    };
+    for (k, v) in entries {
+        let empty = v.is_null() || v.as_scalar().is_some_and(str::is_empty);
+        if !empty {
+            let name = k.as_scalar().unwrap_or("?");
+            diags
+                .error(
+                    &Pos { file: file.clone(), line: v.mark().line, col: v.mark().col },
+                    "layout.secrets-example",
+                    format!("`{name}` has a value in an example secrets file: a plaintext secret must never reach git"),
+                )
+                .hint("leave the value empty (`\"\"`) here and put it in the encrypted secrets/<context>.sops.yaml");
+        }
+    }
+}
+
 fn is_doc_file(name: &str) -> bool {
     name.ends_with(".md") || name == ".gitkeep" || name == ".keep"
 }
@@ -240,6 +278,10 @@ fn load_inner(source: &dyn TreeSource, mut cache: Option<&mut ParseCache>, diags
             _ => {}
         }
         if entry.kind != EntryKind::File || is_doc_file(&entry.name) {
+            continue;
+        }
+        if let Some(context) = entry.name.strip_suffix(".sops.yaml.example") {
+            check_secrets_example(source, &file, context, diags);
             continue;
         }
         let Some(context) = entry.name.strip_suffix(".sops.yaml") else {
