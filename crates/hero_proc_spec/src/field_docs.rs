@@ -155,7 +155,7 @@ pub const SECTIONS: &[Section] = &[
                 "period",
                 DURATION,
                 "`10s`",
-                "Once the service was healthy, the check is probed again this often (at least 100ms); status, `service list` and `hero_proc_service_healthy` show the last result.",
+                "Once the service was healthy, the check is probed again this often (at least 100ms); status, `service list` and `hero_proc_service_up` show the last result.",
             ),
             f(
                 "liveness",
