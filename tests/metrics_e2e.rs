@@ -445,8 +445,7 @@ impl Prometheus {
             &self.addr,
             &format!("GET /api/v1/query?query={q} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
         );
-        let v: serde_json::Value =
-            serde_json::from_str(&dechunk(&resp)).unwrap_or_else(|e| panic!("{e}: {resp}"));
+        let v: serde_json::Value = serde_json::from_str(&dechunk(&resp)).unwrap_or_else(|e| panic!("{e}: {resp}"));
         assert_eq!(v["status"], "success", "{promql}: {v}");
         v["data"]["result"]
             .as_array()

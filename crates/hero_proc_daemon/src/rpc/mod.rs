@@ -1,5 +1,6 @@
 //! The RPC server: JSON-RPC 2.0 (jsonrpsee) over HTTP on the owner-only Unix socket,
-//! plus `GET /health`, `GET /openrpc.json` and `POST /rpc` (any POST is JSON-RPC).
+//! plus `GET /health`, `GET /metrics`, `GET /metrics/services[/<context>/<name>]`,
+//! `GET /openrpc.json` and `POST /rpc` (any POST is JSON-RPC).
 //! One module of handlers per noun (`action`, `service`, `secret`, `job`, `run`, `log`,
 //! `system`, `reconcile`, `migrate`), each registered by its method's type from
 //! [`hero_proc_rpc::methods`]: the name and both types come from that one definition.
