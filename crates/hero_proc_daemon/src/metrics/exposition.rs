@@ -65,26 +65,19 @@ impl Kind {
     }
 }
 
-/// One sample as read: label values and the value kept in their (checked) text form, so
-/// they are written back as they came.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    /// (name, escaped value), in the order written.
-    pub labels: Vec<(String, String)>,
-    pub value: String,
-    /// Milliseconds since the epoch, as written.
-    pub timestamp: Option<String>,
-}
-
-/// One metric family of one target.
+/// One metric family of one target, its samples already written out with the target's
+/// label (see [`parse`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Family {
     pub name: String,
     pub kind: Kind,
     /// The docstring, escaped as written.
     pub help: Option<String>,
-    pub samples: Vec<Sample>,
+    /// How many samples `lines` holds.
+    pub samples: usize,
+    /// The samples, one line each: `name{label="value",<its labels>} value [timestamp]`,
+    /// label values, value and timestamp as written (checked).
+    pub lines: String,
 }
 
 fn is_name_start(c: u8) -> bool {
@@ -233,19 +226,18 @@ impl<'a> Line<'a> {
 }
 
 /// The labels of one sample, `{` already consumed.
-fn labels(l: &mut Line) -> Result<Vec<(String, String)>, String> {
-    let mut out: Vec<(String, String)> = Vec::new();
+fn parse_labels<'a>(l: &mut Line<'a>, out: &mut Vec<(&'a str, &'a str)>) -> Result<(), String> {
     loop {
         l.blanks();
         if l.peek() == Some(b'}') {
             l.at += 1;
-            return Ok(out);
+            return Ok(());
         }
         let name = l.name();
         if !valid_label_name(name) {
             return Err(format!("invalid label name {:?}", if name.is_empty() { l.rest() } else { name }));
         }
-        if out.iter().any(|(n, _)| n == name) {
+        if out.iter().any(|(n, _)| *n == name) {
             return Err(format!("label {name} twice"));
         }
         l.blanks();
@@ -255,7 +247,7 @@ fn labels(l: &mut Line) -> Result<Vec<(String, String)>, String> {
         l.at += 1;
         l.blanks();
         let v = l.quoted()?;
-        out.push((name.to_owned(), v.to_owned()));
+        out.push((name, v));
         l.blanks();
         match l.peek() {
             Some(b',') => l.at += 1,
@@ -299,24 +291,48 @@ impl Book {
             return i;
         }
         let i = self.families.len();
-        self.families.push(Family { name: name.to_owned(), kind: Kind::Untyped, help: None, samples: Vec::new() });
+        self.families.push(Family {
+            name: name.to_owned(),
+            kind: Kind::Untyped,
+            help: None,
+            samples: 0,
+            lines: String::new(),
+        });
         self.by_name.insert(name.to_owned(), i);
         self.owner.entry(name.to_owned()).or_insert(i);
         i
     }
 }
 
-/// Parse one target's exposition. The error names the line.
-pub fn parse(text: &str) -> Result<Vec<Family>, String> {
+/// The label every sample of a target gets, and its value (unescaped).
+#[derive(Clone, Copy, Debug)]
+pub struct Label<'a> {
+    pub name: &'a str,
+    pub value: &'a str,
+}
+
+/// Parse one target's exposition, writing each sample out with `label` added (a
+/// sample's own label of that name becomes `exported_<name>`, as Prometheus does
+/// without `honor_labels`). The error names the line.
+pub fn parse(text: &str, label: Label) -> Result<Vec<Family>, String> {
     let mut book = Book::default();
     let mut seen: HashSet<String> = HashSet::new();
+    let value = escape_label(label.value);
+    let label = Label { name: label.name, value: &value };
+    let mut scratch = Vec::new();
     for (n, raw) in text.split('\n').enumerate() {
-        parse_line(&mut book, &mut seen, raw).map_err(|e| format!("line {}: {e}", n + 1))?;
+        parse_line(&mut book, &mut seen, raw, label, &mut scratch).map_err(|e| format!("line {}: {e}", n + 1))?;
     }
     Ok(book.families)
 }
 
-fn parse_line(book: &mut Book, seen: &mut HashSet<String>, raw: &str) -> Result<(), String> {
+fn parse_line<'a>(
+    book: &mut Book,
+    seen: &mut HashSet<String>,
+    raw: &'a str,
+    label: Label,
+    labels: &mut Vec<(&'a str, &'a str)>,
+) -> Result<(), String> {
     let line = raw.trim_start_matches(is_blank).trim_end_matches(is_blank);
     if line.is_empty() {
         return Ok(());
@@ -355,7 +371,7 @@ fn parse_line(book: &mut Book, seen: &mut HashSet<String>, raw: &str) -> Result<
             if !l.rest().is_empty() {
                 return Err(format!("extra text after TYPE {name} {t}"));
             }
-            if !book.typed.insert(i) || !book.families[i].samples.is_empty() {
+            if !book.typed.insert(i) || book.families[i].samples > 0 {
                 return Err(format!("second TYPE for {name}, or TYPE after its samples"));
             }
             // A typed family owns the names of its samples.
@@ -384,12 +400,11 @@ fn parse_line(book: &mut Book, seen: &mut HashSet<String>, raw: &str) -> Result<
     if l.peek() != Some(b'{') {
         l.at = before;
     }
-    let labels = if l.peek() == Some(b'{') {
+    labels.clear();
+    if l.peek() == Some(b'{') {
         l.at += 1;
-        labels(&mut l)?
-    } else {
-        Vec::new()
-    };
+        parse_labels(&mut l, labels)?;
+    }
     if l.blanks() == 0 && !l.rest().is_empty() {
         return Err(format!("expected a blank before the value of {name}"));
     }
@@ -399,13 +414,9 @@ fn parse_line(book: &mut Book, seen: &mut HashSet<String>, raw: &str) -> Result<
     }
     l.blanks();
     let ts = l.token();
-    let timestamp = if ts.is_empty() {
-        None
-    } else if valid_timestamp(ts) {
-        Some(ts.to_owned())
-    } else {
+    if !ts.is_empty() && !valid_timestamp(ts) {
         return Err(format!("invalid timestamp {ts:?} for {name}"));
-    };
+    }
     l.blanks();
     if !l.rest().is_empty() {
         return Err(format!("extra text after the sample of {name}"));
@@ -425,22 +436,33 @@ fn parse_line(book: &mut Book, seen: &mut HashSet<String>, raw: &str) -> Result<
         return Err(format!("sample {name} does not belong to {} {}", f.kind.as_str(), f.name));
     }
     if let Some(label) = needs {
-        let v = labels.iter().find(|(n, _)| n == label).map(|(_, v)| unescape(v));
+        let v = labels.iter().find(|(n, _)| *n == label).map(|(_, v)| unescape(v));
         if !v.is_some_and(|v| valid_value(&v)) {
             return Err(format!("{name} needs a {label} label holding a number"));
         }
     }
     let mut key = String::with_capacity(name.len() + 32);
     key.push_str(name);
-    let mut sorted: Vec<&(String, String)> = labels.iter().collect();
-    sorted.sort();
-    for (n, v) in sorted {
-        let _ = write!(key, "\u{0}{n}\u{0}{v}");
+    let mut sorted;
+    let canonical: &[(&str, &str)] = if labels.is_sorted() {
+        labels
+    } else {
+        sorted = labels.clone();
+        sorted.sort_unstable();
+        &sorted
+    };
+    for (n, v) in canonical {
+        key.push('\u{0}');
+        key.push_str(n);
+        key.push('\u{0}');
+        key.push_str(v);
     }
     if !seen.insert(key) {
         return Err(format!("series {name} twice with the same labels"));
     }
-    book.families[i].samples.push(Sample { name: name.to_owned(), labels, value: value.to_owned(), timestamp });
+    let f = &mut book.families[i];
+    f.samples += 1;
+    render_sample(&mut f.lines, name, labels, label, value, ts);
     Ok(())
 }
 
@@ -456,93 +478,70 @@ pub struct Dropped {
     pub why: String,
 }
 
-struct MergedFamily {
-    name: String,
-    kind: Kind,
-    help: Option<String>,
-    /// The rendered sample lines.
-    lines: String,
-}
-
 /// Many targets' families in one exposition: a family's `HELP` and `TYPE` once, then
-/// all its samples, target after target, each with `label="value"` added (a sample's
-/// own label of that name becomes `exported_<label>`, as Prometheus does without
-/// `honor_labels`).
+/// all its samples, target after target.
 pub struct Merge {
-    label: &'static str,
-    families: Vec<MergedFamily>,
+    families: Vec<Family>,
     by_name: HashMap<String, usize>,
     owner: HashMap<String, usize>,
     reserved: &'static str,
 }
 
 impl Merge {
-    /// `label` is added to every sample; family and sample names starting with
-    /// `reserved` are refused (they are the merger's own).
-    pub fn new(label: &'static str, reserved: &'static str) -> Merge {
-        Merge { label, families: Vec::new(), by_name: HashMap::new(), owner: HashMap::new(), reserved }
+    /// Family and sample names starting with `reserved` are refused (they are the
+    /// merger's own).
+    pub fn new(reserved: &'static str) -> Merge {
+        Merge { families: Vec::new(), by_name: HashMap::new(), owner: HashMap::new(), reserved }
     }
 
-    /// Add one target's families; returns the samples added and the families dropped
-    /// because their type or sample names conflict with a family already merged (the
-    /// first target keeps it).
-    pub fn add(&mut self, value: &str, families: &[Family]) -> (usize, Vec<Dropped>) {
+    /// Add one target's families (from [`parse`]); returns the samples added and the
+    /// families dropped because their type or sample names conflict with a family
+    /// already merged (the first target keeps it).
+    pub fn add(&mut self, families: Vec<Family>) -> (usize, Vec<Dropped>) {
         let mut added = 0;
         let mut dropped = Vec::new();
-        let value = escape_label(value);
-        for f in families.iter().filter(|f| !f.samples.is_empty()) {
+        for f in families.into_iter().filter(|f| f.samples > 0) {
             let names = f.kind.sample_names(&f.name);
             if f.name.starts_with(self.reserved) || names.iter().any(|n| n.starts_with(self.reserved)) {
-                dropped.push(Dropped { family: f.name.clone(), why: "a name hero_proc uses itself".into() });
+                dropped.push(Dropped { family: f.name, why: "a name hero_proc uses itself".into() });
                 continue;
             }
             let i = match self.by_name.get(&f.name) {
                 Some(&i) if self.families[i].kind != f.kind => {
-                    dropped.push(Dropped {
-                        family: f.name.clone(),
-                        why: format!(
-                            "type {} differs from {} of an earlier service",
-                            f.kind.as_str(),
-                            self.families[i].kind.as_str()
-                        ),
-                    });
+                    let why = format!(
+                        "type {} differs from {} of an earlier service",
+                        f.kind.as_str(),
+                        self.families[i].kind.as_str()
+                    );
+                    dropped.push(Dropped { family: f.name, why });
                     continue;
                 }
                 Some(&i) => i,
                 None => {
                     let clash = names.iter().chain(std::iter::once(&f.name)).find_map(|n| self.owner.get(n));
                     if let Some(&o) = clash {
-                        dropped.push(Dropped {
-                            family: f.name.clone(),
-                            why: format!(
-                                "its sample names overlap family {} of an earlier service",
-                                self.families[o].name
-                            ),
-                        });
+                        let why =
+                            format!("its sample names overlap family {} of an earlier service", self.families[o].name);
+                        dropped.push(Dropped { family: f.name, why });
                         continue;
                     }
                     let i = self.families.len();
-                    self.families.push(MergedFamily {
-                        name: f.name.clone(),
-                        kind: f.kind,
-                        help: None,
-                        lines: String::new(),
-                    });
                     self.by_name.insert(f.name.clone(), i);
                     for n in names.into_iter().chain(std::iter::once(f.name.clone())) {
                         self.owner.insert(n, i);
                     }
-                    i
+                    added += f.samples;
+                    self.families.push(f);
+                    continue;
                 }
             };
             let mf = &mut self.families[i];
             if mf.help.is_none() {
-                mf.help.clone_from(&f.help);
+                mf.help = f.help;
             }
-            for s in &f.samples {
-                render_sample(&mut mf.lines, s, self.label, &value);
-                added += 1;
-            }
+            mf.samples += f.samples;
+            mf.lines.push_str(&f.lines);
+            added += f.samples;
         }
         (added, dropped)
     }
@@ -560,20 +559,20 @@ impl Merge {
 }
 
 /// `name{label="value",<its labels>} value [timestamp]`
-fn render_sample(out: &mut String, s: &Sample, label: &str, value: &str) {
-    out.push_str(&s.name);
+fn render_sample(out: &mut String, name: &str, labels: &[(&str, &str)], label: Label, value: &str, ts: &str) {
+    out.push_str(name);
     out.push('{');
-    out.push_str(label);
+    out.push_str(label.name);
     out.push_str("=\"");
-    out.push_str(value);
+    out.push_str(label.value);
     out.push('"');
-    for (n, v) in &s.labels {
+    for (n, v) in labels {
         out.push(',');
-        if n == label {
+        if *n == label.name {
             // `service` -> `exported_service`, or further `exported_` prefixes while
             // the sample has that name already (Prometheus' rule).
             let mut cand = format!("exported_{n}");
-            while s.labels.iter().any(|(m, _)| *m == cand) {
+            while labels.iter().any(|(m, _)| *m == cand) {
                 cand.insert_str(0, "exported_");
             }
             out.push_str(&cand);
@@ -585,10 +584,10 @@ fn render_sample(out: &mut String, s: &Sample, label: &str, value: &str) {
         out.push('"');
     }
     out.push_str("} ");
-    out.push_str(&s.value);
-    if let Some(t) = &s.timestamp {
+    out.push_str(value);
+    if !ts.is_empty() {
         out.push(' ');
-        out.push_str(t);
+        out.push_str(ts);
     }
     out.push('\n');
 }
@@ -597,12 +596,14 @@ fn render_sample(out: &mut String, s: &Sample, label: &str, value: &str) {
 mod tests {
     use super::*;
 
+    const L: Label = Label { name: "s", value: "x" };
+
     fn merged(targets: &[(&str, &str)]) -> (String, Vec<(String, usize, Vec<Dropped>)>) {
-        let mut m = Merge::new("service", "hero_proc_service_scrape_");
+        let mut m = Merge::new("hero_proc_service_scrape_");
         let mut report = Vec::new();
         for (svc, text) in targets {
-            let fams = parse(text).unwrap_or_else(|e| panic!("{svc}: {e}"));
-            let (n, d) = m.add(svc, &fams);
+            let fams = parse(text, Label { name: "service", value: svc }).unwrap_or_else(|e| panic!("{svc}: {e}"));
+            let (n, d) = m.add(fams);
             report.push((svc.to_string(), n, d));
         }
         let mut out = String::new();
@@ -645,8 +646,8 @@ h_bucket{le=\"0.05\"} 24054\n\
 h_bucket{le=\"+Inf\"} 144320\n\
 h_sum 53423\n\
 h_count 144320\n";
-        let f = parse(text).unwrap();
-        let names: Vec<(&str, Kind, usize)> = f.iter().map(|f| (f.name.as_str(), f.kind, f.samples.len())).collect();
+        let f = parse(text, L).unwrap();
+        let names: Vec<(&str, Kind, usize)> = f.iter().map(|f| (f.name.as_str(), f.kind, f.samples)).collect();
         assert_eq!(
             names,
             [
@@ -658,8 +659,16 @@ h_count 144320\n";
                 ("h", Kind::Histogram, 4),
             ]
         );
-        assert_eq!(f[0].samples[1].timestamp.as_deref(), Some("1395066363000"));
-        assert_eq!(f[1].samples[0].labels[1].1, "Cannot find file:\\n\\\"FILE.TXT\\\"");
+        assert_eq!(
+            f[0].lines,
+            "http_requests_total{s=\"x\",method=\"post\",code=\"200\"} 1027 1395066363000\n\
+http_requests_total{s=\"x\",method=\"post\",code=\"400\"} 3 1395066363000\n"
+        );
+        assert_eq!(
+            f[1].lines,
+            "msdos_file_access_time_seconds{s=\"x\",path=\"C:\\\\DIR\\\\FILE.TXT\",error=\"Cannot find file:\\n\\\"FILE.TXT\\\"\"} 1.458255915e9\n"
+        );
+        assert_eq!(f[3].lines, "something_weird{s=\"x\",problem=\"division by zero\"} +Inf -3982045\n");
     }
 
     #[test]
@@ -689,13 +698,13 @@ h_count 144320\n";
             ("a 1\r\n", "invalid value"),
             ("a_sum 1\n# TYPE a summary\n", "belongs to family"),
         ] {
-            let e = parse(text).expect_err(text);
+            let e = parse(text, L).expect_err(text);
             assert!(e.contains(why), "{text:?}: {e}");
         }
         // Blanks, a trailing comma and an empty label set are fine.
-        let f = parse("  a { b = \"1\" , } 1  \nc{} 2\n# just a comment\n#\n").unwrap();
-        assert_eq!(f[0].samples[0].labels, [("b".to_owned(), "1".to_owned())]);
-        assert_eq!(f[1].samples[0].labels, []);
+        let f = parse("  a { b = \"1\" , } 1  \nc{} 2\n# just a comment\n#\n", L).unwrap();
+        assert_eq!(f[0].lines, "a{s=\"x\",b=\"1\"} 1\n");
+        assert_eq!(f[1].lines, "c{s=\"x\"} 2\n");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use hero_proc_engine::ServiceState;
 use hero_proc_engine::paths::Expand;
 use hero_proc_spec::{Action, Probe, Ref, Service};
 
-use super::exposition::{self, Family, Merge};
+use super::exposition::{self, Family, Label, Merge};
 use crate::context::Ctx;
 
 /// The longest one target may take (connect, request, whole body).
@@ -201,7 +201,7 @@ pub async fn scrape_all(targets: Vec<Target>) -> String {
                 fetch(&t.endpoint, &t.path).await
             };
             let result = match tokio::time::timeout(TIMEOUT, read).await {
-                Ok(Ok(body)) => exposition::parse(&body),
+                Ok(Ok(body)) => exposition::parse(&body, Label { name: "service", value: &t.service }),
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(format!("no complete answer within {}s", TIMEOUT.as_secs())),
             };
@@ -215,7 +215,7 @@ pub async fn scrape_all(targets: Vec<Target>) -> String {
 
 /// One exposition: the daemon's own families about each scrape, then the services'.
 fn render(scraped: Vec<Scraped>) -> String {
-    let mut merge = Merge::new("service", OWN_PREFIX);
+    let mut merge = Merge::new(OWN_PREFIX);
     let mut notes = String::new();
     // (service, up, seconds, samples, dropped families)
     let mut rows: Vec<(String, bool, f64, usize, usize)> = Vec::with_capacity(scraped.len());
@@ -224,7 +224,7 @@ fn render(scraped: Vec<Scraped>) -> String {
         let secs = s.took.as_secs_f64();
         match s.result {
             Ok(families) => {
-                let (samples, dropped) = merge.add(&key, &families);
+                let (samples, dropped) = merge.add(families);
                 for d in &dropped {
                     let _ = writeln!(notes, "# hero_proc: {key}: family {} dropped: {}", d.family, one_line(&d.why));
                 }
