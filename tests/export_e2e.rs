@@ -285,6 +285,15 @@ proc.quick_service_start("tools/qs_ui");
     let out = d.cli(&["reconcile", "--dry-run", "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
 
+    // A daemon restart after the adoption re-attaches to every process: adopting a secret
+    // with the same value is no change to it (its processes are not older than it).
+    d.kill9();
+    d.spawn();
+    for s in &running {
+        d.wait_status(s, "running", |v| v["state"] == "running");
+    }
+    assert_eq!(pids(&d, &running), before, "a daemon restart after the adoption restarted something");
+
     // The next change in git: one env of one service restarts exactly that service.
     let file = repo.path().join("actions/svc0.yaml");
     let body = std::fs::read_to_string(&file).unwrap();

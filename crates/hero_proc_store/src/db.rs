@@ -294,6 +294,9 @@ impl<'a> Db<'a> {
 
     // ---- secrets ----------------------------------------------------------------------
 
+    /// Insert or replace a secret. `updated_at_ms` is when its value last changed: a
+    /// re-seal of the same value (an adoption, the same value set again) keeps it, so
+    /// processes started since are not taken for older than their secrets.
     pub fn put_secret(&self, s: &SecretRecord, origin: &Origin) -> R<()> {
         self.conn
             .prepare_cached(
@@ -301,7 +304,9 @@ impl<'a> Db<'a> {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (context, name) DO UPDATE SET fingerprint = excluded.fingerprint,
                      source = excluded.source, managed = excluded.managed, revision = excluded.revision,
-                     updated_at_ms = excluded.updated_at_ms, ciphertext = excluded.ciphertext",
+                     updated_at_ms = CASE WHEN secrets.fingerprint = excluded.fingerprint
+                         THEN secrets.updated_at_ms ELSE excluded.updated_at_ms END,
+                     ciphertext = excluded.ciphertext",
             )
             .and_then(|mut st| {
                 st.execute(params![

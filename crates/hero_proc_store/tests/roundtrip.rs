@@ -158,6 +158,33 @@ fn secrets_round_trip_and_listing_has_no_ciphertext() {
     assert!(store.list_secrets().unwrap().is_empty());
 }
 
+/// `updated_at_ms` is when the value changed: re-sealing the same value (same keyed
+/// fingerprint, new ciphertext) keeps it; a new value moves it.
+#[test]
+fn a_secret_re_sealed_with_the_same_value_keeps_its_update_time() {
+    let (_t, store) = open();
+    let rec = SecretRecord {
+        context: "geo".into(),
+        name: "tok".into(),
+        ciphertext: vec![1; 8],
+        fingerprint: "hmac:same".into(),
+        source: "rpc".into(),
+    };
+    store.put_secret(&rec, &Origin::manual()).unwrap();
+    let first = store.get_secret("geo", "tok").unwrap().unwrap().updated_at_ms;
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let adopted = SecretRecord { ciphertext: vec![2; 8], source: "secrets/geo.sops.yaml".into(), ..rec.clone() };
+    store.put_secret(&adopted, &Origin::git("r2")).unwrap();
+    let got = store.get_secret("geo", "tok").unwrap().unwrap();
+    assert_eq!(got.updated_at_ms, first, "same value: not an update");
+    assert_eq!(got.value.ciphertext, vec![2; 8]);
+    assert!(got.managed);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let changed = SecretRecord { fingerprint: "hmac:new".into(), ..adopted };
+    store.put_secret(&changed, &Origin::git("r3")).unwrap();
+    assert!(store.get_secret("geo", "tok").unwrap().unwrap().updated_at_ms > first, "a new value is an update");
+}
+
 #[test]
 fn sync_history_and_state_round_trip() {
     let (_t, store) = open();
