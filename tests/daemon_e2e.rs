@@ -568,6 +568,10 @@ fn health_is_probed_every_period_after_ready_and_status_follows_it() {
     assert!(text(&out.stdout).contains("service core/web: running but not healthy"), "{}", text(&out.stdout));
     let metrics = metrics_over_socket(&d);
     assert!(metrics.contains("hero_proc_service_up{service=\"core/web\"} 0"), "{metrics}");
+    // What an alert needs to tell a service wanted running from one stopped on purpose.
+    assert!(metrics.contains("hero_proc_service_wanted{service=\"core/web\"} 1"), "{metrics}");
+    assert!(metrics.contains("hero_proc_service_state{service=\"core/web\",state=\"running\"} 1"), "{metrics}");
+    assert!(metrics.contains("hero_proc_log_store_max_bytes 1073741824"), "{metrics}");
     d.wait_event("hero_proc.service", "core/web: unhealthy: unix_socket");
 
     std::fs::remove_file(&close).unwrap();

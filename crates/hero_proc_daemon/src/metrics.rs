@@ -48,6 +48,10 @@ impl Out {
 
 /// Render every metric; `openmetrics` picks the exposition format.
 pub async fn render(ctx: &Ctx, openmetrics: bool) -> String {
+    // The log store's walk (in the compactor's status) runs on another thread while the
+    // services' /proc files are read: on two cores a scrape takes the longer of the two.
+    let compactor = ctx.compactor.clone();
+    let compactor_status = tokio::task::spawn_blocking(move || compactor.status());
     let mut o = Out(String::new(), openmetrics);
     o.family("hero_proc_build_info", "gauge", "hero_proc version (always 1).");
     o.sample("hero_proc_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
@@ -58,10 +62,30 @@ pub async fn render(ctx: &Ctx, openmetrics: bool) -> String {
         let n = services.iter().filter(|s| s.state == st).count();
         o.sample("hero_proc_services", &[("state", st.as_str())], n);
     }
-    o.family("hero_proc_service_up", "gauge", "1 when the service is running (and healthy, if it has checks).");
+    o.family(
+        "hero_proc_service_up",
+        "gauge",
+        "1 when the service is running and its health checks pass (probed every period, not only at start).",
+    );
     for s in &services {
         let key = format!("{}/{}", s.context, s.name);
-        o.sample("hero_proc_service_up", &[("service", &key)], u8::from(s.state == ServiceState::Running));
+        let up = s.state == ServiceState::Running && s.health.iter().all(|c| c.healthy);
+        o.sample("hero_proc_service_up", &[("service", &key)], u8::from(up));
+    }
+    o.family(
+        "hero_proc_service_wanted",
+        "gauge",
+        "1 when the service's spec says `status: start` (alert on wanted == 1 and up == 0).",
+    );
+    for s in &services {
+        let key = format!("{}/{}", s.context, s.name);
+        let wanted = s.status == hero_proc_spec::ServiceStatus::Start;
+        o.sample("hero_proc_service_wanted", &[("service", &key)], u8::from(wanted));
+    }
+    o.family("hero_proc_service_state", "gauge", "The service's state: one series, value 1, per service.");
+    for s in &services {
+        let key = format!("{}/{}", s.context, s.name);
+        o.sample("hero_proc_service_state", &[("service", &key), ("state", s.state.as_str())], 1);
     }
     o.family("hero_proc_service_crash_loop", "gauge", "1 while the service is crash-looping.");
     for s in &services {
@@ -82,6 +106,15 @@ pub async fn render(ctx: &Ctx, openmetrics: bool) -> String {
     for s in &services {
         let key = format!("{}/{}", s.context, s.name);
         o.sample("hero_proc_health_check_failures_total", &[("service", &key)], s.health_failures);
+    }
+    o.family(
+        "hero_proc_service_liveness_restarts",
+        "counter",
+        "Restarts a failed liveness check caused, per service, since the daemon started.",
+    );
+    for s in &services {
+        let key = format!("{}/{}", s.context, s.name);
+        o.sample("hero_proc_service_liveness_restarts_total", &[("service", &key)], s.liveness_restarts);
     }
 
     if let Ok(counts) = ctx.engine.store.job_counts_by_phase() {
@@ -105,13 +138,15 @@ pub async fn render(ctx: &Ctx, openmetrics: bool) -> String {
         o.sample("hero_proc_db_free_pages", &[], stats.freelist_count);
     }
     // The compactor's status measures the log store: one walk of it per scrape, not two.
-    let compactor = ctx.compactor.status();
+    let compactor = compactor_status.await.unwrap_or_else(|e| Err(e.to_string()));
     let log_bytes = match &compactor {
         Ok(c) => c.log_bytes,
         Err(_) => ctx.engine.logs.total_bytes().unwrap_or(0),
     };
     o.family("hero_proc_log_store_bytes", "gauge", "Bytes in the log store.");
     o.sample("hero_proc_log_store_bytes", &[], log_bytes);
+    o.family("hero_proc_log_store_max_bytes", "gauge", "The log store's total cap (the caps delete beyond it).");
+    o.sample("hero_proc_log_store_max_bytes", &[], ctx.engine.logs.config().max_total_bytes);
 
     if let Ok(c) = compactor {
         o.family("hero_proc_compactions", "counter", "Compactor runs since the daemon started.");
