@@ -334,10 +334,7 @@ pub async fn serve_tcp(listener: tokio::net::TcpListener, ctx: std::sync::Arc<Ct
                     hyper::Response::builder()
                         .header("content-type", ctype)
                         .body(Full::new(Bytes::from(render(&ctx, om).await)))
-                } else if let Some((status, body)) = match get {
-                    true => services::route(&ctx, path).await,
-                    false => None,
-                } {
+                } else if let Some((status, body)) = if get { services::route(&ctx, path).await } else { None } {
                     let ctype = if status == 200 { PROMETHEUS_CONTENT_TYPE } else { "text/plain" };
                     hyper::Response::builder()
                         .status(status)
