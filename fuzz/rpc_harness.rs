@@ -62,6 +62,7 @@ impl Harness {
             skip_hero_db_check: true,
             retention: RetentionFlags::default(),
             metrics_addr: None,
+            metrics_token_file: None,
             reconcile: None,
             host: Some("fuzz".into()),
             age_keys: hero_proc_sops::KeyEnv::default(),

@@ -180,6 +180,25 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A bearer token file as `--metrics-token-file` wants it (mode 600), and the token.
+fn token_file() -> (tempfile::TempDir, String, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.token");
+    let token = format!("{:032x}", nanos());
+    std::fs::write(&path, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let path = path.display().to_string();
+    (dir, path, token)
+}
+
+/// A daemon on `--metrics-addr` with a token; (daemon, its token file's dir, token).
+fn with_token() -> (Daemon, tempfile::TempDir, String, String) {
+    let (dir, path, token) = token_file();
+    let d = Daemon::start_with(&["--metrics-addr", "127.0.0.1:0", "--metrics-token-file", &path], false);
+    (d, dir, path, token)
+}
+
 /// The `--metrics-addr` the daemon bound (it logs it).
 fn metrics_addr(d: &Daemon) -> String {
     let mut addr = None;
@@ -209,7 +228,7 @@ fn lines_of<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
 
 #[test]
 fn metrics_services_federates_running_services_and_isolates_bad_targets() {
-    let d = Daemon::start_with(&["--metrics-addr", "127.0.0.1:0"], false);
+    let (d, _token_dir, _, token) = with_token();
     let root = d.root().to_path_buf();
     let m = root.join("m");
     std::fs::create_dir_all(&m).unwrap();
@@ -350,7 +369,12 @@ b_latency_seconds_bucket{le=\"0.1\"} 1\nb_latency_seconds_bucket{le=\"+Inf\"} 2\
     assert!(!one.contains("core/b") && one.contains("a_widgets{service=\"core/a\""), "{one}");
     promtool_check(&one);
     let addr = metrics_addr(&d);
-    let get = |path: &str| http_tcp(&addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    let get = |path: &str| {
+        http_tcp(
+            &addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"),
+        )
+    };
     let tcp = get("/metrics/services");
     assert!(tcp.starts_with("HTTP/1.1 200"), "{tcp}");
     let tcp = dechunk(&tcp);
@@ -390,7 +414,7 @@ impl Drop for Prometheus {
 impl Prometheus {
     /// The real `prometheus` (Debian's package; CI installs it), scraping the daemon's
     /// `--metrics-addr` every second on both paths. A missing binary fails the test.
-    fn scraping(target: &str) -> Prometheus {
+    fn scraping(target: &str, token_file: &str) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let config = [
             "global:".to_owned(),
@@ -398,9 +422,11 @@ impl Prometheus {
             "  scrape_timeout: 1s".to_owned(),
             "scrape_configs:".to_owned(),
             "  - job_name: hero_proc".to_owned(),
+            format!("    authorization: {{ credentials_file: '{token_file}' }}"),
             format!("    static_configs: [{{ targets: ['{target}'] }}]"),
             "  - job_name: hero_proc_services".to_owned(),
             "    metrics_path: /metrics/services".to_owned(),
+            format!("    authorization: {{ credentials_file: '{token_file}' }}"),
             format!("    static_configs: [{{ targets: ['{target}'] }}]"),
         ]
         .join("\n");
@@ -474,7 +500,7 @@ impl Prometheus {
 
 #[test]
 fn a_real_prometheus_scrapes_the_daemon_and_the_services_it_federates() {
-    let d = Daemon::start_with(&["--metrics-addr", "127.0.0.1:0"], false);
+    let (d, _token_dir, token_path, _) = with_token();
     let root = d.root().to_path_buf();
     let sock = root.join("web-metrics.sock").display().to_string();
     let body = "# HELP web_widgets_total Widgets made.\n# TYPE web_widgets_total counter\nweb_widgets_total{color=\"red\"} 42\n";
@@ -490,7 +516,7 @@ fn a_real_prometheus_scrapes_the_daemon_and_the_services_it_federates() {
     );
     d.set(&yaml);
     d.wait_status("web", "running", |s| s["state"] == "running");
-    let prom = Prometheus::scraping(&metrics_addr(&d));
+    let prom = Prometheus::scraping(&metrics_addr(&d), &token_path);
 
     // The daemon's own view (/metrics) ...
     let up = prom.wait("hero_proc_service_up{job=\"hero_proc\",service=\"core/web\"}");
@@ -511,4 +537,70 @@ fn a_real_prometheus_scrapes_the_daemon_and_the_services_it_federates() {
     // Prometheus found both pages valid.
     let targets = prom.wait("up");
     assert!(targets.iter().all(|(_, v)| *v == 1.0) && targets.len() == 2, "{targets:?}");
+}
+
+/// `--metrics-addr` and its token: without one, `/metrics/services` (which relays what
+/// only the daemon's account can reach) is refused there; with one, every page needs it;
+/// a token file other accounts can read, or one without the port, starts nothing.
+#[test]
+fn the_metrics_port_relays_service_metrics_only_with_a_bearer_token() {
+    let req = |addr: &str, path: &str, auth: &str| {
+        http_tcp(addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"))
+    };
+    // No token: the daemon's own page as before, the services' page refused with why.
+    let open = Daemon::start_with(&["--metrics-addr", "127.0.0.1:0"], false);
+    let addr = metrics_addr(&open);
+    assert!(req(&addr, "/metrics", "").starts_with("HTTP/1.1 200"));
+    for path in ["/metrics/services", "/metrics/services/core/web"] {
+        let r = req(&addr, path, "");
+        assert!(r.starts_with("HTTP/1.1 403"), "{path}: {r}");
+        assert!(r.contains("needs serve --metrics-token-file"), "{r}");
+    }
+    // On the owner-only RPC socket it needs nothing.
+    assert!(http_get_unix(&open.socket(), "/metrics/services", "text/plain").starts_with("HTTP/1.1 200"));
+
+    // A token: every page needs it, in constant time, as a Bearer.
+    let (d, _dir, _, token) = with_token();
+    let addr = metrics_addr(&d);
+    for path in ["/metrics", "/metrics/services"] {
+        for auth in [
+            "".to_owned(),
+            "Authorization: Bearer wrong-token-wrong-token\r\n".to_owned(),
+            format!("Authorization: Basic {token}\r\n"),
+        ] {
+            let r = req(&addr, path, &auth);
+            assert!(r.starts_with("HTTP/1.1 401"), "{path} {auth:?}: {r}");
+            assert!(r.to_ascii_lowercase().contains("www-authenticate: bearer"), "{r}");
+            assert!(!r.contains(&token), "the answer never echoes the token");
+        }
+        let r = req(&addr, path, &format!("Authorization: Bearer {token}\r\n"));
+        assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
+    }
+    let log = std::fs::read_to_string(d.root().join("daemon.log")).unwrap();
+    assert!(!log.contains(&token), "the token is never logged");
+
+    // Refused at start, with the fix named: a file others can read, a token without the port.
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, path, token) = token_file();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let serve = |args: &[&str]| {
+        Command::new(bin())
+            .arg("serve")
+            .args(args)
+            .env("HERO_ROOTDIR", root.path())
+            .env("HERO_PROC_NO_AUTOSTART_DB", "1")
+            .output()
+            .unwrap()
+    };
+    let out = serve(&["--metrics-addr", "127.0.0.1:0", "--metrics-token-file", &path]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("chmod 600") && !err.contains(&token), "{err}");
+    assert!(!root.path().join("var").exists(), "a refused start creates nothing");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = serve(&["--metrics-token-file", &path]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("without --metrics-addr"), "{}", text(&out.stderr));
+    drop(dir);
 }

@@ -100,8 +100,24 @@ fn promtool_unit_tests_pass() {
 
 #[test]
 fn promtool_checks_the_scrape_config_and_it_loads_every_rules_file() {
-    // rule_files are relative to prometheus.yml; promtool checks that they load too.
-    promtool(&["check", "config", "prometheus.yml"]);
+    // rule_files are relative to prometheus.yml; promtool checks that they load too, and
+    // that the token file the jobs send exists: check a copy whose token path is real.
+    let tmp = tempfile::tempdir().unwrap();
+    for f in files(".rules.yml") {
+        std::fs::copy(&f, tmp.path().join(name(&f))).unwrap();
+    }
+    let token = tmp.path().join("hero_proc.token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let text = std::fs::read_to_string(dir().join("prometheus.yml")).unwrap();
+    assert_eq!(
+        text.matches("credentials_file: /etc/prometheus/hero_proc.token").count(),
+        2,
+        "both jobs send the daemons' --metrics-token-file token"
+    );
+    let text = text.replace("/etc/prometheus/hero_proc.token", token.to_str().unwrap());
+    std::fs::write(tmp.path().join("prometheus.yml"), text).unwrap();
+    let cfg_path = tmp.path().join("prometheus.yml");
+    promtool(&["check", "config", cfg_path.to_str().unwrap()]);
     let cfg = yaml(&dir().join("prometheus.yml"));
     let listed: BTreeSet<String> =
         cfg["rule_files"].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();

@@ -29,9 +29,16 @@ pub struct Args {
     /// `retention.compact_every` [default: hero.yaml, else 1h].
     #[arg(long, value_parser = parse_every)]
     compact_every: Option<std::time::Duration>,
-    /// Also serve `/metrics` on this TCP address (e.g. 127.0.0.1:9464) for Prometheus.
+    /// Also serve `/metrics` and `/metrics/services` on this TCP address (e.g.
+    /// 127.0.0.1:9464) for Prometheus. `/metrics/services` is served there only with
+    /// --metrics-token-file.
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// A file (mode 600) holding the bearer token every request to --metrics-addr must
+    /// carry (`openssl rand -hex 32 > FILE`; Prometheus: `authorization: {
+    /// credentials_file: FILE }`).
+    #[arg(long, value_name = "FILE")]
+    metrics_token_file: Option<std::path::PathBuf>,
     /// Follow this config repository: a local path (watched: a commit applies at once)
     /// or a URL (file://, https://, ssh://, user@host:path; polled every --interval).
     /// A URL with a token belongs in HERO_PROC_REPO, not on the command line (`ps`
@@ -162,6 +169,7 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
             std::env::var("HERO_PROC_NO_AUTOSTART_DB").ok().as_deref(),
         ),
         metrics_addr: args.metrics_addr,
+        metrics_token_file: args.metrics_token_file,
         reconcile,
         host: args.host,
         age_keys,

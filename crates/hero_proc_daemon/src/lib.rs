@@ -13,6 +13,7 @@ pub mod compactor;
 pub mod context;
 pub mod lock;
 pub mod metrics;
+pub mod metrics_token;
 pub mod migrate_ops;
 pub mod paths;
 pub mod reconciler;
@@ -47,6 +48,12 @@ pub enum DaemonError {
     Vault(#[from] secrets::VaultError),
     #[error("cannot listen for metrics on {addr}: {source}")]
     Metrics { addr: String, source: std::io::Error },
+    #[error(transparent)]
+    MetricsToken(#[from] metrics_token::TokenError),
+    #[error(
+        "--metrics-token-file is set without --metrics-addr: the token guards that TCP port (the RPC socket needs none)"
+    )]
+    MetricsTokenWithoutAddr,
     #[error("cannot serve the webhook on {addr}: {message}")]
     Webhook { addr: String, message: String },
     #[error("cannot listen on {path}: {source}")]
@@ -62,8 +69,11 @@ pub struct ServeOptions {
     /// History retention and the compactor's schedule given as `serve` flags (SPEC 5.5):
     /// each one given wins over hero.yaml `retention:`.
     pub retention: compactor::RetentionFlags,
-    /// Also serve `/metrics` (and only that) on this TCP address, for Prometheus.
+    /// Also serve `/metrics` and `/metrics/services` on this TCP address, for Prometheus.
     pub metrics_addr: Option<String>,
+    /// `--metrics-token-file`: the bearer token `metrics_addr` asks for (needed there for
+    /// `/metrics/services`).
+    pub metrics_token_file: Option<std::path::PathBuf>,
     /// `--repo` and friends: follow a config repository (SPEC 1, 3).
     pub reconcile: Option<reconciler::ReconcileOptions>,
     /// `--host`: which `hosts/<host>/` overlay applies (default: the system host name).
@@ -80,6 +90,7 @@ pub struct Daemon {
     /// Flags, else the applied hero.yaml, else defaults (the reconciler updates it).
     pub retention: Arc<compactor::RetentionSettings>,
     pub metrics_addr: Option<String>,
+    pub metrics_token: Option<metrics_token::MetricsToken>,
     pub reconciler: Arc<reconciler::Reconciler>,
     /// Bound before the engine starts, so a daemon that cannot have its socket starts
     /// nothing.
@@ -132,7 +143,7 @@ pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Re
         if let Ok(addr) = l.local_addr() {
             tracing::info!(%addr, "serving /metrics over TCP");
         }
-        tokio::spawn(metrics::serve_tcp(l, ctx.clone()))
+        tokio::spawn(metrics::serve_tcp(l, ctx.clone(), daemon.metrics_token.clone()))
     });
     tracing::info!(socket = %daemon.paths.socket.display(), root = %daemon.paths.root.display(), "hero_proc serving");
     rpc::serve(listener, ctx, shutdown).await;
@@ -155,6 +166,12 @@ pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Re
 const SPARE_OUTPUTS: usize = 64;
 
 pub fn start(opts: ServeOptions) -> Result<Daemon, DaemonError> {
+    // A bad token file starts nothing (checked before any folder, lock or process).
+    let metrics_token = match (&opts.metrics_token_file, &opts.metrics_addr) {
+        (Some(_), None) => return Err(DaemonError::MetricsTokenWithoutAddr),
+        (Some(f), Some(_)) => Some(metrics_token::MetricsToken::read(f)?),
+        (None, _) => None,
+    };
     let paths = opts.paths;
     paths.create_folders()?;
     let lock = lock::RootLock::acquire(&paths.lock_file(), &paths.root)?;
@@ -199,6 +216,7 @@ pub fn start(opts: ServeOptions) -> Result<Daemon, DaemonError> {
         paths,
         retention,
         metrics_addr: opts.metrics_addr,
+        metrics_token,
         reconciler,
         listener: Some(listener),
         _socket_lock: socket_lock,

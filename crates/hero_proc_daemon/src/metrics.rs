@@ -316,24 +316,56 @@ fn artifact_metrics(o: &mut Out, ctx: &Ctx) {
 
 /// Serve `GET /metrics` and `GET /metrics/services[/<context>/<name>]` (and nothing
 /// else: the RPC stays on the owner-only socket) on a TCP listener. A scraper or two
-/// connect here: a small cap, kept below the fd limit.
-pub async fn serve_tcp(listener: tokio::net::TcpListener, ctx: std::sync::Arc<Ctx>) {
+/// connect here: a small cap, kept below the fd limit. With `token`, every request needs
+/// it as `Authorization: Bearer`; without one, `/metrics/services` is refused here (see
+/// `metrics_token`).
+pub async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    ctx: std::sync::Arc<Ctx>,
+    token: Option<crate::metrics_token::MetricsToken>,
+) {
     use http_body_util::Full;
     use hyper::body::Bytes;
     let limits = hero_proc_net::Limits::public("metrics", hero_proc_net::fd_budget(16, 16));
+    let token = std::sync::Arc::new(token);
     let make = move |_peer| {
         let ctx = ctx.clone();
+        let token = token.clone();
         hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let ctx = ctx.clone();
+            let token = token.clone();
             async move {
                 let get = req.method() == hyper::Method::GET;
                 let path = req.uri().path();
-                let resp = if get && path == "/metrics" {
+                let text = |status: u16, body: &'static str| {
+                    hyper::Response::builder()
+                        .status(status)
+                        .header("content-type", "text/plain")
+                        .body(Full::new(Bytes::from_static(body.as_bytes())))
+                };
+                let authorization = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+                let resp = if token.as_ref().as_ref().is_some_and(|t| !t.admits(authorization)) {
+                    text(401, "a bearer token is required here (the one in serve --metrics-token-file)\n").map(
+                        |mut r| {
+                            r.headers_mut()
+                                .insert("www-authenticate", hyper::header::HeaderValue::from_static("Bearer"));
+                            r
+                        },
+                    )
+                } else if get && path == "/metrics" {
                     let om = wants_openmetrics(req.headers().get("accept").and_then(|v| v.to_str().ok()));
                     let ctype = if om { CONTENT_TYPE } else { PROMETHEUS_CONTENT_TYPE };
                     hyper::Response::builder()
                         .header("content-type", ctype)
                         .body(Full::new(Bytes::from(render(&ctx, om).await)))
+                } else if get
+                    && token.is_none()
+                    && (path == "/metrics/services" || path.starts_with("/metrics/services/"))
+                {
+                    text(
+                        403,
+                        "/metrics/services relays what the services serve on their own sockets, which only the daemon's account can reach: over TCP it needs serve --metrics-token-file (on the RPC socket it needs nothing)\n",
+                    )
                 } else if let Some((status, body)) = if get { services::route(&ctx, path).await } else { None } {
                     let ctype = if status == 200 { PROMETHEUS_CONTENT_TYPE } else { "text/plain" };
                     hyper::Response::builder()
@@ -341,9 +373,7 @@ pub async fn serve_tcp(listener: tokio::net::TcpListener, ctx: std::sync::Arc<Ct
                         .header("content-type", ctype)
                         .body(Full::new(Bytes::from(body)))
                 } else {
-                    hyper::Response::builder().status(404).body(Full::new(Bytes::from_static(
-                        b"only GET /metrics and GET /metrics/services[/<context>/<name>] are served here\n",
-                    )))
+                    text(404, "only GET /metrics and GET /metrics/services[/<context>/<name>] are served here\n")
                 };
                 Ok::<_, std::convert::Infallible>(resp.unwrap_or_default())
             }
