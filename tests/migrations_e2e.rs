@@ -221,13 +221,13 @@ fn the_preview_shows_what_each_migration_would_do_and_catches_unknown_calls() {
     assert_eq!(state(&d, "seeded"), None, "the preview applied nothing");
 
     // `validate` compiles this fine; only running it shows the function does not exist.
-    repo.write("migrations/2026-01-01-001_seed.rhai", "proc.log(\"x\");\nproc.service_restart(\"web\");\n");
+    repo.write("migrations/2026-01-01-001_seed.rhai", "proc.log(\"x\");\nproc.service_reload(\"web\");\n");
     repo.commit("a call to a function that does not exist");
     assert!(d.cli(&["validate", repo.path().to_str().unwrap()]).status.success());
     let out = d.cli(&["reconcile", "--dry-run"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     let err = text(&out.stderr);
-    assert!(err.contains("2026-01-01-001_seed.rhai") && err.contains("service_restart"), "{err}");
+    assert!(err.contains("2026-01-01-001_seed.rhai") && err.contains("service_reload"), "{err}");
     // The same in CI, without a daemon.
     let ci = std::process::Command::new(support::bin())
         .args(["reconcile", "--dry-run", "--empty"])
