@@ -341,10 +341,15 @@ fn daemon_source() -> (BTreeSet<String>, String) {
     }
     let mut source = String::new();
     walk(&repo_root().join("crates/hero_proc_daemon/src"), &mut source);
+    // Every string literal `"hero_proc_..."` that is a whole metric name. Found by its
+    // opening quote, not by pairing quotes: a `'"'` char literal or an escaped quote
+    // would shift the pairs (and files are read in directory order).
     let mut literals = BTreeSet::new();
-    for piece in source.split('"').skip(1).step_by(2) {
-        if piece.starts_with("hero_proc_") && piece.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
-            literals.insert(piece.to_owned());
+    for (i, _) in source.match_indices("\"hero_proc_") {
+        let rest = &source[i + 1..];
+        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        if rest[end..].starts_with('"') {
+            literals.insert(rest[..end].to_owned());
         }
     }
     assert!(literals.contains("hero_proc_service_up"), "the daemon's metrics are not where this test looks");
