@@ -55,6 +55,7 @@ pub fn history_summary(plan: &Plan) -> serde_json::Value {
     serde_json::json!({
         "create": plan.summary.create,
         "update": plan.summary.update,
+        "adopt": plan.summary.adopt,
         "delete": plan.summary.delete,
         "restart": plan.summary.restart,
         "start": plan.summary.start,

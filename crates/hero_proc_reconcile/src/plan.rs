@@ -190,7 +190,11 @@ pub struct DriftItem {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub create: usize,
+    /// Updates that change something (identical adoptions are counted in `adopt`).
     pub update: usize,
+    /// Objects set by hand that git declares identically: marked managed, nothing else.
+    #[serde(default)]
+    pub adopt: usize,
     pub delete: usize,
     pub restart: usize,
     pub start: usize,
@@ -672,7 +676,8 @@ pub fn plan(desired: &Desired, live: &Live, previous: Option<&Desired>, applied_
     unverified.sort();
     let summary = Summary {
         create: changes.iter().filter(|c| c.op == Op::Create).count(),
-        update: changes.iter().filter(|c| c.op == Op::Update).count(),
+        update: changes.iter().filter(|c| c.op == Op::Update && !c.is_identical_adoption()).count(),
+        adopt: changes.iter().filter(|c| c.is_identical_adoption()).count(),
         delete: changes.iter().filter(|c| c.op == Op::Delete).count(),
         restart: restarts.len(),
         start: starts.len(),

@@ -25,8 +25,9 @@ impl Paint {
 pub fn summary_line(plan: &Plan) -> String {
     let s = &plan.summary;
     let n = |k: usize, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
+    let adopt = if s.adopt > 0 { format!(" ({} more adopted unchanged)", s.adopt) } else { String::new() };
     format!(
-        "{} to create, {} to update, {} to delete; {}, {}, {}; {}",
+        "{} to create, {} to update{adopt}, {} to delete; {}, {}, {}; {}",
         s.create,
         s.update,
         s.delete,
@@ -74,7 +75,9 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         if c.drift {
             notes.push("drift: reverting a change made by hand");
         }
-        if c.adopt {
+        if c.is_identical_adoption() {
+            notes.push("adopting unchanged: it was set by hand as git declares it, now managed from git");
+        } else if c.adopt {
             notes.push("adopting: it was set by hand, now managed from git");
         }
         if !notes.is_empty() {

@@ -398,6 +398,11 @@ fn identical_unmanaged_rows_are_adopted_with_an_empty_diff() {
     // Nothing to do for `--detailed-exitcode`, though the apply marks them managed.
     assert!(p.changes.iter().all(|c| c.is_identical_adoption()));
     assert!(!p.changes_anything() && !p.is_empty());
+    // Counted and said apart from updates.
+    assert_eq!((p.summary.update, p.summary.adopt), (0, p.changes.len()));
+    let text = render_text(&p, false);
+    let line = format!("0 to create, 0 to update ({} more adopted unchanged), 0 to delete", p.changes.len());
+    assert!(text.contains(&line), "{text}");
 }
 
 #[test]
@@ -907,7 +912,7 @@ fn render_marks_drift_and_adoption() {
     assert!(text.contains("\n~ action core/a (drift: reverting a change made by hand)\n"), "{text}");
     assert!(
         text.contains(
-            "\n~ action core/b (drift: reverting a change made by hand; adopting: it was set by hand, now managed from git)\n"
+            "\n~ action core/b (drift: reverting a change made by hand; adopting unchanged: it was set by hand as git declares it, now managed from git)\n"
         ),
         "{text}"
     );

@@ -203,7 +203,7 @@ fn plan_value() -> serde_json::Value {
             "summary": {
                 "type": "object",
                 "properties": {
-                    "create": count, "update": count, "delete": count, "restart": count,
+                    "create": count, "update": count, "adopt": count, "delete": count, "restart": count,
                     "start": count, "stop": count, "migrations": count, "drift": count,
                 },
             },
