@@ -264,7 +264,8 @@ impl Supervisor {
         let expand = self.expand.clone();
         let task = tokio::spawn(async move {
             let start = tokio::time::Instant::now();
-            let mut due: Vec<tokio::time::Instant> = checks.iter().map(|c| start + c.interval().0).collect();
+            let mut due: Vec<tokio::time::Instant> =
+                checks.iter().enumerate().map(|(i, c)| start + first_probe_after(c.interval().0, &k, i)).collect();
             loop {
                 let Some(next) = due.iter().min().copied() else { return };
                 tokio::time::sleep_until(next).await;
@@ -342,6 +343,17 @@ impl Supervisor {
     }
 }
 
+/// When the first periodic probe of check `index` runs after the service became healthy:
+/// somewhere in the second half of its period, spread by service and check, so services
+/// started together (a boot, a revision) do not probe in step ever after.
+pub(super) fn first_probe_after(period: Duration, key: &Ref, index: usize) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (key, index).hash(&mut h);
+    let spread = (h.finish() % 1000) as f64 / 1000.0;
+    period.mul_f64(0.5 + 0.5 * spread)
+}
+
 /// Probe one check: one row, or a row per socket for `hero_sockets`.
 async fn probe_one(
     probe: &Probe,
@@ -370,5 +382,23 @@ fn describe(hc: &Probe) -> String {
         H::Tcp(a) => format!("tcp {a}"),
         H::Exec(c) => format!("exec {c}"),
         H::HeroSockets(_) => "hero_sockets".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_probes_spread_over_the_second_half_of_the_period() {
+        let period = Duration::from_secs(10);
+        let delays: Vec<Duration> =
+            (0..50).map(|i| first_probe_after(period, &Ref::new("core", format!("s{i}")), 0)).collect();
+        assert!(delays.iter().all(|d| *d >= period / 2 && *d <= period), "{delays:?}");
+        let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 40, "fifty services do not probe in step: {delays:?}");
+        // The same service and check: the same offset (no clock, no randomness).
+        let web = Ref::new("core", "web");
+        assert_eq!(first_probe_after(period, &web, 1), first_probe_after(period, &web, 1));
     }
 }
