@@ -200,6 +200,28 @@ fn export_writes_names_never_values_refuses_a_non_empty_folder_and_is_stable() {
     assert!(text(&out.stderr).contains("--service core/nope: no such service"), "{}", text(&out.stderr));
 }
 
+/// `--service` exports what that service needs to validate on its own: the services it
+/// requires or starts after, their actions, and the actions those depend on; nothing else.
+#[test]
+fn a_narrowed_export_carries_what_the_service_needs_and_validates() {
+    let d = Daemon::start();
+    d.set(
+        "actions:\n  - name: base\n    script: /bin/sleep 1000\n    process: true\n  - name: prep\n    script: /bin/true\n  - name: web_pre\n    script: /bin/true\n    depends_on: [prep]\n  - name: web\n    script: /bin/sleep 1000\n    process: true\n  - name: api\n    context: geo\n    script: /bin/sleep 1000\n    process: true\n  - name: other\n    script: /bin/sleep 1000\n    process: true\nservices:\n  - name: base\n  - name: api\n    context: geo\n  - name: web\n    actions: [web_pre, web]\n    requires: [base]\n    after: [geo/api]\n  - name: other\n",
+    );
+    d.wait_status("web", "running", |s| s["state"] == "running");
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("web");
+    let out = export(&d, &one, &["--service", "web"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all: String = files(&one).into_iter().map(|(p, b)| format!("{p}:\n{}", text(&b))).collect();
+    for name in ["name: web\n", "name: web_pre\n", "name: prep\n", "name: base\n", "name: api\n"] {
+        assert!(all.contains(name), "{name} missing from the narrowed export:\n{all}");
+    }
+    assert!(!all.contains("name: other\n"), "a service web does not need was exported:\n{all}");
+    let v = d.cli(&["validate", one.to_str().unwrap()]);
+    assert!(v.status.success(), "the narrowed export validates on its own: {}{}", text(&v.stdout), text(&v.stderr));
+}
+
 /// The property: for a generated live state, export -> validate -> a dry-run against
 /// the same daemon has nothing to do -> following the export adopts every object with
 /// no restart -> a change in git restarts exactly the service it changes.

@@ -29,8 +29,9 @@ pub struct Args {
     /// Export only the objects (and secret names) of this context.
     #[arg(long)]
     context: Option<String>,
-    /// Export only this service (`name` in context core, or `context/name`) and the
-    /// actions it runs.
+    /// Export only this service (`name` in context core, or `context/name`), the services
+    /// it requires or starts after, the actions they run and the actions those depend on
+    /// (so the export validates on its own).
     #[arg(long)]
     service: Option<String>,
     /// Write into a folder that is not empty: replaces `actions/*.yaml`, `hero.yaml` and
@@ -82,20 +83,12 @@ pub async fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
         services.retain(|s| s.context == *c);
     }
     if let Some(r) = &service_ref {
-        services.retain(|s| s.context == r.context && s.name == r.name);
-        let Some(s) = services.first() else { bail!("--service {r}: no such service") };
-        let keep: BTreeSet<(String, String)> = s
-            .actions
-            .iter()
-            .map(|n| match n.split() {
-                (Some(c), name) => (c.to_owned(), name.to_owned()),
-                (None, name) => {
-                    let own = actions.iter().any(|a| a.context == s.context && a.name == name);
-                    (if own { s.context.clone() } else { DEFAULT_CONTEXT.to_owned() }, name.to_owned())
-                }
-            })
-            .collect();
-        actions.retain(|a| keep.contains(&(a.context.clone(), a.name.clone())));
+        if !services.iter().any(|s| s.context == r.context && s.name == r.name) {
+            bail!("--service {r}: no such service");
+        }
+        let (keep_services, keep_actions) = closure(r, &services, &actions);
+        services.retain(|s| keep_services.contains(&Ref::new(&s.context, &s.name)));
+        actions.retain(|a| keep_actions.contains(&Ref::new(&a.context, &a.name)));
     }
     let contexts: BTreeSet<&str> =
         actions.iter().map(|a| a.context.as_str()).chain(services.iter().map(|s| s.context.as_str())).collect();
@@ -212,6 +205,41 @@ pub async fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
 }
 
 /// A folder with anything in it is written into only with `--force`.
+/// What `--service r` exports so that the result validates on its own: the service, the
+/// services it `requires` or starts `after` (and theirs), the actions they run, and the
+/// actions those depend on (and theirs). References resolve as everywhere (own context,
+/// then core).
+fn closure(r: &Ref, services: &[Service], actions: &[hero_proc_spec::Action]) -> (BTreeSet<Ref>, BTreeSet<Ref>) {
+    let service_at = |x: &Ref| services.iter().find(|s| s.context == x.context && s.name == x.name);
+    let action_at = |x: &Ref| actions.iter().find(|a| a.context == x.context && a.name == x.name);
+    let mut keep_services = BTreeSet::new();
+    let mut keep_actions = BTreeSet::new();
+    let mut queue = vec![r.clone()];
+    let mut action_queue = Vec::new();
+    while let Some(x) = queue.pop() {
+        let Some(s) = service_at(&x) else { continue };
+        if !keep_services.insert(x) {
+            continue;
+        }
+        for n in s.requires.iter().chain(&s.after) {
+            queue.push(Ref::resolve(&n.name, &s.context, |c| service_at(c).is_some()));
+        }
+        for n in &s.actions {
+            action_queue.push(Ref::resolve(&n.name, &s.context, |c| action_at(c).is_some()));
+        }
+    }
+    while let Some(x) = action_queue.pop() {
+        let Some(a) = action_at(&x) else { continue };
+        if !keep_actions.insert(x) {
+            continue;
+        }
+        for n in &a.depends_on {
+            action_queue.push(Ref::resolve(&n.name, &a.context, |c| action_at(c).is_some()));
+        }
+    }
+    (keep_services, keep_actions)
+}
+
 fn refuse_unless_empty(dir: &Path, force: bool) -> anyhow::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
