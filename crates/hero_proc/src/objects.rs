@@ -261,7 +261,7 @@ pub async fn service(cmd: ServiceCmd, out: &Output) -> anyhow::Result<ExitCode> 
                     println!(
                         "{:<32} {:<7} {:<9} {:>8} {:>8}  {}",
                         format!("{}/{}", s.context, s.name),
-                        status_name(s.status),
+                        s.status.name(),
                         s.state.as_str(),
                         s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                         s.restarts,
@@ -297,21 +297,13 @@ pub async fn service(cmd: ServiceCmd, out: &Output) -> anyhow::Result<ExitCode> 
     }
 }
 
-fn status_name(s: hero_proc_spec::ServiceStatus) -> &'static str {
-    match s {
-        hero_proc_spec::ServiceStatus::Start => "start",
-        hero_proc_spec::ServiceStatus::Stop => "stop",
-        hero_proc_spec::ServiceStatus::Ignore => "ignore",
-    }
-}
-
 /// The SPEC 5.4 tree: `S: running (pid N)` then one line per check.
 fn print_status(s: &ServiceView) {
     let pid = s.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
     let crash = if s.crash_loop { ", crash loop" } else { "" };
     println!("{}: {}{pid}{crash}", s.name, s.state.as_str());
     println!("  context:  {}", s.context);
-    println!("  wanted:   {}", status_name(s.status));
+    println!("  wanted:   {}", s.status.name());
     if s.state == ServiceState::Running {
         let secs = ((hero_proc_store::now_ms() - s.since_ms) / 1000).max(0) as u64;
         println!("  up:       {} (since {})", crate::reconcile::humanize(secs), crate::reconcile::utc(s.since_ms));

@@ -22,8 +22,8 @@ use std::fmt::Write as _;
 
 use crate::diag::Diagnostics;
 use crate::model::{
-    Action, DEFAULT_CONTEXT, EnvValue, HealthCheck, HttpCheck, Interpreter, Liveness, Named, Probe, Restart,
-    RestartMode, Service, ServiceStatus, Settings, Stop,
+    Action, DEFAULT_CONTEXT, EnvValue, HealthCheck, HttpCheck, Interpreter, Liveness, Named, Probe, Restart, Service,
+    ServiceStatus, Settings, Stop,
 };
 
 /// What an export holds: the objects, the secret names by context (never values) and the
@@ -165,12 +165,7 @@ pub fn write_action(out: &mut String, a: &Action) {
         field(out, f, "description", d);
     }
     if *interpreter != Interpreter::Exec {
-        let word = match interpreter {
-            Interpreter::Exec => "exec",
-            Interpreter::Bash => "bash",
-            Interpreter::Sh => "sh",
-            Interpreter::Python3 => "python3",
-        };
+        let word = interpreter.name();
         field(out, f, "interpreter", word);
     }
     field(out, f, "script", script);
@@ -195,11 +190,7 @@ pub fn write_action(out: &mut String, a: &Action) {
         let d = Restart::default();
         let _ = writeln!(out, "{f}restart:");
         if restart.policy != d.policy {
-            let word = match restart.policy {
-                RestartMode::Always => "always",
-                RestartMode::OnFailure => "on-failure",
-                RestartMode::Never => "never",
-            };
+            let word = restart.policy.name();
             let _ = writeln!(out, "      policy: {word}");
         }
         if restart.delay != d.delay {
@@ -324,11 +315,7 @@ pub fn write_service(out: &mut String, s: &Service) {
         field(out, f, "description", d);
     }
     if *status != ServiceStatus::Start {
-        let word = match status {
-            ServiceStatus::Start => "start",
-            ServiceStatus::Stop => "stop",
-            ServiceStatus::Ignore => "ignore",
-        };
+        let word = status.name();
         let _ = writeln!(out, "{f}status: {word}");
     }
     if actions.len() != 1 || actions[0].name != *name {
@@ -682,7 +669,7 @@ mod round_trip {
         a.cwd = Some("~/hero".into());
         a.process = true;
         a.restart = Restart {
-            policy: RestartMode::Always,
+            policy: crate::model::RestartMode::Always,
             delay: Dur(Duration::from_millis(500)),
             max_delay: Dur::secs(90),
             max_retries: 3,

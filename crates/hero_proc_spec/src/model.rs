@@ -127,6 +127,10 @@ pub enum Interpreter {
 
 impl Interpreter {
     pub const NAMES: [&'static str; 4] = ["exec", "bash", "sh", "python3"];
+    /// The word files and the CLI use (`NAMES` is in variant order).
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
     pub fn parse(s: &str) -> Option<Interpreter> {
         Some(match s {
             "exec" => Interpreter::Exec,
@@ -285,6 +289,10 @@ pub enum RestartMode {
 
 impl RestartMode {
     pub const NAMES: [&'static str; 3] = ["always", "on-failure", "never"];
+    /// The word files and the CLI use (`NAMES` is in variant order).
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
     pub fn parse(s: &str) -> Option<RestartMode> {
         Some(match s {
             "always" => RestartMode::Always,
@@ -597,6 +605,10 @@ pub enum ServiceStatus {
 
 impl ServiceStatus {
     pub const NAMES: [&'static str; 3] = ["start", "stop", "ignore"];
+    /// The word files and the CLI use (`NAMES` is in variant order).
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
     pub fn parse(s: &str) -> Option<ServiceStatus> {
         Some(match s {
             "start" => ServiceStatus::Start,
@@ -835,6 +847,19 @@ mod tests {
             ["Y=Plain(\"2\")", "Z=Plain(\"3\")"]
         );
         assert_eq!(collected.0.capacity(), 2);
+    }
+
+    #[test]
+    fn each_word_parses_back_to_its_variant() {
+        for i in [Interpreter::Exec, Interpreter::Bash, Interpreter::Sh, Interpreter::Python3] {
+            assert_eq!(Interpreter::parse(i.name()), Some(i));
+        }
+        for m in [RestartMode::Always, RestartMode::OnFailure, RestartMode::Never] {
+            assert_eq!(RestartMode::parse(m.name()), Some(m));
+        }
+        for st in [ServiceStatus::Start, ServiceStatus::Stop, ServiceStatus::Ignore] {
+            assert_eq!(ServiceStatus::parse(st.name()), Some(st));
+        }
     }
 
     /// The store keeps objects as JSON of these types: what goes in must come back equal.
