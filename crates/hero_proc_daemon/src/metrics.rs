@@ -21,22 +21,6 @@ pub fn wants_openmetrics(accept: Option<&str>) -> bool {
     accept.is_some_and(|a| a.contains("application/openmetrics-text"))
 }
 
-/// Write a label value escaped as OpenMetrics requires (most need no escape: copied).
-fn write_escaped(out: &mut String, s: &str) {
-    if !s.contains(['\\', '"', '\n']) {
-        out.push_str(s);
-        return;
-    }
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
 struct Out(String, bool);
 
 impl Out {
@@ -58,7 +42,7 @@ impl Out {
                 }
                 self.0.push_str(k);
                 self.0.push_str("=\"");
-                write_escaped(&mut self.0, v);
+                exposition::write_label_value(&mut self.0, v);
                 self.0.push('"');
             }
             self.0.push('}');

@@ -29,6 +29,14 @@ impl Health {
     pub fn is_healthy(&self) -> bool {
         matches!(self, Health::Healthy)
     }
+
+    /// `Err(why)` when unhealthy (what a check result records).
+    pub fn to_result(&self) -> Result<(), String> {
+        match self {
+            Health::Healthy => Ok(()),
+            Health::Unhealthy(why) => Err(why.clone()),
+        }
+    }
 }
 
 /// One socket of a hero service and its health.

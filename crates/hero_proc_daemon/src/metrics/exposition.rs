@@ -468,7 +468,26 @@ fn parse_line<'a>(
 
 /// Label values escaped for the text format.
 pub fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    let mut out = String::with_capacity(s.len());
+    write_label_value(&mut out, s);
+    out
+}
+
+/// Write a label value escaped (backslash, quote, newline) onto `out`; most need no
+/// escape and are copied as they are.
+pub fn write_label_value(out: &mut String, s: &str) {
+    if !s.contains(['\\', '"', '\n']) {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
 }
 
 /// Why a family of a target was left out of the merge.

@@ -120,9 +120,5 @@ async fn domain_health(q: DomainHealth, c: Arc<Ctx>) -> Res<CheckView> {
 
 /// A probe made for this answer, as a check view.
 fn probed_now(check: String, h: &hero_proc_engine::health::Health) -> CheckView {
-    let result = match h {
-        hero_proc_engine::health::Health::Healthy => Ok(()),
-        hero_proc_engine::health::Health::Unhealthy(w) => Err(w.clone()),
-    };
-    crate::views::check(hero_proc_engine::CheckResult::new(check, result, hero_proc_engine::now_ms()))
+    crate::views::check(hero_proc_engine::CheckResult::new(check, h.to_result(), hero_proc_engine::now_ms()))
 }

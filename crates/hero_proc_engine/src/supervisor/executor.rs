@@ -13,7 +13,7 @@ use super::services::{self, Effect, Event, MainFacts, Now, Step};
 use super::view::{CheckResult, ServiceState};
 use super::{LiveJob, Msg, Purpose, Supervisor, now_ms};
 use crate::contain::Unit;
-use crate::health::{self, Health};
+use crate::health;
 use crate::process;
 
 impl Supervisor {
@@ -361,17 +361,13 @@ async fn probe_one(
     expand: &crate::paths::Expand,
     account: Option<&process::Account>,
 ) -> Vec<CheckResult> {
-    let result = |h: &Health| match h {
-        Health::Healthy => Ok(()),
-        Health::Unhealthy(why) => Err(why.clone()),
-    };
     if let Probe::HeroSockets(true) = probe {
         let sockets = health::hero_sockets(service, expand).await;
         let at = now_ms();
-        return sockets.into_iter().map(|s| CheckResult::new(s.role, result(&s.health), at)).collect();
+        return sockets.into_iter().map(|s| CheckResult::new(s.role, s.health.to_result(), at)).collect();
     }
     let h = health::check_as(probe, service, expand, account).await;
-    vec![CheckResult::new(describe(probe), result(&h), now_ms())]
+    vec![CheckResult::new(describe(probe), h.to_result(), now_ms())]
 }
 
 fn describe(hc: &Probe) -> String {
