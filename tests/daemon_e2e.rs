@@ -87,6 +87,24 @@ fn a_term_ignoring_service_is_killed_after_its_stop_timeout_with_its_children() 
 }
 
 #[test]
+fn a_start_right_after_a_stop_brings_the_service_back() {
+    // A service that takes a while to stop (it ignores SIGTERM for 300 ms), stopped and
+    // started again at once: the start is taken ("starting", not "already running") and
+    // the service runs again, with a new process, once the old one is gone.
+    let d = Daemon::start();
+    d.set("actions:\n  - name: slow\n    interpreter: sh\n    script: trap 'sleep 0.3; exit 0' TERM; sleep 1000 & wait\n    process: true\n    stop: { signal: SIGTERM, timeout: 5s }\nservices:\n  - name: slow\n");
+    let first = pid_of(&d.wait_status("slow", "running", |s| s["state"] == "running"));
+    assert!(d.cli(&["service", "stop", "slow"]).status.success());
+    let out = d.cli(&["service", "start", "slow"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "core/slow: starting");
+    d.wait_status("slow", "running with a new process", |s| {
+        s["state"] == "running" && s["pid"].as_u64() != Some(first as u64)
+    });
+    wait_for("only the new process", Duration::from_secs(5), || !d.children().contains(&first));
+}
+
+#[test]
 fn concurrent_restarts_leave_exactly_one_process() {
     let d = Daemon::start();
     d.set(WEB);

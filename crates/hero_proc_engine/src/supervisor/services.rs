@@ -414,9 +414,16 @@ pub fn step(svc: &mut Svc, event: Event, now: Now) -> Step {
     out
 }
 
-/// Returns false when it already runs, is starting, waits or is in backoff.
+/// Returns false when it already runs, is starting, waits or is in backoff. A start while
+/// a stop is under way turns that stop into a restart: the old process still ends first.
 fn start(svc: &mut Svc, fx: &mut Vec<Effect>) -> bool {
     svc.wanted = true;
+    if let Life::Stopping { then: then @ (Then::Stop | Then::Fail), .. } = &mut svc.life {
+        *then = Then::Restart;
+        svc.failures = 0;
+        svc.crash_loop = false;
+        return true;
+    }
     if svc.life.job().is_some() || matches!(svc.life, Life::Waiting | Life::Backoff { .. }) {
         return false;
     }

@@ -216,6 +216,25 @@ fn a_stop_racing_a_crash_stays_stopped() {
 }
 
 #[test]
+fn a_start_while_a_stop_is_under_way_starts_again_once_stopped() {
+    // `service stop web; service start web` back to back: the start used to answer
+    // "already running" and the service then stayed stopped although it was wanted.
+    let clock = Clock::new();
+    let mut svc = running(1, &clock);
+    go(&mut svc, Event::Stop, &clock);
+    let out = step(&mut svc, Event::Start, clock.now());
+    assert!(out.acted, "the start is taken, not answered as already running");
+    assert!(out.effects.is_empty(), "no second process while the first is stopping: {:?}", out.effects);
+    assert!(svc.wanted);
+    let fx = go(&mut svc, exit(1, true, Some(process(RestartMode::Always))), &clock);
+    assert!(fx.contains(&Effect::Begin), "started again once the old process ended: {fx:?}");
+    // A second start while the restart is under way changes nothing more.
+    go(&mut svc, Event::Begin { waiting_for: vec![] }, &clock);
+    go(&mut svc, Event::Spawned { job: JobId(2), pid: 102, probe: true }, &clock);
+    assert!(!step(&mut svc, Event::Start, clock.now()).acted);
+}
+
+#[test]
 fn a_crash_before_a_stop_then_the_stop_cancels_the_backoff() {
     let mut clock = Clock::new();
     let mut svc = running(1, &clock);
