@@ -6,30 +6,17 @@
 
 use crate::support;
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::config_repo::*;
 use support::rng::Rng;
-use support::{Daemon, bin, leaks, text, wait_for};
+use support::{Daemon, leaks, text, wait_for};
 
 const MARKER: &str = "exp0rt-MARKER-3c9d1f";
 
 fn set_secret(d: &Daemon, r: &str, value: &str) {
-    let (context, name) = r.split_once('/').unwrap_or(("core", r));
-    let mut child = Command::new(bin())
-        .args(["secret", "set", name, "--context", context])
-        .env("HERO_ROOTDIR", d.root())
-        .env_remove("HERO_PROC_SOCKET")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(value.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = d.set_secret(r, value);
     assert!(out.status.success(), "secret set: {}", text(&out.stderr));
 }
 

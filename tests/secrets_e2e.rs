@@ -4,8 +4,6 @@
 
 use crate::support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::*;
@@ -13,25 +11,11 @@ use support::*;
 const MARKER: &str = "s3cr3t-MARKER-7f4e2a";
 const MARKER2: &str = "r0tated-MARKER-91bc55";
 
-fn set_secret(d: &Daemon, name: &str, value: &str) -> std::process::Output {
-    let mut child = Command::new(bin())
-        .args(["secret", "set", name])
-        .env("HERO_ROOTDIR", d.root())
-        .env_remove("HERO_PROC_SOCKET")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(format!("{value}\n").as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
-
 #[test]
 fn a_secret_reaches_its_process_and_nothing_else() {
     let d = Daemon::start();
     let saw = d.root().join("child_saw.txt");
-    let out = set_secret(&d, "token", MARKER);
+    let out = d.set_secret("token", MARKER);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!text(&out.stdout).contains(MARKER));
     d.set(&format!(
@@ -110,7 +94,7 @@ fn a_secret_reaches_its_process_and_nothing_else() {
     // Rotate: the service restarts with the new value, the fingerprint changes.
     let fp1 = d.json(&["secret", "get", "token"])["fingerprint"].as_str().unwrap().to_owned();
     let pid1 = d.status("app")["pid"].as_u64().unwrap();
-    let out = set_secret(&d, "token", MARKER2);
+    let out = d.set_secret("token", MARKER2);
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("restarting core/app"), "{}", text(&out.stdout));
     d.wait_status("app", "restarted", |s| s["state"] == "running" && s["pid"].as_u64() != Some(pid1));
@@ -118,7 +102,7 @@ fn a_secret_reaches_its_process_and_nothing_else() {
     let fp2 = d.json(&["secret", "get", "token"])["fingerprint"].as_str().unwrap().to_owned();
     assert_ne!(fp1, fp2);
     // Setting the same value again changes nothing and restarts nothing.
-    let out = set_secret(&d, "token", MARKER2);
+    let out = d.set_secret("token", MARKER2);
     assert!(text(&out.stdout).contains("unchanged"), "{}", text(&out.stdout));
     let hits = leaks(d.root(), MARKER2, &[&saw]);
     assert!(hits.is_empty(), "value found in {hits:?}");

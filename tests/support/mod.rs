@@ -118,6 +118,30 @@ impl Daemon {
             .unwrap()
     }
 
+    /// Run the CLI against this daemon with `input` on its stdin (`secret set` reads the
+    /// value there).
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write as _;
+        let mut child = Command::new(bin())
+            .args(args)
+            .env("HERO_ROOTDIR", self.root())
+            .env_remove("HERO_PROC_SOCKET")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// `hero_proc secret set` of `context/name` (or a bare name in `core`) to `value`.
+    pub fn set_secret(&self, r: &str, value: &str) -> Output {
+        let (context, name) = r.split_once('/').unwrap_or(("core", r));
+        self.cli_stdin(&["secret", "set", name, "--context", context], &format!("{value}\n"))
+    }
+
     /// Run the CLI with `--format json` and parse its output; panics with stderr on failure.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = vec!["--format", "json"];
