@@ -14,8 +14,9 @@ mangled name) twice: as a plain supervisor (a boot, 50 services set, lists, stat
 and a start), then following a git repository (a sync, runs and jobs, logs, metrics, a
 restart, a new commit, a dry run). The first run's functions come first in the list, so
 a daemon without a repository touches only the start of it. Only names the binary defines
-are kept. The paths valgrind makes the daemon skip (clone3, pidfd, SHA instructions) are
-added by name.
+are kept. The paths valgrind makes the daemon skip are added by name: clone3, pidfd and
+the runtime's registration of its descriptors, the CPU's SHA instructions (found by
+`perf record -e page-faults -d` on the native daemon: faults outside the packed code).
 
 Names carry crate hashes (rustc version, dependency versions): a list from another
 toolchain or after a dependency bump matches less and packs less, silently (the build
