@@ -8,6 +8,7 @@ pub mod services;
 use std::fmt::Write;
 
 use hero_proc_engine::ServiceState;
+use hero_proc_engine::supervisor::ServiceSnapshot;
 
 use crate::context::Ctx;
 
@@ -30,6 +31,21 @@ impl Out {
         let name = if kind == "counter" && !self.1 { format!("{name}_total") } else { name.to_owned() };
         let _ = writeln!(self.0, "# TYPE {name} {kind}");
         let _ = writeln!(self.0, "# HELP {name} {help}");
+    }
+    /// A family with one sample per service, labelled by its key (`keys[i]` is
+    /// `services[i]`'s); a counter's samples carry `_total`.
+    fn per_service<V: std::fmt::Display>(
+        &mut self,
+        (name, kind, help): (&str, &str, &str),
+        services: &[ServiceSnapshot],
+        keys: &[String],
+        value: impl Fn(&ServiceSnapshot) -> V,
+    ) {
+        self.family(name, kind, help);
+        let sample = if kind == "counter" { format!("{name}_total") } else { name.to_owned() };
+        for (s, key) in services.iter().zip(keys) {
+            self.sample(&sample, &[("service", key)], value(s));
+        }
     }
     // Written in place: a scrape of 500 services writes ~10,000 samples.
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
@@ -69,53 +85,38 @@ pub async fn render(ctx: &Ctx, openmetrics: bool) -> String {
         let n = services.iter().filter(|s| s.state == st).count();
         o.sample("hero_proc_services", &[("state", st.as_str())], n);
     }
-    o.family(
+    let up = (
         "hero_proc_service_up",
         "gauge",
         "1 when the service is running and its health checks pass (probed every period, not only at start).",
     );
-    for (s, key) in services.iter().zip(&keys) {
-        let up = s.state == ServiceState::Running && s.health.iter().all(|c| c.healthy);
-        o.sample("hero_proc_service_up", &[("service", key)], u8::from(up));
-    }
-    o.family(
+    o.per_service(up, &services, &keys, |s| {
+        u8::from(s.state == ServiceState::Running && s.health.iter().all(|c| c.healthy))
+    });
+    let wanted = (
         "hero_proc_service_wanted",
         "gauge",
         "1 when the service's spec says `status: start` (alert on wanted == 1 and up == 0).",
     );
-    for (s, key) in services.iter().zip(&keys) {
-        let wanted = s.status == hero_proc_spec::ServiceStatus::Start;
-        o.sample("hero_proc_service_wanted", &[("service", key)], u8::from(wanted));
-    }
+    o.per_service(wanted, &services, &keys, |s| u8::from(s.status == hero_proc_spec::ServiceStatus::Start));
     o.family("hero_proc_service_state", "gauge", "The service's state: one series, value 1, per service.");
     for (s, key) in services.iter().zip(&keys) {
         o.sample("hero_proc_service_state", &[("service", key), ("state", s.state.as_str())], 1);
     }
-    o.family("hero_proc_service_crash_loop", "gauge", "1 while the service is crash-looping.");
-    for (s, key) in services.iter().zip(&keys) {
-        o.sample("hero_proc_service_crash_loop", &[("service", key)], u8::from(s.crash_loop));
-    }
-    o.family("hero_proc_service_restarts", "counter", "Process restarts per service since the daemon started.");
-    for (s, key) in services.iter().zip(&keys) {
-        o.sample("hero_proc_service_restarts_total", &[("service", key)], s.restarts);
-    }
+    let crash_loop = ("hero_proc_service_crash_loop", "gauge", "1 while the service is crash-looping.");
+    o.per_service(crash_loop, &services, &keys, |s| u8::from(s.crash_loop));
+    let restarts = ("hero_proc_service_restarts", "counter", "Process restarts per service since the daemon started.");
+    o.per_service(restarts, &services, &keys, |s| s.restarts);
     service_resources(&mut o, ctx, &services).await;
-    o.family(
-        "hero_proc_health_check_failures",
-        "counter",
-        "Failed health probes per service since the daemon started.",
-    );
-    for (s, key) in services.iter().zip(&keys) {
-        o.sample("hero_proc_health_check_failures_total", &[("service", key)], s.health_failures);
-    }
-    o.family(
+    let failures =
+        ("hero_proc_health_check_failures", "counter", "Failed health probes per service since the daemon started.");
+    o.per_service(failures, &services, &keys, |s| s.health_failures);
+    let liveness = (
         "hero_proc_service_liveness_restarts",
         "counter",
         "Restarts a failed liveness check caused, per service, since the daemon started.",
     );
-    for (s, key) in services.iter().zip(&keys) {
-        o.sample("hero_proc_service_liveness_restarts_total", &[("service", key)], s.liveness_restarts);
-    }
+    o.per_service(liveness, &services, &keys, |s| s.liveness_restarts);
 
     if let Ok(counts) = ctx.engine.store.job_counts_by_phase() {
         o.family("hero_proc_jobs", "gauge", "Jobs in the store by phase.");
@@ -172,7 +173,7 @@ pub async fn render(ctx: &Ctx, openmetrics: bool) -> String {
 
 /// What each service's process tree uses, read from /proc at this scrape (one pass for
 /// all services; the cgroup's members where containment has one).
-async fn service_resources(o: &mut Out, ctx: &Ctx, services: &[hero_proc_engine::supervisor::ServiceSnapshot]) {
+async fn service_resources(o: &mut Out, ctx: &Ctx, services: &[ServiceSnapshot]) {
     use hero_proc_engine::resources::{ProcTable, Usage, exit_code_of};
     let running: Vec<(String, u32, hero_proc_engine::contain::Unit)> = services
         .iter()
