@@ -40,18 +40,20 @@ fn main() {
 /// rustc links x86_64 Linux binaries with its bundled lld from 1.90 on.
 fn rustc_links_with_lld() -> bool {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let Ok(out) = Command::new(rustc).arg("-V").output() else { return false };
-    let v = String::from_utf8_lossy(&out.stdout);
     // "rustc 1.95.0 (59807616e 2026-04-14)"
-    let mut nums = v.split_whitespace().nth(1).unwrap_or("").split('.').map(|n| n.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
-    (major, minor) >= (1, 90)
+    version_of(Command::new(rustc).arg("-V")) >= (1, 90)
 }
 
 fn host_glibc_at_least(major: u32, minor: u32) -> bool {
-    let Ok(out) = Command::new("getconf").arg("GNU_LIBC_VERSION").output() else { return false };
     // "glibc 2.36"
-    let v = String::from_utf8_lossy(&out.stdout);
-    let mut nums = v.split_whitespace().nth(1).unwrap_or("").split('.').map(|n| n.parse::<u32>().unwrap_or(0));
-    (nums.next().unwrap_or(0), nums.next().unwrap_or(0)) >= (major, minor)
+    version_of(Command::new("getconf").arg("GNU_LIBC_VERSION")) >= (major, minor)
+}
+
+/// (major, minor) of the second word a command prints ("NAME 1.95.0 ..."); (0, 0) when
+/// it cannot run or says something else.
+fn version_of(cmd: &mut Command) -> (u32, u32) {
+    let Ok(out) = cmd.output() else { return (0, 0) };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut nums = text.split_whitespace().nth(1).unwrap_or("").split('.').map(|n| n.parse::<u32>().unwrap_or(0));
+    (nums.next().unwrap_or(0), nums.next().unwrap_or(0))
 }

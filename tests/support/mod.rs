@@ -107,31 +107,24 @@ impl Daemon {
         }
     }
 
+    /// The CLI, pointed at this daemon.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args).env("HERO_ROOTDIR", self.root()).env_remove("HERO_PROC_SOCKET").env("NO_COLOR", "1");
+        c
+    }
+
     /// Run the CLI against this daemon.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin())
-            .args(args)
-            .env("HERO_ROOTDIR", self.root())
-            .env_remove("HERO_PROC_SOCKET")
-            .env("NO_COLOR", "1")
-            .output()
-            .unwrap()
+        self.command(args).output().unwrap()
     }
 
     /// Run the CLI against this daemon with `input` on its stdin (`secret set` reads the
     /// value there).
     pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write as _;
-        let mut child = Command::new(bin())
-            .args(args)
-            .env("HERO_ROOTDIR", self.root())
-            .env_remove("HERO_PROC_SOCKET")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child =
+            self.command(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         child.wait_with_output().unwrap()
     }
