@@ -1,24 +1,33 @@
 //! Job output caps enforced as the files grow, not on the compactor's hourly tick.
 //!
-//! One inotify watch (through `notify`) on the log store's `jobs/` directory reports every
-//! write any child makes to its output file, including children re-attached after a
-//! daemon restart, so the supervisor needs no hook. On each write event the file is held
-//! to its per-job cap ([`LogStore::cap_job_output`]: the middle is punched out, head and
-//! tail stay), and the growth seen since the last check is added up; once it passes a
-//! sixteenth of the store's total cap, the store is measured and, if over, `on_over_total`
-//! asks the compactor to enforce the total cap now. An idle store sends no events, so
-//! nothing wakes up.
+//! One inotify watch on the log store's `jobs/` directory, for writes only (`IN_MODIFY`),
+//! reports every write any child makes to its output file, including children re-attached
+//! after a daemon restart, so the supervisor needs no hook. On each write event the file
+//! is held to its per-job cap ([`LogStore::cap_job_output`]: the middle is punched out,
+//! head and tail stay), and the growth seen since the last check is added up; once it
+//! passes a sixteenth of the store's total cap, the store is measured and, if over,
+//! `on_over_total` asks the compactor to enforce the total cap now. Only writes wake the
+//! watcher: a job that writes nothing (and the rename, open and close of every job's
+//! file) costs it nothing, and an idle store sends no events.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::ffi::OsStr;
 use std::sync::Arc;
 
 use hero_proc_logstore::LogStore;
-use notify::{EventKind, RecursiveMode, Watcher};
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 
-/// Keeps the watch alive; dropping it stops watching.
+/// Keeps the watch alive; dropping it removes the watch, which ends the watcher's thread.
 pub struct OutputCap {
-    _watcher: notify::RecommendedWatcher,
+    watches: Watches,
+    wd: WatchDescriptor,
+}
+
+impl Drop for OutputCap {
+    fn drop(&mut self) {
+        // The kernel answers the removal with IN_IGNORED, which the thread reads and ends on.
+        let _ = self.watches.remove(self.wd.clone());
+    }
 }
 
 /// Why the watch could not be set up (e.g. `fs.inotify.max_user_instances` reached).
@@ -30,7 +39,7 @@ pub struct OutputCap {
 pub struct WatchError {
     dir: String,
     #[source]
-    source: notify::Error,
+    source: std::io::Error,
 }
 
 impl OutputCap {
@@ -38,22 +47,34 @@ impl OutputCap {
     /// (signal a task).
     pub fn start(logs: Arc<LogStore>, on_over_total: impl Fn() + Send + 'static) -> Result<OutputCap, WatchError> {
         let dir = logs.root().join("jobs");
+        let fail = |source| WatchError { dir: dir.display().to_string(), source };
+        let mut inotify = Inotify::init().map_err(fail)?;
+        let mut watches = inotify.watches();
+        let wd = watches.add(&dir, WatchMask::MODIFY).map_err(fail)?;
         let mut state = State { logs, last: HashMap::new(), grown: 0, on_over_total: Box::new(on_over_total) };
-        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            let Ok(ev) = ev else { return };
-            // Writes only: the daemon creates each file empty, so a create has nothing to
-            // cap (and skipping it saves a stat per job).
-            if matches!(ev.kind, EventKind::Modify(_) | EventKind::Any) {
-                for p in &ev.paths {
-                    state.written(p);
+        std::thread::Builder::new()
+            .name("hero_proc-cap".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let events = match inotify.read_events_blocking(&mut buf) {
+                        Ok(e) => e,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return tracing::warn!("output cap: the watch failed: {e}"),
+                    };
+                    for ev in events {
+                        if ev.mask.contains(EventMask::IGNORED) {
+                            return; // the watch was removed (dropped) or the folder is gone
+                        }
+                        // A queue overflow loses names: the compactor's sweep catches up.
+                        if let Some(name) = ev.name {
+                            state.written(name);
+                        }
+                    }
                 }
-            }
-        })
-        .map_err(|source| WatchError { dir: dir.display().to_string(), source })?;
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|source| WatchError { dir: dir.display().to_string(), source })?;
-        Ok(OutputCap { _watcher: watcher })
+            })
+            .map_err(fail)?;
+        Ok(OutputCap { watches, wd })
     }
 }
 
@@ -66,8 +87,8 @@ struct State {
 }
 
 impl State {
-    fn written(&mut self, path: &Path) {
-        let Some(id) = job_of(path) else { return };
+    fn written(&mut self, name: &OsStr) {
+        let Some(id) = job_of(name) else { return };
         let rep = match self.logs.cap_job_output(id) {
             Ok(r) => r,
             Err(e) => {
@@ -97,8 +118,8 @@ impl State {
 }
 
 /// `<id>.log` (the live file) only: rotations and temporary files are the store's own.
-fn job_of(path: &Path) -> Option<i64> {
-    path.file_name()?.to_str()?.strip_suffix(".log")?.parse().ok()
+fn job_of(name: &OsStr) -> Option<i64> {
+    name.to_str()?.strip_suffix(".log")?.parse().ok()
 }
 
 #[cfg(test)]
@@ -107,9 +128,9 @@ mod tests {
 
     #[test]
     fn only_live_files_count() {
-        assert_eq!(job_of(Path::new("/x/jobs/42.log")), Some(42));
-        for p in ["/x/jobs/42.log.1", "/x/jobs/42.log.1.tmp", "/x/jobs/a.log", "/x/jobs/42"] {
-            assert_eq!(job_of(Path::new(p)), None, "{p}");
+        assert_eq!(job_of(OsStr::new("42.log")), Some(42));
+        for p in ["42.log.1", "42.log.1.tmp", "a.log", "42"] {
+            assert_eq!(job_of(OsStr::new(p)), None, "{p}");
         }
     }
 }

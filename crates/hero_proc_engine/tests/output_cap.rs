@@ -72,3 +72,31 @@ fn write_events_alone_hold_a_job_to_its_cap_and_trigger_the_total_cap() {
     let tail = logs.read_job_output(2, ReadOpts { tail_lines: Some(1), ..Default::default() }).unwrap();
     assert_eq!(tail.lines, ["LAST"]);
 }
+
+/// Threads of this process named `hero_proc-cap`.
+fn watcher_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "hero_proc-cap"))
+        .count()
+}
+
+fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn dropping_the_watch_ends_its_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = Arc::new(LogStore::open(dir.path().join("logs"), LogStoreConfig::default()).unwrap());
+    let before = watcher_threads();
+    let watch = OutputCap::start(logs, || {}).unwrap();
+    until("the watcher's thread", || watcher_threads() == before + 1);
+    drop(watch);
+    until("the watcher's thread to end", || watcher_threads() == before);
+}

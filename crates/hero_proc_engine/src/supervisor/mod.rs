@@ -128,8 +128,6 @@ enum Msg {
     },
     /// Retry writing the exits a failed write left in memory.
     FlushExits,
-    /// The starts of an earlier turn that no write has taken along since: write them.
-    FlushStarts,
     EnsureHeroDb(Reply<crate::hero_db::Decision>),
     SecretChanged(Ref, Reply<Vec<Ref>>),
     ConfigApplied(Box<ConfigChange>, Reply<()>),
@@ -204,7 +202,6 @@ impl Engine {
             cron_generation: 0,
             unrecorded: Vec::new(),
             unrecorded_starts: Vec::new(),
-            flush_starts_armed: false,
             flush_delay: None,
             contain,
             monitors: HashMap::new(),
@@ -360,9 +357,6 @@ struct Supervisor {
     /// next one re-attaches by their output file (`reattach.rs`). (job, pid, start
     /// ticks, started at ms)
     unrecorded_starts: Vec<(JobId, u32, u64, i64)>,
-    /// A `FlushStarts` is on its way ([`START_WRITE_DELAY`] after the turn that started
-    /// the jobs).
-    flush_starts_armed: bool,
     /// The retry timer's current delay while it is armed (it runs only while exits are
     /// unrecorded, so an idle daemon does not wake up).
     flush_delay: Option<Duration>,
@@ -390,16 +384,31 @@ impl Supervisor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         let mut shutting: Option<Reply<()>> = None;
         let mut deadline = tokio::time::Instant::now();
+        // When the starts no answer has written yet are written at the latest (see
+        // `unrecorded_starts`): a deadline on the wait for the next message, not a task
+        // and a message per turn, so a turn whose starts went with a later write costs no
+        // wake-up.
+        let mut write_starts_at: Option<tokio::time::Instant> = None;
         loop {
-            let msg = if shutting.is_some() {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(m)) => m,
-                    _ => break,
-                }
-            } else {
-                match rx.recv().await {
-                    Some(m) => m,
-                    None => break,
+            let wake = match (shutting.is_some(), write_starts_at) {
+                (true, Some(at)) => Some(at.min(deadline)),
+                (true, None) => Some(deadline),
+                (false, at) => at,
+            };
+            let next = match wake {
+                Some(at) => tokio::time::timeout_at(at, rx.recv()).await.ok(),
+                None => Some(rx.recv().await),
+            };
+            let msg = match next {
+                Some(Some(m)) => m,
+                Some(None) => break,
+                None if shutting.is_some() && tokio::time::Instant::now() >= deadline => break,
+                None => {
+                    write_starts_at = None;
+                    if !self.unrecorded_starts.is_empty() {
+                        self.flush_exits();
+                    }
+                    continue;
                 }
             };
             match msg {
@@ -421,13 +430,10 @@ impl Supervisor {
             }
             // Starts no answer has written yet go with the next write (a one-job run's start
             // then shares its exit's commit), or after a short delay at the latest.
-            if !self.unrecorded_starts.is_empty() && !self.flush_starts_armed {
-                self.flush_starts_armed = true;
-                let tx = self.tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(START_WRITE_DELAY).await;
-                    let _ = tx.send(Msg::FlushStarts);
-                });
+            if self.unrecorded_starts.is_empty() {
+                write_starts_at = None;
+            } else if write_starts_at.is_none() {
+                write_starts_at = Some(tokio::time::Instant::now() + START_WRITE_DELAY);
             }
             if shutting.is_some() && self.jobs.values().all(|j| matches!(j.purpose, Purpose::Run { .. })) {
                 break;
@@ -536,12 +542,6 @@ impl Supervisor {
                 if generation == self.cron_generation {
                     self.fire_due();
                     self.arm_cron();
-                }
-            }
-            Msg::FlushStarts => {
-                self.flush_starts_armed = false;
-                if !self.unrecorded_starts.is_empty() {
-                    self.flush_exits();
                 }
             }
             Msg::FlushExits => {
