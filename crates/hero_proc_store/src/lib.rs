@@ -36,7 +36,7 @@ mod types;
 
 pub use compact::{ANALYZE_AFTER_ROWS, CompactStep};
 pub use error::StoreError;
-pub use store::{MIN_FREE_BYTES, READERS, Store, StoreOptions, Tx};
+pub use store::{Batch, MIN_FREE_BYTES, READERS, Store, StoreOptions, Tx};
 pub use types::*;
 
 /// Current wall clock in Unix milliseconds, the unit of every `*_ms` field.

@@ -64,7 +64,9 @@ pub struct Store {
     // read-only connection cannot).
     readers: ReaderPool,
     /// `None` for a handle opened with [`Store::open_read_only`].
-    writer: Option<Mutex<Connection>>,
+    writer: Option<WriterSlot>,
+    /// Tells this store's batch apart from another store's on the same thread.
+    id: usize,
     path: PathBuf,
     busy_timeout: Duration,
     read_only: bool,
@@ -159,7 +161,8 @@ impl Store {
         let readers = (0..READERS).map(|_| open_reader(&path, opts)).collect::<Result<Vec<_>, _>>()?;
         Ok(Store {
             readers: ReaderPool::new(readers),
-            writer: Some(Mutex::new(conn)),
+            writer: Some(WriterSlot::new(conn)),
+            id: next_store_id(),
             path,
             busy_timeout: opts.busy_timeout,
             read_only: false,
@@ -203,6 +206,7 @@ impl Store {
         Ok(Store {
             readers: ReaderPool::new(vec![conn]),
             writer: None,
+            id: next_store_id(),
             path,
             busy_timeout: opts.busy_timeout,
             read_only: true,
@@ -261,27 +265,96 @@ impl Store {
     /// [`StoreError`] converts into, e.g. `anyhow::Error`).
     pub fn transaction_with<T, E: From<StoreError>>(&self, f: impl FnOnce(&Tx<'_>) -> Result<T, E>) -> Result<T, E> {
         self.ensure_writable()?;
+        let f = match self.on_batch(f, |conn, f| self.savepoint(conn, f)) {
+            Ok(out) => return out,
+            Err(f) => f,
+        };
         let guard = self.writer()?;
-        // Holding the mutex rules out nesting, so the unchecked (shared-borrow) form is
+        // Holding the slot rules out nesting, so the unchecked (shared-borrow) form is
         // safe, and it leaves `guard` readable for error classification.
         let tx = match rusqlite::Transaction::new_unchecked(&guard, TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(e) => return Err(self.db(&guard).fail(e).into()),
         };
-        let tx = Tx { tx, path: &self.path, busy_timeout: self.busy_timeout };
-        let out = f(&tx)?; // On Err the Transaction drops and rolls back.
+        let out = f(&Tx { conn: &tx, path: &self.path, busy_timeout: self.busy_timeout })?; // On Err the Transaction drops and rolls back.
         // Checked again just before the commit: a write into a file that is gone would be
         // acknowledged and lost.
         self.check_file()?;
-        if let Err(e) = tx.tx.commit() {
+        if let Err(e) = tx.commit() {
             return Err(self.db(&guard).fail(e).into());
         }
         Ok(out)
     }
 
+    /// A transaction inside this thread's open batch: a savepoint, so a closure that
+    /// fails undoes its own writes only, as a transaction of its own would.
+    fn savepoint<T, E: From<StoreError>>(
+        &self,
+        conn: &Connection,
+        f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        conn.execute_batch("SAVEPOINT hero_proc_write").map_err(|e| self.db(conn).fail(e))?;
+        match f(&Tx { conn, path: &self.path, busy_timeout: self.busy_timeout }) {
+            Ok(out) => {
+                conn.execute_batch("RELEASE hero_proc_write").map_err(|e| self.db(conn).fail(e))?;
+                Ok(out)
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK TO hero_proc_write; RELEASE hero_proc_write");
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens a batch on the calling thread: until [`Batch::commit`], every write this
+    /// thread makes through this `Store` joins one transaction (each write a savepoint in
+    /// it), and its reads see those writes. Fifty job rows then cost one commit, not
+    /// fifty (the supervisor's boot and a reconcile's starts).
+    ///
+    /// Other threads' writes wait for the batch to end, so keep it short and bounded; a
+    /// batch opened inside a batch of the same store joins it (its commit does nothing).
+    /// Dropping a batch without committing rolls it back.
+    ///
+    /// # Errors
+    /// As [`Store::transaction`]'s start.
+    pub fn begin_batch(&self) -> Result<Batch<'_>, StoreError> {
+        self.ensure_writable()?;
+        if self.in_batch(|_| ()).is_some() {
+            return Ok(Batch { store: self, outer: false });
+        }
+        let slot = self.slot()?;
+        let conn = slot.take();
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = self.db(&conn).fail(e);
+            slot.give_back(conn);
+            return Err(err);
+        }
+        BATCH.with(|b| *b.borrow_mut() = Some((self.id, conn)));
+        Ok(Batch { store: self, outer: true })
+    }
+
+    /// Runs `f` on this thread's open batch of this store, if there is one.
+    fn in_batch<T>(&self, f: impl FnOnce(&Connection) -> T) -> Option<T> {
+        self.on_batch(f, |conn, f| f(conn)).ok()
+    }
+
+    /// `run(conn, f)` on this thread's open batch of this store (Ok), or `f` back (Err)
+    /// when there is none.
+    fn on_batch<F, T>(&self, f: F, run: impl FnOnce(&Connection, F) -> T) -> Result<T, F> {
+        BATCH.with(|b| match &*b.borrow() {
+            Some((id, conn)) if *id == self.id => Ok(run(conn, f)),
+            _ => Err(f),
+        })
+    }
+
     /// Runs a read on a reader connection: never waits for the writer (single statements
     /// read a consistent snapshot; [`Store::read_snapshot`] for several).
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Db<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        // Inside a batch this thread reads what it wrote.
+        let f = match self.in_batch_read(f) {
+            Ok(out) => return out,
+            Err(f) => f,
+        };
         let conn = self.readers.get();
         f(&self.db(&conn))
     }
@@ -289,6 +362,10 @@ impl Store {
     /// Runs several reads on one reader connection inside one read transaction: they all
     /// see the same committed state.
     pub(crate) fn read_snapshot<T>(&self, f: impl FnOnce(&Db<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let f = match self.in_batch_read(f) {
+            Ok(out) => return out,
+            Err(f) => f,
+        };
         let conn = self.readers.get();
         let db = self.db(&conn);
         let tx = conn.unchecked_transaction().map_err(|e| db.fail(e))?;
@@ -298,10 +375,20 @@ impl Store {
         Ok(out)
     }
 
+    /// `f` on this thread's batch (Ok), or `f` back (Err) when there is none.
+    #[allow(clippy::type_complexity)]
+    fn in_batch_read<T, F: FnOnce(&Db<'_>) -> Result<T, StoreError>>(&self, f: F) -> Result<Result<T, StoreError>, F> {
+        self.on_batch(f, |conn, f| f(&self.db(conn)))
+    }
+
     /// Runs `f` on the writer connection outside any transaction (pragmas that manage
     /// their own, like `incremental_vacuum` and `wal_checkpoint`).
     pub(crate) fn with_conn<T>(&self, f: impl FnOnce(&Db<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
         self.ensure_writable()?;
+        let f = match self.in_batch_read(f) {
+            Ok(out) => return out,
+            Err(f) => f,
+        };
         let guard = self.writer()?;
         f(&self.db(&guard))
     }
@@ -362,12 +449,19 @@ impl Store {
         if free < MIN_FREE_BYTES { Err(StoreError::DiskFull { path: self.path.clone() }) } else { Ok(()) }
     }
 
-    fn writer(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
-        let Some(writer) = &self.writer else {
-            return Err(StoreError::OpenedReadOnly { path: self.path.clone() });
-        };
+    fn slot(&self) -> Result<&WriterSlot, StoreError> {
+        self.writer.as_ref().ok_or_else(|| StoreError::OpenedReadOnly { path: self.path.clone() })
+    }
+
+    /// The writer connection, once no batch has it.
+    fn writer(&self) -> Result<WriterGuard<'_>, StoreError> {
+        let slot = self.slot()?;
         // A panic inside a transaction rolled it back while unwinding: the connection is fine.
-        Ok(writer.lock().unwrap_or_else(PoisonError::into_inner))
+        let mut conn = slot.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        while conn.is_none() {
+            conn = slot.back.wait(conn).unwrap_or_else(PoisonError::into_inner);
+        }
+        Ok(WriterGuard(conn))
     }
 
     fn db<'a>(&'a self, conn: &'a Connection) -> Db<'a> {
@@ -435,14 +529,107 @@ fn open_reader(path: &Path, opts: &StoreOptions) -> Result<Connection, StoreErro
 /// A write transaction, see [`Store::transaction`]. Every write method of [`Store`] exists
 /// here too (the `Store` ones are one-call transactions), plus the reads a planner needs.
 pub struct Tx<'a> {
-    tx: rusqlite::Transaction<'a>,
+    /// In a transaction of its own, or in a savepoint of this thread's batch.
+    conn: &'a Connection,
     path: &'a Path,
     busy_timeout: Duration,
 }
 
 impl Tx<'_> {
     pub(crate) fn db(&self) -> Db<'_> {
-        Db::new(&self.tx, self.path, self.busy_timeout)
+        Db::new(self.conn, self.path, self.busy_timeout)
+    }
+}
+
+/// A batch of this thread's writes, see [`Store::begin_batch`].
+#[must_use = "a batch that is dropped rolls back; call commit"]
+pub struct Batch<'s> {
+    store: &'s Store,
+    /// The batch that began the transaction (an inner one only joins it).
+    outer: bool,
+}
+
+impl Batch<'_> {
+    /// Commits the batch's writes (an inner batch: nothing, its outer one commits).
+    ///
+    /// # Errors
+    /// As [`Store::transaction`]'s commit; the writes are then rolled back.
+    pub fn commit(mut self) -> Result<(), StoreError> {
+        let Some(conn) = self.take() else { return Ok(()) };
+        let store = self.store;
+        let r = store.check_file().and_then(|()| conn.execute_batch("COMMIT").map_err(|e| store.db(&conn).fail(e)));
+        if r.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        store.writer.as_ref().expect("a batch has a writer").give_back(conn);
+        r
+    }
+
+    /// The connection back from this thread, once (the outer batch only).
+    fn take(&mut self) -> Option<Connection> {
+        if !std::mem::take(&mut self.outer) {
+            return None;
+        }
+        BATCH.with(|b| b.borrow_mut().take()).map(|(_, conn)| conn)
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.take() {
+            let _ = conn.execute_batch("ROLLBACK");
+            if let Some(slot) = &self.store.writer {
+                slot.give_back(conn);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The batch open on this thread: (store id, the writer connection it took).
+    static BATCH: std::cell::RefCell<Option<(usize, Connection)>> = const { std::cell::RefCell::new(None) };
+}
+
+fn next_store_id() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The writer connection: in the slot, or out with the thread whose batch holds it.
+struct WriterSlot {
+    conn: Mutex<Option<Connection>>,
+    back: Condvar,
+}
+
+impl WriterSlot {
+    fn new(conn: Connection) -> WriterSlot {
+        WriterSlot { conn: Mutex::new(Some(conn)), back: Condvar::new() }
+    }
+
+    /// Take the connection out for a batch, once no one else uses it.
+    fn take(&self) -> Connection {
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(c) = conn.take() {
+                return c;
+            }
+            conn = self.back.wait(conn).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
+        self.back.notify_all();
+    }
+}
+
+/// The writer connection, held for one write.
+struct WriterGuard<'a>(MutexGuard<'a, Option<Connection>>);
+
+impl std::ops::Deref for WriterGuard<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.0.as_ref().expect("held while present")
     }
 }
 

@@ -4,6 +4,7 @@
 #[macro_use]
 mod support;
 
+mod batch;
 mod compaction;
 mod faults;
 mod open;

@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hero_proc_logstore::LogStore;
+use hero_proc_logstore::{Level, LogStore};
 use hero_proc_spec::{Action, Service, Signal};
 use hero_proc_store::{JobExit, JobId, Origin, Ref, RunId, Store};
 use tokio::sync::{mpsc, oneshot};
@@ -219,11 +219,12 @@ impl Engine {
                 if subreaper {
                     reap_orphans_on_sigchld();
                 }
-                sup.boot();
-                if ensure_db {
-                    sup.ensure_hero_db();
-                }
-                sup.flush_exits();
+                sup.batched(|sup| {
+                    sup.boot();
+                    if ensure_db {
+                        sup.ensure_hero_db();
+                    }
+                });
                 let _ = booted_tx.send(());
                 sup.run(rx).await;
             });
@@ -446,6 +447,23 @@ impl Supervisor {
         }
     }
 
+    /// Runs `f` with the store writes of this thread in one transaction, the starts it
+    /// made included: a boot or a reconcile that starts fifty services commits once, not
+    /// fifty times. RPC readers see the rows at the commit, before anyone is answered.
+    /// When the store refuses a batch (a replaced or read-only database), `f` runs
+    /// unbatched and its own writes say why they fail.
+    fn batched(&mut self, f: impl FnOnce(&mut Self)) {
+        let store = self.store.clone();
+        let batch = store.begin_batch().ok();
+        f(self);
+        self.flush_exits();
+        if let Some(Err(e)) = batch.map(hero_proc_store::Batch::commit) {
+            // The rows of this turn are lost; its processes run, and a later daemon stops
+            // any it finds without a record (`end_unknown_processes`).
+            self.event(Level::Error, "hero_proc.engine", format!("cannot record the jobs started: {e}"), None);
+        }
+    }
+
     /// Exits come in bursts (a run of many short jobs): record every exit already queued
     /// in one transaction, then react to each.
     fn exits_burst(&mut self, first: (JobId, Exit, bool), rx: &mut mpsc::UnboundedReceiver<Msg>) {
@@ -532,8 +550,8 @@ impl Supervisor {
                 answer!(self, reply, Ok(self.secret_changed(secret)));
             }
             Msg::ConfigApplied(change, reply) => {
-                self.config_applied(*change);
-                answer!(self, reply, Ok(()));
+                self.batched(|sup| sup.config_applied(*change));
+                let _ = reply.send(Ok(()));
             }
             Msg::EnsureHeroDb(reply) => {
                 answer!(self, reply, Ok(self.ensure_hero_db()));
