@@ -41,9 +41,11 @@ fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
     Ok((m.dev(), m.ino()))
 }
 
-/// Read-only connections a read-write [`Store`] keeps for its readers. WAL lets them read
-/// while the writer writes, so a read never waits for a write transaction or a
-/// compaction step; more concurrent readers than this wait for each other only.
+/// Read-only connections a read-write [`Store`] keeps for its readers, at most. WAL lets
+/// them read while the writer writes, so a read never waits for a write transaction or a
+/// compaction step; more concurrent readers than this wait for each other only. One is
+/// opened with the store, the others when reads first overlap: a daemon whose reads never
+/// do (most of them) neither opens nor holds them.
 pub const READERS: usize = 3;
 
 /// Page cache of each reader (KiB): reads are short lookups and pages; the OS page
@@ -158,9 +160,9 @@ impl Store {
         let info = OpenInfo { created, schema_from: from, schema_to: to };
         let identity = file_identity(&path).map_err(|e| classify_io(&path, "stat", e))?;
         // Opened after the migrations, so every reader sees the current schema.
-        let readers = (0..READERS).map(|_| open_reader(&path, opts)).collect::<Result<Vec<_>, _>>()?;
+        let first = open_reader(&path, opts)?;
         Ok(Store {
-            readers: ReaderPool::new(readers),
+            readers: ReaderPool::new(vec![first], READERS, Some((path.clone(), opts.clone()))),
             writer: Some(WriterSlot::new(conn)),
             id: next_store_id(),
             path,
@@ -204,7 +206,7 @@ impl Store {
         }
         let info = OpenInfo { created: false, schema_from: version, schema_to: version };
         Ok(Store {
-            readers: ReaderPool::new(vec![conn]),
+            readers: ReaderPool::new(vec![conn], 1, None),
             writer: None,
             id: next_store_id(),
             path,
@@ -469,24 +471,54 @@ impl Store {
     }
 }
 
-/// The reader connections: taken one per read, given back when the read ends.
+/// The reader connections: taken one per read, given back when the read ends; a new one
+/// is opened (up to `max`) when a read finds none idle.
 struct ReaderPool {
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Readers>,
     returned: Condvar,
+    max: usize,
+    /// Where more readers are opened from (`None`: never more than the first).
+    source: Option<(PathBuf, StoreOptions)>,
+}
+
+struct Readers {
+    conns: Vec<Connection>,
+    /// Opened so far (idle or in use).
+    opened: usize,
 }
 
 impl ReaderPool {
-    fn new(conns: Vec<Connection>) -> ReaderPool {
-        ReaderPool { idle: Mutex::new(conns), returned: Condvar::new() }
+    fn new(conns: Vec<Connection>, max: usize, source: Option<(PathBuf, StoreOptions)>) -> ReaderPool {
+        let opened = conns.len();
+        ReaderPool { idle: Mutex::new(Readers { conns, opened }), returned: Condvar::new(), max, source }
     }
 
-    /// A free reader; waits only while every reader is busy with another read.
+    /// A free reader: an idle one, a new one while fewer than `max` are open, or the
+    /// next one given back.
     fn get(&self) -> Reader<'_> {
         // A reader is handed back by `Drop` even on panic; the list itself stays valid.
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut may_open = true;
         loop {
-            if let Some(conn) = idle.pop() {
+            if let Some(conn) = idle.conns.pop() {
                 return Reader { conn: Some(conn), pool: self };
+            }
+            if let Some((path, opts)) = &self.source
+                && may_open
+                && idle.opened < self.max
+            {
+                idle.opened += 1;
+                drop(idle);
+                match open_reader(path, opts) {
+                    Ok(conn) => return Reader { conn: Some(conn), pool: self },
+                    // Reads go on with the readers there are (the first is never closed):
+                    // this one waits for one of them.
+                    Err(e) => tracing::warn!("cannot open another database reader: {e}"),
+                }
+                may_open = false;
+                idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                idle.opened -= 1;
+                continue;
             }
             idle = self.returned.wait(idle).unwrap_or_else(PoisonError::into_inner);
         }
@@ -508,7 +540,7 @@ impl std::ops::Deref for Reader<'_> {
 impl Drop for Reader<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.idle.lock().unwrap_or_else(PoisonError::into_inner).push(conn);
+            self.pool.idle.lock().unwrap_or_else(PoisonError::into_inner).conns.push(conn);
             self.pool.returned.notify_one();
         }
     }

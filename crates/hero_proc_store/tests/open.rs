@@ -177,3 +177,37 @@ fn legacy_database_without_auto_vacuum_is_converted_by_compaction() {
     assert_eq!(stats.freelist_count, 0);
     assert!(r.bytes_after < r.bytes_before);
 }
+
+/// Descriptors of this process open on `path` itself (not its -wal or -shm).
+fn fds_on(path: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == path))
+        .count()
+}
+
+#[test]
+fn a_store_opens_one_reader_and_more_only_when_reads_overlap() {
+    let (_t, store) = open();
+    let path = store.path().canonicalize().unwrap();
+    // The writer and one reader.
+    assert_eq!(fds_on(&path), 2, "a new store holds the writer and one reader");
+    store.put_action(&action("core", "a"), &Origin::manual()).unwrap();
+    for _ in 0..100 {
+        assert!(store.get_action("core", "a").unwrap().is_some());
+    }
+    assert_eq!(fds_on(&path), 2, "reads one after the other share the one reader");
+    // Eight threads reading at once: more readers, never more than READERS.
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..300 {
+                    assert!(store.list_actions().unwrap().len() == 1);
+                }
+            });
+        }
+    });
+    let n = fds_on(&path);
+    assert!((2..=1 + hero_proc_store::READERS).contains(&n), "{n} descriptors on the database");
+}
