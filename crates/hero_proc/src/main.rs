@@ -5,6 +5,7 @@ mod artifact;
 mod export;
 mod logs;
 mod man;
+mod math;
 mod objects;
 mod ops;
 mod reconcile;
