@@ -206,6 +206,38 @@ fn runs_order_jobs_by_depends_on_and_capture_output() {
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "build\ntest\n");
 }
 
+/// The supervisor keeps decoded actions between jobs: a changed action must be what the
+/// very next run and the next start of a service use.
+#[test]
+fn a_changed_action_is_what_the_next_run_and_the_next_start_use() {
+    let d = Daemon::start();
+    let said = d.root().join("said.txt");
+    let s = said.display();
+    let last_output = |d: &Daemon| {
+        let run = d.json(&["run", "list"])[0].clone();
+        let job = run["jobs"][0]["id"].as_i64().unwrap();
+        d.json(&["job", "logs", &job.to_string()])["lines"].clone()
+    };
+    for word in ["one", "two", "three"] {
+        d.set(&format!("actions:\n  - name: say\n    interpreter: sh\n    script: echo {word}\n"));
+        let out = d.cli(&["run", "submit", "say", "--wait"]);
+        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+        assert_eq!(last_output(&d), serde_json::json!([word]), "the run used the action as last set");
+    }
+    for word in ["first", "second"] {
+        d.set(&format!(
+            "actions:\n  - name: srv\n    interpreter: sh\n    script: echo {word} > {s}; exec sleep 1000\n    process: true\nservices:\n  - name: srv\n"
+        ));
+        let out = d.cli(&["service", "restart", "srv"]);
+        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::fs::read_to_string(&said).map(|t| t.trim() != word).unwrap_or(true) {
+            assert!(Instant::now() < deadline, "the service's new start did not run the changed action ({word})");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 #[test]
 fn requires_waits_for_health_and_one_shot_timeout_is_enforced() {
     let d = Daemon::start();

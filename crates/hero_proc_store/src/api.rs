@@ -11,10 +11,12 @@ use crate::types::*;
 impl Tx<'_> {
     /// Creates or replaces the action `(a.context, a.name)`.
     pub fn put_action(&self, a: &Action, origin: &Origin) -> R<()> {
+        self.actions_written();
         self.db().put_action(a, origin)
     }
     /// Deletes an action; `false` if there was none.
     pub fn delete_action(&self, context: &str, name: &str) -> R<bool> {
+        self.actions_written();
         self.db().delete_action(context, name)
     }
     pub fn get_action(&self, context: &str, name: &str) -> R<Option<Stored<Action>>> {

@@ -1,6 +1,7 @@
 //! Opening the database, the [`Store`] handle and the [`Tx`] transaction type.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -69,6 +70,10 @@ pub struct Store {
     writer: Option<WriterSlot>,
     /// Tells this store's batch apart from another store's on the same thread.
     id: usize,
+    /// Bumped by every write to the actions table, when it is made and again once it is
+    /// committed: a cache of decoded actions filled at generation N is current while the
+    /// generation is still N ([`Store::actions_generation`]).
+    actions_generation: AtomicU64,
     path: PathBuf,
     busy_timeout: Duration,
     read_only: bool,
@@ -165,6 +170,7 @@ impl Store {
             readers: ReaderPool::new(vec![first], READERS, Some((path.clone(), opts.clone()))),
             writer: Some(WriterSlot::new(conn)),
             id: next_store_id(),
+            actions_generation: AtomicU64::new(0),
             path,
             busy_timeout: opts.busy_timeout,
             read_only: false,
@@ -209,6 +215,7 @@ impl Store {
             readers: ReaderPool::new(vec![conn], 1, None),
             writer: None,
             id: next_store_id(),
+            actions_generation: AtomicU64::new(0),
             path,
             busy_timeout: opts.busy_timeout,
             read_only: true,
@@ -278,11 +285,17 @@ impl Store {
             Ok(tx) => tx,
             Err(e) => return Err(self.db(&guard).fail(e).into()),
         };
-        let out = f(&Tx { conn: &tx, path: &self.path, busy_timeout: self.busy_timeout })?; // On Err the Transaction drops and rolls back.
+        let t = self.tx_on(&tx);
+        let out = f(&t)?; // On Err the Transaction drops and rolls back.
+        let touched = t.touched_actions.get();
         // Checked again just before the commit: a write into a file that is gone would be
         // acknowledged and lost.
         self.check_file()?;
-        if let Err(e) = tx.commit() {
+        let committed = tx.commit();
+        if touched {
+            self.actions_written();
+        }
+        if let Err(e) = committed {
             return Err(self.db(&guard).fail(e).into());
         }
         Ok(out)
@@ -296,7 +309,7 @@ impl Store {
         f: impl FnOnce(&Tx<'_>) -> Result<T, E>,
     ) -> Result<T, E> {
         conn.execute_batch("SAVEPOINT hero_proc_write").map_err(|e| self.db(conn).fail(e))?;
-        match f(&Tx { conn, path: &self.path, busy_timeout: self.busy_timeout }) {
+        match f(&self.tx_on(conn)) {
             Ok(out) => {
                 conn.execute_batch("RELEASE hero_proc_write").map_err(|e| self.db(conn).fail(e))?;
                 Ok(out)
@@ -306,6 +319,27 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    fn tx_on<'a>(&'a self, conn: &'a Connection) -> Tx<'a> {
+        Tx {
+            conn,
+            path: &self.path,
+            busy_timeout: self.busy_timeout,
+            actions_generation: &self.actions_generation,
+            touched_actions: std::cell::Cell::new(false),
+        }
+    }
+
+    /// The generation of the actions table (see the field): equal generations, equal
+    /// actions. Cheap (one atomic load): for caches of decoded actions in this process,
+    /// which is the only writer while it holds the database.
+    pub fn actions_generation(&self) -> u64 {
+        self.actions_generation.load(Ordering::Acquire)
+    }
+
+    fn actions_written(&self) {
+        self.actions_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Opens a batch on the calling thread: until [`Batch::commit`], every write this
@@ -565,11 +599,21 @@ pub struct Tx<'a> {
     conn: &'a Connection,
     path: &'a Path,
     busy_timeout: Duration,
+    actions_generation: &'a AtomicU64,
+    /// An action was written: the generation moves again after the commit.
+    touched_actions: std::cell::Cell<bool>,
 }
 
 impl Tx<'_> {
     pub(crate) fn db(&self) -> Db<'_> {
         Db::new(self.conn, self.path, self.busy_timeout)
+    }
+
+    /// An action row is being written: caches of decoded actions are stale from now
+    /// (this thread's reads see the write at once) and again at the commit.
+    pub(crate) fn actions_written(&self) {
+        self.touched_actions.set(true);
+        self.actions_generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -593,6 +637,8 @@ impl Batch<'_> {
         if r.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
+        // Whatever the batch wrote is now visible to every thread (or rolled back).
+        store.actions_written();
         store.writer.as_ref().expect("a batch has a writer").give_back(conn);
         r
     }
@@ -610,6 +656,7 @@ impl Drop for Batch<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.take() {
             let _ = conn.execute_batch("ROLLBACK");
+            self.store.actions_written();
             if let Some(slot) = &self.store.writer {
                 slot.give_back(conn);
             }

@@ -63,3 +63,26 @@ fn a_failing_write_in_a_batch_undoes_only_itself_and_a_dropped_batch_undoes_all(
     // The writer is back: writes go on as before.
     store.create_run("next", 3).unwrap();
 }
+
+#[test]
+fn the_actions_generation_moves_with_every_committed_action_write_and_only_then() {
+    let (_t, store) = open();
+    let g0 = store.actions_generation();
+    store.put_action(&action("core", "a"), &Origin::manual()).unwrap();
+    let g1 = store.actions_generation();
+    assert!(g1 > g0, "a put moves it");
+    store.create_run("r", 1).unwrap();
+    assert_eq!(store.actions_generation(), g1, "a write to another table does not");
+    assert!(store.get_action("core", "a").unwrap().is_some());
+    assert_eq!(store.actions_generation(), g1, "a read does not");
+    store.delete_action("core", "a").unwrap();
+    let g2 = store.actions_generation();
+    assert!(g2 > g1, "a delete moves it");
+    // Inside a batch: at the write (this thread reads it at once) and at the commit.
+    let batch = store.begin_batch().unwrap();
+    store.put_action(&action("core", "b"), &Origin::manual()).unwrap();
+    let g3 = store.actions_generation();
+    assert!(g3 > g2);
+    batch.commit().unwrap();
+    assert!(store.actions_generation() > g3, "the commit moves it again");
+}

@@ -205,6 +205,7 @@ impl Engine {
             flush_delay: None,
             contain,
             monitors: HashMap::new(),
+            actions: Default::default(),
         };
         // The actor's own thread (see the module comment). Boot finishes before this
         // returns, as callers expect services loaded and re-attached once it has.
@@ -365,6 +366,9 @@ struct Supervisor {
     /// The periodic health probing of each running service that has checks: the
     /// generation it probes for, and its task.
     monitors: HashMap<Ref, (u64, tokio::task::AbortHandle)>,
+    /// Actions decoded from the store, with the store's actions generation they are
+    /// current for (`executor::stored_action`).
+    actions: std::cell::RefCell<(u64, HashMap<Ref, Option<Action>>)>,
 }
 
 /// How long the starts of a turn that answered nobody may wait for another write to take

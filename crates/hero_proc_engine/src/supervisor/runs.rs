@@ -97,8 +97,8 @@ impl Supervisor {
         let mut seen: HashMap<&Ref, Action> = HashMap::new();
         for r in &actions {
             if !seen.contains_key(r) {
-                match self.store.get_action(&r.context, &r.name)? {
-                    Some(a) => seen.insert(r, a.value),
+                match self.stored_action(r)? {
+                    Some(a) => seen.insert(r, a),
                     None => {
                         return Err(EngineError::NotFound(format!(
                             "no action {r}; `hero_proc action list` shows what exists"
