@@ -428,6 +428,7 @@ fn services(s: &Sizes) {
     println!(
         "(ratio: hero_proc / that supervisor, on what the CLI said; pueue does not restart tasks at boot: no cold start)"
     );
+    println!("{}", layout_line());
     if sup.is_none() {
         println!("{}", Supervisord::MISSING);
     }
@@ -520,6 +521,35 @@ fn hero_proc_services(s: &Sizes, mark: &str) -> PeerResult {
     each("service.stop");
     r.rpc_stop = Some(watch.finish(&format!("{n} services stopped by RPC")));
     r
+}
+
+/// How much of `crates/hero_proc/hot-symbols.txt` the measured binary still defines: the
+/// RSS above holds only when it is about all of it (a dependency change renames many
+/// functions; `python3 tests/bench/hot_symbols.py` regenerates the list).
+fn layout_line() -> String {
+    if cfg!(debug_assertions) {
+        return "code layout: not checked in a debug build (hot-symbols.txt names release-build functions)".into();
+    }
+    let list = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hot-symbols.txt");
+    let listed: Vec<String> = std::fs::read_to_string(&list)
+        .unwrap_or_else(|e| panic!("{}: {e}", list.display()))
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let out = Command::new("nm")
+        .args(["--defined-only", support::bin()])
+        .output()
+        .expect("`nm` (binutils) runs: the bench reads the binary's symbols with it");
+    assert!(out.status.success(), "nm {}: {}", support::bin(), text(&out.stderr));
+    let have: std::collections::HashSet<&str> =
+        std::str::from_utf8(&out.stdout).unwrap().lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    let hits = listed.iter().filter(|s| have.contains(s.as_str())).count();
+    format!(
+        "code layout: {hits} of the {} functions in hot-symbols.txt are in this binary ({:.0}%); below ~95% the RSS grows by megabytes: regenerate it",
+        listed.len(),
+        100.0 * hits as f64 / listed.len().max(1) as f64
+    )
 }
 
 // ---- supervisord --------------------------------------------------------------------
