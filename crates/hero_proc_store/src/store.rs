@@ -355,7 +355,7 @@ impl Store {
     /// As [`Store::transaction`]'s start.
     pub fn begin_batch(&self) -> Result<Batch<'_>, StoreError> {
         self.ensure_writable()?;
-        if self.in_batch(|_| ()).is_some() {
+        if self.on_batch((), |_, ()| ()).is_ok() {
             return Ok(Batch { store: self, outer: false });
         }
         let slot = self.slot()?;
@@ -367,11 +367,6 @@ impl Store {
         }
         BATCH.with(|b| *b.borrow_mut() = Some((self.id, conn)));
         Ok(Batch { store: self, outer: true })
-    }
-
-    /// Runs `f` on this thread's open batch of this store, if there is one.
-    fn in_batch<T>(&self, f: impl FnOnce(&Connection) -> T) -> Option<T> {
-        self.on_batch(f, |conn, f| f(conn)).ok()
     }
 
     /// `run(conn, f)` on this thread's open batch of this store (Ok), or `f` back (Err)
@@ -491,13 +486,7 @@ impl Store {
 
     /// The writer connection, once no batch has it.
     fn writer(&self) -> Result<WriterGuard<'_>, StoreError> {
-        let slot = self.slot()?;
-        // A panic inside a transaction rolled it back while unwinding: the connection is fine.
-        let mut conn = slot.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        while conn.is_none() {
-            conn = slot.back.wait(conn).unwrap_or_else(PoisonError::into_inner);
-        }
-        Ok(WriterGuard(conn))
+        Ok(WriterGuard(self.slot()?.present()))
     }
 
     fn db<'a>(&'a self, conn: &'a Connection) -> Db<'a> {
@@ -631,36 +620,37 @@ impl Batch<'_> {
     /// # Errors
     /// As [`Store::transaction`]'s commit; the writes are then rolled back.
     pub fn commit(mut self) -> Result<(), StoreError> {
-        let Some(conn) = self.take() else { return Ok(()) };
+        self.end(true)
+    }
+
+    /// Commit (or roll back) the transaction and give the connection back to the slot:
+    /// the outer batch only, once.
+    fn end(&mut self, commit: bool) -> Result<(), StoreError> {
+        if !std::mem::take(&mut self.outer) {
+            return Ok(());
+        }
+        let Some((_, conn)) = BATCH.with(|b| b.borrow_mut().take()) else { return Ok(()) };
         let store = self.store;
-        let r = store.check_file().and_then(|()| conn.execute_batch("COMMIT").map_err(|e| store.db(&conn).fail(e)));
-        if r.is_err() {
+        let r = if commit {
+            store.check_file().and_then(|()| conn.execute_batch("COMMIT").map_err(|e| store.db(&conn).fail(e)))
+        } else {
+            Ok(())
+        };
+        if !commit || r.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
         // Whatever the batch wrote is now visible to every thread (or rolled back).
         store.actions_written();
-        store.writer.as_ref().expect("a batch has a writer").give_back(conn);
-        r
-    }
-
-    /// The connection back from this thread, once (the outer batch only).
-    fn take(&mut self) -> Option<Connection> {
-        if !std::mem::take(&mut self.outer) {
-            return None;
+        if let Some(slot) = &store.writer {
+            slot.give_back(conn);
         }
-        BATCH.with(|b| b.borrow_mut().take()).map(|(_, conn)| conn)
+        r
     }
 }
 
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
-        if let Some(conn) = self.take() {
-            let _ = conn.execute_batch("ROLLBACK");
-            self.store.actions_written();
-            if let Some(slot) = &self.store.writer {
-                slot.give_back(conn);
-            }
-        }
+        let _ = self.end(false);
     }
 }
 
@@ -685,15 +675,19 @@ impl WriterSlot {
         WriterSlot { conn: Mutex::new(Some(conn)), back: Condvar::new() }
     }
 
-    /// Take the connection out for a batch, once no one else uses it.
-    fn take(&self) -> Connection {
+    /// The slot locked, once the connection is in it (no batch has it out).
+    fn present(&self) -> MutexGuard<'_, Option<Connection>> {
+        // A panic inside a transaction rolled it back while unwinding: the connection is fine.
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if let Some(c) = conn.take() {
-                return c;
-            }
+        while conn.is_none() {
             conn = self.back.wait(conn).unwrap_or_else(PoisonError::into_inner);
         }
+        conn
+    }
+
+    /// Take the connection out for a batch, once no one else uses it.
+    fn take(&self) -> Connection {
+        self.present().take().expect("present")
     }
 
     fn give_back(&self, conn: Connection) {

@@ -41,10 +41,8 @@ impl Supervisor {
 
     pub(super) fn set_service(&mut self, spec: Service, origin: Origin) -> Result<bool, EngineError> {
         for a in &spec.actions {
-            let r = Ref::resolve(&a.name, &spec.context, |r| {
-                self.store.get_action(&r.context, &r.name).ok().flatten().is_some()
-            });
-            if self.store.get_action(&r.context, &r.name)?.is_none() {
+            let r = Ref::resolve(&a.name, &spec.context, |r| self.stored_action(r).is_ok_and(|a| a.is_some()));
+            if self.stored_action(&r)?.is_none() {
                 return Err(EngineError::Invalid(format!(
                     "service {}/{} runs unknown action `{}`: set the action first",
                     spec.context, spec.name, a.name
@@ -160,8 +158,8 @@ impl Supervisor {
             self.schedules.remove(r);
         }
         for r in &c.actions_changed {
-            if let Ok(Some(a)) = self.store.get_action(&r.context, &r.name) {
-                self.update_schedule(&a.value);
+            if let Ok(Some(a)) = self.stored_action(r) {
+                self.update_schedule(&a);
             }
         }
         self.arm_cron();

@@ -100,8 +100,8 @@ impl Supervisor {
     pub(super) fn action_for(&self, key: &Ref, step: usize) -> Result<Action, String> {
         let svc = self.services.get(key).ok_or("service vanished")?;
         let named = svc.spec.actions.get(step).ok_or("no such step")?;
-        // The lookup that decides a bare name's resolution keeps what it found: one read,
-        // not two.
+        // The lookup that decides a bare name's resolution keeps what it found: one
+        // lookup (and one copy of the action), not two.
         let found = std::cell::Cell::new(None);
         let r = Ref::resolve(&named.name, &svc.spec.context, |r| match self.stored_action(r) {
             Ok(Some(a)) => {
