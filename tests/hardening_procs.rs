@@ -362,3 +362,57 @@ fn a_database_replaced_by_an_older_copy_does_not_start_a_second_copy() {
     });
     assert_eq!(d.children().len(), 2, "one copy only: {:?}", d.children());
 }
+
+/// The nice value (field 19 of `/proc/PID/stat`, after the command's closing paren).
+fn nice_of(stat: &str) -> i32 {
+    let after = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    after.split_whitespace().nth(16).expect("a nice field").parse().expect("a number")
+}
+
+const NICE_PROBES: &str = r#"actions:
+  - name: svc
+    interpreter: exec
+    script: sleep 1000
+    process: true
+    health:
+      - exec: test "$(nice)" = 0
+  - name: once
+    interpreter: exec
+    script: nice
+services:
+  - name: svc
+"#;
+
+/// The supervisor's thread runs at a favoured nice value (so a machine busy with its
+/// services still gets its starts, stops and checks done), and nothing it starts
+/// inherits it: a service's process (born in its cgroup), a job of a run, and a health
+/// probe all run at nice 0.
+#[test]
+fn the_supervisor_is_favoured_and_what_it_starts_runs_at_nice_zero() {
+    if !need_root() {
+        return;
+    }
+    let d = daemon(&[]);
+    let pid = d.child.as_ref().expect("the daemon runs").id();
+    let sup = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| t.ok())
+        .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "hero_proc-sup"))
+        .expect("the supervisor's thread");
+    let sup_nice = nice_of(&std::fs::read_to_string(sup.path().join("stat")).unwrap());
+    assert_eq!(sup_nice, -10, "the supervisor's thread is favoured");
+    let main_nice = nice_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap());
+    assert_eq!(main_nice, 0, "only the supervisor's thread is: the RPC side keeps nice 0");
+
+    d.set(NICE_PROBES);
+    // Running means its health probe passed, and the probe passes only at nice 0.
+    let s = d.wait_status("svc", "running (probe at nice 0)", |s| s["state"] == "running");
+    let svc = pid_of(&s);
+    assert_eq!(nice_of(&std::fs::read_to_string(format!("/proc/{svc}/stat")).unwrap()), 0, "the service's process");
+
+    let out = d.cli(&["run", "submit", "once", "--wait"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let job = d.json(&["run", "list"])[0]["jobs"][0]["id"].as_i64().expect("the run's job");
+    let out = d.json(&["job", "logs", &job.to_string()]);
+    assert_eq!(out["lines"], serde_json::json!(["0"]), "a run's job prints its nice value");
+}

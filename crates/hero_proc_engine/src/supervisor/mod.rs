@@ -211,6 +211,7 @@ impl Engine {
         // returns, as callers expect services loaded and re-attached once it has.
         let (booted_tx, booted) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new().name("hero_proc-sup".into()).spawn(move || {
+            favour_this_thread();
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => return tracing::error!("cannot start the supervisor runtime: {e}"),
@@ -288,6 +289,29 @@ impl Engine {
         ask!(self, Shutdown)
     }
 }
+
+/// The supervisor's thread runs ahead of the processes it supervises: at nice
+/// [`SUPERVISOR_NICE`], so a machine busy with its services (or with fifty of them
+/// starting) still gets its starts, stops and health checks done on time, as with
+/// systemd's and the kernel's own housekeeping. `SCHED_RESET_ON_FORK` makes every process
+/// and thread this one creates start at nice 0 again, at no cost per spawn, so no job
+/// inherits the favour. Unprivileged (a daemon not run as root), the nice value cannot go
+/// below 0 and the thread stays as it is.
+fn favour_this_thread() {
+    // SAFETY: plain system calls on the calling thread with a valid parameter.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_OTHER | libc::SCHED_RESET_ON_FORK, &param) != 0 {
+            return;
+        }
+        // Per thread on Linux: the thread's own id, not the process's.
+        let tid = libc::gettid() as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, SUPERVISOR_NICE);
+    }
+}
+
+/// The supervisor thread's nice value (see [`favour_this_thread`]).
+const SUPERVISOR_NICE: libc::c_int = -10;
 
 /// Orphans of any job reparent to the daemon (it is their subreaper): reap them as
 /// they exit.
