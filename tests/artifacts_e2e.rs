@@ -575,8 +575,9 @@ fn a_service_of_another_account_runs_its_artifact() {
     wait_applied(&d, &rev);
     let s = d.wait_status("agent", "running", |s| s["state"] == "running");
     let pid = s["pid"].as_u64().unwrap();
-    let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().replace('\0', " ");
-    assert!(cmd.starts_with("sleep 613"), "the artifact ran: {cmd}");
+    // Running is the artifact's process; the script in it then execs `sleep`.
+    let cmd = || std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ");
+    wait_for("the artifact's script to exec `sleep 613`", Duration::from_secs(10), || cmd().starts_with("sleep 613"));
     let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid = st.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap();
     assert!(uid.split_whitespace().all(|u| u == "65534"), "{uid}");
