@@ -1,4 +1,5 @@
-//! Start a process directly inside a cgroup: `clone3(CLONE_INTO_CGROUP)`.
+//! Start a process directly inside a cgroup: `clone3(CLONE_INTO_CGROUP)`; and without
+//! one (a job of a run), the same way, for the same reasons below.
 //!
 //! The portable way (fork, the child writes itself into `cgroup.procs`, exec) makes the
 //! kernel take its cgroup-migration lock for writing, which waits for an RCU grace
@@ -91,9 +92,57 @@ struct Shared<'a> {
     failure: AtomicU64,
 }
 
+/// The child's stack, kept by each spawning thread between its spawns: a new mapping per
+/// spawn cost an `mmap`, an `mprotect`, the child's page faults and an `munmap`, whose TLB
+/// flush interrupts every CPU running one of the daemon's threads. Reusing it is safe
+/// because the thread that lends it is suspended until the child is done with it
+/// (`CLONE_VFORK`), and a thread spawns one child at a time.
+struct ChildStack(*mut libc::c_void);
+
+impl ChildStack {
+    fn new() -> io::Result<ChildStack> {
+        // SAFETY: an anonymous private mapping, unmapped by Drop.
+        let stack = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                STACK,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if stack == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // A guard page: an overflow faults instead of writing into the daemon's memory.
+        // SAFETY: the lowest page of the mapping made above.
+        unsafe { libc::mprotect(stack, 4096, libc::PROT_NONE) };
+        Ok(ChildStack(stack))
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`; no child runs on it (see the type).
+        unsafe { libc::munmap(self.0, STACK) };
+    }
+}
+
+thread_local! {
+    /// This thread's [`ChildStack`], taken out while a child runs on it.
+    static CHILD_STACK: std::cell::Cell<Option<ChildStack>> = const { std::cell::Cell::new(None) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Children this thread started by `clone3` (tests check which path a spawn took).
+    pub(crate) static CLONED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Start `plan` as the leader of its own process group, born inside the cgroup whose
-/// directory is `cgroup`.
-pub(crate) fn spawn(cgroup: &std::fs::File, plan: &ChildPlan<'_>) -> Outcome {
+/// directory is `cgroup` (or in the daemon's own cgroup with `None`: a job of a run).
+pub(crate) fn spawn(cgroup: Option<&std::fs::File>, plan: &ChildPlan<'_>) -> Outcome {
     if !cfg!(target_arch = "x86_64") {
         return Outcome::Unsupported(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -105,31 +154,19 @@ pub(crate) fn spawn(cgroup: &std::fs::File, plan: &ChildPlan<'_>) -> Outcome {
     let mut envp: Vec<*const libc::c_char> = plan.envp.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
     let shared = Shared { plan, argv, envp, failure: AtomicU64::new(0) };
-    // SAFETY: an anonymous private mapping, unmapped below once the child is gone from it.
-    let stack = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            STACK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-            -1,
-            0,
-        )
+    let stack = match CHILD_STACK.take().map_or_else(ChildStack::new, Ok) {
+        Ok(stack) => stack,
+        Err(e) => return Outcome::Failed(e),
     };
-    if stack == libc::MAP_FAILED {
-        return Outcome::Failed(io::Error::last_os_error());
-    }
-    // A guard page: an overflow faults instead of writing into the daemon's memory.
-    // SAFETY: the lowest page of the mapping made above.
-    unsafe { libc::mprotect(stack, 4096, libc::PROT_NONE) };
     let mut pidfd: RawFd = -1;
+    let into_cgroup = if cgroup.is_some() { CLONE_INTO_CGROUP } else { 0 };
     let args = CloneArgs {
-        flags: CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_INTO_CGROUP,
+        flags: CLONE_VM | CLONE_VFORK | CLONE_PIDFD | into_cgroup,
         pidfd: &mut pidfd as *mut RawFd as u64,
         exit_signal: libc::SIGCHLD as u64,
-        stack: stack as u64,
+        stack: stack.0 as u64,
         stack_size: STACK as u64,
-        cgroup: cgroup.as_raw_fd() as u64,
+        cgroup: cgroup.map_or(0, |c| c.as_raw_fd() as u64),
         ..CloneArgs::default()
     };
     // No signal handler of the daemon may run in the child (it shares our memory): block
@@ -147,12 +184,10 @@ pub(crate) fn spawn(cgroup: &std::fs::File, plan: &ChildPlan<'_>) -> Outcome {
     // so `shared` and `stack` outlive its use of them.
     let r = unsafe { clone3_on_stack(&args, child_entry, &shared as *const Shared<'_> as *mut libc::c_void) };
     let clone_err = (r < 0).then(|| io::Error::from_raw_os_error(-r as i32));
-    // SAFETY: restores this thread's mask saved above; unmaps the child's stack (it has
-    // exec'd or exited: CLONE_VFORK).
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        libc::munmap(stack, STACK);
-    }
+    // SAFETY: restores this thread's mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    // The child has exec'd or exited (CLONE_VFORK): its stack is free for the next one.
+    CHILD_STACK.set(Some(stack));
     if let Some(e) = clone_err {
         return match e.raw_os_error() {
             Some(libc::ENOSYS | libc::EINVAL | libc::EPERM | libc::E2BIG) => Outcome::Unsupported(e),
@@ -173,6 +208,8 @@ pub(crate) fn spawn(cgroup: &std::fs::File, plan: &ChildPlan<'_>) -> Outcome {
             io::Error::new(e.kind(), format!("{} failed: {e}", STEPS[step as usize]))
         });
     }
+    #[cfg(test)]
+    CLONED.set(CLONED.get() + 1);
     Outcome::Started { pid, pidfd }
 }
 
@@ -403,5 +440,43 @@ mod tests {
         unit.kill_all(std::time::Duration::from_secs(5));
         unit.remove_if_empty();
         let _ = std::fs::remove_dir(base);
+    }
+
+    /// A job of a run (no cgroup) is started by `clone3` too, in the daemon's own cgroup,
+    /// and starts as `Command` would start it; one thread's spawns reuse one child stack
+    /// (three in a row, each child whole).
+    #[tokio::test]
+    async fn a_job_without_a_cgroup_is_cloned_like_a_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let expand = Expand::new(dir.path().to_path_buf(), root.clone());
+        let place = Placement { account: None, cgroup: None, marker: None };
+        let own_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        for i in 0..3 {
+            let out_path = dir.path().join(format!("out{i}.log"));
+            let out = std::fs::File::create(&out_path).unwrap();
+            let script = format!(
+                "grep -E '^(SigBlk|SigIgn)' /proc/self/status; cat /proc/self/cgroup; \
+                 echo pgid=$(cut -d' ' -f5 /proc/$$/stat) pid=$$; env; exit {i}"
+            );
+            let a = action(Interpreter::Sh, &script);
+            let env = vec![("FROM_ACTION".to_owned(), "spec".to_owned())];
+            let before = super::CLONED.get();
+            let mut running = process::spawn_in(&a, &env, &expand, &out, &place).expect("spawned");
+            assert_eq!(super::CLONED.get(), before + 1, "started by clone3, not by Command");
+            assert_eq!(running.wait().await.unwrap(), Exit::Code(i));
+            let text = std::fs::read_to_string(&out_path).unwrap();
+            assert!(text.contains("SigBlk:\t0000000000000000"), "nothing blocked: {text}");
+            let ignored = text.lines().find_map(|l| l.strip_prefix("SigIgn:\t")).expect("SigIgn line");
+            let ignored = u64::from_str_radix(ignored.trim(), 16).unwrap();
+            assert_eq!(ignored & (1 << (libc::SIGPIPE - 1)), 0, "SIGPIPE is not ignored: {text}");
+            assert!(text.contains(own_cgroup.trim()), "in the daemon's own cgroup ({own_cgroup}): {text}");
+            let pid = running.pid;
+            assert!(text.contains(&format!("pgid={pid} pid={pid}")), "leads its own process group: {text}");
+            assert!(text.contains(&format!("HERO_ROOTDIR={}\n", root.display())), "HERO_ROOTDIR: {text}");
+            assert!(text.contains("FROM_ACTION=spec\n"), "the action's env: {text}");
+            assert!(!text.contains("HERO_PROC_UNIT="), "no unit marker without a unit: {text}");
+        }
     }
 }

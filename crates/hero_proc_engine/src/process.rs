@@ -281,13 +281,13 @@ pub fn spawn_in(
         return Err(SpawnError::Cwd(cwd));
     }
     let io_err = |source| SpawnError::Spawn { program: argv[0].clone(), source };
-    if let Some(dir) = &place.cgroup {
-        match spawn_into_cgroup(dir, &argv, &cwd, env, expand, output, place) {
-            Ok(Some(running)) => return Ok(running),
-            // This kernel or sandbox refuses clone3 into a cgroup: fork and join below.
-            Ok(None) => {}
-            Err(e) => return Err(io_err(e)),
-        }
+    // Every process is started by `clone3` where the kernel allows it (born in its
+    // cgroup, the PATH searched here, the child's stack reused: see `clone_into`).
+    match spawn_cloned(place.cgroup.as_ref(), &argv, &cwd, env, expand, output, place) {
+        Ok(Some(running)) => return Ok(running),
+        // This kernel or sandbox refuses clone3: `Command` below (fork and join the cgroup).
+        Ok(None) => {}
+        Err(e) => return Err(io_err(e)),
     }
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
@@ -352,7 +352,7 @@ pub fn spawn_in(
     Ok(Running { pid, start_ticks, waiter: Waiter::Child(child) })
 }
 
-/// Whether clone3 into a cgroup was refused once (then never tried again).
+/// Whether clone3 (into a cgroup or not) was refused once (then never tried again).
 static CLONE_INTO_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether this daemon fell back from clone3 into a cgroup (tests check it did not).
@@ -361,11 +361,11 @@ pub(crate) fn clone_into_refused() -> bool {
     CLONE_INTO_REFUSED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// [`spawn_in`] for a process born in its cgroup (see [`crate::clone_into`]): the same
-/// argv, working directory, environment, process group, output and account as the
-/// `Command` path. `Ok(None)` when clone3 into a cgroup is refused here.
-fn spawn_into_cgroup(
-    dir: &std::fs::File,
+/// [`spawn_in`] by `clone3` (see [`crate::clone_into`]), born in `cgroup` when given:
+/// the same argv, working directory, environment, process group, output and account as
+/// the `Command` path. `Ok(None)` when clone3 is refused here.
+fn spawn_cloned(
+    cgroup: Option<&std::fs::File>,
     argv: &[String],
     cwd: &std::path::Path,
     env: &[(String, String)],
@@ -396,26 +396,26 @@ fn spawn_into_cgroup(
         .collect::<Result<Vec<_>, _>>()
         .map_err(nul)?;
     let cwd = CString::new(cwd.as_os_str().as_bytes()).map_err(nul)?;
-    let null = std::fs::File::open("/dev/null")?;
+    let null = dev_null()?;
     let ids = place.account.as_ref().map(Account::ids);
     let plan = crate::clone_into::ChildPlan {
         program: &program,
         argv: &argv,
         envp: &envp,
         cwd: &cwd,
-        stdin: null.as_raw_fd(),
+        stdin: null,
         stdout: output.as_raw_fd(),
         stderr: output.as_raw_fd(),
         ids: ids.as_ref(),
     };
     // Held across the spawn, so the orphan reaper never takes this child's status.
     let mut own = OWN_CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
-    let (pid, pidfd) = match crate::clone_into::spawn(dir, &plan) {
+    let (pid, pidfd) = match crate::clone_into::spawn(cgroup, &plan) {
         crate::clone_into::Outcome::Started { pid, pidfd } => (pid, pidfd),
         crate::clone_into::Outcome::Failed(e) => return Err(e),
         crate::clone_into::Outcome::Unsupported(e) => {
             CLONE_INTO_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!("clone3 into a cgroup is refused here ({e}): children join their cgroup after fork");
+            tracing::info!("clone3 is refused here ({e}): children are forked and join their cgroup after fork");
             return Ok(None);
         }
     };
@@ -425,6 +425,17 @@ fn spawn_into_cgroup(
     // SAFETY: a valid pidfd, owned by the AsyncFd for its whole life.
     let afd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }?;
     Ok(Some(Running { pid, start_ticks, waiter: Waiter::OwnPidfd(afd) }))
+}
+
+/// `/dev/null`, opened once (close-on-exec; each child gets it as its stdin by `dup2`).
+fn dev_null() -> io::Result<std::os::fd::RawFd> {
+    use std::os::fd::AsRawFd;
+    static NULL: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    if let Some(f) = NULL.get() {
+        return Ok(f.as_raw_fd());
+    }
+    let f = std::fs::File::open("/dev/null")?;
+    Ok(NULL.get_or_init(|| f).as_raw_fd())
 }
 
 /// The environment a child gets, in order (a later entry of a name wins): the account's
@@ -600,7 +611,13 @@ pub fn group_alive(pgid: u32) -> bool {
 
 /// The start time of `pid` in clock ticks since boot, from `/proc/<pid>/stat`.
 pub fn proc_start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    use std::io::Read;
+    // One read: the fields up to starttime fit in a few hundred bytes (the command name is
+    // at most 16), and `read_to_string` would stat the file and read it in growing chunks
+    // (eight system calls per spawn instead of three).
+    let mut buf = [0u8; 1024];
+    let n = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?.read(&mut buf).ok()?;
+    let stat = std::str::from_utf8(&buf[..n]).ok()?;
     // The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     // `rest` starts at field 3 (state); starttime is field 22.
