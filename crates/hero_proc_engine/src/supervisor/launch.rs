@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::{JobLife, LiveJob, Msg, Purpose, Supervisor, now_ms};
 use crate::contain::Unit;
-use crate::process::{self, Exit, Running};
+use crate::process::{self, Exit, Running, StartTicks};
 
 impl Supervisor {
     /// Create the job row, open its output file, spawn, and watch it (the start is
@@ -35,7 +35,12 @@ impl Supervisor {
     /// Open the job's output file, resolve its environment, spawn it and watch it. On
     /// failure the job row is finished as failed with the reason (and the reason logged).
     /// The caller records the start (so a burst can share one transaction).
-    pub(super) fn launch(&mut self, job: JobId, action: &Action, purpose: Purpose) -> Result<(u32, u64), String> {
+    pub(super) fn launch(
+        &mut self,
+        job: JobId,
+        action: &Action,
+        purpose: Purpose,
+    ) -> Result<(u32, StartTicks), String> {
         // A daemon whose database was replaced starts nothing: the processes it would
         // start could not be recorded, and a daemon on the restored file would start them
         // again.
@@ -68,7 +73,7 @@ impl Supervisor {
                 return Err(why);
             }
         };
-        let started = (running.pid, running.start_ticks);
+        let started = (running.pid, running.start_ticks.clone());
         let timeout = if action.process {
             None
         } else {
@@ -230,7 +235,9 @@ impl Supervisor {
         let now = now_ms();
         let r = self.store.transaction(|tx| {
             for (job, pid, ticks, at) in &starts {
-                tx.mark_job_running(*job, *pid, Some(*ticks), *at)?;
+                // Its watcher, on this thread, reads it before reaping: the child is
+                // unreaped here unless that read has happened (see StartTicks).
+                tx.mark_job_running(*job, *pid, Some(ticks.get_or_read(*pid)), *at)?;
             }
             for (job, ex) in &pending {
                 tx.finish_job(*job, ex)?;

@@ -382,7 +382,7 @@ struct Supervisor {
     /// fifty services writes once; a one-job run's start shares its exit's commit). A daemon that dies before that write leaves pending rows, which the
     /// next one re-attaches by their output file (`reattach.rs`). (job, pid, start
     /// ticks, started at ms)
-    unrecorded_starts: Vec<(JobId, u32, u64, i64)>,
+    unrecorded_starts: Vec<(JobId, u32, crate::process::StartTicks, i64)>,
     /// The retry timer's current delay while it is armed (it runs only while exits are
     /// unrecorded, so an idle daemon does not wake up).
     flush_delay: Option<Duration>,

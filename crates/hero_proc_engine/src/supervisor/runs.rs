@@ -10,6 +10,7 @@ use hero_proc_spec::{Action, Signal};
 use hero_proc_store::{JobExit, JobId, NewJob, Phase, Ref, RunId};
 
 use super::{EngineError, Purpose, Supervisor, now_ms};
+use crate::process::StartTicks;
 
 /// A run in progress.
 #[derive(Default)]
@@ -175,7 +176,7 @@ impl Supervisor {
                 None => start_failed = true,
             }
         }
-        self.record_starts(&started);
+        self.record_starts(started);
         if start_failed {
             // Jobs that depend on one that could not start are cancelled now.
             return self.advance_run(run);
@@ -187,14 +188,14 @@ impl Supervisor {
     }
 
     /// The jobs started in one step of a run: written with the rest of this turn.
-    fn record_starts(&mut self, started: &[(JobId, u32, u64)]) {
+    fn record_starts(&mut self, started: Vec<(JobId, u32, StartTicks)>) {
         let now = now_ms();
-        self.unrecorded_starts.extend(started.iter().map(|(job, pid, ticks)| (*job, *pid, *ticks, now)));
+        self.unrecorded_starts.extend(started.into_iter().map(|(job, pid, ticks)| (job, pid, ticks, now)));
     }
 
     /// Start a run's pending job (its row exists already). Returns what to record as
     /// started, or None when it could not start (already recorded as failed).
-    fn start_run_job(&mut self, run: RunId, job: JobId, action: &Action) -> Option<(JobId, u32, u64)> {
+    fn start_run_job(&mut self, run: RunId, job: JobId, action: &Action) -> Option<(JobId, u32, StartTicks)> {
         match self.launch(job, action, Purpose::Run { run }) {
             Ok((pid, ticks)) => {
                 if let Some(live) = self.runs.get_mut(&run) {
