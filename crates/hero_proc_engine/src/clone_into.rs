@@ -58,7 +58,7 @@ pub(crate) struct ChildPlan<'a> {
     /// An absolute or cwd-relative path: no PATH search happens in the child.
     pub program: &'a CStr,
     pub argv: &'a [CString],
-    pub envp: &'a [CString],
+    pub envp: &'a [&'a CStr],
     pub cwd: &'a CStr,
     pub stdin: RawFd,
     pub stdout: RawFd,

@@ -419,21 +419,52 @@ fn spawn_cloned(
         return Ok(None);
     }
     let nul = |e: std::ffi::NulError| io::Error::new(io::ErrorKind::InvalidInput, e);
-    let envp = child_env(env, expand, place);
-    let path_var = envp.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.clone());
+    let kv = |k: &[u8], v: &[u8]| {
+        let mut kv = Vec::with_capacity(k.len() + 1 + v.len());
+        kv.extend_from_slice(k);
+        kv.push(b'=');
+        kv.extend_from_slice(v);
+        CString::new(kv)
+    };
+    // The entries set for this child, a later one of a name winning (as in `child_env`).
+    let (own, base): (Vec<EnvEntry>, &[EnvEntry]) = match &place.account {
+        Some(_) => {
+            let own = child_env(env, expand, place)
+                .into_iter()
+                .map(|(k, v)| kv(k.as_bytes(), v.as_bytes()).map(|c| (k.as_bytes().to_vec(), c)))
+                .collect::<Result<_, _>>()
+                .map_err(nul)?;
+            (own, &[])
+        }
+        None => {
+            let mut own: Vec<EnvEntry> = Vec::with_capacity(env.len() + 2);
+            let mut set = |k: &[u8], v: &[u8]| -> io::Result<()> {
+                let c = kv(k, v).map_err(nul)?;
+                own.retain(|(have, _)| have.as_slice() != k);
+                own.push((k.to_vec(), c));
+                Ok(())
+            };
+            set(b"HERO_ROOTDIR", expand.root().as_os_str().as_bytes())?;
+            if let Some(m) = &place.marker {
+                set(crate::contain::MARKER_ENV.as_bytes(), m.as_bytes())?;
+            }
+            for (k, v) in env {
+                set(k.as_bytes(), v.as_bytes())?;
+            }
+            (own, inherited_env())
+        }
+    };
+    let overridden = |k: &[u8]| own.iter().any(|(o, _)| o.as_slice() == k);
+    let inherited = base.iter().filter(|(k, _)| !overridden(k));
+    let envp: Vec<&std::ffi::CStr> = inherited.clone().chain(own.iter()).map(|(_, c)| c.as_c_str()).collect();
+    let path_var = own
+        .iter()
+        .chain(inherited)
+        .find(|(k, _)| k.as_slice() == b"PATH")
+        .map(|(_, c)| std::ffi::OsStr::from_bytes(&c.as_bytes()[b"PATH=".len()..]).to_owned());
     let program = resolve_program(&argv[0], path_var.as_deref(), cwd)?;
     let program = CString::new(program.as_os_str().as_bytes()).map_err(nul)?;
     let argv = argv.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<Vec<_>, _>>().map_err(nul)?;
-    let envp = envp
-        .iter()
-        .map(|(k, v)| {
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            CString::new(kv)
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(nul)?;
     let cwd = CString::new(cwd.as_os_str().as_bytes()).map_err(nul)?;
     let null = dev_null()?;
     let ids = place.account.as_ref().map(Account::ids);
@@ -464,6 +495,31 @@ fn spawn_cloned(
     let afd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }?;
     // Read when first needed (see StartTicks); `wait` reads it before it reaps.
     Ok(Some(Running { pid, start_ticks: StartTicks::unread(), waiter: Waiter::OwnPidfd(afd) }))
+}
+
+/// One variable of a child's environment: its name, and `NAME=VALUE` as `execve` takes it.
+type EnvEntry = (Vec<u8>, std::ffi::CString);
+
+/// The daemon's own environment as an account-less child inherits it (`KEY=VALUE`, by
+/// key), without `HERO_ROOTDIR` and key material (see [`child_env`]); taken once: the
+/// daemon settles its environment before it starts anything ([`scrub_daemon_env`]) and
+/// never changes it after, and copying it for every spawn was a tenth of the supervisor's
+/// time per job.
+fn inherited_env() -> &'static [EnvEntry] {
+    use std::os::unix::ffi::OsStrExt;
+    static ENV: std::sync::OnceLock<Vec<EnvEntry>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        std::env::vars_os()
+            .filter(|(k, _)| k != "HERO_ROOTDIR" && !WITHHELD_ENV.iter().any(|w| k == w))
+            .filter_map(|(k, v)| {
+                let mut kv = k.as_bytes().to_vec();
+                kv.push(b'=');
+                kv.extend_from_slice(v.as_bytes());
+                // A variable holding NUL cannot be passed on (nor can it exist in environ).
+                Some((k.as_bytes().to_vec(), std::ffi::CString::new(kv).ok()?))
+            })
+            .collect()
+    })
 }
 
 /// `/dev/null`, opened once (close-on-exec; each child gets it as its stdin by `dup2`).

@@ -176,6 +176,12 @@ mod tests {
     fn a_tree_counts_its_descendants_memory_threads_and_fds() {
         let me = std::process::id();
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        // `spawn` returns while the child is still in its exec (no memory yet): wait for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ProcTable::read().usage(child.id(), None).memory_bytes == 0 {
+            assert!(std::time::Instant::now() < deadline, "sleep never finished its exec");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let mut t = ProcTable::read();
         let alone = t.usage(child.id(), None);
         let tree = t.usage(me, None);
