@@ -362,6 +362,23 @@ mod tests {
         a
     }
 
+    /// What a child prints about itself: its signal state, cgroup, group and environment.
+    const PROBE: &str = "grep -E '^(SigBlk|SigIgn)' /proc/self/status; cat /proc/self/cgroup; \
+                         echo pgid=$(cut -d' ' -f5 /proc/$$/stat) pid=$$; env";
+
+    /// A child that printed [`PROBE`] started as `Command` would start it: nothing
+    /// blocked, SIGPIPE not ignored, leading its own group, HERO_ROOTDIR and the action's
+    /// variable set.
+    fn assert_started_fresh(text: &str, pid: u32, root: &std::path::Path) {
+        assert!(text.contains("SigBlk:\t0000000000000000"), "nothing blocked: {text}");
+        let ignored = text.lines().find_map(|l| l.strip_prefix("SigIgn:\t")).expect("SigIgn line");
+        let ignored = u64::from_str_radix(ignored.trim(), 16).unwrap();
+        assert_eq!(ignored & (1 << (libc::SIGPIPE - 1)), 0, "SIGPIPE is not ignored: {text}");
+        assert!(text.contains(&format!("pgid={pid} pid={pid}")), "leads its own process group: {text}");
+        assert!(text.contains(&format!("HERO_ROOTDIR={}\n", root.display())), "HERO_ROOTDIR: {text}");
+        assert!(text.contains("FROM_ACTION=spec\n"), "the action's env: {text}");
+    }
+
     /// A process born in its cgroup starts as `Command` would start it: in its own
     /// group, in the cgroup, with the signal state of a fresh process (nothing blocked,
     /// SIGPIPE not ignored although the Rust runtime ignores it here), the daemon's
@@ -392,9 +409,7 @@ mod tests {
         };
         let out_path = dir.path().join("out.log");
         let out = std::fs::File::create(&out_path).unwrap();
-        let script = "grep -E '^(SigBlk|SigIgn)' /proc/self/status; cat /proc/self/cgroup; \
-                      echo pgid=$(cut -d' ' -f5 /proc/$$/stat) pid=$$; env; exit 7";
-        let a = action(Interpreter::Sh, script);
+        let a = action(Interpreter::Sh, &format!("{PROBE}; exit 7"));
         let env = vec![("FROM_ACTION".to_owned(), "spec".to_owned())];
         let mut running = process::spawn_in(&a, &env, &expand, &out, &place(&unit)).expect("spawned");
         assert_eq!(running.wait().await.unwrap(), Exit::Code(7));
@@ -403,19 +418,12 @@ mod tests {
             "clone3 into the cgroup was refused on this kernel: the fallback ran instead"
         );
         let text = std::fs::read_to_string(&out_path).unwrap();
-        assert!(text.contains("SigBlk:\t0000000000000000"), "nothing blocked: {text}");
-        let ignored = text.lines().find_map(|l| l.strip_prefix("SigIgn:\t")).expect("SigIgn line");
-        let ignored = u64::from_str_radix(ignored.trim(), 16).unwrap();
-        assert_eq!(ignored & (1 << (libc::SIGPIPE - 1)), 0, "SIGPIPE is not ignored: {text}");
+        assert_started_fresh(&text, running.pid, &root);
         assert!(
             text.lines().any(|l| l.starts_with("0::/") && l.ends_with("/core.probe")),
             "born in the unit's cgroup: {text}"
         );
-        let pid = running.pid;
-        assert!(text.contains(&format!("pgid={pid} pid={pid}")), "leads its own process group: {text}");
         assert!(text.contains(&format!("HERO_PROC_UNIT={}\n", unit.marker)), "carries the marker: {text}");
-        assert!(text.contains(&format!("HERO_ROOTDIR={}\n", root.display())), "HERO_ROOTDIR: {text}");
-        assert!(text.contains("FROM_ACTION=spec\n"), "the action's env: {text}");
         assert_eq!(text.matches("\nFROM_ACTION=").count() + usize::from(text.starts_with("FROM_ACTION=")), 1);
 
         let missing = action(Interpreter::Exec, "no-such-program-7f3a --flag");
@@ -456,26 +464,15 @@ mod tests {
         for i in 0..3 {
             let out_path = dir.path().join(format!("out{i}.log"));
             let out = std::fs::File::create(&out_path).unwrap();
-            let script = format!(
-                "grep -E '^(SigBlk|SigIgn)' /proc/self/status; cat /proc/self/cgroup; \
-                 echo pgid=$(cut -d' ' -f5 /proc/$$/stat) pid=$$; env; exit {i}"
-            );
-            let a = action(Interpreter::Sh, &script);
+            let a = action(Interpreter::Sh, &format!("{PROBE}; exit {i}"));
             let env = vec![("FROM_ACTION".to_owned(), "spec".to_owned())];
             let before = super::CLONED.get();
             let mut running = process::spawn_in(&a, &env, &expand, &out, &place).expect("spawned");
             assert_eq!(super::CLONED.get(), before + 1, "started by clone3, not by Command");
             assert_eq!(running.wait().await.unwrap(), Exit::Code(i));
             let text = std::fs::read_to_string(&out_path).unwrap();
-            assert!(text.contains("SigBlk:\t0000000000000000"), "nothing blocked: {text}");
-            let ignored = text.lines().find_map(|l| l.strip_prefix("SigIgn:\t")).expect("SigIgn line");
-            let ignored = u64::from_str_radix(ignored.trim(), 16).unwrap();
-            assert_eq!(ignored & (1 << (libc::SIGPIPE - 1)), 0, "SIGPIPE is not ignored: {text}");
+            assert_started_fresh(&text, running.pid, &root);
             assert!(text.contains(own_cgroup.trim()), "in the daemon's own cgroup ({own_cgroup}): {text}");
-            let pid = running.pid;
-            assert!(text.contains(&format!("pgid={pid} pid={pid}")), "leads its own process group: {text}");
-            assert!(text.contains(&format!("HERO_ROOTDIR={}\n", root.display())), "HERO_ROOTDIR: {text}");
-            assert!(text.contains("FROM_ACTION=spec\n"), "the action's env: {text}");
             assert!(!text.contains("HERO_PROC_UNIT="), "no unit marker without a unit: {text}");
         }
     }

@@ -419,41 +419,36 @@ fn spawn_cloned(
         return Ok(None);
     }
     let nul = |e: std::ffi::NulError| io::Error::new(io::ErrorKind::InvalidInput, e);
-    let kv = |k: &[u8], v: &[u8]| {
-        let mut kv = Vec::with_capacity(k.len() + 1 + v.len());
-        kv.extend_from_slice(k);
-        kv.push(b'=');
-        kv.extend_from_slice(v);
-        CString::new(kv)
-    };
-    // The entries set for this child, a later one of a name winning (as in `child_env`).
-    let (own, base): (Vec<EnvEntry>, &[EnvEntry]) = match &place.account {
-        Some(_) => {
-            let own = child_env(env, expand, place)
-                .into_iter()
-                .map(|(k, v)| kv(k.as_bytes(), v.as_bytes()).map(|c| (k.as_bytes().to_vec(), c)))
+    // What the child starts from: the account's clean environment, or the daemon's own
+    // (taken once); then what is set for it, a later entry of a name winning: the root,
+    // the unit marker, the action's variables.
+    let account_env: Vec<EnvEntry>;
+    let base: &[EnvEntry] = match &place.account {
+        Some(a) => {
+            account_env = a
+                .env(expand.root())
+                .iter()
+                .map(|(k, v)| env_entry(k.as_bytes(), v.as_bytes()))
                 .collect::<Result<_, _>>()
                 .map_err(nul)?;
-            (own, &[])
+            &account_env
         }
-        None => {
-            let mut own: Vec<EnvEntry> = Vec::with_capacity(env.len() + 2);
-            let mut set = |k: &[u8], v: &[u8]| -> io::Result<()> {
-                let c = kv(k, v).map_err(nul)?;
-                own.retain(|(have, _)| have.as_slice() != k);
-                own.push((k.to_vec(), c));
-                Ok(())
-            };
-            set(b"HERO_ROOTDIR", expand.root().as_os_str().as_bytes())?;
-            if let Some(m) = &place.marker {
-                set(crate::contain::MARKER_ENV.as_bytes(), m.as_bytes())?;
-            }
-            for (k, v) in env {
-                set(k.as_bytes(), v.as_bytes())?;
-            }
-            (own, inherited_env())
-        }
+        None => inherited_env(),
     };
+    let mut own: Vec<EnvEntry> = Vec::with_capacity(env.len() + 2);
+    let mut set = |k: &[u8], v: &[u8]| -> io::Result<()> {
+        let entry = env_entry(k, v).map_err(nul)?;
+        own.retain(|(have, _)| have.as_slice() != k);
+        own.push(entry);
+        Ok(())
+    };
+    set(b"HERO_ROOTDIR", expand.root().as_os_str().as_bytes())?;
+    if let Some(m) = &place.marker {
+        set(crate::contain::MARKER_ENV.as_bytes(), m.as_bytes())?;
+    }
+    for (k, v) in env {
+        set(k.as_bytes(), v.as_bytes())?;
+    }
     let overridden = |k: &[u8]| own.iter().any(|(o, _)| o.as_slice() == k);
     let inherited = base.iter().filter(|(k, _)| !overridden(k));
     let envp: Vec<&std::ffi::CStr> = inherited.clone().chain(own.iter()).map(|(_, c)| c.as_c_str()).collect();
@@ -500,8 +495,17 @@ fn spawn_cloned(
 /// One variable of a child's environment: its name, and `NAME=VALUE` as `execve` takes it.
 type EnvEntry = (Vec<u8>, std::ffi::CString);
 
-/// The daemon's own environment as an account-less child inherits it (`KEY=VALUE`, by
-/// key), without `HERO_ROOTDIR` and key material (see [`child_env`]); taken once: the
+/// `NAME` and `NAME=VALUE` for one variable of a child's environment.
+fn env_entry(k: &[u8], v: &[u8]) -> Result<EnvEntry, std::ffi::NulError> {
+    let mut kv = Vec::with_capacity(k.len() + 1 + v.len());
+    kv.extend_from_slice(k);
+    kv.push(b'=');
+    kv.extend_from_slice(v);
+    Ok((k.to_vec(), std::ffi::CString::new(kv)?))
+}
+
+/// The daemon's own environment as an account-less child inherits it, without
+/// `HERO_ROOTDIR` (set per child) and key material ([`WITHHELD_ENV`]); taken once: the
 /// daemon settles its environment before it starts anything ([`scrub_daemon_env`]) and
 /// never changes it after, and copying it for every spawn was a tenth of the supervisor's
 /// time per job.
@@ -511,13 +515,8 @@ fn inherited_env() -> &'static [EnvEntry] {
     ENV.get_or_init(|| {
         std::env::vars_os()
             .filter(|(k, _)| k != "HERO_ROOTDIR" && !WITHHELD_ENV.iter().any(|w| k == w))
-            .filter_map(|(k, v)| {
-                let mut kv = k.as_bytes().to_vec();
-                kv.push(b'=');
-                kv.extend_from_slice(v.as_bytes());
-                // A variable holding NUL cannot be passed on (nor can it exist in environ).
-                Some((k.as_bytes().to_vec(), std::ffi::CString::new(kv).ok()?))
-            })
+            // A variable holding NUL cannot be passed on (nor can it exist in environ).
+            .filter_map(|(k, v)| env_entry(k.as_bytes(), v.as_bytes()).ok())
             .collect()
     })
 }
@@ -531,32 +530,6 @@ fn dev_null() -> io::Result<std::os::fd::RawFd> {
     }
     let f = std::fs::File::open("/dev/null")?;
     Ok(NULL.get_or_init(|| f).as_raw_fd())
-}
-
-/// The environment a child gets, in order (a later entry of a name wins): the account's
-/// clean one or the daemon's own (already scrubbed, see [`scrub_daemon_env`]) with
-/// `HERO_ROOTDIR` set and key material removed, then the unit marker, then the action's.
-fn child_env(
-    env: &[(String, String)],
-    expand: &Expand,
-    place: &Placement,
-) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
-    let mut out: Vec<(std::ffi::OsString, std::ffi::OsString)> = match &place.account {
-        Some(a) => a.env(expand.root()).into_iter().map(|(k, v)| (k.into(), v)).collect(),
-        None => std::env::vars_os()
-            .filter(|(k, _)| k != "HERO_ROOTDIR" && !WITHHELD_ENV.iter().any(|w| k == w))
-            .chain(std::iter::once(("HERO_ROOTDIR".into(), expand.root().as_os_str().to_owned())))
-            .collect(),
-    };
-    if let Some(m) = &place.marker {
-        out.push((crate::contain::MARKER_ENV.into(), m.into()));
-    }
-    out.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
-    // One entry per name, the last one given.
-    let mut seen = std::collections::HashSet::new();
-    let mut dedup: Vec<_> = out.into_iter().rev().filter(|(k, _)| seen.insert(k.clone())).collect();
-    dedup.reverse();
-    dedup
 }
 
 /// Find `program` as `execvp` would, but in the parent (the child then makes one

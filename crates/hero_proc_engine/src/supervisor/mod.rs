@@ -292,8 +292,8 @@ impl Engine {
 
 /// The supervisor's thread runs ahead of the processes it supervises: at nice
 /// [`SUPERVISOR_NICE`], so a machine busy with its services (or with fifty of them
-/// starting) still gets its starts, stops and health checks done on time, as with
-/// systemd's and the kernel's own housekeeping. `SCHED_RESET_ON_FORK` makes every process
+/// starting) still gets its starts, stops and health checks done on time.
+/// `SCHED_RESET_ON_FORK` makes every process
 /// and thread this one creates start at nice 0 again, at no cost per spawn, so no job
 /// inherits the favour. Unprivileged (a daemon not run as root), the nice value cannot go
 /// below 0 and the thread stays as it is.
