@@ -206,6 +206,45 @@ fn runs_order_jobs_by_depends_on_and_capture_output() {
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "build\ntest\n");
 }
 
+/// A job that printed nothing gives its output file back to the spare pool when it ends,
+/// so the next job's file is a rename, not a new inode, and its output reads as no lines.
+/// A job whose background child (one that left the job's process group, which is killed
+/// with the job) still holds its stdout keeps its file: what the child prints later is
+/// that job's, never a later job's.
+#[test]
+fn a_quiet_jobs_file_is_reused_and_one_still_held_stays_with_its_job() {
+    let d = Daemon::start();
+    let go = d.root().join("go");
+    d.set(&format!(
+        "actions:\n  - name: quiet\n    interpreter: exec\n    script: 'true'\n  - name: leaver\n    interpreter: sh\n    script: |\n      setsid sh -c 'touch {ready}; i=0; while [ ! -e {go} ] && [ $i -lt 2000 ]; do sleep 0.01; i=$((i+1)); done; echo late' &\n      while [ ! -e {ready} ]; do sleep 0.01; done\n",
+        ready = d.root().join("ready").display(),
+        go = go.display()
+    ));
+    let jobs_dir = d.root().join("var/hero_proc/logs/jobs");
+    let job_of_last_run = || d.json(&["run", "list"])[0]["jobs"][0]["id"].as_i64().unwrap();
+    let out = d.cli(&["run", "submit", "leaver", "--wait"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let leaver = job_of_last_run();
+    let mut quiet = Vec::new();
+    for _ in 0..3 {
+        let out = d.cli(&["run", "submit", "quiet", "--wait"]);
+        assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+        let job = job_of_last_run();
+        let file = jobs_dir.join(format!("{job}.log"));
+        wait_for("a quiet job's empty file to go back to the pool", Duration::from_secs(10), || !file.exists());
+        assert_eq!(d.json(&["job", "logs", &job.to_string()])["lines"], serde_json::json!([]));
+        quiet.push(job);
+    }
+    assert!(jobs_dir.join(format!("{leaver}.log")).exists(), "a file a process still holds stays");
+    std::fs::write(&go, "").unwrap();
+    wait_for("the leaver's background child to print", Duration::from_secs(20), || {
+        d.json(&["job", "logs", &leaver.to_string()])["lines"] == serde_json::json!(["late"])
+    });
+    for job in quiet {
+        assert_eq!(d.json(&["job", "logs", &job.to_string()])["lines"], serde_json::json!([]), "job {job}");
+    }
+}
+
 /// The supervisor keeps decoded actions between jobs: a changed action must be what the
 /// very next run and the next start of a service use.
 #[test]

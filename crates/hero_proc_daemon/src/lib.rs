@@ -160,11 +160,11 @@ pub async fn serve(opts: ServeOptions, shutdown: impl Future<Output = ()>) -> Re
     Ok(())
 }
 
-/// Set up state, lock, store, logs and engine (no socket yet).
 /// Empty job output files kept ready (see [`LogStore::keep_spare_outputs`]): a cold
-/// start of 50 services takes most of them.
+/// start of 50 services takes most of them. Jobs that print nothing give theirs back.
 const SPARE_OUTPUTS: usize = 64;
 
+/// Set up state, lock, store, logs and engine (no socket yet).
 pub fn start(opts: ServeOptions) -> Result<Daemon, DaemonError> {
     // A bad token file starts nothing (checked before any folder, lock or process).
     let metrics_token = match (&opts.metrics_token_file, &opts.metrics_addr) {

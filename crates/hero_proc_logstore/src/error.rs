@@ -57,8 +57,8 @@ pub enum Error {
     },
     /// Neither a live output file nor a rotated generation exists for the job.
     #[error(
-        "log store: no output recorded for job {job_id} (looked for {}); the job never started, \
-         or its output was removed by the log caps or by compaction",
+        "log store: no output recorded for job {job_id} (looked for {}); the job never started, wrote \
+         nothing, or its output was removed by the log caps or by compaction",
         path.display()
     )]
     NoOutput { job_id: i64, path: PathBuf },

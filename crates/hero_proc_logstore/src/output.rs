@@ -3,7 +3,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -106,6 +106,24 @@ impl LogStore {
         open_append(&path).map_err(io_err(Op::OpenJobOutput, path))
     }
 
+    /// After a job's end is recorded: its live output file goes back to the spare pool
+    /// (see [`LogStore::keep_spare_outputs`]) if the job wrote nothing and no process has
+    /// the file open any more (a child the job started in the background may still
+    /// write). The next job's file is then a rename, not a new inode, which is most of
+    /// what a job that prints nothing costs the file system. The job's output then reads
+    /// as [`Error::NoOutput`]. Returns whether the file went; when it stays (output, a
+    /// writer left, rotated generations, a full pool, rotation or caps at work), nothing
+    /// changes.
+    pub fn recycle_job_output(&self, job_id: i64) -> bool {
+        // Rotation and caps move files too; a rotation of this file in progress would
+        // copy the next job's output under this one's name.
+        let Ok(_g) = self.maint.try_lock() else { return false };
+        if self.rotated_output_path(job_id, 1).exists() {
+            return false;
+        }
+        self.spares.give_back(&self.job_output_path(job_id))
+    }
+
     /// Existing rotated generations, ascending. Generations past the configured count
     /// (left by a larger earlier setting) are included so nothing is orphaned.
     fn generations(&self, job_id: i64) -> Vec<(u32, PathBuf)> {
@@ -130,17 +148,20 @@ impl LogStore {
         let mut stream = Concat::default();
         if opts.include_rotated && opts.offset.is_none() {
             for (_, path) in self.generations(job_id).into_iter().rev() {
-                if let Some((f, len)) = open_read(&path)? {
-                    stream.push(f, len);
+                if let Some((f, m)) = open_read(&path)? {
+                    stream.push(f, m.len());
                 }
             }
         }
         let live_base = stream.len();
         let mut live_len = 0;
         let mut hole = None;
+        let mut live_ino = None;
         match open_read(&live_path)? {
-            Some((f, len)) => {
+            Some((f, m)) => {
+                let len = m.len();
                 live_len = len;
+                live_ino = Some(m.ino());
                 hole = crate::punch::dropped_range(&f, len)
                     .map_err(io_err(Op::ReadJobOutput, &live_path))?
                     .map(|(h, e)| (live_base + h, live_base + e));
@@ -160,6 +181,13 @@ impl LogStore {
             None => forward(&stream, start, end, &opts, hole),
         };
         let mut r = read.map_err(io_err(Op::ReadJobOutput, &live_path))?;
+        // An empty file recycled while it was read (see `recycle_job_output`) may be the
+        // next job's by now: what was read is that job's, not this one's.
+        if let Some(ino) = live_ino
+            && fs::metadata(&live_path).map_or(true, |m| m.ino() != ino)
+        {
+            return Err(Error::NoOutput { job_id, path: live_path });
+        }
         if let Some(max) = opts.max_line_bytes {
             for l in &mut r.lines {
                 cut_line(l, max);
@@ -276,12 +304,12 @@ impl LogStore {
     }
 }
 
-/// Opens for reading with its current length; `None` if missing.
-fn open_read(path: &std::path::Path) -> Result<Option<(File, u64)>> {
+/// Opens for reading, with its current metadata; `None` if missing.
+fn open_read(path: &std::path::Path) -> Result<Option<(File, fs::Metadata)>> {
     match File::open(path) {
         Ok(f) => {
-            let len = f.metadata().map_err(io_err(Op::ReadJobOutput, path))?.len();
-            Ok(Some((f, len)))
+            let m = f.metadata().map_err(io_err(Op::ReadJobOutput, path))?;
+            Ok(Some((f, m)))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(Op::ReadJobOutput, path)(e)),

@@ -76,6 +76,25 @@ impl Spares {
         }
     }
 
+    /// `from` (the output file of a job that has ended) moved into the pool, if the pool
+    /// is not full, the file is empty and no process has it open; see
+    /// [`crate::LogStore::recycle_job_output`].
+    pub(crate) fn give_back(&self, from: &Path) -> bool {
+        let to = {
+            let mut s = lock(&self.state);
+            if s.high == 0 || s.free.len() >= s.high {
+                return false;
+            }
+            s.next += 1;
+            self.dir.join(s.next.to_string())
+        };
+        if !move_if_empty_and_unused(from, &to) {
+            return false;
+        }
+        lock(&self.state).free.push(to);
+        true
+    }
+
     fn refill_if_low(&self, s: &mut State) {
         if s.refilling || s.high == 0 || s.free.len() > s.high / 4 {
             return;
@@ -113,6 +132,32 @@ impl Spares {
     fn free(&self) -> usize {
         lock(&self.state).free.len()
     }
+}
+
+/// Moves `from` to `to` if it is an empty regular file of this process's user that no
+/// process has open. The proof is a write lease: the kernel grants one only while no
+/// other open file (a descriptor in any process, or a mapping) refers to the inode, so a
+/// child the job left running in the background, still holding its stdout, keeps the
+/// file where it is. Nothing else can open it meanwhile: its directory is the daemon's,
+/// 0700.
+fn move_if_empty_and_unused(from: &Path, to: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(f) = fs::File::open(from) else { return false };
+    let fd = f.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function owns, with valid arguments.
+    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) } != 0 {
+        return false;
+    }
+    // Checked under the lease: no writer can exist until it is released.
+    let fit = f.metadata().is_ok_and(|m| {
+        // SAFETY: geteuid has no failure mode.
+        m.is_file() && m.len() == 0 && m.nlink() == 1 && m.uid() == unsafe { libc::geteuid() }
+    });
+    let moved = fit && rename_noreplace(from, to).is_ok();
+    // SAFETY: as above; closing the descriptor would release the lease as well.
+    unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+    moved
 }
 
 /// `rename(2)` that fails with `AlreadyExists` instead of replacing `to`.

@@ -262,3 +262,71 @@ fn zero_generations_truncates_without_a_copy() {
     f.write_all(b"kept\n").unwrap();
     assert_eq!(all(&s, 8), ["kept"]);
 }
+
+fn inode(path: &std::path::Path) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).unwrap())
+}
+
+fn no_output(s: &LogStore, job: i64) -> bool {
+    matches!(s.read_job_output(job, ReadOpts::default()), Err(Error::NoOutput { .. }))
+}
+
+#[test]
+fn an_empty_file_nobody_holds_becomes_the_next_jobs_and_a_held_one_stays_its_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    s.keep_spare_outputs(8).unwrap();
+    let spares = dir.path().join("logs/spare");
+    wait_for("the spare pool to fill", || fs::read_dir(&spares).unwrap().count() == 8);
+
+    // Job 1 printed nothing and its process is gone: its file goes back to the pool, and
+    // the next job's file is the same inode (no allocation).
+    let mut quiet = spawn(&s, 1, "true");
+    assert!(quiet.0.wait().unwrap().success());
+    let quiet_inode = inode(&s.job_output_path(1));
+    // Job 2 printed nothing and ended, but left a child in the background holding its
+    // stdout: its file stays, and what that child writes later stays job 2's.
+    let go = dir.path().join("go");
+    let waits = format!("i=0; while [ ! -e {} ] && [ $i -lt 2000 ]; do sleep 0.01; i=$((i+1)); done", go.display());
+    let mut leaver = spawn(&s, 2, &format!("({waits}; echo late) &"));
+    assert!(leaver.0.wait().unwrap().success());
+    drop(leaver);
+    assert!(s.recycle_job_output(1));
+    assert!(!s.job_output_path(1).exists());
+    assert!(no_output(&s, 1), "a recycled job reads as having no output");
+    assert!(!s.recycle_job_output(2), "a file a process still holds must stay where it is");
+    let mut next = spawn(&s, 3, "true");
+    assert!(next.0.wait().unwrap().success());
+    assert_eq!(inode(&s.job_output_path(3)), quiet_inode, "job 3 took job 1's recycled file");
+
+    // Job 4 printed: its file stays.
+    let mut loud = spawn(&s, 4, "echo said");
+    assert!(loud.0.wait().unwrap().success());
+    assert!(!s.recycle_job_output(4));
+    assert_eq!(all(&s, 4), ["said"]);
+
+    // A rotated job's live file is empty, but its output is in `.1`: it stays.
+    let mut rotated = spawn(&s, 5, "echo before");
+    assert!(rotated.0.wait().unwrap().success());
+    assert!(s.rotate_job_output(5).unwrap().rotated);
+    assert!(!s.recycle_job_output(5));
+    assert_eq!(all(&s, 5), ["before"]);
+    drop(s);
+    // The background child of job 2 still writes where it should.
+    let s = store(&dir);
+    assert!(no_output(&s, 1));
+    assert_eq!(all(&s, 3), Vec::<String>::new());
+    fs::write(&go, "").unwrap();
+    wait_for("job 2's background child to write", || all(&s, 2) == ["late"]);
+    assert_eq!(all(&s, 3), Vec::<String>::new());
+}
+
+#[test]
+fn a_store_without_spares_keeps_every_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let mut quiet = spawn(&s, 1, "true");
+    assert!(quiet.0.wait().unwrap().success());
+    assert!(!s.recycle_job_output(1));
+    assert_eq!(all(&s, 1), Vec::<String>::new());
+}

@@ -355,7 +355,7 @@ impl Store {
     /// As [`Store::transaction`]'s start.
     pub fn begin_batch(&self) -> Result<Batch<'_>, StoreError> {
         self.ensure_writable()?;
-        if self.on_batch((), |_, ()| ()).is_ok() {
+        if self.in_batch() {
             return Ok(Batch { store: self, outer: false });
         }
         let slot = self.slot()?;
@@ -367,6 +367,12 @@ impl Store {
         }
         BATCH.with(|b| *b.borrow_mut() = Some((self.id, conn)));
         Ok(Batch { store: self, outer: true })
+    }
+
+    /// Whether this thread has a batch of this store open (its writes are not committed
+    /// until the batch is).
+    pub fn in_batch(&self) -> bool {
+        self.on_batch((), |_, ()| ()).is_ok()
     }
 
     /// `run(conn, f)` on this thread's open batch of this store (Ok), or `f` back (Err)

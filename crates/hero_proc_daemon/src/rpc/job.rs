@@ -69,11 +69,17 @@ async fn logs(q: JobLogs, c: Arc<Ctx>) -> Res<LogLines> {
     // File reads off the async workers: a page is at most 1 MiB, but the disk may be slow.
     let out = tokio::task::spawn_blocking(move || logs.read_job_output(q.id, opts))
         .await
-        .map_err(|e| rpc_err(ErrorCode::Internal, e.to_string()))?
-        .map_err(|e| match e {
-            hero_proc_logstore::Error::NoOutput { .. } => rpc_err(ErrorCode::NotFound, e.to_string()),
-            e => rpc_err(ErrorCode::Internal, e.to_string()),
-        })?;
+        .map_err(|e| rpc_err(ErrorCode::Internal, e.to_string()))?;
+    let out = match out {
+        Ok(out) => out,
+        // The job exists but has no file: it has not started yet, wrote nothing (an empty
+        // file goes back to the spare pool when its job ends), or its output was removed
+        // by the caps. All read as no lines; a follower's offset past 0 says `reset`.
+        Err(hero_proc_logstore::Error::NoOutput { .. }) => {
+            hero_proc_logstore::JobOutput { reset: q.offset.is_some_and(|o| o > 0), ..Default::default() }
+        }
+        Err(e) => return Err(rpc_err(ErrorCode::Internal, e.to_string())),
+    };
     Ok(LogLines {
         lines: out.lines,
         next_offset: out.next_offset,

@@ -215,6 +215,15 @@ impl Supervisor {
     }
 
     /// Write the starts and exits not yet recorded (see [`Self::flush_exits_and`]).
+    /// The output files of the jobs whose exits are committed go back to the spare pool
+    /// when they are empty and no process holds them (`LogStore::recycle_job_output`):
+    /// after the commit, so a daemon that dies first re-attaches nothing it needs.
+    pub(super) fn recycle_outputs(&mut self) {
+        for job in std::mem::take(&mut self.ended_outputs) {
+            self.logs.recycle_job_output(job.0);
+        }
+    }
+
     pub(super) fn flush_exits(&mut self) {
         self.flush_exits_and(&[]);
     }
@@ -262,6 +271,10 @@ impl Supervisor {
                     );
                 }
                 self.flush_delay = None;
+                self.ended_outputs.extend(pending.iter().map(|(job, _)| *job));
+                if !self.store.in_batch() {
+                    self.recycle_outputs();
+                }
                 return true;
             }
             Err(e) => e,

@@ -202,6 +202,7 @@ impl Engine {
             cron_generation: 0,
             unrecorded: Vec::new(),
             unrecorded_starts: Vec::new(),
+            ended_outputs: Vec::new(),
             flush_delay: None,
             contain,
             monitors: HashMap::new(),
@@ -383,6 +384,10 @@ struct Supervisor {
     /// next one re-attaches by their output file (`reattach.rs`). (job, pid, start
     /// ticks, started at ms)
     unrecorded_starts: Vec<(JobId, u32, crate::process::StartTicks, i64)>,
+    /// Jobs whose exit is written but maybe not yet committed (inside a batch): once it
+    /// is, their output files go back to the spare pool if they are empty and unused
+    /// (`recycle_outputs`).
+    ended_outputs: Vec<JobId>,
     /// The retry timer's current delay while it is armed (it runs only while exits are
     /// unrecorded, so an idle daemon does not wake up).
     flush_delay: Option<Duration>,
@@ -485,10 +490,16 @@ impl Supervisor {
         let batch = store.begin_batch().ok();
         f(self);
         self.flush_exits();
-        if let Some(Err(e)) = batch.map(hero_proc_store::Batch::commit) {
-            // The rows of this turn are lost; its processes run, and a later daemon stops
-            // any it finds without a record (`end_unknown_processes`).
-            self.event(Level::Error, "hero_proc.engine", format!("cannot record the jobs started: {e}"), None);
+        match batch.map(hero_proc_store::Batch::commit) {
+            Some(Err(e)) => {
+                // The rows of this turn are lost; its processes run, and a later daemon
+                // stops any it finds without a record (`end_unknown_processes`).
+                self.ended_outputs.clear();
+                self.event(Level::Error, "hero_proc.engine", format!("cannot record the jobs started: {e}"), None);
+            }
+            // A batch inside a batch commits with the outer one.
+            _ if !self.store.in_batch() => self.recycle_outputs(),
+            _ => {}
         }
     }
 
