@@ -117,6 +117,9 @@ impl LogStore {
     pub fn recycle_job_output(&self, job_id: i64) -> bool {
         // Rotation and caps move files too; a rotation of this file in progress would
         // copy the next job's output under this one's name.
+        if !self.spares.has_room() {
+            return false;
+        }
         let Ok(_g) = self.maint.try_lock() else { return false };
         if self.rotated_output_path(job_id, 1).exists() {
             return false;

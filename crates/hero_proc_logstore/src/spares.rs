@@ -15,7 +15,13 @@ use std::sync::{Arc, Mutex};
 
 use crate::{create_private_dir, lock, open_append};
 
-/// The pool is refilled to `high` when it falls to `high / 4`.
+/// The pool is refilled to `high` when it falls to `high / 4`. Files given back by jobs
+/// that printed nothing are kept up to [`GIVEN_BACK_MAX`] times `high`: a burst of
+/// quiet jobs (a run of a thousand) leaves behind the files the next such burst needs,
+/// made once, instead of a helper creating them again (empty files cost an inode each,
+/// no data).
+const GIVEN_BACK_MAX: usize = 16;
+
 #[derive(Debug)]
 pub(crate) struct Spares {
     dir: PathBuf,
@@ -24,7 +30,8 @@ pub(crate) struct Spares {
 
 #[derive(Debug, Default)]
 struct State {
-    free: Vec<PathBuf>,
+    /// The spares' names (`spare/<n>`): numbers, so a pool of a thousand costs 8 KB.
+    free: Vec<u64>,
     high: usize,
     next: u64,
     refilling: bool,
@@ -46,9 +53,8 @@ impl Spares {
         if s.free.is_empty()
             && let Ok(rd) = fs::read_dir(&self.dir)
         {
-            s.free.extend(rd.flatten().map(|e| e.path()));
-            s.next =
-                s.free.iter().filter_map(|p| p.file_name()?.to_str()?.parse::<u64>().ok()).max().map_or(0, |m| m + 1);
+            s.free.extend(rd.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok()));
+            s.next = s.free.iter().max().map_or(0, |m| m + 1);
         }
         self.refill_if_low(&mut s);
         Ok(())
@@ -63,7 +69,7 @@ impl Spares {
             self.refill_if_low(&mut s);
             spare
         };
-        match rename_noreplace(&spare, to) {
+        match rename_noreplace(&self.path(spare), to) {
             Ok(()) => Some(to.to_path_buf()),
             Err(e) => {
                 // The target exists, or the spare went away (deleted by hand): the caller
@@ -76,23 +82,33 @@ impl Spares {
         }
     }
 
+    /// Whether [`Spares::give_back`] may take a file (cheap: checked first).
+    pub(crate) fn has_room(&self) -> bool {
+        let s = lock(&self.state);
+        s.high > 0 && s.free.len() < s.high * GIVEN_BACK_MAX
+    }
+
     /// `from` (the output file of a job that has ended) moved into the pool, if the pool
     /// is not full, the file is empty and no process has it open; see
     /// [`crate::LogStore::recycle_job_output`].
     pub(crate) fn give_back(&self, from: &Path) -> bool {
         let to = {
             let mut s = lock(&self.state);
-            if s.high == 0 || s.free.len() >= s.high {
+            if s.high == 0 || s.free.len() >= s.high * GIVEN_BACK_MAX {
                 return false;
             }
             s.next += 1;
-            self.dir.join(s.next.to_string())
+            s.next
         };
-        if !move_if_empty_and_unused(from, &to) {
+        if !move_if_empty_and_unused(from, &self.path(to)) {
             return false;
         }
         lock(&self.state).free.push(to);
         true
+    }
+
+    fn path(&self, n: u64) -> PathBuf {
+        self.dir.join(n.to_string())
     }
 
     fn refill_if_low(&self, s: &mut State) {
@@ -111,12 +127,13 @@ impl Spares {
                         return;
                     }
                     s.next += 1;
-                    dir.join(s.next.to_string())
+                    s.next
                 };
-                match open_append(&name) {
+                let path = dir.join(name.to_string());
+                match open_append(&path) {
                     Ok(_) => lock(&state).free.push(name),
                     Err(e) => {
-                        tracing::debug!("cannot make a spare output file {}: {e}", name.display());
+                        tracing::debug!("cannot make a spare output file {}: {e}", path.display());
                         lock(&state).refilling = false;
                         return;
                     }
@@ -177,6 +194,26 @@ mod tests {
             assert!(t.elapsed() < Duration::from_secs(10), "the pool did not refill");
             std::thread::yield_now();
         }
+    }
+
+    #[test]
+    fn files_given_back_are_kept_past_the_refill_level_up_to_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spares::new(dir.path());
+        s.keep(1).unwrap();
+        wait_free(&s, 1);
+        let jobs = dir.path().join("jobs");
+        fs::create_dir(&jobs).unwrap();
+        let ended: Vec<PathBuf> = (0..40).map(|i| jobs.join(format!("{i}.log"))).collect();
+        for p in &ended {
+            fs::write(p, "").unwrap();
+        }
+        let back = ended.iter().filter(|p| s.give_back(p)).count();
+        assert_eq!(back, GIVEN_BACK_MAX - 1, "the pool held one spare and takes files up to the bound");
+        assert_eq!(s.free(), GIVEN_BACK_MAX);
+        assert!(!s.has_room());
+        assert_eq!(fs::read_dir(&jobs).unwrap().count(), ended.len() - back, "the rest stay where they are");
+        assert_eq!(fs::read_dir(dir.path().join("spare")).unwrap().count(), GIVEN_BACK_MAX);
     }
 
     #[test]
