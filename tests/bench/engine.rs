@@ -23,7 +23,8 @@
 //! without a CLI process per call, timed by the /proc scan alone.
 //!
 //! Full size: `cargo bench --workspace --bench engine`. Without `--bench` (what `cargo
-//! test` runs) a smoke size. HERO_BENCH_JOBS / HERO_BENCH_SERVICES override the sizes.
+//! test` runs) a smoke size. HERO_BENCH_JOBS / HERO_BENCH_SERVICES override the sizes;
+//! HERO_BENCH_BINARY=PATH measures another build (A/B: alternate runs with and without).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -91,6 +92,7 @@ fn main() {
         idle: if mode.is_smoke() { Duration::from_millis(200) } else { Duration::from_secs(5) },
     };
     println!("{}", mode.banner("engine"));
+    println!("binary: {}", support::measure_binary_from_env(mode));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(jobs(&sizes));
     rt.block_on(cli_jobs(&sizes));

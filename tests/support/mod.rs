@@ -15,8 +15,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The `hero_proc` under test: the one this build made, unless a full benchmark run was
+/// pointed at another build (see [`measure_binary_from_env`]).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_hero_proc")
+    BENCH_BINARY.get().map_or(env!("CARGO_BIN_EXE_hero_proc"), String::as_str)
+}
+
+static BENCH_BINARY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// In a full benchmark run, `HERO_BENCH_BINARY=PATH` measures that build instead of this
+/// one (an A/B of two builds: run the bench once with each, alternated). Tests and smoke
+/// runs always use the binary this build made. Returns the binary measured.
+pub fn measure_binary_from_env(mode: bench::Mode) -> &'static str {
+    if mode == bench::Mode::Full
+        && let Ok(other) = std::env::var("HERO_BENCH_BINARY")
+    {
+        assert!(Path::new(&other).is_file(), "HERO_BENCH_BINARY={other}: no such file");
+        let _ = BENCH_BINARY.set(other);
+    }
+    bin()
 }
 
 pub struct Daemon {
