@@ -162,9 +162,17 @@ fn move_if_empty_and_unused(from: &Path, to: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let Ok(f) = fs::File::open(from) else { return false };
     let fd = f.as_raw_fd();
+    // A process that opens the file while the lease is held (the microseconds below)
+    // breaks it, waits for its release, and the kernel tells the holder: with SIGIO by
+    // default, whose default action would end the daemon. Nobody needs telling: the
+    // notice is set to SIGURG (ignored unless handled) before the lease is taken, and
+    // to no process at all once it is.
     // SAFETY: fcntl on a descriptor this function owns, with valid arguments.
-    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) } != 0 {
-        return false;
+    unsafe {
+        if libc::fcntl(fd, F_SETSIG, libc::SIGURG) != 0 || libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) != 0 {
+            return false;
+        }
+        libc::fcntl(fd, libc::F_SETOWN, 0);
     }
     // Checked under the lease: no writer can exist until it is released.
     let fit = f.metadata().is_ok_and(|m| {
@@ -176,6 +184,10 @@ fn move_if_empty_and_unused(from: &Path, to: &Path) -> bool {
     unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
     moved
 }
+
+/// `fcntl` command: the signal that reports events on a descriptor (Linux <fcntl.h>; the
+/// `libc` crate does not export it).
+const F_SETSIG: libc::c_int = 10;
 
 /// `rename(2)` that fails with `AlreadyExists` instead of replacing `to`.
 fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {

@@ -330,3 +330,44 @@ fn a_store_without_spares_keeps_every_file() {
     assert!(!s.recycle_job_output(1));
     assert_eq!(all(&s, 1), Vec::<String>::new());
 }
+
+/// A reader that opened a quiet job's file just before it went back to the pool, and read
+/// it after the next job had written into it, must not answer that job's bytes as this
+/// one's. A race: each round gives it one chance, many rounds make it likely.
+#[test]
+fn a_recycled_file_read_mid_reuse_never_shows_the_next_jobs_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(store(&dir));
+    s.keep_spare_outputs(8).unwrap();
+    let current = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (s, current, done) = (s.clone(), current.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut wrong = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let quiet = current.load(std::sync::atomic::Ordering::Relaxed);
+                if let Ok(out) = s.read_job_output(quiet, ReadOpts::default())
+                    && !out.lines.is_empty()
+                {
+                    wrong.push((quiet, out.lines));
+                }
+            }
+            wrong
+        })
+    };
+    for round in 0..3000i64 {
+        let (quiet, loud) = (2 * round + 1, 2 * round + 2);
+        drop(s.open_job_output(quiet).unwrap());
+        current.store(quiet, std::sync::atomic::Ordering::Relaxed);
+        if s.recycle_job_output(quiet) {
+            let mut f = s.open_job_output(loud).unwrap();
+            writeln!(f, "job {loud}").unwrap();
+            drop(f);
+            s.delete_job_output(loud).unwrap();
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let wrong = reader.join().unwrap();
+    assert!(wrong.is_empty(), "quiet jobs read other jobs' output: {:?}", &wrong[..wrong.len().min(5)]);
+}
