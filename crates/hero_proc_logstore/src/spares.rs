@@ -8,6 +8,13 @@
 //! allocates nothing. A spare is never open in any process before it is renamed, so no
 //! job can see another's output. The helper runs only when the pool runs low: an idle
 //! store makes no wake-ups.
+//!
+//! A job that printed nothing gives its file back when it has ended (`give_back`), so a
+//! stream of quiet jobs allocates nothing at all. Only a file no process has open goes
+//! back (proved by a write lease, see `move_if_empty_and_unused`), so nothing a job left
+//! behind can write into the next job's file. The one opener that can race the move is a
+//! reader that opened the path in its microseconds (the directories are the daemon's,
+//! 0700): the daemon's own reads check afterwards that they read the job's file.
 
 use std::fs;
 use std::path::{Path, PathBuf};

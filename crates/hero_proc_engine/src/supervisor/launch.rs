@@ -214,7 +214,6 @@ impl Supervisor {
         }
     }
 
-    /// Write the starts and exits not yet recorded (see [`Self::flush_exits_and`]).
     /// The output files of the jobs whose exits are committed go back to the spare pool
     /// when they are empty and no process holds them (`LogStore::recycle_job_output`):
     /// after the commit, so a daemon that dies first re-attaches nothing it needs.
@@ -224,6 +223,7 @@ impl Supervisor {
         }
     }
 
+    /// Write the starts and exits not yet recorded (see [`Self::flush_exits_and`]).
     pub(super) fn flush_exits(&mut self) {
         self.flush_exits_and(&[]);
     }
