@@ -181,10 +181,18 @@ fn move_if_empty_and_unused(from: &Path, to: &Path) -> bool {
         }
         libc::fcntl(fd, libc::F_SETOWN, 0);
     }
-    // Checked under the lease: no writer can exist until it is released.
+    // Checked under the lease: no writer can exist until it is released. Nothing a job
+    // could have changed through its descriptor goes on to the next job: no blocks
+    // (space preallocated past the end with `fallocate` KEEP_SIZE) and the mode the
+    // store gave it.
     let fit = f.metadata().is_ok_and(|m| {
-        // SAFETY: geteuid has no failure mode.
-        m.is_file() && m.len() == 0 && m.nlink() == 1 && m.uid() == unsafe { libc::geteuid() }
+        m.is_file()
+            && m.len() == 0
+            && m.blocks() == 0
+            && m.nlink() == 1
+            && m.mode() & 0o7777 == crate::FILE_MODE
+            // SAFETY: geteuid has no failure mode.
+            && m.uid() == unsafe { libc::geteuid() }
     });
     let moved = fit && rename_noreplace(from, to).is_ok();
     // SAFETY: as above; closing the descriptor would release the lease as well.
@@ -225,7 +233,7 @@ mod tests {
         fs::create_dir(&jobs).unwrap();
         let ended: Vec<PathBuf> = (0..40).map(|i| jobs.join(format!("{i}.log"))).collect();
         for p in &ended {
-            fs::write(p, "").unwrap();
+            open_append(p).unwrap();
         }
         let back = ended.iter().filter(|p| s.give_back(p)).count();
         assert_eq!(back, GIVEN_BACK_MAX - 1, "the pool held one spare and takes files up to the bound");

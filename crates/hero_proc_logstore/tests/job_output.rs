@@ -305,6 +305,22 @@ fn an_empty_file_nobody_holds_becomes_the_next_jobs_and_a_held_one_stays_its_job
     assert!(!s.recycle_job_output(4));
     assert_eq!(all(&s, 4), ["said"]);
 
+    // Job 6 printed nothing but preallocated space past its end: it stays (the space
+    // would count against the next job's file).
+    let f = s.open_job_output(6).unwrap();
+    // SAFETY: fallocate on a descriptor the test owns.
+    let r = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), libc::FALLOC_FL_KEEP_SIZE, 0, 1 << 20) };
+    assert_eq!(r, 0, "fallocate: {}", std::io::Error::last_os_error());
+    drop(f);
+    assert_eq!(fs::metadata(s.job_output_path(6)).unwrap().len(), 0);
+    assert!(!s.recycle_job_output(6));
+
+    // Job 7 printed nothing but changed its file's mode (a root job can): it stays.
+    let f = s.open_job_output(7).unwrap();
+    f.set_permissions(fs::Permissions::from_mode(0o644)).unwrap();
+    drop(f);
+    assert!(!s.recycle_job_output(7));
+
     // A rotated job's live file is empty, but its output is in `.1`: it stays.
     let mut rotated = spawn(&s, 5, "echo before");
     assert!(rotated.0.wait().unwrap().success());
