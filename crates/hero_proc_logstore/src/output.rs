@@ -115,16 +115,22 @@ impl LogStore {
     /// writer left, rotated generations, a full pool, rotation or caps at work), nothing
     /// changes.
     pub fn recycle_job_output(&self, job_id: i64) -> bool {
-        // Rotation and caps move files too; a rotation of this file in progress would
-        // copy the next job's output under this one's name.
         if !self.spares.has_room() {
             return false;
         }
+        let path = self.job_output_path(job_id);
+        // Most files that stay hold output: one `stat` tells, before any lock, open or
+        // lease (emptiness is checked again under the lease).
+        if !fs::symlink_metadata(&path).is_ok_and(|m| m.len() == 0 && m.blocks() == 0) {
+            return false;
+        }
+        // Rotation and caps move files too; a rotation of this file in progress would
+        // copy the next job's output under this one's name.
         let Ok(_g) = self.maint.try_lock() else { return false };
         if self.rotated_output_path(job_id, 1).exists() {
             return false;
         }
-        self.spares.give_back(&self.job_output_path(job_id))
+        self.spares.give_back(&path)
     }
 
     /// Existing rotated generations, ascending. Generations past the configured count

@@ -76,7 +76,7 @@ impl Spares {
             self.refill_if_low(&mut s);
             spare
         };
-        match rename_noreplace(&self.path(spare), to) {
+        match rename_noreplace(&spare_path(&self.dir, spare), to) {
             Ok(()) => Some(to.to_path_buf()),
             Err(e) => {
                 // The target exists, or the spare went away (deleted by hand): the caller
@@ -91,8 +91,7 @@ impl Spares {
 
     /// Whether [`Spares::give_back`] may take a file (cheap: checked first).
     pub(crate) fn has_room(&self) -> bool {
-        let s = lock(&self.state);
-        s.high > 0 && s.free.len() < s.high * GIVEN_BACK_MAX
+        lock(&self.state).has_room()
     }
 
     /// `from` (the output file of a job that has ended) moved into the pool, if the pool
@@ -101,21 +100,17 @@ impl Spares {
     pub(crate) fn give_back(&self, from: &Path) -> bool {
         let to = {
             let mut s = lock(&self.state);
-            if s.high == 0 || s.free.len() >= s.high * GIVEN_BACK_MAX {
+            if !s.has_room() {
                 return false;
             }
             s.next += 1;
             s.next
         };
-        if !move_if_empty_and_unused(from, &self.path(to)) {
+        if !move_if_empty_and_unused(from, &spare_path(&self.dir, to)) {
             return false;
         }
         lock(&self.state).free.push(to);
         true
-    }
-
-    fn path(&self, n: u64) -> PathBuf {
-        self.dir.join(n.to_string())
     }
 
     fn refill_if_low(&self, s: &mut State) {
@@ -136,7 +131,7 @@ impl Spares {
                     s.next += 1;
                     s.next
                 };
-                let path = dir.join(name.to_string());
+                let path = spare_path(&dir, name);
                 match open_append(&path) {
                     Ok(_) => lock(&state).free.push(name),
                     Err(e) => {
@@ -156,6 +151,17 @@ impl Spares {
     fn free(&self) -> usize {
         lock(&self.state).free.len()
     }
+}
+
+impl State {
+    fn has_room(&self) -> bool {
+        self.high > 0 && self.free.len() < self.high * GIVEN_BACK_MAX
+    }
+}
+
+/// The spare numbered `n` in `dir`.
+fn spare_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(n.to_string())
 }
 
 /// Moves `from` to `to` if it is an empty regular file of this process's user that no
