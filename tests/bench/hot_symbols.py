@@ -112,14 +112,26 @@ def root_env(rust_log):
 
 
 def plain_supervisor(root):
-    """The daemon's everyday life: a boot, 50 services set, lists and status, stops."""
+    """The daemon's everyday life: a boot, 60 services set, lists and status, stops."""
     svc = os.path.join(root, "svc.yaml")
     with open(svc, "w") as f:
         f.write("actions:\n" + "".join(f"  - name: s{i}\n    script: sleep 10000{i}\n    process: true\n" for i in range(50)))
         f.write("services:\n" + "".join(f"  - name: s{i}\n" for i in range(50)))
 
+    # And ten more the way `cargo bench --bench engine` adds its 50: one file and one call
+    # each, an exec interpreter and a stop block.
+    one = []
+    for i in range(10):
+        one.append(os.path.join(root, f"e{i}.yaml"))
+        with open(one[-1], "w") as f:
+            f.write(f"actions:\n  - name: e{i}\n    interpreter: exec\n    script: sleep 10001{i}\n    process: true\n"
+                    "    stop: { signal: SIGTERM, timeout: 10s }\n"
+                    f"services:\n  - name: e{i}\n    status: start\n    actions: [e{i}]\n")
+
     def scenario(cli, sock):
         cli("service", "set", svc)
+        for f in one:
+            cli("service", "set", f)
         time.sleep(3)
         for fmt in ("text", "json"):
             cli("--format", fmt, "service", "list")
@@ -184,17 +196,19 @@ def git_follower(root, repo):
 
 
 def each_scenario(run):
-    """`run(root, env, args, scenario)` for the plain supervisor, then the git follower,
-    each in a fresh HERO_ROOTDIR; their two results."""
+    """`run(root, env, args, scenario)` for the plain supervisor (with no RUST_LOG, as
+    operators run it, and with RUST_LOG=warn, as the benches do), then the git follower,
+    each in a fresh HERO_ROOTDIR: (the union of the supervisors' results, the follower's)."""
     results = []
-    root, env = root_env(None)
-    results.append(run(root, env, ["--stop-on-exit"], plain_supervisor(root)))
-    shutil.rmtree(root, ignore_errors=True)
+    for rust_log in (None, "warn"):
+        root, env = root_env(rust_log)
+        results.append(run(root, env, ["--stop-on-exit"], plain_supervisor(root)))
+        shutil.rmtree(root, ignore_errors=True)
     root, env = root_env("warn")
     repo = os.path.join(root, "repo")
     results.append(run(root, env, ["--stop-on-exit", "--repo", repo], git_follower(root, repo)))
     shutil.rmtree(root, ignore_errors=True)
-    return results
+    return results[0] | results[1], results[2]
 
 
 # --- .rodata: which constants the daemon reads, page by page -------------------------------
