@@ -25,9 +25,10 @@ touches read alone, so /proc/PID/pagemap shows exactly the pages it touched; see
 `hot_rodata` below. That part needs root (it switches readahead off on the build's disk
 for a few seconds, and restores it).
 
-Names carry crate hashes (rustc version, dependency versions): a list from another
-toolchain or after a dependency bump matches less and packs less, silently (the build
-passes --no-warn-symbol-ordering). `--check` prints the share that still matches; rerun
+Names carry crate hashes (rustc version, dependency versions), and the constants' section
+names a counter that moves with their crate's code (`.Lanon.<hash>.<n>`): a list from
+another toolchain, after a dependency bump or a code change matches less and packs less,
+silently (the build passes --no-warn-symbol-ordering; a script line matches nothing). `--check` prints the share that still matches; rerun
 this script when it falls (needs valgrind and nm: `apt-get install valgrind binutils`).
 """
 import os, re, shutil, signal, socket, subprocess, sys, tempfile, time
