@@ -7,7 +7,7 @@
 //!   `tests/bench/hot_symbols.py` regenerates the list; names that no longer match are
 //!   skipped (never an error), which only packs less.
 //! - `-T hot-rodata.ld` (release builds): the read-only data those functions read (jump
-//!   tables, string and other constants: ~150 KB of the 1.7 MB `.rodata`) first in
+//!   tables, string and other constants: ~190 KB of the 1.7 MB `.rodata`) first in
 //!   `.rodata`, then the merged C strings and constants. Found page by page by the same
 //!   script, natively (`tests/bench/hot_symbols.py`); a section it names that a build lacks
 //!   is matched by nothing, which only packs less. `HERO_PROC_RODATA_ORDER=FILE` links with

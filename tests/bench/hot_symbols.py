@@ -12,24 +12,28 @@ the process touches. Unordered, the ~3 MB of code a daemon runs is spread over 1
 .text and drags about 10 MB of it into the daemon's RSS. Packed, it costs its own size.
 
 How: the release daemon runs under valgrind's callgrind (every function executed, by
-mangled name) twice: as a plain supervisor (a boot, 50 services set, lists, status, a stop
-and a start), then following a git repository (a sync, runs and jobs, logs, metrics, a
-restart, a new commit, a dry run). The first run's functions come first in the list, so
+mangled name) three times: as a plain supervisor (a boot, 60 services set, lists, status,
+a stop and a start), once without RUST_LOG and once with RUST_LOG=warn, then following a
+git repository (a sync, runs and jobs, logs, metrics, a restart, a new commit, a dry
+run). The supervisor's functions come first in the list, so
 a daemon without a repository touches only the start of it. Only names the binary defines
 are kept. The paths valgrind makes the daemon skip are added by name: clone3, pidfd and
 the runtime's registration of its descriptors, the CPU's SHA instructions (found by
 `perf record -e page-faults -d` on the native daemon: faults outside the packed code).
 
-The data: the same two scenarios run natively with readahead off, each page the daemon
-touches read alone, so /proc/PID/pagemap shows exactly the pages it touched; see
-`hot_rodata` below. That part needs root (it switches readahead off on the build's disk
+The data, and the code that runs only natively: the same scenarios run natively with
+readahead off, each page the daemon touches read alone, so /proc/PID/pagemap shows
+exactly the pages it touched; see `hot_rodata` below. The functions on the code pages
+touched join the list. That part needs root (it switches readahead off on the build's disk
 for a few seconds, and restores it).
 
 Names carry crate hashes (rustc version, dependency versions), and the constants' section
 names a counter that moves with their crate's code (`.Lanon.<hash>.<n>`): a list from
 another toolchain, after a dependency bump or a code change matches less and packs less,
-silently (the build passes --no-warn-symbol-ordering; a script line matches nothing). `--check` prints the share that still matches; rerun
-this script when it falls (needs valgrind and nm: `apt-get install valgrind binutils`).
+silently (the build passes --no-warn-symbol-ordering; a script line matches nothing).
+`--check` prints the share of functions that still match; rerun this script when it falls,
+and after any change before measuring memory (needs valgrind and nm: `apt-get install
+valgrind binutils`).
 """
 import os, re, shutil, signal, socket, subprocess, sys, tempfile, time
 
