@@ -10,8 +10,10 @@
 //!   tables, string and other constants: ~190 KB of the 1.7 MB `.rodata`) first in
 //!   `.rodata`, then the merged C strings and constants. Found page by page by the same
 //!   script, natively (`tests/bench/hot_symbols.py`); a section it names that a build lacks
-//!   is matched by nothing, which only packs less. `HERO_PROC_RODATA_ORDER=FILE` links with
-//!   another script (the generator's own builds use it).
+//!   is matched by nothing, which only packs less. Anchored `INSERT BEFORE .text`: lld
+//!   fails a link whose anchor section is missing, and every link has a `.text`.
+//!   `HERO_PROC_RODATA_ORDER=FILE` links with another script (the generator's own builds
+//!   use it).
 //! - `-z pack-relative-relocs` (RELR): the 1 MB of `R_X86_64_RELATIVE` relocations a PIE
 //!   needs become 13 KB, read once at start instead of 1 MB. Needs glibc 2.36 at run time,
 //!   so it is only used when the building host has it (a binary built here runs here).

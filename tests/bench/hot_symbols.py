@@ -364,7 +364,7 @@ def hot_rodata():
     with open(spread, "w") as f:
         f.write("SECTIONS {\n  .rodata : {\n")
         f.writelines(f'    . = ALIGN({PAGE});\n    *("{name}")\n' for name in candidates)
-        f.write(f"    . = ALIGN({PAGE});\n  }}\n}} INSERT BEFORE .gcc_except_table;\n")
+        f.write(f"    . = ALIGN({PAGE});\n  }}\n}} INSERT BEFORE .text;\n")
     link(spread_map, spread)
     sections = list(rodata_sections(spread_map))
     first, second = (on_pages(sections, p) for p in each_scenario(traced))
@@ -376,7 +376,7 @@ def hot_rodata():
         f.writelines(f'    *("{n}")\n' for n in first)
         f.write("    *(.rodata.str*)\n    *(.rodata.cst*)\n")
         f.writelines(f'    *("{n}")\n' for n in second)
-        f.write("  }\n} INSERT BEFORE .gcc_except_table;\n")
+        f.write("  }\n} INSERT BEFORE .text;\n")
     size = {n: s for _, s, n in sections}
     print(f"{len(first)} + {len(second)} .rodata sections ({sum(size[n] for n in first + second) // 1024} kB)"
           f" of {len(candidates)} candidates written to {RODATA_OUT}")
