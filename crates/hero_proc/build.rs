@@ -26,7 +26,6 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=hot-symbols.txt");
-    println!("cargo:rerun-if-changed=hot-rodata.ld");
     println!("cargo:rerun-if-env-changed=HERO_PROC_PLAIN_LINK");
     println!("cargo:rerun-if-env-changed=HERO_PROC_RODATA_ORDER");
     let var = |k: &str| std::env::var(k).unwrap_or_default();
@@ -47,6 +46,8 @@ fn main() {
         s if s.is_empty() => std::path::Path::new(&var("CARGO_MANIFEST_DIR")).join("hot-rodata.ld"),
         s => s.into(),
     };
+    // The file in use, whichever it is: the generator rewrites its own under one name.
+    println!("cargo:rerun-if-changed={}", script.display());
     if var("PROFILE") == "release" && script.is_file() {
         println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
     }

@@ -316,22 +316,23 @@ def cached_pages(path):
 
 
 def touched_pages(pid, binary):
-    """The pages of BINARY mapped in PID, as page numbers of its link addresses."""
+    """The pages of BINARY resident in PID, as page numbers of its link addresses, each
+    with its mapping's permissions ("r-xp", ...). Also used by resident_by_crate.py."""
     maps = []
     for line in open(f"/proc/{pid}/maps"):
         f = line.split()
         if len(f) >= 6 and f[5] == binary:
             lo, hi = (int(x, 16) for x in f[0].split("-"))
-            maps.append((lo, hi, int(f[2], 16)))
-    base = min(lo - off for lo, hi, off in maps)
-    pages = set()
+            maps.append((lo, hi, int(f[2], 16), f[1]))
+    base = min(lo - off for lo, hi, off, _ in maps)
+    pages = {}
     with open(f"/proc/{pid}/pagemap", "rb") as pm:
-        for lo, hi, _ in maps:
+        for lo, hi, _, perm in maps:
             pm.seek(lo // PAGE * 8)
             entries = pm.read((hi - lo) // PAGE * 8)
             for i in range((hi - lo) // PAGE):
                 if entries[i * 8 + 7] & 0x80:  # bit 63: present
-                    pages.add((lo - base) // PAGE + i)
+                    pages[(lo - base) // PAGE + i] = perm
     return pages
 
 
@@ -358,7 +359,7 @@ def hot_rodata():
     os.makedirs(TRACE_DIR, exist_ok=True)
     plain_map, spread_map = (os.path.join(TRACE_DIR, n) for n in ("plain.map", "spread.map"))
     link(plain_map)
-    pages = set().union(*each_scenario(traced))
+    pages = set().union(*(p.keys() for p in each_scenario(traced)))
     candidates = on_pages(rodata_sections(plain_map), pages)
     spread = os.path.join(TRACE_DIR, "spread.ld")
     with open(spread, "w") as f:

@@ -3,23 +3,11 @@
 #   python3 tests/bench/resident_by_crate.py PID /path/to/hero_proc
 # Reads /proc/PID/pagemap over the mappings of the binary (root needed for the present
 # bits) and attributes each resident code page to the symbol (`nm -n -C`) at its start.
-import sys, struct, subprocess, bisect, collections, re
+import os, sys, subprocess, bisect, collections, re
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hot_symbols import PAGE, touched_pages
 pid=int(sys.argv[1]); binpath=sys.argv[2]
-maps=[]
-for l in open(f"/proc/{pid}/maps"):
-    parts=l.split()
-    if len(parts)>=6 and parts[5]==binpath:
-        a,b=[int(x,16) for x in parts[0].split('-')]; off=int(parts[2],16)
-        maps.append((a,b,off,parts[1]))
-base=min(m[0]-m[2] for m in maps)
-pm=open(f"/proc/{pid}/pagemap","rb")
-present=[]
-for a,b,off,perm in maps:
-    n=(b-a)//4096
-    pm.seek(a//4096*8); data=pm.read(n*8)
-    for i in range(n):
-        v=struct.unpack_from("<Q",data,i*8)[0]
-        if v>>63 &1: present.append((a+i*4096, perm))
+present=sorted(touched_pages(pid, binpath).items())
 print("resident pages in binary mappings:", len(present), "=", len(present)*4, "kB")
 byperm=collections.Counter(p for _,p in present); print(byperm)
 # symbols
@@ -35,9 +23,9 @@ def crate(name):
     m=re.match(r'(?:<)?(?:&)?(?:dyn )?([a-zA-Z_][a-zA-Z0-9_]*)::',name)
     return m.group(1) if m else name[:30]
 cnt=collections.Counter()
-for a,perm in present:
+for page,perm in present:
     if 'x' not in perm: cnt['[non-exec '+perm+']']+=1; continue
-    va=a-base
+    va=page*PAGE
     # attribute page to symbols in it: take the symbol at page start
     i=bisect.bisect_right(addrs,va)-1
     c=crate(syms[i][1]) if i>=0 else '?'
