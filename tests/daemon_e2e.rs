@@ -174,6 +174,35 @@ fn a_spec_that_cannot_run_fails_its_job_not_the_daemon() {
     assert!(d.cli(&["system", "info"]).status.success());
 }
 
+/// A program the daemon finds but the kernel cannot run (its `#!` interpreter is
+/// missing) fails in the child after the daemon moved on (it does not wait for a child's
+/// exec): its job ends failed with why, no exit code; a service on it is retried like a
+/// crash and says why.
+#[test]
+fn a_program_whose_exec_fails_in_the_child_fails_its_job_and_its_service_is_retried() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start();
+    let script = d.root().join("halfway");
+    std::fs::write(&script, "#!/nonexistent/interpreter\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s = script.display();
+    d.set(&format!(
+        "actions:\n  - name: halfway\n    script: {s}\n  - name: halfway_svc\n    script: {s}\n    process: true\n    restart: {{ policy: on-failure, delay: 50ms, max_delay: 200ms }}\nservices:\n  - name: halfway_svc\n"
+    ));
+    let out = d.cli(&["run", "submit", "halfway", "--wait"]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
+    let run = d.json(&["run", "list", "--limit", "1"])[0].clone();
+    let job = &run["jobs"][0];
+    assert_eq!(job["phase"], "failed", "{job}");
+    assert_eq!(job["exit_code"], serde_json::Value::Null, "{job}");
+    let why = job["error"].as_str().unwrap();
+    assert!(why.starts_with("cannot start: exec failed: No such file or directory"), "{job}");
+    assert!(why.contains("`#!` interpreter"), "{job}");
+    let st = d.wait_status("halfway_svc", "retried like a crash", |s| s["restarts"].as_u64().unwrap_or(0) >= 2);
+    assert!(st["last_exit"].as_str().unwrap().contains("cannot start: exec failed"), "{st}");
+    assert!(d.cli(&["system", "info"]).status.success());
+}
+
 #[test]
 fn runs_order_jobs_by_depends_on_and_capture_output() {
     let d = Daemon::start();

@@ -180,6 +180,9 @@ pub enum Exit {
     /// Re-attached after a daemon restart: it ended, but it was not our child, so its
     /// status cannot be known.
     Unknown,
+    /// It ended before its program ran: a step between the clone and `execve` failed
+    /// (see [`crate::clone_into`]).
+    NotStarted(crate::clone_into::NotStarted),
 }
 
 impl Exit {
@@ -194,6 +197,7 @@ impl std::fmt::Display for Exit {
             Exit::Code(c) => write!(f, "exit code {c}"),
             Exit::Signal(s) => write!(f, "killed by signal {s}"),
             Exit::Unknown => f.write_str("status unknown (re-attached process)"),
+            Exit::NotStarted(why) => write!(f, "cannot start: {why}"),
         }
     }
 }
@@ -274,8 +278,9 @@ impl StartTicks {
 #[derive(Debug)]
 enum Waiter {
     Child(tokio::process::Child),
-    /// A child born through [`crate::clone_into`]: woken by its pidfd, reaped by it.
-    OwnPidfd(AsyncFd<OwnedFd>),
+    /// A child born through [`crate::clone_into`]: woken by its pidfd, reaped by it;
+    /// and whether it failed before its program ran.
+    OwnPidfd(AsyncFd<OwnedFd>, crate::clone_into::StartFailure),
     Pidfd(AsyncFd<OwnedFd>),
     Gone,
 }
@@ -414,7 +419,7 @@ fn spawn_cloned(
 ) -> io::Result<Option<Running>> {
     use std::ffi::CString;
     use std::os::fd::AsRawFd;
-    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
     if CLONE_INTO_REFUSED.load(std::sync::atomic::Ordering::Relaxed) {
         return Ok(None);
     }
@@ -422,19 +427,17 @@ fn spawn_cloned(
     // What the child starts from: the account's clean environment, or the daemon's own
     // (taken once); then what is set for it, a later entry of a name winning: the root,
     // the unit marker, the action's variables.
-    let account_env: Vec<EnvEntry>;
-    let base: &[EnvEntry] = match &place.account {
-        Some(a) => {
-            account_env = a
-                .env(expand.root())
+    let account_env: Option<Vec<EnvEntry>> = match &place.account {
+        Some(a) => Some(
+            a.env(expand.root())
                 .iter()
                 .map(|(k, v)| env_entry(k.as_bytes(), v.as_bytes()))
                 .collect::<Result<_, _>>()
-                .map_err(nul)?;
-            &account_env
-        }
-        None => inherited_env(),
+                .map_err(nul)?,
+        ),
+        None => None,
     };
+    let base: &[EnvEntry] = account_env.as_deref().unwrap_or(inherited_env());
     let mut own: Vec<EnvEntry> = Vec::with_capacity(env.len() + 2);
     let mut set = |k: &[u8], v: &[u8]| -> io::Result<()> {
         let entry = env_entry(k, v).map_err(nul)?;
@@ -450,33 +453,38 @@ fn spawn_cloned(
         set(k.as_bytes(), v.as_bytes())?;
     }
     let overridden = |k: &[u8]| own.iter().any(|(o, _)| o.as_slice() == k);
-    let inherited = base.iter().filter(|(k, _)| !overridden(k));
-    let envp: Vec<&std::ffi::CStr> = inherited.clone().chain(own.iter()).map(|(_, c)| c.as_c_str()).collect();
     let path_var = own
         .iter()
-        .chain(inherited)
+        .chain(base.iter().filter(|(k, _)| !overridden(k)))
         .find(|(k, _)| k.as_slice() == b"PATH")
         .map(|(_, c)| std::ffi::OsStr::from_bytes(&c.as_bytes()[b"PATH=".len()..]).to_owned());
     let program = resolve_program(&argv[0], path_var.as_deref(), cwd)?;
-    let program = CString::new(program.as_os_str().as_bytes()).map_err(nul)?;
-    let argv = argv.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<Vec<_>, _>>().map_err(nul)?;
-    let cwd = CString::new(cwd.as_os_str().as_bytes()).map_err(nul)?;
-    let null = dev_null()?;
-    let ids = place.account.as_ref().map(Account::ids);
+    // The child reads what it needs after this returns (see `clone_into`): it owns its
+    // environment, or points into the daemon's, which lives as long as the daemon.
+    let (env_inherited, mut env_own): (Vec<&'static std::ffi::CStr>, Vec<CString>) = match account_env {
+        Some(account_env) => {
+            (Vec::new(), account_env.into_iter().filter(|(k, _)| !overridden(k)).map(|(_, c)| c).collect())
+        }
+        None => {
+            (inherited_env().iter().filter(|(k, _)| !overridden(k)).map(|(_, c)| c.as_c_str()).collect(), Vec::new())
+        }
+    };
+    env_own.extend(own.into_iter().map(|(_, c)| c));
     let plan = crate::clone_into::ChildPlan {
-        program: &program,
-        argv: &argv,
-        envp: &envp,
-        cwd: &cwd,
-        stdin: null,
+        program: CString::new(program.into_os_string().into_vec()).map_err(nul)?,
+        argv: argv.iter().map(|a| CString::new(a.as_bytes())).collect::<Result<Vec<_>, _>>().map_err(nul)?,
+        env_inherited,
+        env_own,
+        cwd: CString::new(cwd.as_os_str().as_bytes()).map_err(nul)?,
+        stdin: dev_null()?,
         stdout: output.as_raw_fd(),
         stderr: output.as_raw_fd(),
-        ids: ids.as_ref(),
+        ids: place.account.as_ref().map(Account::ids),
     };
     // Held across the spawn, so the orphan reaper never takes this child's status.
     let mut own = OWN_CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
-    let (pid, pidfd) = match crate::clone_into::spawn(cgroup, &plan) {
-        crate::clone_into::Outcome::Started { pid, pidfd } => (pid, pidfd),
+    let (pid, pidfd, failure) = match crate::clone_into::spawn(cgroup, plan) {
+        crate::clone_into::Outcome::Started { pid, pidfd, failure } => (pid, pidfd, failure),
         crate::clone_into::Outcome::Failed(e) => return Err(e),
         crate::clone_into::Outcome::Unsupported(e) => {
             CLONE_INTO_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -489,7 +497,7 @@ fn spawn_cloned(
     // SAFETY: a valid pidfd, owned by the AsyncFd for its whole life.
     let afd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }?;
     // Read when first needed (see StartTicks); `wait` reads it before it reaps.
-    Ok(Some(Running { pid, start_ticks: StartTicks::unread(), waiter: Waiter::OwnPidfd(afd) }))
+    Ok(Some(Running { pid, start_ticks: StartTicks::unread(), waiter: Waiter::OwnPidfd(afd, failure) }))
 }
 
 /// One variable of a child's environment: its name, and `NAME=VALUE` as `execve` takes it.
@@ -538,7 +546,14 @@ fn dev_null() -> io::Result<std::os::fd::RawFd> {
 fn resolve_program(program: &str, path: Option<&std::ffi::OsStr>, cwd: &std::path::Path) -> io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     if program.contains('/') {
-        return Ok(if program.starts_with('/') { PathBuf::from(program) } else { cwd.join(program) });
+        let path = if program.starts_with('/') { PathBuf::from(program) } else { cwd.join(program) };
+        // Checked here, as for a name found on the PATH: the child's `execve` would find
+        // the same, but its failure is reported only when the child is reaped.
+        let m = std::fs::metadata(&path)?;
+        if !m.is_file() || m.permissions().mode() & 0o111 == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EACCES));
+        }
+        return Ok(path);
     }
     let path = path.unwrap_or(std::ffi::OsStr::new("/bin:/usr/bin"));
     let mut denied = false;
@@ -609,7 +624,7 @@ impl Running {
                     (None, None) => Exit::Unknown,
                 }
             }
-            Waiter::OwnPidfd(fd) => loop {
+            Waiter::OwnPidfd(fd, failure) => loop {
                 let mut guard = fd.readable().await?;
                 // The last moment its start time is surely this child's (see StartTicks).
                 self.start_ticks.get_or_read(self.pid);
@@ -619,7 +634,7 @@ impl Running {
                     Ok(None) => guard.clear_ready(),
                     Ok(Some(exit)) => {
                         forget_child(self.pid);
-                        break exit;
+                        break failure.get().map_or(exit, Exit::NotStarted);
                     }
                     Err(e) => {
                         forget_child(self.pid);

@@ -174,11 +174,11 @@ impl Supervisor {
             let (code, signal) = match exit {
                 Exit::Code(c) => (Some(c), None),
                 Exit::Signal(s) => (None, Some(s)),
-                Exit::Unknown => (None, None),
+                Exit::Unknown | Exit::NotStarted(_) => (None, None),
             };
             let error = if timed_out {
                 Some("timed out".to_owned())
-            } else if exit == Exit::Unknown {
+            } else if matches!(exit, Exit::Unknown | Exit::NotStarted(_)) {
                 Some(exit.to_string())
             } else {
                 None

@@ -404,6 +404,9 @@ struct Supervisor {
 /// them along. A daemon that dies meanwhile leaves those jobs pending, which the next one
 /// re-attaches by their output files.
 const START_WRITE_DELAY: Duration = Duration::from_millis(2);
+/// How long after a burst of starts the supervisor looks again for children that have
+/// exec'd (see `clone_into::release_started`).
+const SLOT_RELEASE_DELAY: Duration = Duration::from_millis(20);
 
 /// Whether a restart can record its new job (before its old process is stopped).
 fn recordable(store: &Store) -> Result<(), String> {
@@ -423,12 +426,16 @@ impl Supervisor {
         // and a message per turn, so a turn whose starts went with a later write costs no
         // wake-up.
         let mut write_starts_at: Option<tokio::time::Instant> = None;
+        // When to look again for children that have exec'd (their stacks can go back):
+        // set only while some have not, so an idle daemon has no timer.
+        let mut release_at: Option<tokio::time::Instant> = None;
         loop {
-            let wake = match (shutting.is_some(), write_starts_at) {
-                (true, Some(at)) => Some(at.min(deadline)),
-                (true, None) => Some(deadline),
-                (false, at) => at,
-            };
+            if rx.is_empty() {
+                // Going idle: give back the stacks of a burst's children that have exec'd.
+                release_at = crate::clone_into::release_started()
+                    .then(|| tokio::time::Instant::now() + SLOT_RELEASE_DELAY);
+            }
+            let wake = [write_starts_at, release_at, shutting.is_some().then_some(deadline)].into_iter().flatten().min();
             let next = match wake {
                 Some(at) => tokio::time::timeout_at(at, rx.recv()).await.ok(),
                 None => Some(rx.recv().await),
@@ -438,9 +445,11 @@ impl Supervisor {
                 Some(None) => break,
                 None if shutting.is_some() && tokio::time::Instant::now() >= deadline => break,
                 None => {
-                    write_starts_at = None;
-                    if !self.unrecorded_starts.is_empty() {
-                        self.flush_exits();
+                    if write_starts_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                        write_starts_at = None;
+                        if !self.unrecorded_starts.is_empty() {
+                            self.flush_exits();
+                        }
                     }
                     continue;
                 }
