@@ -73,6 +73,17 @@ fn proc_cost(pid: u32) -> (u64, u64, u64) {
     (ticks, field("voluntary_ctxt_switches:") + field("nonvoluntary_ctxt_switches:"), field("VmRSS:"))
 }
 
+/// CPU time all threads of a process have run, in ns (`/proc/PID/task/*/schedstat`):
+/// precise enough for a per-job figure, where `/proc/PID/stat` counts 10 ms ticks.
+fn threads_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
 /// Wait until `f` holds, polling every `every`; panics with `what` after [`LIMIT`].
 fn wait(what: &str, every: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -198,15 +209,23 @@ async fn one_batch(c: &mut hero_proc_rpc::Client, n: usize) -> Duration {
 
 async fn jobs(s: &Sizes) {
     let n = s.jobs;
-    let (_d, mut c) = jobs_daemon().await;
+    let (d, mut c) = jobs_daemon().await;
+    let pid = d.child.as_ref().expect("the daemon runs").id();
     // Warm the page cache and the daemon.
     bare_spawn(50.min(n));
     one_batch(&mut c, 50.min(n)).await;
     let (mut bare, mut each, mut batch, mut calls) = (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
+    // The daemon's CPU per job in each shape (least over the rounds): what its own work
+    // costs, apart from how it overlaps with the jobs' processes on this machine's cores.
+    let (mut each_cpu, mut batch_cpu) = (u64::MAX, u64::MAX);
     for _ in 0..s.rounds {
         bare = bare.min(bare_spawn(n));
+        let cpu = threads_cpu_ns(pid);
         each = each.min(one_call_each(&mut c, n).await);
+        each_cpu = each_cpu.min(threads_cpu_ns(pid) - cpu);
+        let cpu = threads_cpu_ns(pid);
         batch = batch.min(one_batch(&mut c, n).await);
+        batch_cpu = batch_cpu.min(threads_cpu_ns(pid) - cpu);
         calls = calls.min(rpc_calls(&mut c, n).await);
     }
     println!();
@@ -233,6 +252,11 @@ async fn jobs(s: &Sizes) {
         "per-job overhead ratio vs bare fork/exec: one call each {:.2}x, one batch {:.2}x",
         each.as_secs_f64() / bare.as_secs_f64(),
         batch.as_secs_f64() / bare.as_secs_f64()
+    );
+    println!(
+        "the daemon's CPU per job (all its threads): one call each {:.3} ms, one batch {:.3} ms",
+        each_cpu as f64 / 1e6 / n as f64,
+        batch_cpu as f64 / 1e6 / n as f64
     );
 }
 

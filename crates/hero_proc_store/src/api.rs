@@ -60,6 +60,11 @@ impl Tx<'_> {
     pub fn create_run(&self, label: &str, created_at_ms: i64) -> R<RunId> {
         self.db().create_run(label, created_at_ms)
     }
+    /// A run created already running (its jobs are recorded with it): one statement, not
+    /// a `create_run` and a `set_run_phase`.
+    pub fn create_running_run(&self, label: &str, created_at_ms: i64) -> R<RunId> {
+        self.db().create_run_in(label, Phase::Running, created_at_ms)
+    }
     /// See [`Store::set_run_phase`].
     pub fn set_run_phase(&self, id: RunId, phase: Phase, at_ms: i64) -> R<()> {
         self.db().set_run_phase(id, phase, at_ms)

@@ -383,9 +383,17 @@ impl<'a> Db<'a> {
     // ---- runs -------------------------------------------------------------------------
 
     pub fn create_run(&self, label: &str, created_at_ms: i64) -> R<RunId> {
+        self.create_run_in(label, Phase::Pending, created_at_ms)
+    }
+
+    /// A new run in `phase` (pending or running: a run is created unfinished).
+    pub fn create_run_in(&self, label: &str, phase: Phase, created_at_ms: i64) -> R<RunId> {
+        if phase.is_terminal() {
+            return Err(self.invalid(format!("a new run cannot be {phase}")));
+        }
         self.conn
-            .prepare_cached("INSERT INTO runs (label, phase, created_at_ms) VALUES (?1, 'pending', ?2) RETURNING id")
-            .and_then(|mut s| s.query_row(params![label, created_at_ms], |r| r.get(0)))
+            .prepare_cached("INSERT INTO runs (label, phase, created_at_ms) VALUES (?1, ?2, ?3) RETURNING id")
+            .and_then(|mut s| s.query_row(params![label, phase.as_str(), created_at_ms], |r| r.get(0)))
             .map(RunId)
             .map_err(|e| self.fail(e))
     }

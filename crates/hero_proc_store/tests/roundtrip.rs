@@ -297,6 +297,13 @@ fn runs_and_jobs_round_trip() {
     store.set_run_phase(run, Phase::Failed, 106).unwrap();
     assert!(matches!(store.set_run_phase(run, Phase::Succeeded, 107), Err(StoreError::InvalidState { .. })));
     assert!(matches!(store.set_run_phase(RunId(9999), Phase::Running, 1), Err(StoreError::NotFound { .. })));
+
+    // A run recorded with its jobs is created running, in one statement; never finished.
+    let running = store.transaction(|tx| tx.create_running_run("submitted", 200)).unwrap();
+    assert_eq!(
+        store.get_run(running).unwrap().unwrap(),
+        Run { id: running, label: "submitted".into(), phase: Phase::Running, created_at_ms: 200, finished_at_ms: None }
+    );
 }
 
 #[test]

@@ -115,8 +115,7 @@ impl Supervisor {
         // per job (nor three for a run of one).
         let created = now_ms();
         let (run, ids) = self.store.transaction(|tx| {
-            let run = tx.create_run(&label, created)?;
-            tx.set_run_phase(run, Phase::Running, created)?;
+            let run = tx.create_running_run(&label, created)?;
             let ids = specs
                 .iter()
                 .map(|a| {
