@@ -432,10 +432,11 @@ impl Supervisor {
         loop {
             if rx.is_empty() {
                 // Going idle: give back the stacks of a burst's children that have exec'd.
-                release_at = crate::clone_into::release_started()
-                    .then(|| tokio::time::Instant::now() + SLOT_RELEASE_DELAY);
+                release_at =
+                    crate::clone_into::release_started().then(|| tokio::time::Instant::now() + SLOT_RELEASE_DELAY);
             }
-            let wake = [write_starts_at, release_at, shutting.is_some().then_some(deadline)].into_iter().flatten().min();
+            let wake =
+                [write_starts_at, release_at, shutting.is_some().then_some(deadline)].into_iter().flatten().min();
             let next = match wake {
                 Some(at) => tokio::time::timeout_at(at, rx.recv()).await.ok(),
                 None => Some(rx.recv().await),
