@@ -25,7 +25,7 @@
 //! thread's TLS while that thread goes on), on data prepared before the clone, and writes
 //! only its own failure. A step that fails there (the `execve` of a script whose
 //! interpreter is missing, an account switch) ends the child with status 127 and the
-//! failure in [`Started::failure`]; the caller reports it when it reaps the child, as
+//! failure in the [`StartFailure`] of [`Outcome::Started`]; the caller reports it when it reaps the child, as
 //! systemd reports an `execve` failure as the unit's exit (`203/EXEC`). What the parent
 //! can see before the clone (a program that does not exist or is not executable, a
 //! working directory that is missing) is still refused at once. The child's side of the
@@ -110,11 +110,11 @@ const STEP_EXEC: u64 = 5;
 /// What a child that ended before its program ran wrote: `(step + 1) << 32 | errno`, or 0.
 /// Read it once the child is reaped (it wrote before it exited).
 #[derive(Clone, Debug, Default)]
-pub struct StartFailure(Arc<AtomicU64>);
+pub(crate) struct StartFailure(Arc<AtomicU64>);
 
 impl StartFailure {
     /// Why the child never ran its program, if it did not.
-    pub fn get(&self) -> Option<NotStarted> {
+    pub(crate) fn get(&self) -> Option<NotStarted> {
         let v = self.0.load(Ordering::Acquire);
         (v != 0).then(|| NotStarted { step: ((v >> 32) - 1).min(STEP_EXEC) as u8, errno: v as u32 as i32 })
     }

@@ -172,6 +172,8 @@ pub(crate) fn become_account((uid, gid, groups): &(u32, u32, Vec<u32>)) -> io::R
 /// PATH for a process run as another account (the daemon's own is not passed).
 const USER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+pub use crate::clone_into::NotStarted;
+
 /// How a process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -181,8 +183,8 @@ pub enum Exit {
     /// status cannot be known.
     Unknown,
     /// It ended before its program ran: a step between the clone and `execve` failed
-    /// (see [`crate::clone_into`]).
-    NotStarted(crate::clone_into::NotStarted),
+    /// (the parent does not wait for the child's `execve`; its failure comes with its exit).
+    NotStarted(NotStarted),
 }
 
 impl Exit {
@@ -544,13 +546,11 @@ fn dev_null() -> io::Result<std::os::fd::RawFd> {
 /// `execve`): a name with a `/` is taken as it is (relative to `cwd`); otherwise the
 /// first executable regular file of that name in `path` (default: the libc default).
 fn resolve_program(program: &str, path: Option<&std::ffi::OsStr>, cwd: &std::path::Path) -> io::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
     if program.contains('/') {
         let path = if program.starts_with('/') { PathBuf::from(program) } else { cwd.join(program) };
         // Checked here, as for a name found on the PATH: the child's `execve` would find
         // the same, but its failure is reported only when the child is reaped.
-        let m = std::fs::metadata(&path)?;
-        if !m.is_file() || m.permissions().mode() & 0o111 == 0 {
+        if !runnable(&std::fs::metadata(&path)?) {
             return Err(io::Error::from_raw_os_error(libc::EACCES));
         }
         return Ok(path);
@@ -562,13 +562,19 @@ fn resolve_program(program: &str, path: Option<&std::ffi::OsStr>, cwd: &std::pat
         let dir = if dir.as_os_str().is_empty() { cwd.to_path_buf() } else { cwd.join(dir) };
         let candidate = dir.join(program);
         match std::fs::metadata(&candidate) {
-            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(candidate),
+            Ok(m) if runnable(&m) => return Ok(candidate),
             Ok(_) => denied = true,
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => denied = true,
             Err(_) => {}
         }
     }
     Err(io::Error::from_raw_os_error(if denied { libc::EACCES } else { libc::ENOENT }))
+}
+
+/// A regular file with an execute bit: what `execve` runs (for root, any one bit will do).
+fn runnable(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    m.is_file() && m.permissions().mode() & 0o111 != 0
 }
 
 /// Make the daemon's own environment the one its children should inherit: set
