@@ -95,7 +95,9 @@ pub(crate) struct ChildPlan {
 pub(crate) enum Outcome {
     /// Running (or still on its way to `execve`): reap it with [`wait_pidfd`], then ask
     /// [`StartFailure::get`] whether it failed before its program ran.
-    Started { pid: u32, pidfd: OwnedFd, failure: StartFailure },
+    /// `start_ticks`: its start time as `/proc/<pid>/stat` shows it, when the clock
+    /// told it without reading that file (see [`start_ticks_between`]).
+    Started { pid: u32, pidfd: OwnedFd, failure: StartFailure, start_ticks: Option<u64> },
     /// This kernel, sandbox or architecture does not offer `clone3` into a cgroup.
     Unsupported(io::Error),
     /// The clone failed.
@@ -389,7 +391,9 @@ pub(crate) fn spawn(cgroup: Option<&std::fs::File>, plan: ChildPlan) -> Outcome 
         // `child_entry(&slot.args)` only; the slot (boxed: it does not move) is neither
         // changed nor freed until the kernel has cleared its `tid`, i.e. until the child
         // no longer uses the daemon's memory.
+        let before = boot_clock_ns();
         let r = unsafe { clone3_on_stack(&args, child_entry, &slot.args as *const ChildArgs as *mut libc::c_void) };
+        let after = boot_clock_ns();
         // SAFETY: restores this thread's mask saved above.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
         if r < 0 {
@@ -410,8 +414,35 @@ pub(crate) fn spawn(cgroup: Option<&std::fs::File>, plan: ChildPlan) -> Outcome 
         unsafe { libc::setpgid(r as libc::pid_t, r as libc::pid_t) };
         #[cfg(test)]
         CLONED.set(CLONED.get() + 1);
-        Outcome::Started { pid: r as u32, pidfd, failure }
+        Outcome::Started { pid: r as u32, pidfd, failure, start_ticks: start_ticks_between(before, after) }
     })
+}
+
+/// `CLOCK_BOOTTIME` in nanoseconds (a vDSO read, no system call), or 0 if it fails.
+fn boot_clock_ns() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut t) } != 0 {
+        return 0;
+    }
+    (t.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec as u64)
+}
+
+/// The start time `/proc/<pid>/stat` shows (field 22) for a child cloned between the
+/// boot-clock readings `before` and `after`: the kernel stamps the child with the boot
+/// clock inside `clone3` and shows it in whole clock ticks (`USER_HZ`), so when both
+/// readings fall in one tick, that tick is the child's. Otherwise (a tick boundary inside
+/// the call: about one clone in a few hundred) `None`, and the file is read when needed.
+/// Reading it right away would wait for the child's `execve`.
+pub(crate) fn start_ticks_between(before: u64, after: u64) -> Option<u64> {
+    static NS_PER_TICK: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    let per_tick = (*NS_PER_TICK.get_or_init(|| {
+        // SAFETY: sysconf has no memory effects.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        // The kernel divides exactly only when a tick is a whole number of nanoseconds.
+        u64::try_from(hz).ok().filter(|&hz| hz > 0 && 1_000_000_000 % hz == 0).map(|hz| 1_000_000_000 / hz)
+    }))?;
+    (before != 0 && before / per_tick == after / per_tick).then_some(before / per_tick)
 }
 
 /// `clone3(args)`; the child starts on `args.stack` and calls `child(arg)`, which never
@@ -780,5 +811,71 @@ mod tests {
         let e = process::spawn_in(&action(Interpreter::Exec, plain.to_str().unwrap()), &[], &expand, &out, &place)
             .expect_err("refused before any clone");
         assert_eq!(e.to_string(), format!("cannot start `{}`: Permission denied (os error 13)", plain.display()));
+    }
+
+    /// A child's start time (what re-attach tells it from a later process with its PID
+    /// by) comes from the boot clock read around the clone, and is the one `/proc` shows;
+    /// it is unknown only when a clock tick fell inside the clone.
+    #[tokio::test]
+    async fn a_childs_start_time_from_the_clock_is_the_one_proc_shows() {
+        const N: usize = 60;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let expand = Expand::new(dir.path().to_path_buf(), root.clone());
+        let place = Placement { account: None, cgroup: None, marker: None };
+        let out = std::fs::File::create(dir.path().join("out.log")).unwrap();
+        let children: Vec<_> = (0..N)
+            .map(|_| process::spawn_in(&action(Interpreter::Exec, "sleep 30"), &[], &expand, &out, &place).unwrap())
+            .collect();
+        let mut known = 0;
+        for c in &children {
+            // Alive: /proc shows this child's own start time.
+            let shown = process::proc_start_ticks(c.pid).expect("alive");
+            if let Some(t) = c.start_ticks.if_known() {
+                assert_eq!(t, shown, "pid {}", c.pid);
+                known += 1;
+            }
+        }
+        assert!(known * 10 >= N * 9, "only {known} of {N} start times came from the clock");
+        for mut c in children {
+            process::signal_group(c.pid, libc::SIGKILL).unwrap();
+            c.wait().await.unwrap();
+        }
+        // The rule itself: one tick between the readings, or none.
+        assert_eq!(super::start_ticks_between(1_234_567_890, 1_234_567_899), Some(123));
+        assert_eq!(super::start_ticks_between(1_239_999_999, 1_240_000_001), None);
+        assert_eq!(super::start_ticks_between(0, 5), None, "a clock that could not be read");
+    }
+
+    /// When the clock could not tell, the start time is read when first asked while the
+    /// child is unreaped, and never after its reap (then the PID may be another
+    /// process's): a child reaped before anyone asked has none.
+    #[tokio::test]
+    async fn a_start_time_not_known_at_the_clone_is_read_before_the_reap_or_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let expand = Expand::new(dir.path().to_path_buf(), root.clone());
+        let place = Placement { account: None, cgroup: None, marker: None };
+        let out = std::fs::File::create(dir.path().join("out.log")).unwrap();
+        let spawn = |script: &str| {
+            let mut r = process::spawn_in(&action(Interpreter::Exec, script), &[], &expand, &out, &place).unwrap();
+            r.start_ticks = process::StartTicks::unread();
+            r
+        };
+        let mut quick = spawn("true");
+        assert_eq!(quick.wait().await.unwrap(), Exit::Code(0));
+        assert_eq!(
+            quick.start_ticks.get_or_read(quick.pid),
+            None,
+            "reaped unread: unknown, not read from a reused PID"
+        );
+
+        let mut slow = spawn("sleep 0.3");
+        let seen = process::proc_start_ticks(slow.pid).expect("alive");
+        assert_eq!(slow.start_ticks.get_or_read(slow.pid), Some(seen), "read while alive");
+        assert_eq!(slow.wait().await.unwrap(), Exit::Code(0));
+        assert_eq!(slow.start_ticks.get_or_read(slow.pid), Some(seen), "kept after the reap");
     }
 }

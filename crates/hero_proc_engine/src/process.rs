@@ -240,40 +240,62 @@ pub struct Running {
 }
 
 /// A process's start time in clock ticks since boot (`/proc/<pid>/stat` field 22): what
-/// tells it from a later process that got the same PID. For a child this daemon just
-/// cloned, it is read when first needed, by the record of its start or by its watcher
-/// just before reaping it, not right after the clone: then the child is still in its
-/// `execve`, and reading its `stat` waited on it (15 % of the supervisor's time in a run
-/// of 1,000 jobs). Read before the reap, it is the child's: an unreaped child's PID
-/// cannot be reused. Clones share one value.
+/// tells it from a later process that got the same PID. For a child this daemon cloned it
+/// is known from the boot clock read around the clone (`clone_into::start_ticks_between`);
+/// when a tick boundary fell inside the clone, it is read from `/proc` when first needed
+/// (by the record of its start), not right after the clone: then the child is still in
+/// its `execve`, and reading its `stat` waited on it. Only while the child is unreaped is
+/// that read surely its own (an unreaped child's PID cannot be reused): once its watcher
+/// reaps it unread, it stays unknown. A job that ended before its start was written needs
+/// none: its exit is written with its start, or in the write after it, and a daemon that
+/// dies in between records such a job as gone (which it is). Clones share one value.
 #[derive(Clone, Debug)]
 pub struct StartTicks(std::sync::Arc<std::sync::atomic::AtomicU64>);
 
 impl StartTicks {
     /// Not read yet.
     const UNREAD: u64 = u64::MAX;
+    /// Reaped before it was read: unknown for good.
+    const REAPED: u64 = u64::MAX - 1;
 
     /// Already known (0: could not be read).
     pub fn known(ticks: u64) -> StartTicks {
-        StartTicks(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(ticks.min(Self::UNREAD - 1))))
+        StartTicks(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(ticks.min(Self::REAPED - 1))))
     }
 
-    fn unread() -> StartTicks {
+    pub(crate) fn unread() -> StartTicks {
         StartTicks(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(Self::UNREAD)))
     }
 
     /// The start time, read from `/proc/<pid>/stat` the first time (0 when it cannot be
-    /// read). Call only while `pid` is this daemon's unreaped child, or once it was read.
-    pub fn get_or_read(&self, pid: u32) -> u64 {
+    /// read); `None` once the child was reaped before anyone read it. Call only with
+    /// this child's `pid`.
+    pub fn get_or_read(&self, pid: u32) -> Option<u64> {
         use std::sync::atomic::Ordering;
         match self.0.load(Ordering::Acquire) {
             Self::UNREAD => {
-                let t = proc_start_ticks(pid).unwrap_or(0).min(Self::UNREAD - 1);
-                self.0.store(t, Ordering::Release);
-                t
+                let t = proc_start_ticks(pid).unwrap_or(0).min(Self::REAPED - 1);
+                // The reap is on another task: if it came first, the value read may be
+                // another process's, and is not kept.
+                match self.0.compare_exchange(Self::UNREAD, t, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => Some(t),
+                    Err(now) => (now != Self::REAPED).then_some(now),
+                }
             }
-            t => t,
+            Self::REAPED => None,
+            t => Some(t),
         }
+    }
+
+    /// The value if it is known, without reading anything.
+    pub fn if_known(&self) -> Option<u64> {
+        Some(self.0.load(std::sync::atomic::Ordering::Acquire)).filter(|t| *t < Self::REAPED)
+    }
+
+    /// The child is about to be reaped: from now on its start time cannot be read.
+    fn reaping(&self) {
+        use std::sync::atomic::Ordering;
+        let _ = self.0.compare_exchange(Self::UNREAD, Self::REAPED, Ordering::AcqRel, Ordering::Acquire);
     }
 }
 
@@ -485,8 +507,8 @@ fn spawn_cloned(
     };
     // Held across the spawn, so the orphan reaper never takes this child's status.
     let mut own = OWN_CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
-    let (pid, pidfd, failure) = match crate::clone_into::spawn(cgroup, plan) {
-        crate::clone_into::Outcome::Started { pid, pidfd, failure } => (pid, pidfd, failure),
+    let (pid, pidfd, failure, start_ticks) = match crate::clone_into::spawn(cgroup, plan) {
+        crate::clone_into::Outcome::Started { pid, pidfd, failure, start_ticks } => (pid, pidfd, failure, start_ticks),
         crate::clone_into::Outcome::Failed(e) => return Err(e),
         crate::clone_into::Outcome::Unsupported(e) => {
             CLONE_INTO_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -498,8 +520,9 @@ fn spawn_cloned(
     drop(own);
     // SAFETY: a valid pidfd, owned by the AsyncFd for its whole life.
     let afd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }?;
-    // Read when first needed (see StartTicks); `wait` reads it before it reaps.
-    Ok(Some(Running { pid, start_ticks: StartTicks::unread(), waiter: Waiter::OwnPidfd(afd, failure) }))
+    // Known from the clock, or read when first needed (see StartTicks).
+    let start_ticks = start_ticks.map_or_else(StartTicks::unread, StartTicks::known);
+    Ok(Some(Running { pid, start_ticks, waiter: Waiter::OwnPidfd(afd, failure) }))
 }
 
 /// One variable of a child's environment: its name, and `NAME=VALUE` as `execve` takes it.
@@ -556,6 +579,58 @@ fn resolve_program(program: &str, path: Option<&std::ffi::OsStr>, cwd: &std::pat
         return Ok(path);
     }
     let path = path.unwrap_or(std::ffi::OsStr::new("/bin:/usr/bin"));
+    found_on_path(program, path, || search_path(program, path, cwd))
+}
+
+/// How long a program found on a PATH is taken from [`FOUND`] without searching again.
+const FOUND_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+/// At most this many names and PATHs are remembered (then all are forgotten).
+const FOUND_MAX: usize = 256;
+
+thread_local! {
+    /// Where each program name was last found on each PATH, and when: the supervisor
+    /// starts the same few programs again and again, and `true` on a PATH of ten folders
+    /// is ten `stat`s. Only PATHs of absolute folders (a relative one depends on the
+    /// working directory).
+    static FOUND: std::cell::RefCell<std::collections::HashMap<Vec<u8>, (PathBuf, std::time::Instant)>> = Default::default();
+}
+
+/// `search()` for `program` on `path`, or what it found less than [`FOUND_FOR`] ago if
+/// that is still a runnable file (one `stat`): a program removed is seen at once, one
+/// installed earlier on the PATH within a second.
+fn found_on_path(
+    program: &str,
+    path: &std::ffi::OsStr,
+    search: impl FnOnce() -> io::Result<PathBuf>,
+) -> io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    if !std::env::split_paths(path).all(|d| d.is_absolute()) {
+        return search();
+    }
+    let mut key = Vec::with_capacity(program.len() + 1 + path.len());
+    key.extend_from_slice(program.as_bytes());
+    key.push(0);
+    key.extend_from_slice(path.as_bytes());
+    let now = std::time::Instant::now();
+    let cached = FOUND.with_borrow(|f| f.get(&key).filter(|(_, at)| now.duration_since(*at) < FOUND_FOR).cloned());
+    if let Some((found, _)) = cached
+        && std::fs::metadata(&found).is_ok_and(|m| runnable(&m))
+    {
+        return Ok(found);
+    }
+    let found = search()?;
+    FOUND.with_borrow_mut(|f| {
+        if f.len() >= FOUND_MAX {
+            f.clear();
+        }
+        f.insert(key, (found.clone(), now));
+    });
+    Ok(found)
+}
+
+/// The first executable regular file named `program` in a folder of `path`, as `execvp`
+/// looks (an empty entry is the working directory).
+fn search_path(program: &str, path: &std::ffi::OsStr, cwd: &std::path::Path) -> io::Result<PathBuf> {
     let mut denied = false;
     for dir in std::env::split_paths(path) {
         // An empty entry means the working directory, as for execvp.
@@ -632,8 +707,8 @@ impl Running {
             }
             Waiter::OwnPidfd(fd, failure) => loop {
                 let mut guard = fd.readable().await?;
-                // The last moment its start time is surely this child's (see StartTicks).
-                self.start_ticks.get_or_read(self.pid);
+                // Not read by now: not needed (see StartTicks), and never after the reap.
+                self.start_ticks.reaping();
                 let status = crate::clone_into::wait_pidfd(fd.get_ref(), false);
                 match status {
                     // Readable but nothing to reap: wait for the next wake-up.

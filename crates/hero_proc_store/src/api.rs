@@ -81,6 +81,22 @@ impl Tx<'_> {
     pub fn finish_job(&self, id: JobId, exit: &JobExit) -> R<()> {
         self.db().finish_job(id, exit)
     }
+    /// [`Tx::mark_job_running`] and [`Tx::finish_job`] in one statement, for a job that
+    /// started and ended since the last write.
+    ///
+    /// # Errors
+    /// [`crate::StoreError::NotFound`]; [`crate::StoreError::InvalidState`] unless pending,
+    /// or if `exit.phase` is not final.
+    pub fn finish_started_job(
+        &self,
+        id: JobId,
+        pid: u32,
+        pid_start_ticks: Option<u64>,
+        started_at_ms: i64,
+        exit: &JobExit,
+    ) -> R<()> {
+        self.db().finish_started_job(id, pid, pid_start_ticks, started_at_ms, exit)
+    }
 
     pub fn get_run(&self, id: RunId) -> R<Option<Run>> {
         self.db().get_run(id)

@@ -551,6 +551,44 @@ impl<'a> Db<'a> {
         if n == 1 { Ok(()) } else { Err(self.job_transition_error(id, "finish")) }
     }
 
+    /// `pending -> final` with the start (PID, start time, when) and the exit in one
+    /// statement: a job that started and ended between two writes.
+    pub fn finish_started_job(
+        &self,
+        id: JobId,
+        pid: u32,
+        pid_start_ticks: Option<u64>,
+        started_at_ms: i64,
+        exit: &JobExit,
+    ) -> R<()> {
+        if !exit.phase.is_terminal() {
+            return Err(self.invalid(format!("finish_started_job({id}) needs a final phase, got {}", exit.phase)));
+        }
+        let ticks = pid_start_ticks.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
+        let n = self
+            .conn
+            .prepare_cached(
+                "UPDATE jobs SET phase = ?2, pid = ?3, pid_start_ticks = ?4, started_at_ms = ?5, exit_code = ?6,
+                                 signal = ?7, error = ?8, finished_at_ms = ?9
+                 WHERE id = ?1 AND phase = 'pending'",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id.0,
+                    exit.phase.as_str(),
+                    pid,
+                    ticks,
+                    started_at_ms,
+                    exit.exit_code,
+                    exit.signal,
+                    exit.error,
+                    exit.finished_at_ms
+                ])
+            })
+            .map_err(|e| self.fail(e))?;
+        if n == 1 { Ok(()) } else { Err(self.job_transition_error(id, "start and finish")) }
+    }
+
     fn job_transition_error(&self, id: JobId, what: &str) -> StoreError {
         match self.get_job(id) {
             Ok(None) => self.not_found("job", id),

@@ -323,6 +323,32 @@ fn job_transitions_are_checked() {
     assert!(matches!(store.finish_job(JobId(777), &exit(Phase::Failed, 4)), Err(StoreError::NotFound { .. })));
     // History stays as it was.
     assert_eq!(store.get_job(id).unwrap().unwrap().finished_at_ms, Some(2));
+
+    // Started and finished in one statement: only from pending, only to a final phase.
+    let quick = store.create_job(&new_job(&a, None, 10)).unwrap();
+    let err = store
+        .transaction(|tx| {
+            tx.finish_started_job(
+                quick,
+                9,
+                Some(77),
+                11,
+                &JobExit { phase: Phase::Running, ..exit(Phase::Succeeded, 12) },
+            )
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::InvalidState { .. }), "{err:?}");
+    let ended = JobExit { exit_code: Some(3), ..exit(Phase::Failed, 12) };
+    store.transaction(|tx| tx.finish_started_job(quick, 9, Some(77), 11, &ended)).unwrap();
+    let j = store.get_job(quick).unwrap().unwrap();
+    assert_eq!(
+        (j.phase, j.pid, j.pid_start_ticks, j.started_at_ms, j.exit_code, j.finished_at_ms),
+        (Phase::Failed, Some(9), Some(77), Some(11), Some(3), Some(12))
+    );
+    let err = store.transaction(|tx| tx.finish_started_job(quick, 9, None, 13, &ended)).unwrap_err();
+    assert!(err.to_string().contains("already failed"), "{err}");
+    let err = store.transaction(|tx| tx.finish_started_job(JobId(777), 9, None, 13, &ended)).unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
 }
 
 #[test]

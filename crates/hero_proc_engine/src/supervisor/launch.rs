@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use hero_proc_logstore::Level;
 use hero_proc_spec::{Action, EnvValue, Signal};
-use hero_proc_store::{JobExit, JobId, NewJob, Phase, Ref, RunId, StoreError};
+use hero_proc_store::{JobExit, JobId, NewJob, Phase, Ref, RunId, StoreError, Tx};
 use tokio::sync::oneshot;
 
 use super::{JobLife, LiveJob, Msg, Purpose, Supervisor, now_ms};
@@ -191,21 +191,17 @@ impl Supervisor {
                 JobExit { phase, exit_code: code, signal, error, finished_at_ms: now },
             ));
         }
-        // A run whose last job this is ends now: its phase goes in the same transaction.
-        let mut finished = Vec::new();
+        // A run whose last job this is ends now: its phase is written with the exit.
         for (job, live, _, _, ex) in &done {
             if let Purpose::Run { run } = live.purpose
                 && let Some(phase) = self.run_job_exited(run, *job, ex.phase == Phase::Succeeded)
             {
-                finished.push((run, phase));
+                self.unrecorded_runs.push((run, phase, now));
             }
         }
+        // Written with the next write (a one-call client's next `run.submit` takes them
+        // along), before any answer, or `WRITE_DELAY` after this turn at the latest.
         self.unrecorded.extend(done.iter().map(|(job, _, _, _, ex)| (*job, ex.clone())));
-        if !self.flush_exits_and(&finished) {
-            for (run, phase) in &finished {
-                let _ = self.store.set_run_phase(*run, *phase, now);
-            }
-        }
         for (job, live, exit, timed_out, _) in done {
             match live.purpose {
                 Purpose::Service { key } => self.on_service_exit(&key, job, exit, timed_out),
@@ -223,55 +219,77 @@ impl Supervisor {
         }
     }
 
-    /// Write the starts and exits not yet recorded (see [`Self::flush_exits_and`]).
-    pub(super) fn flush_exits(&mut self) {
-        self.flush_exits_and(&[]);
+    /// Whether starts, exits or run phases wait to be written.
+    pub(super) fn has_unrecorded(&self) -> bool {
+        !(self.unrecorded.is_empty() && self.unrecorded_starts.is_empty() && self.unrecorded_runs.is_empty())
     }
 
-    /// Write the starts and exits not yet recorded and the phases of the runs they ended,
-    /// in one transaction (starts first: a job may have started and ended since the last
-    /// write); returns whether it was written. A start that cannot be written is dropped
-    /// with an error event (its job stays pending; a later daemon re-attaches it by its
-    /// output file). On failure the exits stay in memory,
-    /// and the retry timer is armed (doubling from 1 s to 30 s) unless the database was
-    /// replaced (nothing can be written until a restart).
-    fn flush_exits_and(&mut self, runs: &[(RunId, Phase)]) -> bool {
-        if self.unrecorded.is_empty() && self.unrecorded_starts.is_empty() {
-            return runs.is_empty();
-        }
-        let starts = std::mem::take(&mut self.unrecorded_starts);
-        let pending = std::mem::take(&mut self.unrecorded);
-        let now = now_ms();
-        let r = self.store.transaction(|tx| {
-            for (job, pid, ticks, at) in &starts {
-                // Its watcher, on this thread, reads it before reaping: the child is
-                // unreaped here unless that read has happened (see StartTicks).
-                tx.mark_job_running(*job, *pid, Some(ticks.get_or_read(*pid)), *at)?;
+    /// Write the starts, exits and run phases not yet recorded, inside `tx` (starts
+    /// first: a job may have started and ended since the last write). The caller tells
+    /// the supervisor what was committed ([`Self::unrecorded_written`]).
+    pub(super) fn write_unrecorded(&self, tx: &Tx<'_>) -> Result<(), StoreError> {
+        // A job that started and ended since the last write: one statement, and no
+        // start time read for it (none is needed for a finished job).
+        let mut ended: std::collections::HashMap<JobId, &JobExit> = if self.unrecorded_starts.is_empty() {
+            Default::default()
+        } else {
+            self.unrecorded.iter().map(|(j, ex)| (*j, ex)).collect()
+        };
+        let mut started_and_ended = std::collections::HashSet::new();
+        for (job, pid, ticks, at) in &self.unrecorded_starts {
+            match ended.remove(job) {
+                Some(ex) => {
+                    tx.finish_started_job(*job, *pid, ticks.if_known(), *at, ex)?;
+                    started_and_ended.insert(*job);
+                }
+                // Read now unless its watcher has reaped it (then its exit is written
+                // next, and no start time is needed: see StartTicks).
+                None => tx.mark_job_running(*job, *pid, ticks.get_or_read(*pid), *at)?,
             }
-            for (job, ex) in &pending {
+        }
+        for (job, ex) in &self.unrecorded {
+            if !started_and_ended.contains(job) {
                 tx.finish_job(*job, ex)?;
             }
-            for (run, phase) in runs {
-                tx.set_run_phase(*run, *phase, now)?;
-            }
-            Ok(())
-        });
-        let e = match r {
+        }
+        for (run, phase, at) in &self.unrecorded_runs {
+            tx.set_run_phase(*run, *phase, *at)?;
+        }
+        Ok(())
+    }
+
+    /// What [`Self::write_unrecorded`] wrote is committed: forget it. The output files of
+    /// the jobs that ended go back to the spare pool at the end of the turn (after any
+    /// answer: see `recycle_outputs`), or right after a flush.
+    pub(super) fn unrecorded_written(&mut self) {
+        if self.flush_delay.take().is_some() {
+            let msg = format!(
+                "recorded {} job exits and {} job starts that a failed write had kept",
+                self.unrecorded.len(),
+                self.unrecorded_starts.len()
+            );
+            self.event(Level::Info, "hero_proc.job", msg, None);
+        }
+        self.unrecorded_starts.clear();
+        self.unrecorded_runs.clear();
+        self.unrecorded_writes += 1;
+        let ended = std::mem::take(&mut self.unrecorded);
+        self.ended_outputs.extend(ended.into_iter().map(|(job, _)| job));
+    }
+
+    /// Write the starts, exits and run phases not yet recorded, in one transaction;
+    /// returns whether it was written. A start that cannot be written is dropped with an
+    /// error event (its job stays pending; a later daemon re-attaches it by its output
+    /// file). On failure the exits stay in memory, and the retry timer is armed (doubling
+    /// from 1 s to 30 s) unless the database was replaced (nothing can be written until
+    /// a restart).
+    pub(super) fn flush_exits(&mut self) -> bool {
+        if !self.has_unrecorded() {
+            return true;
+        }
+        let e = match self.store.transaction(|tx| self.write_unrecorded(tx)) {
             Ok(()) => {
-                if self.flush_delay.is_some() {
-                    self.event(
-                        Level::Info,
-                        "hero_proc.job",
-                        format!(
-                            "recorded {} job exits and {} job starts that a failed write had kept",
-                            pending.len(),
-                            starts.len()
-                        ),
-                        None,
-                    );
-                }
-                self.flush_delay = None;
-                self.ended_outputs.extend(pending.iter().map(|(job, _)| *job));
+                self.unrecorded_written();
                 if !self.store.in_batch() {
                     self.recycle_outputs();
                 }
@@ -290,7 +308,7 @@ impl Supervisor {
         let first = self.flush_delay.is_none();
         if first || !retry {
             let what = if retry { "kept; retrying until they can be written" } else { "dropped" };
-            let counts = match (starts.len(), pending.len()) {
+            let counts = match (self.unrecorded_starts.len(), self.unrecorded.len()) {
                 (0, x) => format!("{x} job exits"),
                 (s, 0) => format!("{s} job starts"),
                 (s, x) => format!("{s} job starts and {x} job exits"),
@@ -299,10 +317,14 @@ impl Supervisor {
             self.event(Level::Error, "hero_proc.job", msg, None);
         }
         if !retry {
+            self.unrecorded_starts.clear();
+            self.unrecorded.clear();
+            // A run's phase goes on its own: its jobs' rows may be what failed.
+            for (run, phase, at) in std::mem::take(&mut self.unrecorded_runs) {
+                let _ = self.store.set_run_phase(run, phase, at);
+            }
             return false;
         }
-        self.unrecorded_starts = starts;
-        self.unrecorded = pending;
         let delay = self.flush_delay.map_or(Duration::from_secs(1), |d| (d * 2).min(Duration::from_secs(30)));
         self.flush_delay = Some(delay);
         let tx = self.tx.clone();

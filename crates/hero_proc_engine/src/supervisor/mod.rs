@@ -202,6 +202,8 @@ impl Engine {
             cron_generation: 0,
             unrecorded: Vec::new(),
             unrecorded_starts: Vec::new(),
+            unrecorded_runs: Vec::new(),
+            unrecorded_writes: 0,
             ended_outputs: Vec::new(),
             flush_delay: None,
             contain,
@@ -374,16 +376,25 @@ struct Supervisor {
     schedules: BTreeMap<Ref, cron::Schedule>,
     /// Bumped whenever the timer is re-armed: older ticks are stale.
     cron_generation: u64,
-    /// Exits a store write failed to record (disk full): kept, and written on the next
-    /// exit, at the end of a turn that started a job, or by the retry timer.
+    /// Exits not yet written: kept in memory until the next write of this thread takes
+    /// them along, an answer is sent, or [`WRITE_DELAY`] has passed (see
+    /// `unrecorded_starts`); and, after a failed write (disk full), until the retry
+    /// timer writes them. (job, exit)
     unrecorded: Vec<(JobId, JobExit)>,
-    /// Jobs started and not yet marked running in the store: written together (with any
-    /// exits) in one transaction before an answer, with the next write, or
-    /// [`START_WRITE_DELAY`] after the turn, instead of one commit each (a boot starting
-    /// fifty services writes once; a one-job run's start shares its exit's commit). A daemon that dies before that write leaves pending rows, which the
-    /// next one re-attaches by their output file (`reattach.rs`). (job, pid, start
-    /// ticks, started at ms)
+    /// Jobs started and not yet marked running in the store: written together with the
+    /// exits, in one transaction, before an answer, with the next write, or
+    /// [`WRITE_DELAY`] after the turn, instead of one commit each (a boot starting fifty
+    /// services writes once; a one-call client's next `run.submit` carries the start and
+    /// the exit of its previous job). A daemon that dies before that write leaves pending
+    /// or running rows, which the next one re-attaches by their output file
+    /// (`reattach.rs`). (job, pid, start ticks, started at ms)
     unrecorded_starts: Vec<(JobId, u32, crate::process::StartTicks, i64)>,
+    /// Final phases of runs not yet written, written after their jobs' exits. (run,
+    /// phase, finished at ms)
+    unrecorded_runs: Vec<(RunId, hero_proc_store::Phase, i64)>,
+    /// Counts the writes of what was unrecorded: a turn that wrote it and then queued
+    /// more gives the new ones a full [`WRITE_DELAY`].
+    unrecorded_writes: u64,
     /// Jobs whose exit is written but maybe not yet committed (inside a batch): once it
     /// is, their output files go back to the spare pool if they are empty and unused
     /// (`recycle_outputs`).
@@ -400,10 +411,11 @@ struct Supervisor {
     actions: std::cell::RefCell<(u64, HashMap<Ref, Option<Action>>)>,
 }
 
-/// How long the starts of a turn that answered nobody may wait for another write to take
-/// them along. A daemon that dies meanwhile leaves those jobs pending, which the next one
-/// re-attaches by their output files.
-const START_WRITE_DELAY: Duration = Duration::from_millis(2);
+/// How long the starts and exits of a turn that answered nobody may wait for another
+/// write to take them along. A daemon that dies meanwhile leaves those jobs pending or
+/// running in the store, which the next one re-attaches by their output files (an exit
+/// it did not see is recorded as unknown).
+const WRITE_DELAY: Duration = Duration::from_millis(2);
 /// How long after a burst of starts the supervisor looks again for children that have
 /// exec'd (see `clone_into::release_started`).
 const SLOT_RELEASE_DELAY: Duration = Duration::from_millis(20);
@@ -421,11 +433,12 @@ impl Supervisor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         let mut shutting: Option<Reply<()>> = None;
         let mut deadline = tokio::time::Instant::now();
-        // When the starts no answer has written yet are written at the latest (see
-        // `unrecorded_starts`): a deadline on the wait for the next message, not a task
-        // and a message per turn, so a turn whose starts went with a later write costs no
-        // wake-up.
-        let mut write_starts_at: Option<tokio::time::Instant> = None;
+        // When the starts and exits no answer has written yet are written at the latest
+        // (see `unrecorded_starts`): a deadline on the wait for the next message, not a
+        // task and a message per turn, so a turn whose writes went with a later one costs
+        // no wake-up.
+        let mut write_at: Option<tokio::time::Instant> = None;
+        let mut writes_seen = self.unrecorded_writes;
         // When to look again for children that have exec'd (their stacks can go back):
         // set only while some have not, so an idle daemon has no timer.
         let mut release_at: Option<tokio::time::Instant> = None;
@@ -435,8 +448,7 @@ impl Supervisor {
                 release_at =
                     crate::clone_into::release_started().then(|| tokio::time::Instant::now() + SLOT_RELEASE_DELAY);
             }
-            let wake =
-                [write_starts_at, release_at, shutting.is_some().then_some(deadline)].into_iter().flatten().min();
+            let wake = [write_at, release_at, shutting.is_some().then_some(deadline)].into_iter().flatten().min();
             let next = match wake {
                 Some(at) => tokio::time::timeout_at(at, rx.recv()).await.ok(),
                 None => Some(rx.recv().await),
@@ -446,11 +458,9 @@ impl Supervisor {
                 Some(None) => break,
                 None if shutting.is_some() && tokio::time::Instant::now() >= deadline => break,
                 None => {
-                    if write_starts_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
-                        write_starts_at = None;
-                        if !self.unrecorded_starts.is_empty() {
-                            self.flush_exits();
-                        }
+                    if write_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                        write_at = None;
+                        self.flush_exits();
                     }
                     continue;
                 }
@@ -472,13 +482,19 @@ impl Supervisor {
                 Msg::Exited { job, exit, timed_out } => self.exits_burst((job, exit, timed_out), &mut rx),
                 other => self.handle(other),
             }
-            // Starts no answer has written yet go with the next write (a one-job run's start
-            // then shares its exit's commit), or after a short delay at the latest.
-            if self.unrecorded_starts.is_empty() {
-                write_starts_at = None;
-            } else if write_starts_at.is_none() {
-                write_starts_at = Some(tokio::time::Instant::now() + START_WRITE_DELAY);
+            // Output files of ended jobs whose exits a run's record took along: after the
+            // answer, not before it.
+            if !self.ended_outputs.is_empty() && !self.store.in_batch() {
+                self.recycle_outputs();
             }
+            // Starts and exits no answer has written yet go with the next write, or after a
+            // short delay at the latest (after a failed write, the retry timer has them).
+            if !self.has_unrecorded() || self.flush_delay.is_some() {
+                write_at = None;
+            } else if write_at.is_none() || writes_seen != self.unrecorded_writes {
+                write_at = Some(tokio::time::Instant::now() + WRITE_DELAY);
+            }
+            writes_seen = self.unrecorded_writes;
             if shutting.is_some() && self.jobs.values().all(|j| matches!(j.purpose, Purpose::Run { .. })) {
                 break;
             }
@@ -613,7 +629,7 @@ impl Supervisor {
             }
             Msg::FlushExits => {
                 // A write since may have flushed them already; then the timer just ends.
-                if self.unrecorded.is_empty() && self.unrecorded_starts.is_empty() {
+                if !self.has_unrecorded() {
                     self.flush_delay = None;
                 } else {
                     self.flush_exits();

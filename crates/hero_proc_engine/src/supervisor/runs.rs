@@ -5,9 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use hero_proc_logstore::Level;
 use hero_proc_spec::{Action, Signal};
-use hero_proc_store::{JobExit, JobId, NewJob, Phase, Ref, RunId};
+use hero_proc_store::{JobExit, JobId, NewJob, Phase, Ref, RunId, StoreError};
 
 use super::{EngineError, Purpose, Supervisor, now_ms};
 use crate::process::StartTicks;
@@ -112,9 +111,11 @@ impl Supervisor {
         // depends_on between actions of this run order its jobs; others are ignored.
         let mut live = LiveRun::default();
         // One transaction for the run and all its rows: a run costs one commit, not one
-        // per job (nor three for a run of one).
+        // per job (nor three for a run of one). The starts and exits this thread has not
+        // written yet go first in it: a client that submits one job per call pays one
+        // commit a job, not two.
         let created = now_ms();
-        let (run, ids) = self.store.transaction(|tx| {
+        let write_run = |tx: &hero_proc_store::Tx<'_>| {
             let run = tx.create_running_run(&label, created)?;
             let ids = specs
                 .iter()
@@ -128,9 +129,29 @@ impl Supervisor {
                     })?;
                     Ok((Ref::new(&a.context, &a.name), id))
                 })
-                .collect::<Result<Vec<(Ref, JobId)>, _>>()?;
-            Ok((run, ids))
-        })?;
+                .collect::<Result<Vec<(Ref, JobId)>, StoreError>>()?;
+            Ok::<_, StoreError>((run, ids))
+        };
+        let along = (self.has_unrecorded() && self.flush_delay.is_none()).then(|| {
+            self.store.transaction(|tx| {
+                self.write_unrecorded(tx)?;
+                write_run(tx)
+            })
+        });
+        let (run, ids) = match along {
+            Some(Ok(out)) => {
+                self.unrecorded_written();
+                out
+            }
+            // One of them failed: they are written on their own, with their own error
+            // handling, and the run after.
+            Some(Err(_)) => {
+                self.flush_exits();
+                self.store.transaction(write_run)?
+            }
+            // None, or a failed write's retry timer has them.
+            None => self.store.transaction(write_run)?,
+        };
         for (a, (_, id)) in specs.into_iter().zip(ids.clone()) {
             let deps = a
                 .depends_on
@@ -149,23 +170,12 @@ impl Supervisor {
     pub(super) fn advance_run(&mut self, run: RunId) {
         let Some(live) = self.runs.get_mut(&run) else { return };
         let Advance { ready, doomed } = live.advance();
-        if !doomed.is_empty() {
-            let exit = JobExit {
-                phase: Phase::Cancelled,
-                exit_code: None,
-                signal: None,
-                error: Some("a job it depends on did not succeed, or the run was cancelled".into()),
-                finished_at_ms: now_ms(),
-            };
-            let r = self.store.transaction(|tx| doomed.iter().try_for_each(|id| tx.finish_job(*id, &exit)));
-            if let Err(e) = r {
-                self.event(
-                    Level::Error,
-                    "hero_proc.job",
-                    format!("cannot record {} cancelled jobs: {e}", doomed.len()),
-                    None,
-                );
-            }
+        // Written with the exits that doomed them (see `unrecorded`).
+        let now = now_ms();
+        for id in doomed {
+            let error = Some("a job it depends on did not succeed, or the run was cancelled".into());
+            let exit = JobExit { phase: Phase::Cancelled, exit_code: None, signal: None, error, finished_at_ms: now };
+            self.unrecorded.push((id, exit));
         }
         let mut started = Vec::with_capacity(ready.len());
         let mut start_failed = false;
@@ -181,7 +191,7 @@ impl Supervisor {
             return self.advance_run(run);
         }
         if let Some(phase) = self.runs.get(&run).and_then(LiveRun::outcome) {
-            let _ = self.store.set_run_phase(run, phase, now_ms());
+            self.unrecorded_runs.push((run, phase, now_ms()));
             self.runs.remove(&run);
         }
     }
