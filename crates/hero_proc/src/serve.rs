@@ -181,7 +181,12 @@ pub fn run(args: Args, out: &Output) -> anyhow::Result<ExitCode> {
     };
     let stop_on_exit = opts.stop_on_exit;
     hero_proc_daemon::reconciler::tune_allocator();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    // One async worker: the daemon's async work is socket I/O and small handlers (the
+    // supervisor has its own thread, slow work goes to the blocking pool), and each hand-off
+    // between two workers was a context switch: a second worker cost 5 % more CPU a
+    // `run.submit` (docs/PERFORMANCE.md, stop 35). A multi-thread runtime still, for its
+    // blocking pool and `block_in_place`.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     rt.block_on(async move {
         // Handlers first: a SIGTERM while the engine boots (and starts services) must
         // take the orderly path below, not kill the daemon mid-start.

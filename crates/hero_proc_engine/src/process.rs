@@ -836,3 +836,54 @@ mod command_line_tests {
         assert_eq!(argv, ["/home/op/hero/bin/tool", "-x"]);
     }
 }
+
+#[cfg(test)]
+mod path_search_tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn executable(path: &std::path::Path) {
+        std::fs::write(path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// A program found on the PATH is remembered: a removed one is seen at once, one
+    /// installed earlier on the PATH within a second; a PATH with a relative folder is
+    /// searched every time.
+    #[test]
+    fn a_program_found_on_the_path_is_remembered_for_a_second_while_it_is_there() {
+        let t = tempfile::tempdir().unwrap();
+        let (early, late) = (t.path().join("early"), t.path().join("late"));
+        std::fs::create_dir_all(&early).unwrap();
+        std::fs::create_dir_all(&late).unwrap();
+        let path = std::ffi::OsString::from(format!("{}:{}", early.display(), late.display()));
+        let cwd = t.path();
+        executable(&late.join("tool"));
+        assert_eq!(resolve_program("tool", Some(&path), cwd).unwrap(), late.join("tool"));
+
+        // Installed earlier on the PATH: the remembered one is still used, for now.
+        executable(&early.join("tool"));
+        assert_eq!(resolve_program("tool", Some(&path), cwd).unwrap(), late.join("tool"));
+        // Removed: seen at once, and the search finds the other.
+        std::fs::remove_file(late.join("tool")).unwrap();
+        assert_eq!(resolve_program("tool", Some(&path), cwd).unwrap(), early.join("tool"));
+        std::fs::remove_file(early.join("tool")).unwrap();
+        let e = resolve_program("tool", Some(&path), cwd).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+
+        // After a second, a program installed earlier on the PATH is found.
+        executable(&late.join("other"));
+        assert_eq!(resolve_program("other", Some(&path), cwd).unwrap(), late.join("other"));
+        executable(&early.join("other"));
+        std::thread::sleep(FOUND_FOR + std::time::Duration::from_millis(50));
+        assert_eq!(resolve_program("other", Some(&path), cwd).unwrap(), early.join("other"));
+
+        // A relative folder depends on the working directory: never remembered.
+        let relative = std::ffi::OsString::from(format!("late:{}", early.display()));
+        executable(&late.join("third"));
+        assert_eq!(resolve_program("third", Some(&relative), cwd).unwrap(), cwd.join("late/third"));
+        std::fs::create_dir_all(cwd.join("sub/late")).unwrap();
+        executable(&cwd.join("sub/late/third"));
+        assert_eq!(resolve_program("third", Some(&relative), &cwd.join("sub")).unwrap(), cwd.join("sub/late/third"));
+    }
+}
