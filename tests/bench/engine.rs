@@ -165,8 +165,12 @@ async fn assert_succeeded(c: &mut hero_proc_rpc::Client, id: i64) {
     assert_eq!(r["phase"], "succeeded", "run {id} did not succeed: {r}");
 }
 
-/// N runs of one job, one `run.submit` call each, until all have finished.
-async fn one_call_each(c: &mut hero_proc_rpc::Client, n: usize) -> Duration {
+/// N runs of one job, one `run.submit` call each, until all have finished; and the CPU
+/// that took, the daemon's (`pid`, all its threads) and this client's, before the check
+/// that every run succeeded (N more calls, not counted).
+async fn one_call_each(c: &mut hero_proc_rpc::Client, n: usize, pid: u32) -> (Duration, u64, u64) {
+    let me = std::process::id();
+    let (daemon, client) = (threads_cpu_ns(pid), threads_cpu_ns(me));
     let t = Instant::now();
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
@@ -175,10 +179,11 @@ async fn one_call_each(c: &mut hero_proc_rpc::Client, n: usize) -> Duration {
     }
     until_idle(c, &format!("{n} runs submitted one call each")).await;
     let took = t.elapsed();
+    let cpu = (threads_cpu_ns(pid) - daemon, threads_cpu_ns(me) - client);
     for id in ids {
         assert_succeeded(c, id).await;
     }
-    took
+    (took, cpu.0, cpu.1)
 }
 
 /// N calls that read one row and start nothing (`run.get` of run 1), one after the
@@ -217,12 +222,13 @@ async fn jobs(s: &Sizes) {
     let (mut bare, mut each, mut batch, mut calls) = (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
     // The daemon's CPU per job in each shape (least over the rounds): what its own work
     // costs, apart from how it overlaps with the jobs' processes on this machine's cores.
-    let (mut each_cpu, mut batch_cpu) = (u64::MAX, u64::MAX);
+    let (mut each_cpu, mut batch_cpu, mut client_cpu) = (u64::MAX, u64::MAX, u64::MAX);
     for _ in 0..s.rounds {
         bare = bare.min(bare_spawn(n));
-        let cpu = threads_cpu_ns(pid);
-        each = each.min(one_call_each(&mut c, n).await);
-        each_cpu = each_cpu.min(threads_cpu_ns(pid) - cpu);
+        let (took, daemon, client) = one_call_each(&mut c, n, pid).await;
+        each = each.min(took);
+        each_cpu = each_cpu.min(daemon);
+        client_cpu = client_cpu.min(client);
         let cpu = threads_cpu_ns(pid);
         batch = batch.min(one_batch(&mut c, n).await);
         batch_cpu = batch_cpu.min(threads_cpu_ns(pid) - cpu);
@@ -254,9 +260,10 @@ async fn jobs(s: &Sizes) {
         batch.as_secs_f64() / bare.as_secs_f64()
     );
     println!(
-        "the daemon's CPU per job (all its threads): one call each {:.3} ms, one batch {:.3} ms",
+        "the daemon's CPU per job (all its threads): one call each {:.3} ms, one batch {:.3} ms; this client's, one call each {:.3} ms",
         each_cpu as f64 / 1e6 / n as f64,
-        batch_cpu as f64 / 1e6 / n as f64
+        batch_cpu as f64 / 1e6 / n as f64,
+        client_cpu as f64 / 1e6 / n as f64
     );
 }
 

@@ -399,14 +399,17 @@ impl<'a> Db<'a> {
     }
 
     pub fn set_run_phase(&self, id: RunId, phase: Phase, at_ms: i64) -> R<()> {
-        let sql = format!(
-            "UPDATE runs SET phase = ?2,
-                 finished_at_ms = CASE WHEN ?2 IN {TERMINAL_SQL} THEN ?3 ELSE NULL END
-             WHERE id = ?1 AND phase NOT IN {TERMINAL_SQL}"
-        );
+        // Built once: this runs for every run that ends.
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "UPDATE runs SET phase = ?2,
+                     finished_at_ms = CASE WHEN ?2 IN {TERMINAL_SQL} THEN ?3 ELSE NULL END
+                 WHERE id = ?1 AND phase NOT IN {TERMINAL_SQL}"
+            )
+        });
         let n = self
             .conn
-            .prepare_cached(&sql)
+            .prepare_cached(&SQL)
             .and_then(|mut s| s.execute(params![id.0, phase.as_str(), at_ms]))
             .map_err(|e| self.fail(e))?;
         if n == 1 {

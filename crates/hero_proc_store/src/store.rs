@@ -113,6 +113,7 @@ impl Store {
     /// written by a newer hero_proc, [`StoreError::Busy`] when another process holds the
     /// lock during migration.
     pub fn open_with(path: impl AsRef<Path>, opts: &StoreOptions) -> Result<Store, StoreError> {
+        configure_sqlite();
         let path = path.as_ref().to_path_buf();
         prepare_file(&path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -757,7 +758,24 @@ fn narrow_permissions(path: &Path) {
     }
 }
 
+/// Process-wide SQLite settings, made before the first connection (after it, SQLite
+/// refuses them and they are left as they are): no memory statistics, which this process
+/// never reads and which cost a global mutex around every allocation SQLite makes (a
+/// tenth of a job's store write).
+fn configure_sqlite() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sqlite3_config with an int argument, as SQLITE_CONFIG_MEMSTATUS takes;
+        // it only fails (SQLITE_MISUSE) once SQLite is initialized, changing nothing.
+        let r = unsafe { rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int) };
+        if r != rusqlite::ffi::SQLITE_OK {
+            tracing::debug!("SQLite was initialized before the store: memory statistics stay on ({r})");
+        }
+    });
+}
+
 fn open_read_only_conn(path: &Path, opts: &StoreOptions, immutable: bool) -> Result<(Connection, u32), StoreError> {
+    configure_sqlite();
     let mut flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = if immutable {
         flags |= OpenFlags::SQLITE_OPEN_URI;
