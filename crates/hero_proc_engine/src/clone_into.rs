@@ -770,6 +770,16 @@ mod tests {
         }
     }
 
+    /// A scratch folder with a root in it, its expansion, and a placement with no account
+    /// and no cgroup (a job of a run).
+    fn scratch() -> (tempfile::TempDir, Expand, Placement) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let expand = Expand::new(dir.path().to_path_buf(), root);
+        (dir, expand, Placement { account: None, cgroup: None, marker: None })
+    }
+
     /// Children started one after the other without waiting for their exec each run
     /// their own program, arguments and environment: a slot is reused only once its
     /// child has left the daemon's memory. Then the burst's slots are given back but
@@ -778,11 +788,7 @@ mod tests {
     #[tokio::test]
     async fn a_burst_of_children_each_runs_what_it_was_given() {
         const N: usize = 150;
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(&root).unwrap();
-        let expand = Expand::new(dir.path().to_path_buf(), root.clone());
-        let place = Placement { account: None, cgroup: None, marker: None };
+        let (dir, expand, place) = scratch();
         let mut children = Vec::new();
         let mut most_slots = 0;
         for i in 0..N {
@@ -819,11 +825,7 @@ mod tests {
     #[tokio::test]
     async fn a_childs_start_time_from_the_clock_is_the_one_proc_shows() {
         const N: usize = 60;
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(&root).unwrap();
-        let expand = Expand::new(dir.path().to_path_buf(), root.clone());
-        let place = Placement { account: None, cgroup: None, marker: None };
+        let (dir, expand, place) = scratch();
         let out = std::fs::File::create(dir.path().join("out.log")).unwrap();
         let children: Vec<_> = (0..N)
             .map(|_| process::spawn_in(&action(Interpreter::Exec, "sleep 30"), &[], &expand, &out, &place).unwrap())
@@ -853,11 +855,7 @@ mod tests {
     /// process's): a child reaped before anyone asked has none.
     #[tokio::test]
     async fn a_start_time_not_known_at_the_clone_is_read_before_the_reap_or_never() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        std::fs::create_dir_all(&root).unwrap();
-        let expand = Expand::new(dir.path().to_path_buf(), root.clone());
-        let place = Placement { account: None, cgroup: None, marker: None };
+        let (dir, expand, place) = scratch();
         let out = std::fs::File::create(dir.path().join("out.log")).unwrap();
         let spawn = |script: &str| {
             let mut r = process::spawn_in(&action(Interpreter::Exec, script), &[], &expand, &out, &place).unwrap();
