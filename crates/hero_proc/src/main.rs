@@ -65,7 +65,7 @@ enum Command {
     History(reconcile::HistoryArgs),
     /// Write the daemon's live state as a config repository in DIR: actions/*.yaml
     /// (a file per service with its actions, stand-alone actions per context), hero.yaml,
-    /// secrets/<context>.sops.yaml.example (names only, never values) and the applied
+    /// secrets/CONTEXT.sops.yaml.example (names only, never values) and the applied
     /// migrations. Canonical: the same state gives the same bytes. Refuses a non-empty
     /// DIR without --force.
     Export(export::Args),

@@ -135,7 +135,7 @@ impl Installer {
     }
 
     /// Make every `(id, digest)` present and linked. Missing digests are downloaded
-    /// (each once, [`PARALLEL`] at a time); links are made only when every download
+    /// (each once, `PARALLEL` at a time); links are made only when every download
     /// succeeded, so a failed install changes no link. All failures are reported.
     pub async fn install(
         &self,
@@ -212,7 +212,7 @@ impl Installer {
         futures_join(ids.iter().map(|id| self.size_of(id))).await
     }
 
-    /// [`Installer::digest_of`] for several, [`PARALLEL`] at a time; results in order.
+    /// [`Installer::digest_of`] for several, `PARALLEL` at a time; results in order.
     pub async fn digests_of(
         &self,
         ids: &[ArtifactId],

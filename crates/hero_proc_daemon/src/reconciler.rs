@@ -220,7 +220,7 @@ fn now_ms() -> i64 {
 /// the worker and the supervisor from contending for one lock.
 const MALLOC_ARENAS: i32 = 2;
 
-/// Called by `serve` before any thread starts: see [`MALLOC_ARENAS`]. An operator's
+/// Called by `serve` before any thread starts: see `MALLOC_ARENAS`. An operator's
 /// `MALLOC_ARENA_MAX` wins.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -70,6 +70,8 @@ macro_rules! methods {
         $(
             $(#[$doc])*
             #[doc = concat!("`", $name, "`: ", $summary)]
+            // Summaries name paths like `<context>/<name>`, for people, not HTML.
+            #[allow(rustdoc::invalid_html_tags)]
             pub struct $ty;
             impl Method for $ty {
                 const NAME: &'static str = $name;
