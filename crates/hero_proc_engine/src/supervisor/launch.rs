@@ -230,25 +230,22 @@ impl Supervisor {
     pub(super) fn write_unrecorded(&self, tx: &Tx<'_>) -> Result<(), StoreError> {
         // A job that started and ended since the last write: one statement, and no
         // start time read for it (none is needed for a finished job).
+        // `ended`: the exits not yet written (with no starts to match, all of them).
         let mut ended: std::collections::HashMap<JobId, &JobExit> = if self.unrecorded_starts.is_empty() {
             Default::default()
         } else {
             self.unrecorded.iter().map(|(j, ex)| (*j, ex)).collect()
         };
-        let mut started_and_ended = std::collections::HashSet::new();
         for (job, pid, ticks, at) in &self.unrecorded_starts {
             match ended.remove(job) {
-                Some(ex) => {
-                    tx.finish_started_job(*job, *pid, ticks.if_known(), *at, ex)?;
-                    started_and_ended.insert(*job);
-                }
+                Some(ex) => tx.finish_started_job(*job, *pid, ticks.if_known(), *at, ex)?,
                 // Read now unless its watcher has reaped it (then its exit is written
                 // next, and no start time is needed: see StartTicks).
                 None => tx.mark_job_running(*job, *pid, ticks.get_or_read(*pid), *at)?,
             }
         }
         for (job, ex) in &self.unrecorded {
-            if !started_and_ended.contains(job) {
+            if self.unrecorded_starts.is_empty() || ended.contains_key(job) {
                 tx.finish_job(*job, ex)?;
             }
         }
@@ -272,20 +269,20 @@ impl Supervisor {
         }
         self.unrecorded_starts.clear();
         self.unrecorded_runs.clear();
-        self.unrecorded_writes += 1;
+        // What is queued from now on gets a full WRITE_DELAY.
+        self.write_due = None;
         let ended = std::mem::take(&mut self.unrecorded);
         self.ended_outputs.extend(ended.into_iter().map(|(job, _)| job));
     }
 
-    /// Write the starts, exits and run phases not yet recorded, in one transaction;
-    /// returns whether it was written. A start that cannot be written is dropped with an
+    /// Write the starts, exits and run phases not yet recorded, in one transaction. A start that cannot be written is dropped with an
     /// error event (its job stays pending; a later daemon re-attaches it by its output
     /// file). On failure the exits stay in memory, and the retry timer is armed (doubling
     /// from 1 s to 30 s) unless the database was replaced (nothing can be written until
     /// a restart).
-    pub(super) fn flush_exits(&mut self) -> bool {
+    pub(super) fn flush_exits(&mut self) {
         if !self.has_unrecorded() {
-            return true;
+            return;
         }
         let e = match self.store.transaction(|tx| self.write_unrecorded(tx)) {
             Ok(()) => {
@@ -293,7 +290,7 @@ impl Supervisor {
                 if !self.store.in_batch() {
                     self.recycle_outputs();
                 }
-                return true;
+                return;
             }
             Err(e) => e,
         };
@@ -323,7 +320,7 @@ impl Supervisor {
             for (run, phase, at) in std::mem::take(&mut self.unrecorded_runs) {
                 let _ = self.store.set_run_phase(run, phase, at);
             }
-            return false;
+            return;
         }
         let delay = self.flush_delay.map_or(Duration::from_secs(1), |d| (d * 2).min(Duration::from_secs(30)));
         self.flush_delay = Some(delay);
@@ -332,7 +329,6 @@ impl Supervisor {
             tokio::time::sleep(delay).await;
             let _ = tx.send(Msg::FlushExits);
         });
-        false
     }
 }
 

@@ -203,7 +203,7 @@ impl Engine {
             unrecorded: Vec::new(),
             unrecorded_starts: Vec::new(),
             unrecorded_runs: Vec::new(),
-            unrecorded_writes: 0,
+            write_due: None,
             ended_outputs: Vec::new(),
             flush_delay: None,
             contain,
@@ -392,9 +392,10 @@ struct Supervisor {
     /// Final phases of runs not yet written, written after their jobs' exits. (run,
     /// phase, finished at ms)
     unrecorded_runs: Vec<(RunId, hero_proc_store::Phase, i64)>,
-    /// Counts the writes of what was unrecorded: a turn that wrote it and then queued
-    /// more gives the new ones a full [`WRITE_DELAY`].
-    unrecorded_writes: u64,
+    /// When what is unrecorded is written at the latest (a deadline on the wait for the
+    /// next message, not a task and a message per turn, so a turn whose writes went with
+    /// a later one costs no wake-up); cleared by each write of it.
+    write_due: Option<tokio::time::Instant>,
     /// Jobs whose exit is written but maybe not yet committed (inside a batch): once it
     /// is, their output files go back to the spare pool if they are empty and unused
     /// (`recycle_outputs`).
@@ -433,12 +434,6 @@ impl Supervisor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         let mut shutting: Option<Reply<()>> = None;
         let mut deadline = tokio::time::Instant::now();
-        // When the starts and exits no answer has written yet are written at the latest
-        // (see `unrecorded_starts`): a deadline on the wait for the next message, not a
-        // task and a message per turn, so a turn whose writes went with a later one costs
-        // no wake-up.
-        let mut write_at: Option<tokio::time::Instant> = None;
-        let mut writes_seen = self.unrecorded_writes;
         // When to look again for children that have exec'd (their stacks can go back):
         // set only while some have not, so an idle daemon has no timer.
         let mut release_at: Option<tokio::time::Instant> = None;
@@ -448,7 +443,7 @@ impl Supervisor {
                 release_at =
                     crate::clone_into::release_started().then(|| tokio::time::Instant::now() + SLOT_RELEASE_DELAY);
             }
-            let wake = [write_at, release_at, shutting.is_some().then_some(deadline)].into_iter().flatten().min();
+            let wake = [self.write_due, release_at, shutting.is_some().then_some(deadline)].into_iter().flatten().min();
             let next = match wake {
                 Some(at) => tokio::time::timeout_at(at, rx.recv()).await.ok(),
                 None => Some(rx.recv().await),
@@ -458,8 +453,8 @@ impl Supervisor {
                 Some(None) => break,
                 None if shutting.is_some() && tokio::time::Instant::now() >= deadline => break,
                 None => {
-                    if write_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
-                        write_at = None;
+                    if self.write_due.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                        self.write_due = None;
                         self.flush_exits();
                     }
                     continue;
@@ -490,11 +485,10 @@ impl Supervisor {
             // Starts and exits no answer has written yet go with the next write, or after a
             // short delay at the latest (after a failed write, the retry timer has them).
             if !self.has_unrecorded() || self.flush_delay.is_some() {
-                write_at = None;
-            } else if write_at.is_none() || writes_seen != self.unrecorded_writes {
-                write_at = Some(tokio::time::Instant::now() + WRITE_DELAY);
+                self.write_due = None;
+            } else if self.write_due.is_none() {
+                self.write_due = Some(tokio::time::Instant::now() + WRITE_DELAY);
             }
-            writes_seen = self.unrecorded_writes;
             if shutting.is_some() && self.jobs.values().all(|j| matches!(j.purpose, Purpose::Run { .. })) {
                 break;
             }
