@@ -129,13 +129,25 @@ async fn jobs_daemon() -> (Daemon, hero_proc_rpc::Client) {
     (d, c)
 }
 
-fn bare_spawn(n: usize) -> Duration {
+/// CPU time of this process's reaped children so far (`getrusage(RUSAGE_CHILDREN)`), ns.
+fn reaped_children_cpu_ns() -> u64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &raw mut u) }, 0);
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    ns(u.ru_utime) + ns(u.ru_stime)
+}
+
+/// Spawn `true` N times, then wait for all: how long that took, and the CPU the N
+/// `true`s used (what any supervisor's jobs cost at least).
+fn bare_spawn(n: usize) -> (Duration, u64) {
+    let cpu = reaped_children_cpu_ns();
     let t = Instant::now();
     let children: Vec<Child> = (0..n).map(|_| Command::new("true").spawn().expect("spawn `true`")).collect();
     for mut c in children {
         assert!(c.wait().unwrap().success());
     }
-    t.elapsed()
+    (t.elapsed(), reaped_children_cpu_ns() - cpu)
 }
 
 async fn call(c: &mut hero_proc_rpc::Client, method: &str, params: Value) -> Value {
@@ -165,16 +177,28 @@ async fn assert_succeeded(c: &mut hero_proc_rpc::Client, id: i64) {
     assert_eq!(r["phase"], "succeeded", "run {id} did not succeed: {r}");
 }
 
+/// What one round of "one call each" took.
+struct EachRound {
+    took: Duration,
+    daemon_cpu: u64,
+    client_cpu: u64,
+    /// Each `run.submit` call's round trip, sorted.
+    calls: Vec<Duration>,
+}
+
 /// N runs of one job, one `run.submit` call each, until all have finished; and the CPU
 /// that took, the daemon's (`pid`, all its threads) and this client's, before the check
 /// that every run succeeded (N more calls, not counted).
-async fn one_call_each(c: &mut hero_proc_rpc::Client, n: usize, pid: u32) -> (Duration, u64, u64) {
+async fn one_call_each(c: &mut hero_proc_rpc::Client, n: usize, pid: u32) -> EachRound {
     let me = std::process::id();
     let (daemon, client) = (threads_cpu_ns(pid), threads_cpu_ns(me));
     let t = Instant::now();
     let mut ids = Vec::with_capacity(n);
+    let mut calls = Vec::with_capacity(n);
     for _ in 0..n {
+        let started = Instant::now();
         let run = call(c, "run.submit", json!({ "actions": ["t"] })).await;
+        calls.push(started.elapsed());
         ids.push(run["id"].as_i64().expect("run.submit answers the run's id"));
     }
     until_idle(c, &format!("{n} runs submitted one call each")).await;
@@ -183,7 +207,14 @@ async fn one_call_each(c: &mut hero_proc_rpc::Client, n: usize, pid: u32) -> (Du
     for id in ids {
         assert_succeeded(c, id).await;
     }
-    (took, cpu.0, cpu.1)
+    calls.sort();
+    EachRound { took, daemon_cpu: cpu.0, client_cpu: cpu.1, calls }
+}
+
+/// The `p`th percentile of sorted durations, in ms.
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p / 100.0).ceil() as usize).clamp(1, sorted.len()) - 1;
+    ms(sorted[i])
 }
 
 /// N calls that read one row and start nothing (`run.get` of run 1), one after the
@@ -217,18 +248,23 @@ async fn jobs(s: &Sizes) {
     let (d, mut c) = jobs_daemon().await;
     let pid = d.child.as_ref().expect("the daemon runs").id();
     // Warm the page cache and the daemon.
-    bare_spawn(50.min(n));
+    let _ = bare_spawn(50.min(n));
     one_batch(&mut c, 50.min(n)).await;
     let (mut bare, mut each, mut batch, mut calls) = (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
     // The daemon's CPU per job in each shape (least over the rounds): what its own work
     // costs, apart from how it overlaps with the jobs' processes on this machine's cores.
-    let (mut each_cpu, mut batch_cpu, mut client_cpu) = (u64::MAX, u64::MAX, u64::MAX);
+    let (mut each_cpu, mut batch_cpu, mut client_cpu, mut true_cpu) = (u64::MAX, u64::MAX, u64::MAX, u64::MAX);
+    // Every call's round trip over all rounds: a stall of the daemon shows in the tail.
+    let mut latencies = Vec::new();
     for _ in 0..s.rounds {
-        bare = bare.min(bare_spawn(n));
-        let (took, daemon, client) = one_call_each(&mut c, n, pid).await;
-        each = each.min(took);
-        each_cpu = each_cpu.min(daemon);
-        client_cpu = client_cpu.min(client);
+        let (took, cpu) = bare_spawn(n);
+        bare = bare.min(took);
+        true_cpu = true_cpu.min(cpu);
+        let round = one_call_each(&mut c, n, pid).await;
+        each = each.min(round.took);
+        each_cpu = each_cpu.min(round.daemon_cpu);
+        client_cpu = client_cpu.min(round.client_cpu);
+        latencies.extend(round.calls);
         let cpu = threads_cpu_ns(pid);
         batch = batch.min(one_batch(&mut c, n).await);
         batch_cpu = batch_cpu.min(threads_cpu_ns(pid) - cpu);
@@ -264,6 +300,28 @@ async fn jobs(s: &Sizes) {
         each_cpu as f64 / 1e6 / n as f64,
         batch_cpu as f64 / 1e6 / n as f64,
         client_cpu as f64 / 1e6 / n as f64
+    );
+    // The least time one call each can take on this machine: every job's CPU (its `true`,
+    // the daemon's share, this client's) spread over all cores with none idle.
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let per_job = |ns: u64| ns as f64 / 1e6 / n as f64;
+    let floor = (per_job(true_cpu) + per_job(each_cpu) + per_job(client_cpu)) / cores as f64;
+    println!(
+        "one call each, the CPU a job: `true` {:.3} + the daemon {:.3} + this client {:.3} ms; on {cores} cores with none idle at least {:.3} ms a job, {:.2}x of bare",
+        per_job(true_cpu),
+        per_job(each_cpu),
+        per_job(client_cpu),
+        floor,
+        floor / (ms(bare) / n as f64)
+    );
+    latencies.sort();
+    println!(
+        "one `run.submit` call's round trip over {} calls (one call each): median {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+        latencies.len(),
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        percentile(&latencies, 99.9),
+        ms(*latencies.last().expect("at least one call"))
     );
 }
 

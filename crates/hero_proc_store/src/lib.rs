@@ -5,7 +5,8 @@
 //! Synchronous by design, and short: one writer connection behind its own mutex for
 //! writes, and a small pool of read-only connections for reads, which in WAL mode never
 //! wait for a write or for compaction (it works in small batches and releases the writer
-//! between them). Objects are stored as canonical JSON of the
+//! between them). The WAL is checkpointed by a thread of the store's own
+//! (`checkpoint`), so no commit waits for an `fsync`. Objects are stored as canonical JSON of the
 //! `hero_proc_spec` types. Job output never goes here; it lives in the file-based log
 //! store, keyed by [`JobId`].
 //!
@@ -27,6 +28,7 @@
 compile_error!("hero_proc_store supports Unix only (file modes, errno, /proc)");
 
 mod api;
+mod checkpoint;
 mod compact;
 mod db;
 mod error;

@@ -2,11 +2,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+use crate::checkpoint::{self, Checkpointer};
 use crate::db::Db;
 use crate::error::{StoreError, classify, classify_io};
 use crate::schema::{self, APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION};
@@ -66,8 +67,12 @@ pub struct Store {
     // connection and its close checkpoints the WAL into the file and removes it (a
     // read-only connection cannot).
     readers: ReaderPool,
+    /// Checkpoints the WAL for the writer; stopped (its connection closed) before the
+    /// writer closes. `None` read-only, or when its thread could not start (the writer
+    /// then checkpoints in its commits, as SQLite does by default).
+    pub(crate) _checkpointer: Option<Checkpointer>,
     /// `None` for a handle opened with [`Store::open_read_only`].
-    writer: Option<WriterSlot>,
+    writer: Option<Arc<WriterSlot>>,
     /// Tells this store's batch apart from another store's on the same thread.
     id: usize,
     /// Bumped by every write to the actions table, when it is made and again once it is
@@ -83,6 +88,8 @@ pub struct Store {
     identity: Option<(u64, u64)>,
     /// Set once when that is found: from then on every write is refused.
     replaced: std::sync::OnceLock<&'static str>,
+    /// What the writer's WAL hook points to: dropped after the writer.
+    _wal_signal: Option<Arc<checkpoint::Signal>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -167,9 +174,24 @@ impl Store {
         let identity = file_identity(&path).map_err(|e| classify_io(&path, "stat", e))?;
         // Opened after the migrations, so every reader sees the current schema.
         let first = open_reader(&path, opts)?;
+        let signal = Arc::new(checkpoint::Signal::default());
+        let writer = Arc::new(WriterSlot::new(conn));
+        let checkpointer = match Checkpointer::start(&path, signal.clone(), writer.clone()) {
+            Ok(c) => {
+                if let Some(conn) = writer.present().as_ref() {
+                    checkpoint::install(conn, &signal);
+                }
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "no checkpoint thread ({e}): commits checkpoint the WAL themselves");
+                None
+            }
+        };
         Ok(Store {
             readers: ReaderPool::new(vec![first], READERS, Some((path.clone(), opts.clone()))),
-            writer: Some(WriterSlot::new(conn)),
+            _checkpointer: checkpointer,
+            writer: Some(writer),
             id: next_store_id(),
             actions_generation: AtomicU64::new(0),
             path,
@@ -178,6 +200,7 @@ impl Store {
             info,
             identity: Some(identity),
             replaced: std::sync::OnceLock::new(),
+            _wal_signal: Some(signal),
         })
     }
 
@@ -214,6 +237,7 @@ impl Store {
         let info = OpenInfo { created: false, schema_from: version, schema_to: version };
         Ok(Store {
             readers: ReaderPool::new(vec![conn], 1, None),
+            _checkpointer: None,
             writer: None,
             id: next_store_id(),
             actions_generation: AtomicU64::new(0),
@@ -223,6 +247,7 @@ impl Store {
             info,
             identity: None,
             replaced: std::sync::OnceLock::new(),
+            _wal_signal: None,
         })
     }
 
@@ -488,7 +513,7 @@ impl Store {
     }
 
     fn slot(&self) -> Result<&WriterSlot, StoreError> {
-        self.writer.as_ref().ok_or_else(|| StoreError::OpenedReadOnly { path: self.path.clone() })
+        self.writer.as_deref().ok_or_else(|| StoreError::OpenedReadOnly { path: self.path.clone() })
     }
 
     /// The writer connection, once no batch has it.
@@ -672,7 +697,7 @@ fn next_store_id() -> usize {
 }
 
 /// The writer connection: in the slot, or out with the thread whose batch holds it.
-struct WriterSlot {
+pub(crate) struct WriterSlot {
     conn: Mutex<Option<Connection>>,
     back: Condvar,
 }
@@ -683,7 +708,7 @@ impl WriterSlot {
     }
 
     /// The slot locked, once the connection is in it (no batch has it out).
-    fn present(&self) -> MutexGuard<'_, Option<Connection>> {
+    pub(crate) fn present(&self) -> MutexGuard<'_, Option<Connection>> {
         // A panic inside a transaction rolled it back while unwinding: the connection is fine.
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         while conn.is_none() {
