@@ -10,8 +10,11 @@
 //! the writer's next transaction then starts the WAL over, as it did after its own
 //! checkpoints. That last step syncs only those few frames.
 //!
-//! Should the thread fall behind (a slow disk) or fail, the WAL stays bounded: at
-//! [`WRITER_CHECKPOINT_PAGES`] the writer checkpoints in its commit, as SQLite would.
+//! Should the thread fall behind (a slow disk, a writer faster than it) or fail, the WAL
+//! stays bounded: at [`WRITER_CHECKPOINT_PAGES`] a write transaction first waits for the
+//! thread to copy everything, and a commit checkpoints itself when the thread is idle.
+//! One checkpoint at a time: the compactor's `TRUNCATE` waits for the thread's (SQLite
+//! would refuse it as busy).
 
 use std::ffi::{c_char, c_int, c_void};
 use std::path::{Path, PathBuf};
@@ -26,8 +29,9 @@ use crate::store::WriterSlot;
 /// WAL pages (of 4 KiB) that wake the checkpoint thread: SQLite's automatic threshold.
 pub(crate) const CHECKPOINT_PAGES: u32 = 1000;
 
-/// WAL pages at which the writer checkpoints in its own commit: the bound on the WAL
-/// when the checkpoint thread cannot keep up (about 64 MiB, the journal size limit).
+/// The bound on the WAL (about 64 MiB, the journal size limit), for when the checkpoint
+/// thread cannot keep up: past it a transaction first waits for the thread to copy
+/// everything, and a commit checkpoints itself when the thread is not at work.
 pub(crate) const WRITER_CHECKPOINT_PAGES: u32 = 16 * CHECKPOINT_PAGES;
 
 /// What the writer's WAL hook and the checkpoint thread share.
@@ -35,6 +39,12 @@ pub(crate) const WRITER_CHECKPOINT_PAGES: u32 = 16 * CHECKPOINT_PAGES;
 pub(crate) struct Signal {
     /// WAL pages when the thread was last woken; fewer now means the WAL started over.
     woken_at: AtomicU32,
+    /// WAL pages after the last commit.
+    pages: AtomicU32,
+    /// Held for each checkpoint of this store's, the thread's and the compactor's: SQLite
+    /// refuses a second checkpoint while one runs (without waiting). Taken before the
+    /// writer's slot, never after.
+    one_at_a_time: Mutex<()>,
     state: Mutex<State>,
     wake: Condvar,
 }
@@ -49,8 +59,19 @@ struct State {
 }
 
 impl Signal {
+    /// Excludes this store's other checkpoints until dropped (see `one_at_a_time`).
+    pub(crate) fn checkpointing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.one_at_a_time.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the last commit left the WAL at its bound.
+    pub(crate) fn at_bound(&self) -> bool {
+        self.pages.load(Ordering::Relaxed) >= WRITER_CHECKPOINT_PAGES
+    }
+
     /// A commit left `pages` in the WAL: whether the writer must checkpoint itself.
     fn committed(&self, pages: u32) -> bool {
+        self.pages.store(pages, Ordering::Relaxed);
         if pages >= WRITER_CHECKPOINT_PAGES {
             return true;
         }
@@ -114,21 +135,29 @@ impl Checkpointer {
         Ok(Checkpointer { signal, thread: Some(thread) })
     }
 
-    /// Asks the thread for a checkpoint, as the writer does (for tests).
-    #[cfg(test)]
-    pub(crate) fn nudge(&self) {
+    /// Asks the thread for a checkpoint, as the writer does.
+    fn nudge(&self) {
         self.signal.state.lock().unwrap_or_else(PoisonError::into_inner).wanted = true;
         self.signal.wake.notify_all();
     }
 
     /// Waits, at most `limit`, until the thread has nothing to do: how many checkpoints
     /// it ran, and whether it caught up.
-    #[cfg(test)]
     pub(crate) fn wait_caught_up(&self, limit: std::time::Duration) -> (u64, bool) {
         let s = self.signal.state.lock().unwrap_or_else(PoisonError::into_inner);
         let behind = |s: &mut State| s.wanted || s.running;
         let (mut s, _) = self.signal.wake.wait_timeout_while(s, limit, behind).unwrap_or_else(PoisonError::into_inner);
         (s.done, !behind(&mut s))
+    }
+
+    /// Before a write transaction, holding neither the writer's slot nor a checkpoint:
+    /// with the WAL at its bound, has the thread copy everything first (so that this
+    /// transaction starts the WAL over), waiting at most a few seconds.
+    pub(crate) fn hold_back_at_bound(&self) {
+        if self.signal.at_bound() {
+            self.nudge();
+            self.wait_caught_up(std::time::Duration::from_secs(5));
+        }
     }
 }
 
@@ -164,6 +193,7 @@ fn run(path: &PathBuf, signal: &Signal, writer: &WriterSlot) {
             }
         }
         if let Some(c) = &conn {
+            let _one = signal.checkpointing();
             let outcome = passive(c).and_then(|left| {
                 if left {
                     // Frames committed while it copied: the rest, with no writer at work.
@@ -205,6 +235,16 @@ mod tests {
         std::fs::metadata(wal).map(|m| m.len() / (4096 + 24)).unwrap_or(0)
     }
 
+    /// (frames in the WAL, frames copied into the database) from the shared WAL index
+    /// (`<db>-shm`, https://sqlite.org/walformat.html: `mxFrame` at byte 16 of the
+    /// header, `nBackfill` at byte 96, native byte order).
+    fn wal_index_frames(db: &Path) -> (u32, u32) {
+        let shm =
+            std::fs::read(db.with_file_name(format!("{}-shm", db.file_name().unwrap().to_str().unwrap()))).unwrap();
+        let at = |i: usize| u32::from_ne_bytes(shm[i..i + 4].try_into().unwrap());
+        (at(16), at(96))
+    }
+
     #[test]
     fn the_writer_wakes_the_thread_once_per_threshold_and_checkpoints_itself_only_at_the_bound() {
         let s = Signal::default();
@@ -240,23 +280,43 @@ mod tests {
         let (done, caught_up) = checkpointer.wait_caught_up(Duration::from_secs(60));
         assert!(caught_up && done >= 1, "the checkpoint thread ran {done} checkpoints and did not catch up");
         let frames = wal_file_frames(&p);
+        // (Past the bound each write first waits for the thread to copy everything.)
         assert!(
-            frames <= u64::from(WRITER_CHECKPOINT_PAGES) + 16,
+            frames <= u64::from(WRITER_CHECKPOINT_PAGES) + 64,
             "the WAL grew to {frames} frames, past the writer's bound of {WRITER_CHECKPOINT_PAGES}"
         );
-        // A checkpoint with the writer idle copies everything: the next commits start the
-        // WAL over, writing over the file's first frames instead of growing it.
+        // A checkpoint with the writer idle copies every frame (the writer's next
+        // transaction then starts the WAL over).
         checkpointer.nudge();
         assert!(checkpointer.wait_caught_up(Duration::from_secs(60)).1);
-        for i in 0..200 {
-            store.create_run(&label, n + i).unwrap();
-        }
-        assert_eq!(wal_file_frames(&p), frames, "the WAL did not start over after the thread's checkpoint");
+        let (frames, copied) = wal_index_frames(&p);
+        assert!(frames > 0 && copied == frames, "the thread's checkpoint copied {copied} of {frames} frames");
         let last = store.get_run(last.unwrap()).unwrap().expect("the last run reads back");
         assert_eq!(last.created_at_ms, n - 1);
         // Closing stops the thread first (its connection closed), so the writer's is the
         // last connection and removes the WAL.
         drop(store);
         assert!(!d.path().join("a.db-wal").exists(), "the WAL is removed at close");
+    }
+
+    #[test]
+    fn a_compaction_beside_the_threads_checkpoint_still_truncates_the_wal() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.db");
+        let store = Store::open(&p).unwrap();
+        let checkpointer = store._checkpointer.as_ref().unwrap();
+        let label = "x".repeat(3000);
+        let keep = crate::Retention { max_age_days: None, max_rows_per_table: None };
+        for round in 0..5 {
+            // Past the threshold: the thread wakes and copies while the compaction's
+            // TRUNCATE checkpoint starts, which SQLite would refuse as busy beside it.
+            for i in 0..i64::from(CHECKPOINT_PAGES) / 3 {
+                store.create_run(&label, i).unwrap();
+            }
+            let report = store.compact(&keep, 0).unwrap();
+            assert!(report.checkpoint_complete, "round {round}: the compaction's checkpoint was refused");
+            assert_eq!(wal_file_frames(&p), 0, "round {round}: the WAL was not truncated");
+            assert!(checkpointer.wait_caught_up(Duration::from_secs(60)).1);
+        }
     }
 }

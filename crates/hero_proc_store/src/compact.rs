@@ -461,6 +461,10 @@ impl Store {
     /// Copies the WAL into the database and truncates it; `false` if a reader kept part of
     /// it alive.
     fn checkpoint_truncate(&self, observe: &mut dyn FnMut(CompactStep)) -> R<bool> {
+        // Not beside the checkpoint thread's: SQLite would refuse this one as busy. (In a
+        // batch this thread holds the writer, which the checkpoint thread may be waiting
+        // for: there it takes its chance.)
+        let _one = self.wal_signal.as_ref().filter(|_| !self.in_batch()).map(|s| s.checkpointing());
         self.with_conn(|db| {
             // The checkpoint waits for readers with the write lock held: wait briefly,
             // not the full busy timeout, so writers are not stalled behind a reader.

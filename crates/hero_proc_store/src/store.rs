@@ -89,7 +89,7 @@ pub struct Store {
     /// Set once when that is found: from then on every write is refused.
     replaced: std::sync::OnceLock<&'static str>,
     /// What the writer's WAL hook points to: dropped after the writer.
-    _wal_signal: Option<Arc<checkpoint::Signal>>,
+    pub(crate) wal_signal: Option<Arc<checkpoint::Signal>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -200,7 +200,7 @@ impl Store {
             info,
             identity: Some(identity),
             replaced: std::sync::OnceLock::new(),
-            _wal_signal: Some(signal),
+            wal_signal: Some(signal),
         })
     }
 
@@ -247,7 +247,7 @@ impl Store {
             info,
             identity: None,
             replaced: std::sync::OnceLock::new(),
-            _wal_signal: None,
+            wal_signal: None,
         })
     }
 
@@ -304,6 +304,9 @@ impl Store {
             Ok(out) => return out,
             Err(f) => f,
         };
+        if let Some(c) = &self._checkpointer {
+            c.hold_back_at_bound();
+        }
         let guard = self.writer()?;
         // Holding the slot rules out nesting, so the unchecked (shared-borrow) form is
         // safe, and it leaves `guard` readable for error classification.
