@@ -17,7 +17,7 @@
 //! would refuse it as busy).
 
 use std::ffi::{c_char, c_int, c_void};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -124,14 +124,22 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Starts the thread for the database at `path`; its connection opens at the first
-    /// checkpoint, so a daemon that writes little never holds one.
+    /// Starts the thread for the database at `path`, with a connection opened here, right
+    /// after the writer's: to the same file, even if the path is later made to lead to
+    /// another one (a database that is not ours is never opened to be checkpointed).
     pub(crate) fn start(path: &Path, signal: Arc<Signal>, writer: Arc<WriterSlot>) -> std::io::Result<Checkpointer> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(std::io::Error::other)?;
+        // Its locks are a few instructions long; PASSIVE itself never waits.
+        conn.busy_timeout(std::time::Duration::from_millis(100)).map_err(std::io::Error::other)?;
+        // SQLite opens the WAL and its index at a connection's first read: now, so that
+        // those too are this database's.
+        passive(&conn).map_err(std::io::Error::other)?;
         let (path, shared) = (path.to_path_buf(), signal.clone());
         let thread = std::thread::Builder::new()
             .name("hero_proc-ckpt".into())
             .stack_size(256 * 1024)
-            .spawn(move || run(&path, &shared, &writer))?;
+            .spawn(move || run(&conn, &path, &shared, &writer))?;
         Ok(Checkpointer { signal, thread: Some(thread) })
     }
 
@@ -171,8 +179,7 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(path: &PathBuf, signal: &Signal, writer: &WriterSlot) {
-    let mut conn: Option<Connection> = None;
+fn run(conn: &Connection, path: &Path, signal: &Signal, writer: &WriterSlot) {
     loop {
         {
             let mut s = signal.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -185,25 +192,18 @@ fn run(path: &PathBuf, signal: &Signal, writer: &WriterSlot) {
             s.wanted = false;
             s.running = true;
         }
-        if conn.is_none() {
-            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            match Connection::open_with_flags(path, flags) {
-                Ok(c) => conn = Some(c),
-                Err(e) => tracing::warn!(path = %path.display(), "cannot open the database to checkpoint its WAL: {e}"),
-            }
-        }
-        if let Some(c) = &conn {
+        {
             let _one = signal.checkpointing();
-            let outcome = passive(c).and_then(|left| {
+            let outcome = passive(conn).and_then(|left| {
                 if left {
                     // Frames committed while it copied: the rest, with no writer at work.
                     let _held = writer.present();
-                    passive(c)?;
+                    passive(conn)?;
                 }
                 Ok(())
             });
             if let Err(e) = outcome {
-                tracing::warn!(path = %path.display(), "WAL checkpoint failed (the writer checkpoints at {WRITER_CHECKPOINT_PAGES} pages): {e}");
+                tracing::warn!(path = %path.display(), "WAL checkpoint failed (at {WRITER_CHECKPOINT_PAGES} pages the writer waits for one): {e}");
             }
         }
         let mut s = signal.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -318,5 +318,27 @@ mod tests {
             assert_eq!(wal_file_frames(&p), 0, "round {round}: the WAL was not truncated");
             assert!(checkpointer.wait_caught_up(Duration::from_secs(60)).1);
         }
+    }
+
+    #[test]
+    fn a_database_put_in_its_place_is_never_checkpointed_into() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a.db");
+        let store = Store::open(&p).unwrap();
+        let checkpointer = store._checkpointer.as_ref().unwrap();
+        // Frames in the WAL, below the threshold: nothing checkpointed them yet.
+        for i in 0..100 {
+            store.create_run("before", i).unwrap();
+        }
+        // Another database (closed: all of it in its file) renamed into the path.
+        let other = d.path().join("b.db");
+        Store::open(&other).unwrap().create_run("other", 1).unwrap();
+        let theirs = std::fs::read(&other).unwrap();
+        std::fs::rename(&other, &p).unwrap();
+        // A checkpoint now copies this store's frames into its own file, not that one.
+        checkpointer.nudge();
+        assert!(checkpointer.wait_caught_up(Duration::from_secs(60)).1);
+        assert!(std::fs::read(&p).unwrap() == theirs, "the database put in the store's place was written to");
+        assert!(store.create_run("after", 2).unwrap_err().is_replaced());
     }
 }
